@@ -1,0 +1,37 @@
+# ablate — two entry points: `make ablation` (the main job) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+EXPERIMENT ?= experiments/default.toml
+STAMP := $(VENV)/.installed
+
+.PHONY: install data ablation test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch/torchvision pinned: pip takes local wheels where they exist (see README).
+	$(PY) -m pip install --quiet -e ".[test,inception]"
+	touch $(STAMP)
+
+install: $(STAMP) data
+
+# Offline data that can be installed: Debian's Fashion-MNIST when apt is available.
+data:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 \
+	  && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
+	  || echo "note: could not install dataset-fashion-mnist; ablate will try to download it"; \
+	fi
+
+ablation: install
+	$(VENV)/bin/ablate grid $(EXPERIMENT)
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

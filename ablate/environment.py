@@ -1,0 +1,72 @@
+"""Provenance of a run: code version, library versions, hardware, device choice."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+from ablate.errors import ConfigError
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> the first CUDA device if there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"bad --device {name!r}: use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name} asked for CUDA, but no GPU is visible; use cpu or auto")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"bad --device {name!r}: use auto, cpu, cuda or cuda:N")
+    return device
+
+
+@functools.cache
+def git_commit() -> str:
+    """The commit of the ablate checkout (``+dirty`` if modified), or ``unknown``."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=_REPO, capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of the libraries a result depends on."""
+    out = {"python": platform.python_version()}
+    for pkg in ("ablate", "torch", "torchvision", "torchmetrics", "numpy", "scipy"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def hardware(device: torch.device | None = None) -> dict[str, object]:
+    """CPU model, core count, threads in use and the GPU name where used."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, object] = {"cpu": cpu, "cpu_count": os.cpu_count(),
+                               "torch_threads": torch.get_num_threads()}
+    if device is not None and device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info

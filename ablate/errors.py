@@ -1,0 +1,9 @@
+"""Errors that the CLI turns into exit code 2 with their message."""
+
+
+class ConfigError(ValueError):
+    """A usage or configuration error: the message names the problem and the fix."""
+
+
+class DataUnavailable(ConfigError):
+    """A dataset is not on this machine and could not be provisioned."""
