@@ -7,11 +7,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install data ablation test bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml examples/ablate-spectral-norm/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch/torchvision pinned: pip takes local wheels where they exist (see README).
 	$(PY) -m pip install --quiet -e ".[test,inception]"
+	# The example third-party hack package, registered through its entry point.
+	$(PY) -m pip install --quiet --no-build-isolation -e examples/ablate-spectral-norm
 	touch $(STAMP)
 
 install: $(STAMP) data

@@ -53,17 +53,22 @@ def _hacks(args) -> int:
 # ablate train
 # --------------------------------------------------------------------------------------
 def parse_hack_selection(hacks: str, off: str | None) -> tuple[str, ...]:
-    """``--hacks all|none|a,b`` minus ``--off a,b`` -> enabled hack names (validated)."""
+    """``--hacks all|builtin|none|a,b`` minus ``--off a,b`` -> enabled hack names.
+
+    ``all`` is every registered hack (plugins included), ``builtin`` the eleven of
+    DESIGN.md §1; keywords and names can be mixed: ``builtin,spectral-norm``.
+    """
     from ablate import registry
 
-    names = registry.hack_names()
-    chosen = {"all": names, "none": []}.get(hacks)
-    if chosen is None:
-        chosen = [h.strip() for h in hacks.split(",") if h.strip()]
+    keywords = {"all": registry.hack_names(), "builtin": registry.builtin_names(), "none": []}
+    chosen: list[str] = []
+    for item in (h.strip() for h in hacks.split(",")):
+        if item:
+            chosen += keywords.get(item, [item])
     removed = [h.strip() for h in (off or "").split(",") if h.strip()]
     for h in chosen + removed:
         registry.get_hack(h)  # unknown names raise, listing the valid ones
-    return tuple(h for h in chosen if h not in removed)
+    return tuple(dict.fromkeys(h for h in chosen if h not in removed))
 
 
 def parse_sets(sets: list[str]) -> tuple[tuple[str, str, str], ...]:
@@ -86,7 +91,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--hacks", default="all", help="all, none, or a comma-separated list")
+    p.add_argument("--hacks", default="all",
+                   help="all (plugins included), builtin (the eleven), none, or a comma-separated list")
     p.add_argument("--off", default=None, help="hacks to switch off from --hacks")
     p.add_argument("--set", action="append", default=[], metavar="HACK.PARAM=VALUE",
                    help="set a hack parameter (repeatable)")
@@ -132,8 +138,7 @@ def _train(args) -> int:
 def _variant_name(config) -> str:
     from ablate import registry
 
-    names = registry.hack_names()
-    if set(config.hacks) == set(names):
+    if set(config.hacks) == set(registry.builtin_names()):
         return "all-on"
     if not config.hacks:
         return "all-off"

@@ -82,6 +82,11 @@ def hack_names() -> list[str]:
     return [h.name for h in list_hacks()]
 
 
+def builtin_names() -> list[str]:
+    """The eleven built-in hack names (DESIGN.md §1), in canonical order."""
+    return [n for n in hack_names() if _PROVIDERS[n] == "ablate"]
+
+
 def provider(name: str) -> str:
     """The package that provides hack ``name`` (``ablate`` for built-ins)."""
     _discover()

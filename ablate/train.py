@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -232,8 +233,8 @@ def train(config: TrainConfig, out_dir: Path | str) -> TrainResult:
             stats = window[:n].cpu()
             bad = (~torch.isfinite(stats)).any(dim=1).nonzero()
             now = time.perf_counter()
-            record = {"step": step, **dict(zip(("loss_d", "loss_g", "d_real", "d_fake"),
-                                               stats.mean(0).tolist())),
+            means = [v if math.isfinite(v) else None for v in stats.mean(0).tolist()]
+            record = {"step": step, **dict(zip(("loss_d", "loss_g", "d_real", "d_fake"), means)),
                       "images_per_s": n * bs / (now - t_window), "elapsed_s": now - t_train}
             if len(bad):
                 status, diverged_step = "diverged", step - n + int(bad[0]) + 1

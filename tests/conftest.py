@@ -1,0 +1,23 @@
+"""Shared fixtures: an isolated data root and cache for every test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Tests must be quick and reproducible on a 2-core machine.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Keep test caches out of the user's ~/.cache (the data root stays shared, read-only)."""
+    old = os.environ.get("ABLATE_CACHE")
+    os.environ["ABLATE_CACHE"] = str(tmp_path_factory.mktemp("ablate-cache"))
+    yield
+    if old is None:
+        os.environ.pop("ABLATE_CACHE", None)
+    else:
+        os.environ["ABLATE_CACHE"] = old
