@@ -101,6 +101,14 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--val-every", type=int, default=d.val_every,
+                   help="validation FID every K steps; keeps generator_best.pt (0 = off)")
+    p.add_argument("--val-n", type=int, default=d.val_n, help="samples per validation FID")
+    p.add_argument("--eval", action=argparse.BooleanOptionalAction, default=True,
+                   help="score the run at the end (ablate eval) and write metrics.json")
+    p.add_argument("--eval-n", type=int, default=10_000, help="samples for the final evaluation")
+    p.add_argument("--eval-features", default="auto",
+                   help="classifier, inception, both, or auto (classifier on CPU, both on GPU)")
     p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<name>)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
@@ -114,7 +122,7 @@ def config_from_args(args) -> "TrainConfig":
         dataset=args.dataset, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
         hacks=parse_hack_selection(args.hacks, args.off), params=parse_sets(args.set),
         ngf=args.ngf, ndf=args.ndf, device=args.device, threads=args.threads,
-        log_every=args.log_every)
+        log_every=args.log_every, val_every=args.val_every, val_n=args.val_n)
 
 
 def _train(args) -> int:
@@ -131,6 +139,15 @@ def _train(args) -> int:
     out = args.out or Path("runs") / f"{config.dataset}-{_variant_name(config)}-s{config.seed}"
     result = train(config, out)
     print(json.dumps(dataclasses.asdict(result), indent=2))
+    if args.eval and (out / "generator.pt").exists():
+        from ablate import evaluate
+
+        protocol = evaluate.protocol_from_args(
+            argparse.Namespace(features=args.eval_features, device=config.device),
+            n=args.eval_n, val_every=config.val_every, val_n=config.val_n)
+        doc = evaluate.evaluate_run(out, protocol, config.device)
+        evaluate._print_summary(doc)
+        print(f"metrics: {out / 'metrics.json'}", file=sys.stderr)
     print(f"samples: {out / 'samples.png'}", file=sys.stderr)
     return 0 if result.status == "done" else 3
 

@@ -288,3 +288,7 @@ def load(name: str, split: str = "train", root: Path | None = None) -> ImageSet:
         idx = perm[:n_val] if split == "val" else perm[n_val:].sort().values
         images, labels = images[idx], labels[idx]
     return ImageSet(images.contiguous(), labels, name, split, source, spec.num_classes)
+
+
+# Derived datasets register themselves on import (Stacked MNIST: ablate/stacked.py).
+from ablate import stacked as _stacked  # noqa: E402,F401

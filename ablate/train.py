@@ -50,11 +50,17 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     log_every: int = 50  # steps between log lines and divergence checks
+    # Validation FID (classifier features, vs the val split) every val_every steps; 0 = off.
+    # It draws the curve in log.jsonl and picks generator_best.pt (never the test split).
+    val_every: int = 0
+    val_n: int = 2000  # samples per validation FID: cheap (~1 s on CPU), stable enough to rank
 
     def __post_init__(self) -> None:
-        for key in ("steps", "batch_size", "ngf", "ndf", "latent_dim", "log_every"):
+        for key in ("steps", "batch_size", "ngf", "ndf", "latent_dim", "log_every", "val_n"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be a positive integer, got {getattr(self, key)}")
+        if self.val_every < 0:
+            raise ConfigError(f"val_every must be >= 0 (0 = off), got {self.val_every}")
 
     def param_dict(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -203,6 +209,8 @@ def train(config: TrainConfig, out_dir: Path | str) -> TrainResult:
     opt_d = make_optimizer(d.parameters(), recipe.d_optimizer, device)
     update_d = D_UPDATES[recipe.d_update]
     ones = torch.ones(bs, device=device)
+    validate = _validator(config, recipe, device)  # None when val_every == 0
+    best_fid, best_step, val_time = float("inf"), None, 0.0
 
     # Per-step stats live in a device buffer and reach the host once per log window,
     # so the loop has no host sync per step. Columns: loss_d, loss_g, D(x), D(G(z)).
@@ -243,14 +251,39 @@ def train(config: TrainConfig, out_dir: Path | str) -> TrainResult:
             t_window = now
             if status == "diverged":
                 break
-    train_time = time.perf_counter() - t_train
+        if validate is not None and (step % config.val_every == 0 or step == config.steps):
+            t_val = time.perf_counter()
+            val_fid = validate(g)
+            if val_fid < best_fid:  # NaN (non-finite samples) never becomes the best
+                best_fid, best_step = val_fid, step
+                write_atomic(out_dir / "generator_best.pt", lambda f: torch.save(g.state_dict(), f))
+            append_jsonl(out_dir / "log.jsonl", {"step": step, "val_fid": val_fid,
+                                                 "val_n": config.val_n, "best_step": best_step})
+            elapsed = time.perf_counter() - t_val
+            val_time += elapsed
+            t_window += elapsed  # keep validation out of the logged throughput
+    train_time = time.perf_counter() - t_train - val_time
 
     save_samples(g, recipe, config.latent_dim, device, out_dir / "samples.png")
     write_atomic(out_dir / "generator.pt", lambda f: torch.save(g.state_dict(), f))
     result = TrainResult(status, step, diverged_step, time.perf_counter() - t_start, train_time,
                          step * bs / train_time, str(out_dir))
+    if validate is not None:
+        result.extra.update(best_step=best_step, best_val_fid=best_fid if best_step else None,
+                            val_n=config.val_n, val_every=config.val_every,
+                            val_time_s=round(val_time, 3))
     write_json(out_dir / "result.json", dataclasses.asdict(result))
     return result
+
+
+def _validator(config: TrainConfig, recipe: Recipe, device: torch.device):
+    """A callable ``g -> validation FID`` (ablate.evaluate.ValidationFID), or None if off."""
+    if not config.val_every:
+        return None
+    from ablate.evaluate import ValidationFID
+
+    return ValidationFID(config.dataset, recipe, config.latent_dim, config.val_n, device,
+                         seed=config.seed)
 
 
 def fixed_latents(recipe: Recipe, latent_dim: int, device, n: int = SAMPLE_COUNT) -> torch.Tensor:

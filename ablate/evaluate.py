@@ -1,0 +1,405 @@
+"""Evaluate a run: FID/KID, PRDC and mode metrics of its generator(s) -> ``metrics.json``.
+
+Public API::
+
+    from ablate.evaluate import EvalProtocol, evaluate_run
+    metrics = evaluate_run("runs/x", EvalProtocol(n=10_000, features=("classifier",)))
+
+``evaluate_run`` scores the last checkpoint (``generator.pt``) and, when training kept
+one, the best checkpoint by validation FID (``generator_best.pt``), and writes
+``<run_dir>/metrics.json`` atomically::
+
+    {
+      "last": {                       # generator.pt, after the final step
+        "step": 1000,
+        "classifier": {"fid", "kid_mean", "kid_std", "precision", "recall", "density",
+                       "coverage", "modes", "num_modes", "kl", "mode_rule",
+                       "n_mode_samples", "n_gen", "n_real", "kid_subset_size"},
+        "inception":  {"fid", "kid_mean", "kid_std", "precision", "recall", "density",
+                       "coverage", "n_gen", "n_real", "kid_subset_size"}   # if requested
+      },
+      "best": {... same, plus "val_fid" ...},   # only if generator_best.pt exists
+      "protocol": {EvalProtocol fields},
+      "provenance": {"dataset", "real_split", "n_real", "n_gen", "kid_subset_size",
+                     "features": {"classifier": {"classifier_test_accuracy", ...},
+                                  "inception": {...}},
+                     "device", "time_s", "timing_s": {component: seconds},
+                     "git_commit", "versions"}
+    }
+
+Conventions: images reach every feature net in [0, 1] (``ablate.train.generate``'s
+range), quantised to 8 bits; real images are the ``test`` split (never ``val``, which
+is for checkpoint selection); N is recorded with every number because FID depends on
+it. Mode metrics (modes, kl) always use the classifier and appear under
+``"classifier"``; Stacked datasets count 1000 modes at ``n_stacked`` (26k) samples with
+KL to uniform (PacGAN protocol), while FID/KID/PRDC use the first ``n`` samples.
+KID uses ``min(kid_subset_size, n_real, n_gen)`` as subset size and reports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ablate.artefacts import read_json, write_json
+from ablate.errors import ConfigError
+
+FEATURES = ("classifier", "inception")
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """How runs are scored; part of a run's identity (hash it into run keys)."""
+
+    features: tuple[str, ...] = ("classifier",)  # CPU default; Inception costs ~18 min/10k on CPU
+    n: int = 10_000  # generated samples vs (up to) n real test images: FID depends on N
+    real_split: str = "test"  # final metrics never touch the validation split
+    kid_subsets: int = 100  # torchmetrics' default
+    kid_subset_size: int = 1000  # adapted down (and reported) when a set is smaller
+    pr_k: int = 3  # improved precision/recall (Kynkäänniemi et al. 2019)
+    dc_k: int = 5  # density/coverage (Naeem et al. 2020)
+    mode_min_frac: float = 0.1  # a class is covered at >= 10% of its real share
+    n_stacked: int = 26_000  # Stacked MNIST mode count (PacGAN / VEEGAN: 26k samples)
+    val_every: int = 0  # training: validation FID every K steps (0 = off)
+    val_n: int = 2000  # training: samples per validation FID (vs the val split)
+    batch_size: int = 500  # generation / feature batch
+    seed: int = 0  # latents of the evaluation samples and KID subsets
+
+    def __post_init__(self) -> None:
+        if isinstance(self.features, str) or not self.features:
+            raise ConfigError(f"features must be a non-empty tuple, got {self.features!r}")
+        bad = [f for f in self.features if f not in FEATURES]
+        if bad:
+            raise ConfigError(f"unknown feature net(s) {bad}; valid: {', '.join(FEATURES)}")
+        for key in ("n", "kid_subsets", "kid_subset_size", "pr_k", "dc_k", "n_stacked",
+                    "val_n", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"EvalProtocol.{key} must be positive, got {getattr(self, key)}")
+        if self.n < 2:
+            raise ConfigError("EvalProtocol.n must be at least 2")
+        if self.val_every < 0:
+            raise ConfigError("EvalProtocol.val_every must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["features"] = list(self.features)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EvalProtocol":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"unknown protocol keys {sorted(unknown)}; valid: {sorted(names)}")
+        d = dict(d)
+        if "features" in d:
+            d["features"] = parse_features(d["features"])
+        return cls(**d)
+
+    @classmethod
+    def for_device(cls, device: str | torch.device = "auto", **changes: Any) -> "EvalProtocol":
+        """Default features for a device: classifier on CPU, classifier + Inception on GPU."""
+        from ablate.environment import resolve_device
+
+        dev = resolve_device(str(device))
+        feats = ("classifier", "inception") if dev.type == "cuda" else ("classifier",)
+        return cls(**{"features": feats, **changes})
+
+
+def parse_features(value: str | list | tuple) -> tuple[str, ...]:
+    """``classifier|inception|both`` (or a list) -> a features tuple."""
+    if isinstance(value, str):
+        value = {"both": list(FEATURES)}.get(value, [v.strip() for v in value.split(",") if v.strip()])
+    return tuple(value)
+
+
+# --------------------------------------------------------------------------------------
+# Scoring a stream of samples
+# --------------------------------------------------------------------------------------
+Sampler = Callable[[int, int], torch.Tensor]  # (start, count) -> images in [0, 1]
+
+
+class _NonFinite(Exception):
+    pass
+
+
+def feature_nets(dataset: str, features: tuple[str, ...], device) -> dict:
+    """name -> FeatureNet for ``dataset`` on ``device`` (the classifier is always built)."""
+    from ablate.metrics.classifier import classifier_features
+
+    nets = {"classifier": classifier_features(dataset, device)}
+    if "inception" in features:
+        from ablate.metrics.inception import InceptionFeatures
+
+        nets["inception"] = InceptionFeatures().to(device)
+    return nets
+
+
+def score_samples(sampler: Sampler, dataset: str, protocol: EvalProtocol,
+                  device: str | torch.device = "cpu", nets: dict | None = None) -> tuple[dict, dict]:
+    """Score samples from ``sampler`` against ``dataset``'s real split.
+
+    Returns ``(metrics, provenance)``: metrics maps feature name -> metric dict.
+    """
+    from ablate.metrics import fid as fidm
+    from ablate.metrics.modes import histogram, mode_metrics, predictions
+    from ablate.metrics.prdc import prdc
+    from ablate.stacked import is_stacked
+
+    t_start = time.perf_counter()
+    device = torch.device(device)
+    timing: dict[str, float] = {}
+
+    def tick(key: str, t0: float) -> float:
+        now = time.perf_counter()
+        timing[key] = timing.get(key, 0.0) + now - t0
+        return now
+
+    t = time.perf_counter()
+    nets = nets or feature_nets(dataset, protocol.features, device)
+    stacked = is_stacked(dataset)
+    n_total = max(protocol.n, protocol.n_stacked) if stacked else protocol.n
+    real, fid, kid, feats = {}, {}, {}, {}
+    for name in protocol.features:
+        real[name] = fidm.real_stats(dataset, protocol.real_split, nets[name], protocol.n,
+                                     (protocol.pr_k, protocol.dc_k), protocol.batch_size)
+        n_real = int(real[name]["n"])
+        fid[name] = fidm.make_fid(nets[name])
+        size = fidm.kid_subset_size(protocol.kid_subset_size, n_real, protocol.n)
+        kid[name] = fidm.make_kid(nets[name], size, protocol.kid_subsets)
+        fidm.load_real(real[name], fid[name], kid[name])
+        feats[name] = []
+    if "classifier" not in real and not stacked:  # class histogram of real data for KL
+        real["classifier"] = fidm.real_stats(dataset, protocol.real_split, nets["classifier"],
+                                             protocol.n, (protocol.pr_k, protocol.dc_k),
+                                             protocol.batch_size)
+    t = tick("setup (nets, real stats)", t)
+    labels = []
+    for start in range(0, n_total, protocol.batch_size):
+        count = min(protocol.batch_size, n_total - start)
+        x = sampler(start, count).to(device)
+        if not torch.isfinite(x).all():
+            raise _NonFinite
+        t = tick("generate", t)
+        scored = start < protocol.n  # FID/KID/PRDC use the first n samples
+        if scored and start + count > protocol.n:
+            x = x[:protocol.n - start]  # (n not a multiple of the batch) keep exactly n
+        for name in protocol.features if scored else ():
+            feats[name].append(nets[name](x).float().cpu())  # memoised for FID/KID below
+            t = tick(f"features ({name})", t)
+            fid[name].update(x, real=False)
+            t = tick("fid", t)
+            kid[name].update(x, real=False)
+            t = tick("kid", t)
+        if not scored or "classifier" not in protocol.features:
+            nets["classifier"](x)  # class predictions for the mode metrics
+            t = tick("features (classifier)", t)
+        labels.append(predictions(nets["classifier"].last_logits).cpu())
+        t = tick("modes", t)
+    for net in nets.values():
+        net.forget()
+
+    metrics: dict[str, dict] = {}
+    for name in protocol.features:
+        m: dict[str, Any] = {"fid": float(fid[name].compute())}
+        t = tick("fid", t)
+        m["kid_mean"], m["kid_std"] = fidm.compute_kid(kid[name], protocol.seed)
+        t = tick("kid", t)
+        m.update(prdc(real[name]["features"], torch.cat(feats[name]), protocol.pr_k, protocol.dc_k,
+                      real[name]["radii"]))
+        t = tick("prdc", t)
+        m.update(n_gen=protocol.n, n_real=int(real[name]["n"]),
+                 kid_subset_size=kid[name].subset_size)
+        metrics[name] = m
+    pred = torch.cat(labels)
+    k = 1000 if stacked else int(real["classifier"]["class_counts"].numel())
+    counts = histogram(pred, k)
+    if stacked:
+        modes = mode_metrics(counts, None, min_count=1)
+    else:
+        modes = mode_metrics(counts, real["classifier"]["class_counts"], protocol.mode_min_frac)
+    metrics.setdefault("classifier", {}).update(modes)
+    tick("modes", t)
+    n_real = {name: int(real[name]["n"]) for name in protocol.features}
+    provenance = {
+        "dataset": dataset, "real_split": protocol.real_split, "n_gen": protocol.n,
+        "n_real": n_real, "kid_subset_size": {n: kid[n].subset_size for n in protocol.features},
+        "features": {name: nets[name].provenance() for name in nets},
+        "device": str(device), "time_s": round(time.perf_counter() - t_start, 3),
+        "timing_s": {k: round(v, 3) for k, v in timing.items()},
+    }
+    return metrics, provenance
+
+
+def score_images(images: torch.Tensor, dataset: str, protocol: EvalProtocol,
+                 device: str | torch.device = "cpu") -> tuple[dict, dict]:
+    """Score a tensor of images in [0, 1] (or uint8); ``protocol.n`` is set to its length."""
+    n = images.shape[0]
+    protocol = dataclasses.replace(protocol, n=n, n_stacked=n)
+    return score_samples(lambda s, c: images[s:s + c], dataset, protocol, device)
+
+
+def generator_sampler(g: torch.nn.Module, recipe, latent_dim: int, seed: int,
+                      device) -> Sampler:
+    """Samples of ``g`` in [0, 1] from a fixed latent stream (seeded; same for every run)."""
+    from ablate.models import sample_latent
+    from ablate.train import generate
+
+    gen = torch.Generator().manual_seed(seed)
+    state = {"next": 0}
+
+    def sample(start: int, count: int) -> torch.Tensor:
+        if start != state["next"]:
+            raise RuntimeError("generator_sampler must be read in order")
+        state["next"] = start + count
+        z = sample_latent(recipe, count, latent_dim, gen).to(device)
+        return generate(g, z, recipe)
+
+    return sample
+
+
+# --------------------------------------------------------------------------------------
+# Evaluating a run directory
+# --------------------------------------------------------------------------------------
+def evaluate_run(run_dir: Path | str, protocol: EvalProtocol | None = None,
+                 device: str | torch.device = "auto", write: bool = True) -> dict:
+    """Score ``run_dir``'s last (and best, if kept) generator; write ``metrics.json``."""
+    from ablate.environment import git_commit, resolve_device, versions
+    from ablate.train import load_run
+
+    run_dir = Path(run_dir)
+    protocol = protocol or EvalProtocol()
+    if not (run_dir / "config.json").exists() or not (run_dir / "generator.pt").exists():
+        raise ConfigError(f"{run_dir} is not a finished run directory "
+                          "(needs config.json and generator.pt)")
+    t0 = time.perf_counter()
+    dev = resolve_device(str(device))
+    cfg, recipe, g = load_run(run_dir, str(dev))
+    dataset, latent_dim = cfg["train"]["dataset"], cfg["train"]["latent_dim"]
+    result = read_json(run_dir / "result.json") if (run_dir / "result.json").exists() else {}
+    nets = feature_nets(dataset, protocol.features, dev)
+    checkpoints = {"last": (run_dir / "generator.pt", result.get("steps"))}
+    extra = result.get("extra") or {}
+    if (run_dir / "generator_best.pt").exists():
+        checkpoints["best"] = (run_dir / "generator_best.pt", extra.get("best_step"))
+    out: dict[str, Any] = {}
+    provenance: dict[str, Any] = {}
+    for label, (path, step) in checkpoints.items():
+        g.load_state_dict(torch.load(path, map_location=dev))
+        sampler = generator_sampler(g, recipe, latent_dim, protocol.seed, dev)
+        try:
+            metrics, provenance = score_samples(sampler, dataset, protocol, dev, nets)
+        except _NonFinite:
+            metrics = {"error": "the generator produced non-finite images"}
+        out[label] = {"step": step, **metrics}
+        if label == "best":
+            out[label]["val_fid"] = extra.get("best_val_fid")
+        if "timing_s" in provenance:
+            provenance.setdefault("timing_by_checkpoint_s", {})[label] = provenance.pop("timing_s")
+    provenance.update(time_s=round(time.perf_counter() - t0, 3), git_commit=git_commit(),
+                      versions=versions(), run_dir=str(run_dir))
+    provenance.setdefault("features", {n: nets[n].provenance() for n in nets})
+    doc = {**out, "protocol": protocol.to_dict(), "provenance": provenance}
+    if write:
+        write_json(run_dir / METRICS_FILE, doc)
+    return doc
+
+
+# --------------------------------------------------------------------------------------
+# Validation FID during training
+# --------------------------------------------------------------------------------------
+class ValidationFID:
+    """Cheap classifier-feature FID of a generator against the ``val`` split.
+
+    Built once per run (the classifier and the val statistics are cached); each call
+    draws the same ``n`` latents, so successive values form a curve.
+    """
+
+    def __init__(self, dataset: str, recipe, latent_dim: int, n: int = 2000,
+                 device: str | torch.device = "cpu", seed: int = 0, batch_size: int = 500) -> None:
+        from ablate.metrics import fid as fidm
+        from ablate.metrics.classifier import classifier_features
+        from ablate.models import sample_latent
+
+        self.net = classifier_features(dataset, device)
+        self.stats = fidm.real_stats(dataset, "val", self.net, n, (), batch_size)
+        self.n_real = int(self.stats["n"])
+        self.n, self.recipe, self.batch_size = n, recipe, batch_size
+        gen = torch.Generator().manual_seed(seed)
+        self.z = sample_latent(recipe, n, latent_dim, gen).to(device)
+        self.dataset = dataset
+
+    def __call__(self, g: torch.nn.Module) -> float:
+        from ablate.metrics import fid as fidm
+        from ablate.train import generate
+
+        fid = fidm.make_fid(self.net)
+        fidm.load_real(self.stats, fid)
+        for i in range(0, self.n, self.batch_size):
+            x = generate(g, self.z[i:i + self.batch_size], self.recipe)
+            if not torch.isfinite(x).all():
+                return float("nan")
+            fid.update(x, real=False)
+        self.net.forget()
+        return float(fid.compute())
+
+
+# --------------------------------------------------------------------------------------
+# ablate eval
+# --------------------------------------------------------------------------------------
+def _eval_args(p) -> None:
+    p.add_argument("run_dir", type=Path, help="a run directory written by `ablate train`")
+    p.add_argument("--features", default="auto",
+                   help="classifier, inception, both, or auto (classifier on CPU, both on GPU)")
+    p.add_argument("--n", type=int, default=EvalProtocol.n, help="generated (and real) samples")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+
+
+def protocol_from_args(args, **changes) -> EvalProtocol:
+    if args.features == "auto":
+        return EvalProtocol.for_device(args.device, **changes)
+    return EvalProtocol(features=parse_features(args.features), **changes)
+
+
+def _print_summary(doc: dict) -> None:
+    for label in ("last", "best"):
+        if label not in doc:
+            continue
+        for feat, m in doc[label].items():
+            if isinstance(m, dict) and "fid" in m:
+                extra = f" modes {m['modes']}/{m['num_modes']} kl {m['kl']:.4f}" if "modes" in m else ""
+                print(f"{label:<5} step {doc[label].get('step')} {feat:<10} FID {m['fid']:.3f} "
+                      f"KID {m['kid_mean']:.5f}±{m['kid_std']:.5f} P {m['precision']:.3f} "
+                      f"R {m['recall']:.3f} D {m['density']:.3f} C {m['coverage']:.3f}{extra}")
+
+
+def _eval(args) -> int:
+    import sys
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    protocol = protocol_from_args(args, n=args.n)
+    doc = evaluate_run(args.run_dir, protocol, args.device)
+    _print_summary(doc)
+    print(f"wrote {Path(args.run_dir) / METRICS_FILE}", file=sys.stderr)
+    return 0
+
+
+_eval.arguments = _eval_args
+
+
+def _register() -> None:
+    from ablate.cli import command
+
+    command("eval", "score a run: FID/KID, precision/recall, density/coverage, modes")(_eval)
+
+
+_register()
