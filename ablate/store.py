@@ -1,0 +1,320 @@
+"""The run store: an SQLite index of every run of an experiment (``runs.sqlite``).
+
+The store is the single source of truth of a grid. Each run key has one row whose
+``status`` moves ``pending -> running -> done | diverged | failed``; the transition to
+``done`` is the commit point of a run (its directory is renamed into ``runs/<key>``
+just before). Claims are atomic (``BEGIN IMMEDIATE``), so two grid processes, or two
+executors' workers, never train the same key; a ``running`` claim whose owner died
+(same host: its pid is gone; any host: its heartbeat is older than ``STALE_AFTER_S``)
+is reclaimable. The database runs in WAL mode with ``synchronous=FULL``: a killed
+process loses nothing that was committed.
+
+Readers (the report) use :func:`load_frame` and :func:`load_experiment_meta`.
+
+Note: SQLite locking needs a filesystem with working POSIX locks; on a cluster, put
+the results directory on a local or a lock-capable shared filesystem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+DB_NAME = "runs.sqlite"
+EXPERIMENT_JSON = "experiment.json"
+STATUSES = ("pending", "running", "done", "diverged", "failed")
+TERMINAL = ("done", "diverged")  # finished; never recomputed
+HEARTBEAT_S = 10.0  # a running claim refreshes its heartbeat this often
+STALE_AFTER_S = 120.0  # a claim from another host with an older heartbeat is dead
+STALE_LOCAL_S = 900.0  # same host, pid alive (possibly reused) but no heartbeat for this long
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    key TEXT PRIMARY KEY,
+    status TEXT NOT NULL DEFAULT 'pending',
+    variant TEXT,            -- the variant that first planned this key (informative)
+    seed INTEGER,
+    hacks TEXT,              -- JSON list of enabled hacks
+    config TEXT,             -- JSON: the resolved config that was hashed into the key
+    token TEXT,              -- the current claim
+    pid INTEGER,
+    host TEXT,
+    heartbeat REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created REAL,
+    started REAL,
+    finished REAL,
+    steps INTEGER,
+    diverged_step INTEGER,
+    wall_time_s REAL,
+    train_time_s REAL,
+    eval_time_s REAL,
+    images_per_s REAL,
+    metrics TEXT,            -- JSON: metrics.json of the run
+    error TEXT,
+    run_dir TEXT             -- relative to the results directory
+);
+CREATE TABLE IF NOT EXISTS plan (
+    variant TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    hacks TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (variant, seed)
+);
+"""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class Store:
+    """One experiment's run index. Cheap to open; open one per process."""
+
+    def __init__(self, results_dir: Path | str, create: bool = True) -> None:
+        self.results_dir = Path(results_dir)
+        self.path = self.results_dir / DB_NAME
+        if not create and not self.path.exists():
+            raise FileNotFoundError(self.path)
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        self.host = socket.gethostname()
+        self.db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA busy_timeout = 60000")
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = FULL")
+        with self.transaction():
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    self.db.execute(stmt)
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE``: take the write lock up front, so read-then-write is atomic."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # ----- the plan ---------------------------------------------------------------------
+    def set_plan(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Replace the plan (variant, seed -> key) and add pending rows for new keys.
+
+        Each row: ``variant, seed, key, hacks (list), config (dict)``.
+        """
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("DELETE FROM plan")
+            for i, r in enumerate(rows):
+                hacks = json.dumps(list(r["hacks"]))
+                db.execute("INSERT INTO plan (variant, seed, key, hacks, position) VALUES (?,?,?,?,?)",
+                           (r["variant"], r["seed"], r["key"], hacks, i))
+                db.execute("INSERT OR IGNORE INTO runs (key, status, variant, seed, hacks, config, created)"
+                           " VALUES (?, 'pending', ?, ?, ?, ?, ?)",
+                           (r["key"], r["variant"], r["seed"], hacks,
+                            json.dumps(r.get("config"), sort_keys=True), now))
+
+    # ----- claims -----------------------------------------------------------------------
+    def _stale(self, row: sqlite3.Row, now: float) -> bool:
+        beat = row["heartbeat"] or 0.0
+        if row["host"] == self.host:
+            return not _pid_alive(row["pid"] or -1) or now - beat > STALE_LOCAL_S
+        return now - beat > STALE_AFTER_S
+
+    def claimable(self, key: str, retry_failed: bool = False) -> bool:
+        row = self.db.execute("SELECT * FROM runs WHERE key = ?", (key,)).fetchone()
+        return row is None or self._claimable(row, retry_failed, time.time())
+
+    def _claimable(self, row: sqlite3.Row, retry_failed: bool, now: float) -> bool:
+        status = row["status"]
+        return (status == "pending" or (status == "failed" and retry_failed)
+                or (status == "running" and self._stale(row, now)))
+
+    def claim(self, key: str, retry_failed: bool = False) -> str | None:
+        """Atomically take ``key`` for this process; return a claim token or None."""
+        now = time.time()
+        token = uuid.uuid4().hex
+        with self.transaction() as db:
+            row = db.execute("SELECT * FROM runs WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                db.execute("INSERT INTO runs (key, created) VALUES (?, ?)", (key, now))
+            elif not self._claimable(row, retry_failed, now):
+                return None
+            db.execute("UPDATE runs SET status='running', token=?, pid=?, host=?, heartbeat=?,"
+                       " started=?, attempts=attempts+1, error=NULL WHERE key=?",
+                       (token, os.getpid(), self.host, now, now, key))
+        return token
+
+    def heartbeat(self, key: str, token: str) -> bool:
+        """Refresh a claim; False if it was lost (reclaimed as stale)."""
+        cur = self.db.execute("UPDATE runs SET heartbeat=? WHERE key=? AND token=? AND status='running'",
+                              (time.time(), key, token))
+        return cur.rowcount == 1
+
+    def owns(self, key: str, token: str) -> bool:
+        row = self.db.execute("SELECT token, status FROM runs WHERE key=?", (key,)).fetchone()
+        return row is not None and row["token"] == token and row["status"] == "running"
+
+    def finish(self, key: str, token: str, status: str, **fields: Any) -> bool:
+        """Record the outcome of a claimed run (the commit point). False if not owned."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        cols = {"status": status, "finished": time.time(), **fields}
+        if "metrics" in cols and not isinstance(cols["metrics"], (str, type(None))):
+            cols["metrics"] = json.dumps(cols["metrics"])
+        sets = ", ".join(f"{c}=?" for c in cols)
+        with self.transaction() as db:
+            cur = db.execute(f"UPDATE runs SET {sets} WHERE key=? AND token=? AND status='running'",
+                             (*cols.values(), key, token))
+            return cur.rowcount == 1
+
+    def release(self, key: str, token: str) -> None:
+        """Give a claim back unfinished (e.g. on Ctrl-C): the key is pending again."""
+        with self.transaction() as db:
+            db.execute("UPDATE runs SET status='pending', token=NULL, pid=NULL, heartbeat=NULL"
+                       " WHERE key=? AND token=? AND status='running'", (key, token))
+
+    # ----- reading ----------------------------------------------------------------------
+    def get(self, key: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM runs WHERE key=?", (key,)).fetchone()
+        return dict(row) if row else None
+
+    def runs(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM runs ORDER BY created, key")]
+
+    def plan(self) -> list[dict[str, Any]]:
+        """The current plan joined with each key's run row, in plan order."""
+        q = ("SELECT p.variant, p.seed, p.key, p.hacks AS plan_hacks, r.* FROM plan p"
+             " LEFT JOIN runs r ON r.key = p.key ORDER BY p.position")
+        out = []
+        for row in self.db.execute(q):
+            d = dict(row)
+            d["variant"], d["seed"], d["key"] = row[0], row[1], row[2]
+            d["status"] = d.get("status") or "pending"
+            out.append(d)
+        return out
+
+    def live_token(self, key: str) -> str | None:
+        """The token of a live (non-stale) running claim on ``key``, if any."""
+        row = self.db.execute("SELECT * FROM runs WHERE key=?", (key,)).fetchone()
+        if row is None or row["status"] != "running" or self._stale(row, time.time()):
+            return None
+        return row["token"]
+
+
+# --------------------------------------------------------------------------------------
+# Readers for the report
+# --------------------------------------------------------------------------------------
+def flatten_metrics(metrics: dict | None) -> dict[str, float]:
+    """``{"last": {"classifier": {"fid": 3.1}}}`` -> ``{"last.classifier.fid": 3.1}``.
+
+    Only numeric leaves are kept; ``protocol`` and ``provenance`` are skipped.
+    """
+    out: dict[str, float] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if not prefix and k in ("protocol", "provenance"):
+                    continue
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(node, (int, float)) and not isinstance(node, bool):
+            out[prefix] = float(node)
+        elif node is None and prefix:
+            out[prefix] = float("nan")
+
+    walk("", metrics or {})
+    return out
+
+
+BASE_COLUMNS = ["key", "variant", "seed", "status", "diverged_step", "wall_time_s",
+                "train_time_s", "images_per_s", "run_dir"]
+
+
+def load_frame(results_dir: Path | str):
+    """One row per planned run (variant x seed) of an experiment, as a DataFrame.
+
+    Columns: ``key, variant, seed, status, diverged_step, wall_time_s, train_time_s,
+    images_per_s, run_dir`` (absolute path or None), then ``hack:<name>`` (bool) for
+    every hack in scope, then metric columns ``<checkpoint>.<feature>.<metric>``
+    flattened from each run's ``metrics.json`` (e.g. ``last.classifier.fid``), NaN
+    where a run has no metrics (pending, failed, diverged). Extra columns
+    ``eval_time_s``, ``attempts`` and ``error`` follow the base columns.
+    """
+    import pandas as pd
+
+    results_dir = Path(results_dir).resolve()
+    meta = load_experiment_meta(results_dir)
+    scope = list(meta.get("hacks", []))
+    store = Store(results_dir, create=False)
+    try:
+        rows = store.plan()
+    finally:
+        store.close()
+    records = []
+    metric_cols: dict[str, None] = {}
+    for r in rows:
+        hacks = set(json.loads(r["plan_hacks"]))
+        rec: dict[str, Any] = {
+            "key": r["key"], "variant": r["variant"], "seed": int(r["seed"]),
+            "status": r["status"], "diverged_step": r.get("diverged_step"),
+            "wall_time_s": r.get("wall_time_s"), "train_time_s": r.get("train_time_s"),
+            "images_per_s": r.get("images_per_s"),
+            "run_dir": str(results_dir / r["run_dir"]) if r.get("run_dir") else None,
+            "eval_time_s": r.get("eval_time_s"), "attempts": r.get("attempts") or 0,
+            "error": r.get("error"),
+        }
+        for h in scope:
+            rec[f"hack:{h}"] = h in hacks
+        metrics = flatten_metrics(json.loads(r["metrics"]) if r.get("metrics") else None)
+        metric_cols.update(dict.fromkeys(metrics))
+        rec.update(metrics)
+        records.append(rec)
+    columns = BASE_COLUMNS + ["eval_time_s", "attempts", "error"] + [f"hack:{h}" for h in scope] \
+        + sorted(metric_cols)
+    frame = pd.DataFrame.from_records(records, columns=columns)
+    for c in ("diverged_step",):
+        frame[c] = frame[c].astype("Int64")
+    for c in ("wall_time_s", "train_time_s", "images_per_s", "eval_time_s", *metric_cols):
+        frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(float)
+    return frame
+
+
+def load_experiment_meta(results_dir: Path | str) -> dict[str, Any]:
+    """The ``experiment.json`` of a results directory.
+
+    Keys: ``experiment`` (the parsed experiment file), ``design`` (kind, variants with
+    their hacks, comparisons ``{hack, on, off}`` = each hack's variant and reference
+    variant, resolution, aliasing), ``hacks`` (in scope, in order), ``reference``
+    (``{hack: {"on": variant, "off": reference}}``), ``code_version``, ``hack_info``
+    (each hack's description and resolved parameters) and ``runs`` (planned count).
+    """
+    path = Path(results_dir) / EXPERIMENT_JSON
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `ablate grid` on the experiment first")
+    return json.loads(path.read_text())
