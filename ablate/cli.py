@@ -100,6 +100,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ndf", type=int, default=d.ndf)
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--precision", default=d.precision, choices=["fp32", "bf16"],
+                   help="bf16 autocasts G and D forward passes (a GPU speed option; off by default)")
     p.add_argument("--log-every", type=int, default=d.log_every)
     p.add_argument("--val-every", type=int, default=d.val_every,
                    help="validation FID every K steps; keeps generator_best.pt (0 = off)")
@@ -122,6 +124,7 @@ def config_from_args(args) -> "TrainConfig":
         dataset=args.dataset, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
         hacks=parse_hack_selection(args.hacks, args.off), params=parse_sets(args.set),
         ngf=args.ngf, ndf=args.ndf, device=args.device, threads=args.threads,
+        precision=args.precision,
         log_every=args.log_every, val_every=args.val_every, val_n=args.val_n)
 
 

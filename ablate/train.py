@@ -31,6 +31,7 @@ from ablate.recipe import Optimizer, Recipe
 
 SAMPLE_SEED = 1234  # one latent batch shared by every run, so sample grids compare
 SAMPLE_COUNT = 64  # an 8x8 grid
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     log_every: int = 50  # steps between log lines and divergence checks
+    # bf16 autocast for G and D forward passes (GPU speed option). Off by default so that
+    # numbers compare across machines; it is part of the run identity.
+    precision: str = "fp32"
     # Validation FID (classifier features, vs the val split) every val_every steps; 0 = off.
     # It draws the curve in log.jsonl and picks generator_best.pt (never the test split).
     val_every: int = 0
@@ -59,6 +63,8 @@ class TrainConfig:
         for key in ("steps", "batch_size", "ngf", "ndf", "latent_dim", "log_every", "val_n"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be a positive integer, got {getattr(self, key)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.val_every < 0:
             raise ConfigError(f"val_every must be >= 0 (0 = off), got {self.val_every}")
 
@@ -157,6 +163,18 @@ def _update_separate(d, opt, real, fake, t_real, t_fake):
 D_UPDATES: dict[str, Callable] = {"mixed": _update_mixed, "separate": _update_separate}
 
 
+class Autocast(nn.Module):
+    """Runs ``inner`` under bf16 autocast and returns float32 (losses stay in fp32)."""
+
+    def __init__(self, inner: nn.Module, device_type: str) -> None:
+        super().__init__()
+        self.inner, self.device_type = inner, device_type
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.inner(x).float()
+
+
 def make_optimizer(params, spec: Optimizer, device: torch.device) -> torch.optim.Optimizer:
     if spec.name != "adam":
         raise ConfigError(f"unknown optimizer {spec.name!r}; valid: adam")
@@ -209,6 +227,9 @@ def train(config: TrainConfig, out_dir: Path | str) -> TrainResult:
     opt_d = make_optimizer(d.parameters(), recipe.d_optimizer, device)
     update_d = D_UPDATES[recipe.d_update]
     ones = torch.ones(bs, device=device)
+    # The loop calls g_fwd/d_fwd; g and d themselves stay plain for saving and evaluation.
+    g_fwd, d_fwd = (Autocast(g, device.type), Autocast(d, device.type)) \
+        if config.precision == "bf16" else (g, d)
     validate = _validator(config, recipe, device)  # None when val_every == 0
     best_fid, best_step, val_time = float("inf"), None, 0.0
 
@@ -226,11 +247,11 @@ def train(config: TrainConfig, out_dir: Path | str) -> TrainResult:
                 perm, cursor = torch.randperm(n_data, generator=gen, device=device), 0
             real = x_all[perm[cursor:cursor + bs]]
             cursor += bs
-            fake = g(sample_latent(recipe, bs, config.latent_dim, gen, device))
+            fake = g_fwd(sample_latent(recipe, bs, config.latent_dim, gen, device))
             t_real, t_fake = _targets(recipe, bs, gen, device)
-            loss_d, out_real, out_fake = update_d(d, opt_d, real, fake.detach(), t_real, t_fake)
+            loss_d, out_real, out_fake = update_d(d_fwd, opt_d, real, fake.detach(), t_real, t_fake)
         opt_g.zero_grad(set_to_none=True)
-        loss_g = F.binary_cross_entropy_with_logits(d(fake), ones)  # non-saturating loss
+        loss_g = F.binary_cross_entropy_with_logits(d_fwd(fake), ones)  # non-saturating loss
         loss_g.backward()
         opt_g.step()
         window[step % config.log_every] = torch.stack(

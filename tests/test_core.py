@@ -226,3 +226,16 @@ def test_example_plugin_is_listed_and_trains(plugin_site, tmp_path):
     providers = {h["name"]: h["provider"] for h in cfg["hacks"]}
     assert providers["spectral-norm"] == providers["instance-noise"] == "ablate-spectral-norm"
     assert len(cfg["hacks"]) == 13
+
+
+def test_bf16_precision_option(tmp_path):
+    """bf16 autocast trains, is recorded in the config, and differs from fp32."""
+    result = train(_tiny(precision="bf16"), tmp_path / "bf16")
+    train(_tiny(), tmp_path / "fp32")
+    cfg = json.loads((tmp_path / "bf16/config.json").read_text())
+    assert result.status == "done" and cfg["train"]["precision"] == "bf16"
+    a, b = torch.load(tmp_path / "bf16/generator.pt"), torch.load(tmp_path / "fp32/generator.pt")
+    assert a.keys() == b.keys()  # plain G weights are saved, not the autocast wrapper
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        _tiny(precision="fp16")
