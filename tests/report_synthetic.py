@@ -43,7 +43,8 @@ def design_variants(design: str, hacks=HACKS) -> list[dict]:
 
 
 def make_store(root: Path, design: str = "leave-one-out", *, effects=None, interaction=0.0,
-               artefacts: bool = True, rng_seed: int = 7) -> tuple[pd.DataFrame, dict]:
+               artefacts: bool = True, rng_seed: int = 7, flat: bool = False
+               ) -> tuple[pd.DataFrame, dict]:
     """Write run dirs under ``root/runs`` and return (frame, meta).
 
     ``interaction`` adds that much FID when both batch-norm and label-smoothing are on.
@@ -73,7 +74,7 @@ def make_store(root: Path, design: str = "leave-one-out", *, effects=None, inter
                 row.update({
                     f"{ckpt}.classifier.fid": f, f"{ckpt}.classifier.kid_mean": f / 1000,
                     f"{ckpt}.classifier.kid_std": 1e-4, f"{ckpt}.classifier.modes": modes,
-                    f"{ckpt}.classifier.kl": kl, f"{ckpt}.classifier.precision": 0.7 + rng.normal(0, .01),
+                    f"{ckpt}.classifier.kl": kl, f"{ckpt}.classifier.num_modes": 10.0, f"{ckpt}.classifier.precision": 0.7 + rng.normal(0, .01),
                     f"{ckpt}.classifier.recall": 0.5 + rng.normal(0, .01),
                     f"{ckpt}.classifier.density": 0.9 + rng.normal(0, .02),
                     f"{ckpt}.classifier.coverage": 0.8 + rng.normal(0, .01)})
@@ -89,11 +90,39 @@ def make_store(root: Path, design: str = "leave-one-out", *, effects=None, inter
     rows.append(extra)
     rows.append(dict(extra, key="kpend", seed=4, status="pending", diverged_step=None))
     frame = pd.DataFrame(rows)
-    meta = {"name": f"synthetic-{design}", "dataset": "fashion-mnist", "steps": 1000,
+    return frame, (flat_meta(design, variants) if flat else experiment_meta(design, variants))
+
+
+def experiment_meta(design: str, variants: list[dict]) -> dict:
+    """The shape of ``experiment.json`` as ablate.runner writes it (ablate.store returns it)."""
+    ref = {v["name"].lstrip("+-"): {"on": v["name"], "off": v["reference"]} if design == "add-one-in"
+           else {"on": v["reference"], "off": v["name"]}
+           for v in variants if v.get("reference")}
+    spec = {"kind": design, "include_all_off": True, "include_all_on": True, "method": "fracfact",
+            "resolution": 4, "generators": None, "variants": []}
+    return {
+        "experiment": {"name": f"synthetic-{design}", "description": "synthetic store",
+                       "source": "experiments/synthetic.toml", "dataset": "fashion-mnist",
+                       "seeds": list(SEEDS), "hacks": list(HACKS), "params": {},
+                       "train": {"steps": 1000, "batch_size": 64, "ngf": 32, "ndf": 32, "log_every": 50},
+                       "evaluation": {"features": ["classifier"], "n": 5000, "real_split": "test"},
+                       "design": spec, "results_dir": "results", "execution": {}},
+        "design": {"kind": design, "hacks": list(HACKS),
+                   "variants": [{"name": v["name"], "hacks": v["hacks"]} for v in variants],
+                   "comparisons": [{"hack": h, **c} for h, c in ref.items()],
+                   "resolution": None, "aliasing": [], "notes": []},
+        "hacks": list(HACKS), "reference": ref,
+        "variants": [{"name": v["name"], "hacks": v["hacks"]} for v in variants],
+        "seeds": list(SEEDS), "runs": len(variants) * len(SEEDS), "code_version": "test",
+    }
+
+
+def flat_meta(design: str, variants: list[dict]) -> dict:
+    """A flatter meta (design as a string, references on the variants): also accepted."""
+    return {"name": f"synthetic-{design}", "dataset": "fashion-mnist", "steps": 1000,
             "batch_size": 64, "ngf": 32, "ndf": 32, "seeds": list(SEEDS), "design": design,
             "eval": {"num_gen": 5000, "num_real": 5000, "split": "test"},
             "variants": variants, "hacks": list(HACKS)}
-    return frame, meta
 
 
 def _write_run(run_dir: Path, variant: dict, seed: int, row: dict, rng) -> None:
@@ -126,5 +155,7 @@ def _write_run(run_dir: Path, variant: dict, seed: int, row: dict, rng) -> None:
     metrics["best"]["step"] = 700
     metrics["protocol"] = {"num_gen": 5000, "num_real": 5000, "real_split": "test",
                            "feature_nets": ["classifier"]}
-    metrics["provenance"] = {"classifier": {"test_accuracy": 0.891, "arch": "small CNN"}}
+    metrics["provenance"] = {"dataset": "fashion-mnist", "real_split": "test", "n_gen": 5000,
+                             "features": {"classifier": {"classifier_test_accuracy": 0.891,
+                                                         "target_accuracy": 0.85}}}
     (run_dir / "metrics.json").write_text(json.dumps(metrics))

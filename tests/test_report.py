@@ -116,7 +116,6 @@ def test_collapse_and_divergence_are_counted(loo):
 
 def test_factorial_recovers_main_effects_and_interaction(tmp_path):
     frame, meta = make_store(tmp_path, "full-factorial", interaction=3.0, artefacts=False)
-    meta["design"] = "full-factorial"
     fit = stats.factorial_effects(frame, meta, PRIMARY)
     t = fit.table.set_index("term")
     assert fit.scale == "log" and fit.blocked_by_seed and not fit.aliased
@@ -136,7 +135,7 @@ def test_fractional_factorial_flags_aliased_interactions(tmp_path):
     frame, meta = make_store(tmp_path, "full-factorial", artefacts=False)
     coded = np.prod([np.where(frame[f"hack:{h}"], 1, -1) for h in HACKS], axis=0)
     half = frame[coded == 1]  # 2^(4-1), resolution IV: 2FIs aliased in pairs
-    meta = dict(meta, design="fractional-factorial")
+    meta = dict(meta, design=dict(meta["design"], kind="fractional-factorial", resolution=4))
     fit = stats.factorial_effects(half, meta, PRIMARY)
     assert set(fit.table["kind"]) == {"main"}
     assert len(fit.aliased) == 6
@@ -235,7 +234,7 @@ def test_report_md_links_resolve_and_answers_first(loo):
     for section in ("## Protocol", "## Results per variant", "## Hack effects", "## Provenance",
                     "## How to cite", "CITATION.cff"):
         assert section in text
-    assert "test accuracy 0.891" in text  # feature net with its accuracy
+    assert "classifier test accuracy 0.891" in text  # feature net with its accuracy
     assert "/usr/share/datasets/fashion-mnist" in text and "60000 images" in text
     assert "abc1234" in text  # the runs' git commit
     assert "2/2^n = 0.25" in text  # why no sign-flip / rank tests
@@ -268,7 +267,7 @@ def test_cli_missing_results_dir_exits_2(tmp_path, capsys):
 def test_cli_writes_report_through_the_store(tmp_path, monkeypatch, capsys):
     from ablate.cli import main
 
-    frame, meta = make_store(tmp_path, "add-one-in", artefacts=False)
+    frame, meta = make_store(tmp_path, "add-one-in", artefacts=False, flat=True)
     fake = types.ModuleType("ablate.store")
     fake.load_frame = lambda results_dir: frame
     fake.load_experiment_meta = lambda results_dir: meta

@@ -136,7 +136,11 @@ def build_report(frame: pd.DataFrame, meta: dict | None, out_dir: Path | str,
 
     # ---- figures ----------------------------------------------------------------------
     fdir = out_dir / "figures"
-    variants = stats.variant_order(frame, meta)
+    variants = plotted_variants(frame, meta, effects)
+    if len(variants) < len(counts):
+        ctx.notes.append(f"per-variant figures show {len(variants)} of {len(counts)} variants (the "
+                         "reference variants and those in hack contrasts first); every variant is "
+                         "in tables/variants.csv")
     _figure(ctx, "primary", lambda: figures.metric_figure(summary, frame, primary, variants, fdir,
                                                           "primary_metric"), when=primary is not None)
     _figure(ctx, "metrics", lambda: figures.metrics_grid(summary, head, variants, fdir, "metrics"),
@@ -158,6 +162,28 @@ def build_report(frame: pd.DataFrame, meta: dict | None, out_dir: Path | str,
     path = out_dir / "REPORT.md"
     tables.write_text(path, markdown.render(ctx))
     return path
+
+
+MAX_PLOTTED_VARIANTS = 40  # a per-variant figure stays readable (and finite) in large designs
+
+
+def plotted_variants(frame: pd.DataFrame, meta: dict, effects: pd.DataFrame,
+                     limit: int = MAX_PLOTTED_VARIANTS) -> list[str]:
+    """The variants the per-variant figures show: all of them in small designs; in large
+    ones all-on, all-off and the variants of hack contrasts first, then design order."""
+    from ablate.report import stats
+
+    order = stats.variant_order(frame, meta)
+    if len(order) <= limit:
+        return order
+    hacks = stats.variant_hacks(frame, meta)
+    scope = frozenset(stats.hacks_in_scope(frame, meta))
+    first = [v for v in order if hacks[v] in (scope, frozenset())]
+    if not effects.empty:
+        first += list(dict.fromkeys(list(effects["on"]) + list(effects["off"])))
+    ranked = list(dict.fromkeys(first + order))
+    keep = set(ranked[:limit])
+    return [v for v in order if v in keep]
 
 
 def _figure(ctx: ReportContext, name: str, draw, when: bool) -> None:

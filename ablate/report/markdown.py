@@ -28,14 +28,18 @@ CITATION_BIBTEX = """@software{ablate,
 
 
 def _get(meta: dict, *keys, default=None):
-    """Look a key up in the meta, then in its nested experiment/config/train/eval blocks."""
-    for key in keys:
-        if meta.get(key) not in (None, "", [], {}):
-            return meta[key]
-        for block in ("experiment", "config", "train", "training", "budget", "model", "eval"):
-            sub = meta.get(block)
-            if isinstance(sub, dict) and sub.get(key) not in (None, "", [], {}):
-                return sub[key]
+    """Look a key up in the meta, then breadth-first in its nested blocks (experiment.json
+    nests ``experiment -> train / evaluation``); the shallowest match wins."""
+    level = [meta]
+    for _ in range(4):
+        for key in keys:
+            for node in level:
+                if node.get(key) not in (None, "", [], {}):
+                    return node[key]
+        level = [v for node in level for k, v in node.items()
+                 if isinstance(v, dict) and k not in ("hack_info", "reference")]
+        if not level:
+            break
     return default
 
 
@@ -59,9 +63,14 @@ class _Doc:
         return "Files: " + ", ".join(self.link(ext.upper(), p) for ext, p in paths.items()
                                      if self.link(ext, p))
 
-    def include_table(self, paths: dict[str, Path] | None) -> None:
+    def include_table(self, paths: dict[str, Path] | None, max_rows: int = 80) -> None:
+        """Inline a Markdown table (or, past ``max_rows`` rows, only link to its files)."""
         if paths and paths.get("md") and paths["md"].is_file():
             body = paths["md"].read_text().split("\n\n", 1)[-1]
+            rows = body.count("\n") - 2
+            if rows > max_rows:
+                self(f"{rows} rows: too long to inline. {self.table_links(paths)}", "")
+                return
             self(body.rstrip(), "", self.table_links(paths), "")
 
     def figure(self, title: str, path: Path | None, caption: str) -> None:
@@ -128,8 +137,12 @@ def _summary(d: _Doc, ctx) -> None:
     d(f"Design **{design}** on **{dataset}**, {len(ctx.counts)} variants, {_seeds_text(ctx)}. "
       f"Primary metric: **{stats.label(primary) if primary else 'none'}** "
       f"({'lower' if primary and stats.lower_is_better(primary) else 'higher'} is better). "
-      "Effects are Δ = metric(hack ON) − metric(hack OFF), paired by seed, tested on log FID, "
-      "Holm-corrected across hacks at α = 0.05.", "")
+      "Effects are Δ = metric(hack ON) − metric(hack OFF), paired by seed, tested with a paired "
+      "t-test (on log FID for FID), Holm-corrected across hacks at α = 0.05.", "")
+    if primary is None or stats.parse_metric(primary)[0] is None:
+        d("- **No quality metrics in the run store** (no FID, KID or mode metrics): the runs were "
+          "not evaluated (e.g. `[evaluation] features = []`, or `ablate eval` not run yet). "
+          "Only run statistics are compared below.")
     _factorial_bullet(d, ctx)  # a factorial design's own analysis leads
     ep = effects[effects["metric"] == primary] if not effects.empty and primary else pd.DataFrame()
     if ep.empty:
@@ -148,15 +161,18 @@ def _summary(d: _Doc, ctx) -> None:
             d(f"- **No detectable effect at n={'/'.join(map(str, ns))}** on {stats.label(primary)}: {items}. "
               "“No detectable effect” is not “no effect”: see the power line below.")
         if sig.empty:
-            d("- No hack has a detectable effect on the primary metric at this number of seeds.")
+            d("- No paired hack contrast has a detectable effect on the primary metric at this "
+              "number of seeds" + (" (the factorial fit above pools every variant and is the "
+                                   "stronger analysis here)." if ctx.factorial is not None else "."))
     pw = ctx.power[ctx.power["metric"] == primary] if not ctx.power.empty and primary else pd.DataFrame()
     if not pw.empty:
         p = pw.iloc[0]
         size = (f"{num(p['mde_percent'], 2)}% of FID (≈ {num(p['mde_raw'], 2)} FID units)"
-                if p["scale"] == "log" else f"{num(p['mde'], 2)}")
+                if p["scale"] == "log" else f"{num(p['mde'], 2)} ({stats.label(primary)})")
         d(f"- **Power**: with n = {p['n']} paired seeds and the observed seed spread "
-          f"(sd of paired Δ log = {num(p['pooled_sd'], 2)}), this design detects, with 80% power at "
-          f"α = 0.05 after Holm over {p['tests']} hacks, only effects of about **{size}** or larger.")
+          f"(sd of paired Δ{' log' if p['scale'] == 'log' else ''} = {num(p['pooled_sd'], 2)}), "
+          "this design detects, with 80% power at "
+          f"α = 0.05 after Holm over {p['tests']} tests, only effects of about **{size}** or larger.")
     coll = ctx.counts.dropna(subset=["collapse_rate"])
     coll = coll[coll["collapsed"] > 0]
     if len(coll):
@@ -191,7 +207,8 @@ def _factorial_bullet(d: _Doc, ctx) -> None:
         t = ctx.factorial.table
         sig = t[t["p_holm"] < stats.ALPHA]
         if len(sig):
-            parts = "; ".join(f"{r['term']} {r['verdict']} (effect {num(r['effect'])} ± {num(r['se'], 2)} SE"
+            log = " on log scale" if ctx.factorial.scale == "log" else ""
+            parts = "; ".join(f"{r['term']} {r['verdict']} (effect{log} {num(r['effect'])} ± {num(r['se'], 2)} SE"
                               + (f", ×{num(r['ratio'])}" if np.isfinite(r["ratio"]) else "") + ")"
                               for _, r in sig.iterrows())
             d(f"- **Factorial (least squares)**: {parts}.")
@@ -229,7 +246,7 @@ def _protocol(d: _Doc, ctx) -> None:
     bs = _get(meta, "batch_size", default=train.get("batch_size", "?"))
     rows.append(("budget", f"{steps} generator steps, batch size {bs}"))
     protocols = prov.get("protocol") or []
-    ev = _get(meta, "eval", "protocol", default=None)
+    ev = _get(meta, "evaluation", "eval", "protocol", default=None)
     if protocols:
         for p, n in protocols:
             rows.append(("evaluation (N)", _kv(p) + (f" [{n} runs]" if len(protocols) > 1 else "")))
@@ -245,8 +262,16 @@ def _protocol(d: _Doc, ctx) -> None:
                  "`last` = end of training; headline tables use "
                  f"`{ctx.checkpoint}`"))
     rows.append(("seeds", _seeds_text(ctx) + (f"; planned: {_get(meta, 'seeds')}" if _get(meta, "seeds") else "")))
+    design = meta.get("design") if isinstance(meta.get("design"), dict) else {}
+    extra = ""
+    if design.get("resolution"):
+        extra += f"; resolution {design['resolution']}"
+    if design.get("notes"):
+        extra += "; " + "; ".join(map(str, design["notes"]))
     rows.append(("design", f"{stats.design_name(meta)}, {len(ctx.counts)} variants: "
-                 + ", ".join(f"`{v}`" for v in ctx.counts["variant"])))
+                 + ", ".join(f"`{v}`" for v in ctx.counts["variant"]) + extra))
+    if design.get("aliasing"):
+        rows.append(("aliasing (design)", "; ".join(map(str, design["aliasing"]))))
     d(to_markdown(pd.DataFrame(rows, columns=["", ""]).set_axis(["item", "value"], axis=1)))
 
 
@@ -259,18 +284,23 @@ def _kv(obj) -> str:
 
 
 def _feature_accuracy(prov: dict) -> dict[str, str]:
-    """Feature net -> 'test accuracy 0.891' from metrics.json provenance, where recorded."""
-    out = {}
+    """Feature net -> 'classifier test accuracy 0.891' from metrics.json provenance: any
+    numeric key mentioning 'acc', attributed to the nearest enclosing feature-net name."""
+    out: dict[str, str] = {}
+
+    def walk(node, net):
+        if not isinstance(node, dict):
+            return
+        for k, v in node.items():
+            here = k if k in stats.FEATURES else net
+            if isinstance(v, dict):
+                walk(v, here)
+            elif "acc" in str(k).lower() and isinstance(v, (int, float)) and not isinstance(v, bool):
+                if "target" not in str(k).lower():
+                    out.setdefault(here or "classifier", f"{str(k).replace('_', ' ')} {v:.3g}")
+
     for p, _ in prov.get("metrics_provenance") or []:
-        if not isinstance(p, dict):
-            continue
-        for net, info in p.items():
-            if isinstance(info, dict):
-                for k, v in info.items():
-                    if "acc" in k.lower() and isinstance(v, (int, float)):
-                        out.setdefault(net, f"{k.replace('_', ' ')} {v:.3g}")
-            elif "acc" in net.lower() and isinstance(info, (int, float)):
-                out.setdefault("classifier", f"{net.replace('_', ' ')} {info:.3g}")
+        walk(p, None)
     return out
 
 

@@ -163,15 +163,16 @@ def _numbers(x) -> np.ndarray | None:
 
 
 def _find_histogram(doc: dict, checkpoint: str) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Find a generated-class histogram (a key containing 'hist') and a real one
-    (a key containing both 'hist' and 'real'), preferring the given checkpoint."""
+    """Find a generated-class histogram (a key containing 'hist' or 'class_counts') and a
+    real one (a path mentioning 'real'), preferring the given checkpoint."""
     gen, real = [], []
 
     def walk(node, path):
         if isinstance(node, dict):
             for k, v in node.items():
                 p = path + (str(k),)
-                arr = _numbers(v) if "hist" in str(k).lower() else None
+                key = str(k).lower()
+                arr = _numbers(v) if ("hist" in key or "class_counts" in key) else None
                 if arr is not None:
                     (real if any("real" in s.lower() for s in p) else gen).append((p, arr))
                 else:

@@ -169,6 +169,21 @@ def _meta_variants(meta: dict | None) -> list[tuple[str, dict]]:
     return out
 
 
+def _meta_comparisons(meta: dict | None) -> list[tuple[str, str]]:
+    """(on, off) variant pairs from ``meta['reference']`` ({hack: {on, off}}) and
+    ``meta['design']['comparisons']`` ([{hack, on, off}])."""
+    meta = meta or {}
+    out = []
+    ref = meta.get("reference")
+    if isinstance(ref, dict):
+        out += [(c["on"], c["off"]) for c in ref.values() if isinstance(c, dict) and "on" in c and "off" in c]
+    design = meta.get("design")
+    if isinstance(design, dict):
+        out += [(c["on"], c["off"]) for c in design.get("comparisons") or []
+                if isinstance(c, dict) and "on" in c and "off" in c]
+    return out
+
+
 def finished(frame: pd.DataFrame) -> pd.DataFrame:
     """Runs that enter means and tests: status ``done``."""
     if "status" not in frame.columns:
@@ -197,6 +212,9 @@ def num_modes(frame: pd.DataFrame, meta: dict | None = None) -> int:
     for key in ("num_modes", "num_classes"):
         if meta.get(key):
             return int(meta[key])
+    recorded = [c for c in frame.columns if c.endswith(".classifier.num_modes")]
+    if recorded and frame[recorded].notna().any().any():  # metrics.json records it per run
+        return int(np.nanmax(frame[recorded].to_numpy(dtype=float)))
     dataset = str(meta.get("dataset") or (meta.get("experiment") or {}).get("dataset", ""))
     if "stacked" in dataset.lower():
         return 1000
@@ -336,6 +354,9 @@ def contrasts(frame: pd.DataFrame, meta: dict | None = None) -> list[Contrast]:
         ref = spec.get("reference")
         if isinstance(ref, str) and v in hacks and ref in hacks:
             add(v, ref, None)
+    for on, off in _meta_comparisons(meta):  # the design's declared {hack, on, off} pairs
+        if on in hacks and off in hacks:
+            add(on, off, None)
     order = {h: i for i, h in enumerate(hacks_in_scope(frame, meta))}
     kinds = {"leave-one-out": 0, "add-one-in": 1, "reference": 2}
     return sorted(found.values(), key=lambda c: (kinds[c.kind], order.get(c.hack, 99), c.on, c.off))
@@ -517,16 +538,14 @@ FACTORIAL_DESIGNS = ("full-factorial", "fractional-factorial", "factorial", "pla
 
 
 def is_factorial(meta: dict | None) -> bool:
-    design = str((meta or {}).get("design") or "")
-    if isinstance((meta or {}).get("design"), dict):
-        design = str(meta["design"].get("name", ""))
-    return any(k in design.lower() for k in ("factorial", "plackett"))
+    return any(k in design_name(meta).lower() for k in ("factorial", "plackett"))
 
 
 def design_name(meta: dict | None) -> str:
+    """``meta['design']`` as a name: a string, or a dict's ``kind`` (ablate.design) or ``name``."""
     d = (meta or {}).get("design")
     if isinstance(d, dict):
-        return str(d.get("name") or d.get("kind") or "unknown")
+        return str(d.get("kind") or d.get("name") or "unknown")
     return str(d or "unknown")
 
 
