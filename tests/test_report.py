@@ -282,3 +282,24 @@ def test_citation_cff():
     for needle in ("cff-version: 1.2.0", "title: ablate", "version: 0.1.0",
                    'date-released: "2026-11-28"', 'name: "ablate contributors"', "license: MIT"):
         assert needle in text
+
+
+def test_explicit_design_pairs_declared_references():
+    rows = []
+    variants = {"bn": {"batch-norm"}, "bn+ls": {"batch-norm", "label-smoothing"},
+                "ls+nl": {"label-smoothing", "noisy-labels"}}
+    for v, on in variants.items():
+        for seed in (0, 1, 2):
+            rows.append({"variant": v, "seed": seed, "status": "done",
+                         **{f"hack:{h}": h in on for h in HACKS},
+                         PRIMARY: 30.0 + 4 * ("label-smoothing" in on) + 2 * ("noisy-labels" in on)
+                         + seed + 0.1 * np.sin(seed + len(v))})
+    frame = pd.DataFrame(rows)
+    meta = {"design": {"kind": "explicit", "comparisons": [{"hack": "label-smoothing", "on": "bn+ls",
+                                                              "off": "bn"}]},
+            "hacks": list(HACKS), "variants": [{"name": v} for v in variants]}
+    cs = stats.contrasts(frame, meta)
+    assert [(c.hack, c.on, c.off, c.kind) for c in cs] == [("label-smoothing", "bn+ls", "bn", "reference")]
+    e = stats.hack_effects(frame, meta, [PRIMARY]).iloc[0]
+    assert e["delta"] == pytest.approx(4.0, abs=0.3) and e["verdict"] == "hurts"
+    assert not stats.is_factorial(meta)

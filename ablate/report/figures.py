@@ -150,9 +150,16 @@ def curves(curves_df: pd.DataFrame, key: str, variants: list[str], figures_dir: 
         line, = ax.plot(mean.index, mean.values, label=f"{v} (n={c['seed'].nunique()})")
         ax.fill_between(mean.index, lo.values, hi.values, color=line.get_color(), alpha=0.15)
     ax.set_xlabel("generator step")
-    ax.set_ylabel(key)
+    ax.set_ylabel(f"validation FID (`{key}`), log scale" if (curves_df["value"] > 0).all()
+                  else f"validation FID (`{key}`)")
     if (curves_df["value"] > 0).all():
+        from matplotlib.ticker import ScalarFormatter
+
         ax.set_yscale("log")
+        for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            fmt = ScalarFormatter()
+            fmt.set_scientific(False)
+            axis_formatter(fmt)
     ax.set_title("Validation FID during training (mean over seeds; band: min–max)")
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)

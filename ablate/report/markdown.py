@@ -258,6 +258,9 @@ def _protocol(d: _Doc, ctx) -> None:
     acc = _feature_accuracy(prov)
     rows.append(("feature nets", ", ".join(f"{f}" + (f" ({acc[f]})" if f in acc else "") for f in feats)
                  or "none"))
+    if prov.get("mode_rule"):
+        rows.append(("mode coverage", "a class counts as covered when its "
+                     + " / ".join(prov["mode_rule"]) + " (from metrics.json)"))
     rows.append(("checkpoints", "`best` = lowest validation FID (validation split, never test); "
                  "`last` = end of training; headline tables use "
                  f"`{ctx.checkpoint}`"))
@@ -382,15 +385,16 @@ def _dynamics(d: _Doc, ctx) -> None:
 def _method(d: _Doc, ctx) -> None:
     d("## Statistical method", "",
       "- **Per variant**: mean, sample std and a Student-t 95% CI over the finished seeds. "
-      "Diverged, failed and unfinished runs are counted, not averaged.",
+      "Diverged, failed and unfinished runs are counted, not averaged; a hack that makes runs "
+      "diverge shows in the `diverged` column, not in Δ (pairs need both runs finished).",
       "- **Effects**: paired by seed, Δ = ON − OFF. CIs: Student-t on the paired differences "
       f"(primary) and a bootstrap of the mean difference (`scipy.stats.bootstrap`, "
       f"{stats.BOOTSTRAP_RESAMPLES} resamples, percentile below 10 pairs, BCa above; with 3 pairs "
       "only 10 distinct resamples exist, so the bootstrap CI is too narrow and is shown for reference only).",
       "- **Test**: paired t-test (`scipy.stats.ttest_rel`) on log FID (effects of training choices "
       "on FID are closer to multiplicative, and the log tames the heavy tail of collapsed seeds); on the "
-      "raw value for other metrics. Holm correction (`statsmodels multipletests`) across the hacks of "
-      "each metric. Effect size d_z = mean / sd of the paired differences on the test scale.",
+      "raw value for other metrics. Holm correction (`statsmodels multipletests`) across all hack "
+      "contrasts of each metric (leave-one-out and add-one-in together where both exist). Effect size d_z = mean / sd of the paired differences on the test scale.",
       f"- **Verdict**: “helps” or “hurts” when the Holm-adjusted p < {stats.ALPHA} (direction from the "
       "sign of Δ and whether lower is better), otherwise “no detectable effect at n=N”.",
       f"- **Power**: the smallest paired effect detectable with {stats.POWER:.0%} power by a two-sided "

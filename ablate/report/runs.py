@@ -86,6 +86,9 @@ class RunArtefacts:
         out["metrics_provenance"] = [(json.loads(k), n) for k, n in Counter(
             json.dumps(m.get("provenance"), sort_keys=True) for m in metrics
             if m.get("provenance")).most_common()]
+        out["mode_rule"] = sorted({str(m[c]["classifier"]["mode_rule"]) for m in metrics for c in ("last", "best")
+                                   if isinstance(m.get(c), dict) and isinstance(m[c].get("classifier"), dict)
+                                   and m[c]["classifier"].get("mode_rule")})
         return out
 
     # -- curves -----------------------------------------------------------------------
