@@ -122,6 +122,8 @@ def test_factorial_recovers_main_effects_and_interaction(tmp_path):
     assert len(t) == 4 + 6  # every main effect and every two-factor interaction
     assert t.loc["batch-norm", "verdict"] == "hurts" and t.loc["batch-norm", "effect"] > 0
     assert t.loc["batch-norm×label-smoothing", "verdict"] == "interacts"
+    # SE of an effect = 2σ/√runs (σ ≈ noise on log scale); the detectable size is a few SEs.
+    assert 2 * t.loc["noisy-labels", "se"] < fit.mde < t.loc["batch-norm", "effect"]
     for term in ("noisy-labels", "leaky-relu", "noisy-labels×leaky-relu"):
         assert t.loc[term, "p_holm"] >= 0.05
     # The same fit on the raw scale: a main effect is the mean OFF->ON change (2β).

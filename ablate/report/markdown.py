@@ -159,7 +159,13 @@ def _summary(d: _Doc, ctx) -> None:
                               for _, e in null.iterrows())
             ns = sorted(set(null["n"]))
             d(f"- **No detectable effect at n={'/'.join(map(str, ns))}** on {stats.label(primary)}: {items}. "
-              "“No detectable effect” is not “no effect”: see the power line below.")
+              "“No detectable effect” is not “no effect”: see the power line below. CIs are "
+              "per-comparison 95% intervals; verdicts use the Holm-adjusted p, so a CI that just "
+              "excludes 0 can still read “no detectable effect”.")
+        untested = [h for h in stats.hacks_in_scope(ctx.frame, ctx.meta) if h not in set(ep["hack"])]
+        if untested:
+            d("- No paired contrast in this design for: " + ", ".join(untested)
+              + (" (see the factorial analysis)." if ctx.factorial is not None else "."))
         if sig.empty:
             d("- No paired hack contrast has a detectable effect on the primary metric at this "
               "number of seeds" + (" (the factorial fit above pools every variant and is the "
@@ -169,7 +175,7 @@ def _summary(d: _Doc, ctx) -> None:
         p = pw.iloc[0]
         size = (f"{num(p['mde_percent'], 2)}% of FID (≈ {num(p['mde_raw'], 2)} FID units)"
                 if p["scale"] == "log" else f"{num(p['mde'], 2)} ({stats.label(primary)})")
-        d(f"- **Power**: with n = {p['n']} paired seeds and the observed seed spread "
+        d(f"- **Power{' (paired contrasts)' if ctx.factorial is not None else ''}**: with n = {p['n']} paired seeds and the observed seed spread "
           f"(sd of paired Δ{' log' if p['scale'] == 'log' else ''} = {num(p['pooled_sd'], 2)}), "
           "this design detects, with 80% power at "
           f"α = 0.05 after Holm over {p['tests']} tests, only effects of about **{size}** or larger.")
@@ -214,6 +220,12 @@ def _factorial_bullet(d: _Doc, ctx) -> None:
             d(f"- **Factorial (least squares)**: {parts}.")
         else:
             d("- **Factorial (least squares)**: no main effect or interaction is detectable after Holm.")
+        f = ctx.factorial
+        if np.isfinite(f.mde):
+            size = (f"{num(100 * (np.exp(f.mde) - 1), 2)}% of FID" if f.scale == "log"
+                    else f"{num(f.mde, 2)}")
+            d(f"- **Power (factorial)**: pooling all {f.n_runs} runs, a main effect of about **{size}** "
+              f"is detectable with 80% power at α = 0.05 after Holm over {len(f.table)} terms.")
 
 
 def _question(d: _Doc, ctx) -> None:

@@ -560,6 +560,7 @@ class FactorialFit:
     df_resid: int = 0
     blocked_by_seed: bool = False
     note: str = ""
+    mde: float = float("nan")  # smallest main effect detectable (80% power, α/m), test scale
 
 
 def _rank(m: np.ndarray) -> int:
@@ -642,6 +643,10 @@ def factorial_effects(frame: pd.DataFrame, meta: dict | None, metric: str) -> Fa
         return f"no detectable effect ({n_seeds} seeds)"
 
     table["verdict"] = [words(k, e, ph) for k, e, ph in zip(table["kind"], table["effect"], table["p_holm"])]
+    # Normal-approximation-free MDE: SE × (t_{1-α/2m} + t_{power}) on the residual df.
+    se_main = float(table.loc[table["kind"] == "main", "se"].median())
+    df = max(int(fit.df_resid), 1)
+    mde = se_main * (stats.t.ppf(1 - ALPHA / (2 * len(table)), df) + stats.t.ppf(POWER, df))
     return FactorialFit(metric, "log" if log else "raw", table, aliased=aliased, n_runs=len(done),
                         n_variants=len(variants), df_resid=int(fit.df_resid), blocked_by_seed=blocked,
-                        note=note)
+                        note=note, mde=mde)
