@@ -12,6 +12,7 @@ test split) and ``test`` (the official test split: final metrics).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -265,6 +266,7 @@ DATASETS: dict[str, DatasetSpec] = {
 def register_dataset(name: str, spec: DatasetSpec) -> None:
     """Add a dataset (e.g. a derived one such as Stacked MNIST)."""
     DATASETS[name] = spec
+    _official_split.cache_clear()
 
 
 def dataset_spec(name: str) -> DatasetSpec:
@@ -275,18 +277,26 @@ def dataset_spec(name: str) -> DatasetSpec:
             f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}") from None
 
 
+@functools.lru_cache(maxsize=4)
+def _official_split(name: str, train: bool, root: Path) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Cached per process: a grid worker loads each dataset once, not once per run."""
+    return DATASETS[name].loader(train, root)
+
+
 def load(name: str, split: str = "train", root: Path | None = None) -> ImageSet:
     """Load ``split`` of dataset ``name`` as uint8 tensors with provenance."""
     spec = dataset_spec(name)
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     root = Path(root or data_root())
-    images, labels, source = spec.loader(split != "test", root)
+    images, labels, source = _official_split(name, split != "test", root)
     if split != "test":
         n_val = min(VAL_SIZE, len(labels) // 10)
         perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(_SPLIT_SEED))
         idx = perm[:n_val] if split == "val" else perm[n_val:].sort().values
         images, labels = images[idx], labels[idx]
+    else:  # never hand out the cached tensors themselves
+        images, labels = images.clone(), labels.clone()
     return ImageSet(images.contiguous(), labels, name, split, source, spec.num_classes)
 
 
