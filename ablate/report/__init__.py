@@ -17,12 +17,13 @@ import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ablate.cli import command
 from ablate.errors import ConfigError
+
+if TYPE_CHECKING:  # pandas, numpy and matplotlib load only when a report is built,
+    import pandas as pd  # so `ablate --help` stays fast although the CLI imports this module
 
 __all__ = ["build_report", "write_report", "ReportContext"]
 
@@ -202,6 +203,8 @@ def _n_text(counts: pd.DataFrame) -> str:
 
 
 def _fmt_summary(s: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
     from ablate.report.tables import interval, num
 
     return pd.DataFrame({
