@@ -291,6 +291,7 @@ def evaluate_run(run_dir: Path | str, protocol: EvalProtocol | None = None,
         checkpoints["best"] = (run_dir / "generator_best.pt", extra.get("best_step"))
     out: dict[str, Any] = {}
     provenance: dict[str, Any] = {}
+    timing: dict[str, dict] = {}
     for label, (path, step) in checkpoints.items():
         g.load_state_dict(torch.load(path, map_location=dev))
         sampler = generator_sampler(g, recipe, latent_dim, protocol.seed, dev)
@@ -302,8 +303,9 @@ def evaluate_run(run_dir: Path | str, protocol: EvalProtocol | None = None,
         if label == "best":
             out[label]["val_fid"] = extra.get("best_val_fid")
         if "timing_s" in provenance:
-            provenance.setdefault("timing_by_checkpoint_s", {})[label] = provenance.pop("timing_s")
-    provenance.update(time_s=round(time.perf_counter() - t0, 3), git_commit=git_commit(),
+            timing[label] = provenance.pop("timing_s")
+    provenance.update(timing_by_checkpoint_s=timing, time_s=round(time.perf_counter() - t0, 3),
+                      git_commit=git_commit(),
                       versions=versions(), run_dir=str(run_dir))
     provenance.setdefault("features", {n: nets[n].provenance() for n in nets})
     doc = {**out, "protocol": protocol.to_dict(), "provenance": provenance}
@@ -386,7 +388,11 @@ def _eval(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    protocol = protocol_from_args(args, n=args.n)
+    train_cfg = {}
+    if (Path(args.run_dir) / "config.json").exists():  # record how the run was validated
+        train_cfg = read_json(Path(args.run_dir) / "config.json").get("train", {})
+    protocol = protocol_from_args(args, n=args.n, val_every=train_cfg.get("val_every", 0),
+                                  val_n=train_cfg.get("val_n", EvalProtocol.val_n))
     doc = evaluate_run(args.run_dir, protocol, args.device)
     _print_summary(doc)
     print(f"wrote {Path(args.run_dir) / METRICS_FILE}", file=sys.stderr)
