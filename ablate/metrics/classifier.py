@@ -17,6 +17,7 @@ channel; see :func:`classifier_features`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -233,8 +234,11 @@ class ClassifierFeatures(FeatureNet):
 
     def __init__(self, net: ClassifierNet, info: dict, channels: int | None = None) -> None:
         super().__init__()
-        self.net, self.info = net, info
-        self.body = inference_body(net)
+        # Own copies (fused body, head): moving this module to a device must not move the
+        # cached ClassifierNet that other evaluations in this process share.
+        self.info = info
+        self.body = inference_body(copy.deepcopy(net))
+        self.head = copy.deepcopy(net.head).eval().requires_grad_(False)
         channels = channels or net.in_channels
         if channels % net.in_channels:
             raise ConfigError(f"images with {channels} channels do not fit a classifier "
@@ -247,7 +251,7 @@ class ClassifierFeatures(FeatureNet):
         n, c, h, w = x.shape
         x = x.reshape(n * self.groups, c // self.groups, h, w) * 2.0 - 1.0  # as net.features
         feats = self.body(x.contiguous(memory_format=torch.channels_last))
-        self.last_logits = self.net.head(feats).reshape(n, self.groups, -1)
+        self.last_logits = self.head(feats).reshape(n, self.groups, -1)
         return feats.reshape(n, -1)
 
     def identity(self) -> dict:
