@@ -62,6 +62,14 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT,
     run_dir TEXT             -- relative to the results directory
 );
+CREATE TABLE IF NOT EXISTS events (   -- audit log: every claim and outcome
+    key TEXT NOT NULL,
+    event TEXT NOT NULL,     -- claim, done, diverged, failed, release
+    time REAL NOT NULL,
+    host TEXT,
+    pid INTEGER,
+    token TEXT
+);
 CREATE TABLE IF NOT EXISTS plan (
     variant TEXT NOT NULL,
     seed INTEGER NOT NULL,
@@ -110,6 +118,11 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    def _one(self, sql: str, args: tuple = ()) -> sqlite3.Row | None:
+        """One row; the statement is finished at once (an open cursor holds a read lock)."""
+        rows = self.db.execute(sql, args).fetchall()
+        return rows[0] if rows else None
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE``: take the write lock up front, so read-then-write is atomic."""
@@ -147,7 +160,7 @@ class Store:
         return now - beat > STALE_AFTER_S
 
     def claimable(self, key: str, retry_failed: bool = False) -> bool:
-        row = self.db.execute("SELECT * FROM runs WHERE key = ?", (key,)).fetchone()
+        row = self._one("SELECT * FROM runs WHERE key = ?", (key,))
         return row is None or self._claimable(row, retry_failed, time.time())
 
     def _claimable(self, row: sqlite3.Row, retry_failed: bool, now: float) -> bool:
@@ -160,7 +173,7 @@ class Store:
         now = time.time()
         token = uuid.uuid4().hex
         with self.transaction() as db:
-            row = db.execute("SELECT * FROM runs WHERE key = ?", (key,)).fetchone()
+            row = self._one("SELECT * FROM runs WHERE key = ?", (key,))
             if row is None:
                 db.execute("INSERT INTO runs (key, created) VALUES (?, ?)", (key, now))
             elif not self._claimable(row, retry_failed, now):
@@ -168,7 +181,16 @@ class Store:
             db.execute("UPDATE runs SET status='running', token=?, pid=?, host=?, heartbeat=?,"
                        " started=?, attempts=attempts+1, error=NULL WHERE key=?",
                        (token, os.getpid(), self.host, now, now, key))
+            self._event(key, "claim", token)
         return token
+
+    def _event(self, key: str, event: str, token: str | None) -> None:
+        self.db.execute("INSERT INTO events (key, event, time, host, pid, token) VALUES (?,?,?,?,?,?)",
+                        (key, event, time.time(), self.host, os.getpid(), token))
+
+    def events(self, event: str | None = None) -> list[dict[str, Any]]:
+        q = "SELECT * FROM events" + (" WHERE event = ?" if event else "") + " ORDER BY time"
+        return [dict(r) for r in self.db.execute(q, (event,) if event else ())]
 
     def heartbeat(self, key: str, token: str) -> bool:
         """Refresh a claim; False if it was lost (reclaimed as stale)."""
@@ -177,7 +199,7 @@ class Store:
         return cur.rowcount == 1
 
     def owns(self, key: str, token: str) -> bool:
-        row = self.db.execute("SELECT token, status FROM runs WHERE key=?", (key,)).fetchone()
+        row = self._one("SELECT token, status FROM runs WHERE key=?", (key,))
         return row is not None and row["token"] == token and row["status"] == "running"
 
     def finish(self, key: str, token: str, status: str, **fields: Any) -> bool:
@@ -191,17 +213,21 @@ class Store:
         with self.transaction() as db:
             cur = db.execute(f"UPDATE runs SET {sets} WHERE key=? AND token=? AND status='running'",
                              (*cols.values(), key, token))
+            if cur.rowcount == 1:
+                self._event(key, status, token)
             return cur.rowcount == 1
 
     def release(self, key: str, token: str) -> None:
         """Give a claim back unfinished (e.g. on Ctrl-C): the key is pending again."""
         with self.transaction() as db:
-            db.execute("UPDATE runs SET status='pending', token=NULL, pid=NULL, heartbeat=NULL"
-                       " WHERE key=? AND token=? AND status='running'", (key, token))
+            cur = db.execute("UPDATE runs SET status='pending', token=NULL, pid=NULL, heartbeat=NULL"
+                             " WHERE key=? AND token=? AND status='running'", (key, token))
+            if cur.rowcount == 1:
+                self._event(key, "release", token)
 
     # ----- reading ----------------------------------------------------------------------
     def get(self, key: str) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT * FROM runs WHERE key=?", (key,)).fetchone()
+        row = self._one("SELECT * FROM runs WHERE key=?", (key,))
         return dict(row) if row else None
 
     def runs(self) -> list[dict[str, Any]]:
@@ -221,7 +247,7 @@ class Store:
 
     def live_token(self, key: str) -> str | None:
         """The token of a live (non-stale) running claim on ``key``, if any."""
-        row = self.db.execute("SELECT * FROM runs WHERE key=?", (key,)).fetchone()
+        row = self._one("SELECT * FROM runs WHERE key=?", (key,))
         if row is None or row["status"] != "running" or self._stale(row, time.time()):
             return None
         return row["token"]
