@@ -14,7 +14,8 @@ one, the best checkpoint by validation FID (``generator_best.pt``), and writes
         "step": 1000,
         "classifier": {"fid", "kid_mean", "kid_std", "precision", "recall", "density",
                        "coverage", "modes", "num_modes", "kl", "mode_rule",
-                       "n_mode_samples", "n_gen", "n_real", "kid_subset_size"},
+                       "n_mode_samples", "n_gen", "n_real", "kid_subset_size",
+                       "class_counts", "real_class_counts"},  # histograms: 10-class data
         "inception":  {"fid", "kid_mean", "kid_std", "precision", "recall", "density",
                        "coverage", "n_gen", "n_real", "kid_subset_size"}   # if requested
       },
@@ -225,6 +226,9 @@ def score_samples(sampler: Sampler, dataset: str, protocol: EvalProtocol,
         modes = mode_metrics(counts, None, min_count=1)
     else:
         modes = mode_metrics(counts, real["classifier"]["class_counts"], protocol.mode_min_frac)
+        # The histograms themselves, for the report's class-histogram figure.
+        modes.update(class_counts=counts.long().tolist(),
+                     real_class_counts=real["classifier"]["class_counts"].long().tolist())
     metrics.setdefault("classifier", {}).update(modes)
     tick("modes", t)
     n_real = {name: int(real[name]["n"]) for name in protocol.features}
