@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 EXPERIMENT ?= experiments/default.toml
 STAMP := $(VENV)/.installed
 
-.PHONY: install data ablation test bench clean
+.PHONY: install data ablation test test-executors bench clean
 
 $(STAMP): pyproject.toml examples/ablate-spectral-norm/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ ablation: install
 
 test: install
 	$(PY) -m pytest -q
+
+# Opt-in: install Ray (an 80 MB wheel) and submitit, not in the default install, and run
+# the Ray executor (smoke.toml on a local Ray instance) and SLURM executor (submitit's
+# local mode) tests; `make test` skips them where these packages are missing.
+test-executors: install
+	$(PY) -m pip install --quiet -e ".[ray,slurm]"
+	$(PY) -m pytest -q tests/test_runner_reliability.py -k "ray or slurm"
 
 bench: install
 	$(PY) benchmarks/run_all.py

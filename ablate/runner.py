@@ -436,7 +436,7 @@ class SlurmExecutor(Executor):
 
 def make_executor(name: str, *, workers: int | None = None, threads: int | None = None,
                   device: str = "auto", address: str | None = None,
-                  results_dir: Path | None = None) -> Executor:
+                  results_dir: Path | None = None, partition: str | None = None) -> Executor:
     if name == "local":
         return LocalExecutor(workers, threads, device)
     if name == "inline":
@@ -445,8 +445,9 @@ def make_executor(name: str, *, workers: int | None = None, threads: int | None 
         return RayExecutor(address, threads, workers=workers,
                            gpus_per_run=0 if device == "cpu" else None)
     if name == "slurm":
-        return SlurmExecutor(Path(results_dir or ".") / "slurm", threads,
-                             gpus_per_run=0 if device == "cpu" else 1)
+        return SlurmExecutor(Path(results_dir or ".").resolve() / "slurm", threads,
+                             gpus_per_run=0 if device == "cpu" else 1,
+                             partition=partition, cluster="local" if address == "local" else None)
     raise ConfigError(f"unknown executor {name!r}; valid executors: local, inline, ray, slurm")
 
 
@@ -732,7 +733,10 @@ def _grid_args(p) -> None:
     p.add_argument("--executor", choices=["local", "inline", "ray", "slurm"], default=None,
                    help="where runs execute: local process pool (default), inline (this "
                         "process, serial), ray (--address), slurm (submitit)")
-    p.add_argument("--address", default=None, help="Ray cluster address (e.g. auto)")
+    p.add_argument("--address", default=None,
+                   help="ray: cluster address (auto joins a running cluster); slurm: 'local' "
+                        "runs the job array as local processes (submitit's test mode)")
+    p.add_argument("--partition", default=None, help="slurm: the partition to submit to")
     p.add_argument("--workers", type=int, default=None,
                    help="parallel runs (default: one per GPU, else cores / threads)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run")
@@ -755,7 +759,7 @@ def _grid(args) -> int:
         print_dry_run(experiment, design, results, specs)
         return 0
     executor = make_executor(executor_name, workers=workers, threads=threads, device=device,
-                             address=args.address, results_dir=results)
+                             address=args.address, results_dir=results, partition=args.partition)
     if getattr(executor, "threads", None):  # runs learn their thread count from the executor
         specs = [(dataclasses.replace(s, config=dataclasses.replace(s.config, threads=executor.threads)),
                   cfg) for s, cfg in specs]

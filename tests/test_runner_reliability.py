@@ -1,0 +1,165 @@
+"""The grid survives SIGKILL, shares a results dir with a second grid, and runs on Ray.
+
+These run `ablate grid` as real processes (spawned worker pools included).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ablate.store import Store, load_frame
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE = REPO / "experiments/smoke.toml"
+ABLATE = [sys.executable, "-c", "import sys; from ablate.cli import main; sys.exit(main())"]
+EXPECTED_FILES = {"config.json", "generator.pt", "result.json", "run.json", "log.jsonl", "samples.png"}
+
+
+def _experiment(tmp_path: Path, steps: int = 40) -> Path:
+    """smoke.toml with a longer budget, so a kill lands in the middle of runs."""
+    text = SMOKE.read_text().replace("steps = 20", f"steps = {steps}")
+    path = tmp_path / "smoke.toml"
+    path.write_text(text)
+    return path
+
+
+def _grid(exp: Path, results: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([*ABLATE, "grid", str(exp), "--results-dir", str(results),
+                             "--no-progress", "--no-report", "--workers", "2", "--threads", "1",
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _statuses(results: Path) -> dict[str, str]:
+    db = results / "runs.sqlite"
+    if not db.exists():
+        return {}
+    try:
+        con = sqlite3.connect(db, timeout=5)
+        try:
+            return dict(con.execute("SELECT key, status FROM runs").fetchall())
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return {}
+
+
+def _assert_complete_and_once(results: Path, n_keys: int) -> None:
+    store = Store(results)
+    try:
+        runs = store.runs()
+        done_events = store.events("done")
+    finally:
+        store.close()
+    assert len(runs) == n_keys and {r["status"] for r in runs} == {"done"}
+    # Every key was committed exactly once...
+    counts: dict[str, int] = {}
+    for e in done_events:
+        counts[e["key"]] = counts.get(e["key"], 0) + 1
+    assert counts == {r["key"]: 1 for r in runs}
+    # ...into one complete run directory, and no partial artefacts remain.
+    assert sorted(p.name for p in (results / "runs").iterdir()) == sorted(r["key"] for r in runs)
+    for r in runs:
+        files = {p.name for p in (results / r["run_dir"]).iterdir()}
+        assert EXPECTED_FILES <= files, (r["key"], files)
+        assert not [f for f in files if f.endswith(".tmp")]
+    assert not list((results / "tmp").iterdir()) if (results / "tmp").exists() else True
+
+
+def test_sigkill_mid_run_then_resume(tmp_path):
+    exp, results = _experiment(tmp_path), tmp_path / "res"
+    proc = _grid(exp, results)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # wait until some runs are done and others in flight
+        st = _statuses(results)
+        if "done" in st.values() and "running" in st.values():
+            break
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.05)
+    else:
+        pytest.fail("the grid never had a run in flight")
+    done_before = {k for k, s in _statuses(results).items() if s == "done"}
+    proc.send_signal(signal.SIGKILL)  # the driver only: its workers die with it (PDEATHSIG)
+    proc.wait()
+    proc.stdout.close()
+    st = _statuses(results)
+    assert "running" in st.values() and len(done_before) < 10  # killed mid-grid, mid-run
+    time.sleep(0.5)
+    again = _grid(exp, results)
+    out = again.communicate(timeout=300)[0]
+    assert again.returncode == 0, out
+    assert f"{len(done_before)} already finished" in out or "already finished" in out
+    _assert_complete_and_once(results, 10)
+    # Runs finished before the kill were reused, not retrained.
+    store = Store(results)
+    try:
+        claims = [e["key"] for e in store.events("claim")]
+    finally:
+        store.close()
+    assert all(claims.count(k) == 1 for k in done_before)
+    frame = load_frame(results)
+    assert len(frame) == 10 and (frame["status"] == "done").all()
+
+
+def test_two_grids_on_one_results_dir_never_train_a_key_twice(tmp_path):
+    exp, results = _experiment(tmp_path, steps=30), tmp_path / "res"
+    a = _grid(exp, results, "--workers", "1")
+    time.sleep(1.0)  # let the first create the store; the second then joins mid-flight
+    b = _grid(exp, results, "--workers", "1")
+    out_a = a.communicate(timeout=400)[0]
+    out_b = b.communicate(timeout=400)[0]
+    assert a.returncode == 0 and b.returncode == 0, out_a + out_b
+    _assert_complete_and_once(results, 10)
+    store = Store(results)
+    try:
+        claims = store.events("claim")
+    finally:
+        store.close()
+    assert len(claims) == 10  # no key was even started twice
+    assert len({c["pid"] for c in claims}) >= 2  # both grids did work
+    # A third invocation has nothing to do.
+    c = _grid(exp, results)
+    out_c = c.communicate(timeout=120)[0]
+    assert c.returncode == 0 and "trained 0 now, reused 10" in out_c, out_c
+
+
+@pytest.mark.skipif(os.environ.get("ABLATE_TEST_RAY") == "0", reason="ABLATE_TEST_RAY=0")
+def test_ray_executor_runs_smoke(tmp_path):
+    """Runs where Ray is installed (`make test-ray` installs it; ~15 s with a local Ray)."""
+    pytest.importorskip("ray", reason="Ray is not installed: make test-ray installs ablate[ray]")
+    results = tmp_path / "res"
+    proc = subprocess.run([*ABLATE, "grid", str(SMOKE), "--results-dir", str(results),
+                           "--executor", "ray", "--workers", "2", "--threads", "1",
+                           "--no-progress", "--no-report"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "executor: ray" in proc.stderr
+    _assert_complete_and_once(results, 10)
+
+
+def test_slurm_executor_through_submitit_local_mode(tmp_path):
+    """The SLURM executor's code path, with submitit's local cluster standing in for SLURM."""
+    pytest.importorskip("submitit", reason="submitit is not installed: make test-executors")
+    text = SMOKE.read_text().replace("seeds = [0, 1]", "seeds = [0]").replace(
+        'scope = ["batch-norm", "adam-dcgan", "label-smoothing"]', 'scope = ["batch-norm"]')
+    exp = tmp_path / "tiny.toml"
+    exp.write_text(text)
+    results = tmp_path / "res"
+    proc = subprocess.run([*ABLATE, "grid", str(exp), "--results-dir", str(results),
+                           "--executor", "slurm", "--address", "local", "--threads", "1",
+                           "--no-progress", "--no-report"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _assert_complete_and_once(results, 2)
+    store = Store(results)
+    try:  # each run executed in its own submitit job process
+        assert len({e["pid"] for e in store.events("done")}) == 2
+    finally:
+        store.close()
+    assert any((results / "slurm").iterdir())  # submitit's job logs
