@@ -497,6 +497,29 @@ def write_experiment_meta(experiment: Experiment, design: Design, results_dir: P
         "hack_info": hack_info})
 
 
+def warm_up(experiment: Experiment, device: str, log: Callable[[str], None]) -> None:
+    """Build the feature nets once in the driver, before the workers start.
+
+    The first time on a machine this trains the dataset's classifier (cached
+    afterwards) with every core, instead of inside one single-threaded worker while
+    the others wait on the cache lock.
+    """
+    try:
+        from ablate.environment import resolve_device
+        from ablate.evaluate import EvalProtocol, feature_nets
+    except ImportError:
+        return
+    t0 = time.perf_counter()
+    try:
+        protocol = EvalProtocol.from_dict(experiment.evaluation_dict())
+        feature_nets(experiment.dataset, protocol.features, resolve_device(device))
+    except Exception as exc:  # the runs will report it; the grid itself goes on
+        log(f"warning: could not prepare the feature nets ({type(exc).__name__}: {exc})")
+        return
+    if time.perf_counter() - t0 > 10:
+        log(f"prepared the feature nets in {time.perf_counter() - t0:.0f} s (cached from now on)")
+
+
 def prepare(path: Path | str, results_dir: Path | str | None = None, *, device: str = "auto",
             threads: int | None = None, retry_failed: bool = False
             ) -> tuple[Experiment, Design, Path, list[tuple[RunSpec, dict]]]:
@@ -550,6 +573,8 @@ def run_grid(experiment: Experiment, design: Design, results_dir: Path,
             + (f" ({failed_before} failed, skipped without --retry-failed)"
                if failed_before and not retry_failed else "")
             + f"; executor: {executor.describe()}")
+        if todo and experiment.evaluates():
+            warm_up(experiment, todo[0].config.device, log)
         bar = tqdm(total=len(todo), desc=experiment.name, unit="run", disable=not progress,
                    dynamic_ncols=True)
         attempted: set[str] = set()

@@ -219,3 +219,20 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
                  "--results-dir", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert "runs: 39 (13 variants x 3 seeds)" in out and "adam-dcgan: all-on vs -adam-dcgan" in out
+
+
+def test_evaluated_runs_fill_the_metric_columns(tmp_path):
+    """With [evaluation] features, each run is scored before commit; load_frame flattens it."""
+    exp = _write(tmp_path, "ev.toml", _smoke_text(**{
+        "features = []": 'features = ["classifier"]\nn = 200\nval_every = 10\nval_n = 100',
+        "seeds = [0, 1]": "seeds = [0]",
+        'scope = ["batch-norm", "adam-dcgan", "label-smoothing"]': 'scope = ["batch-norm"]'}))
+    _grid(exp, tmp_path / "res")
+    frame = load_frame(tmp_path / "res")
+    assert len(frame) == 2 and (frame["status"] == "done").all()
+    for col in ("last.classifier.fid", "last.classifier.kid_mean", "last.classifier.modes",
+                "best.classifier.fid", "last.classifier.precision"):
+        assert frame[col].notna().all() and (frame[col] >= 0).all(), col
+    for d in frame["run_dir"]:
+        metrics = json.loads((Path(d) / "metrics.json").read_text())
+        assert metrics["protocol"]["n"] == 200  # the protocol that entered the key
