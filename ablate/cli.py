@@ -227,4 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main: subcommands register into ablate.cli, not __main__.
+    from ablate.cli import main as _main
+
+    sys.exit(_main())
