@@ -49,6 +49,12 @@ def register_hack(cls: type[Hack] | None = None, *, provider: str | None = None)
     return _register(cls) if cls is not None else _register
 
 
+def unregister_hack(name: str) -> None:
+    """Remove a hack from the registry (tests; interactive plugin development)."""
+    _REGISTRY.pop(name, None)
+    _PROVIDERS.pop(name, None)
+
+
 def _discover() -> None:
     """Import built-ins, then load every ``ablate.hacks`` entry point (once)."""
     global _discovered

@@ -154,7 +154,7 @@ def test_conflicting_hacks_name_both():
             registry.instantiate(["test-conflict-a"], {"test-conflict-a": {"x": "abc"}})
     finally:
         for n in ("test-conflict-a", "test-conflict-b"):
-            registry._REGISTRY.pop(n)
+            registry.unregister_hack(n)
 
 
 # ----- CLI ----------------------------------------------------------------------------

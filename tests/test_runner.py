@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ablate import Hack, register_hack
+from ablate import Hack
 from ablate import registry
 from ablate.design import build_design
 from ablate.experiment import load_experiment
@@ -138,7 +138,6 @@ def test_divergence_is_recorded_and_the_grid_goes_on(tmp_path):
 _FAIL = {"on": True}
 
 
-@register_hack
 class _Explodes(Hack):
     """A test-only hack whose generator wrapper raises while switched on."""
 
@@ -152,7 +151,17 @@ class _Explodes(Hack):
         return g
 
 
-def test_failed_runs_are_retried_only_when_asked(tmp_path):
+@pytest.fixture
+def explodes():
+    """Register the test-only hack for one test (a registry entry must not leak)."""
+    from ablate import registry
+
+    registry.register_hack(_Explodes)
+    yield _Explodes
+    registry.unregister_hack(_Explodes.name)
+
+
+def test_failed_runs_are_retried_only_when_asked(tmp_path, explodes):
     exp = _write(tmp_path, "fail.toml", _smoke_text(**{
         'scope = ["batch-norm", "adam-dcgan", "label-smoothing"]': 'scope = ["batch-norm", "test-explodes"]',
         'kind = "leave-one-out"': 'kind = "add-one-in"', "seeds = [0, 1]": "seeds = [0]"}))
@@ -171,7 +180,7 @@ def test_failed_runs_are_retried_only_when_asked(tmp_path):
     assert load_frame(res).set_index("variant").loc["+test-explodes", "attempts"] == 2
 
 
-def test_rebenchmark_trains_only_variants_with_the_new_hack(tmp_path):
+def test_rebenchmark_trains_only_variants_with_the_new_hack(tmp_path, explodes):
     """Add a hack to an experiment's scope: every finished run is reused."""
     import importlib.util
 
