@@ -10,6 +10,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = [
+    ["bench_step.py", "--ngf", "64"],
+    ["bench_step.py", "--ngf", "32", "--all-off"],
     ["bench_train.py", "--device", "cpu", "--steps", "60", "--rounds", "3"],
     ["bench_eval.py"],
     ["bench_grid.py", "--layouts", "1x2", "2x1"],
