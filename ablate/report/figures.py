@@ -141,13 +141,15 @@ def curves(curves_df: pd.DataFrame, key: str, variants: list[str], figures_dir: 
     """Validation FID against step: mean over seeds per variant, band = min..max."""
     fig = _figure(8, 5)
     ax = fig.add_subplot()
-    for v in variants:
+    styles = ("-", "--", ":", "-.")  # tab10 has 10 colours: a new line style per cycle
+    for i, v in enumerate(variants):
         c = curves_df[curves_df["variant"] == v]
         if c.empty:
             continue
         g = c.groupby("step")["value"]
         mean, lo, hi = g.mean(), g.min(), g.max()
-        line, = ax.plot(mean.index, mean.values, label=f"{v} (n={c['seed'].nunique()})")
+        line, = ax.plot(mean.index, mean.values, styles[(i // 10) % len(styles)],
+                        color=f"C{i % 10}", label=f"{v} (n={c['seed'].nunique()})")
         ax.fill_between(mean.index, lo.values, hi.values, color=line.get_color(), alpha=0.15)
     ax.set_xlabel("generator step")
     ax.set_ylabel(f"validation FID (`{key}`), log scale" if (curves_df["value"] > 0).all()
