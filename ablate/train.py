@@ -215,16 +215,15 @@ def train(config: TrainConfig, out_dir: Path | str) -> TrainResult:
     device = resolve_device(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
-    hacks = config.resolve_hacks()  # validate before touching the disk
-    prepare_out_dir(out_dir)
     data = load(config.dataset, "train")
-    hacks, recipe, g, d = build(config, data.shape, device)
+    n_data, bs = len(data), config.batch_size
+    if bs > n_data:
+        raise ConfigError(f"batch size {bs} exceeds the {n_data} training images of {config.dataset}")
+    hacks, recipe, g, d = build(config, data.shape, device)  # validates hacks and params
+    prepare_out_dir(out_dir)  # only now, after every check, is the run directory touched
     write_json(out_dir / "config.json", resolved_config(config, hacks, recipe, data, device))
 
     x_all = scale(data.images, recipe.data_range).to(device)
-    n_data, bs = x_all.shape[0], config.batch_size
-    if bs > n_data:
-        raise ConfigError(f"batch size {bs} exceeds the {n_data} training images of {config.dataset}")
     gen = torch.Generator(device).manual_seed(config.seed)
     opt_g = make_optimizer(g.parameters(), recipe.g_optimizer, device)
     opt_d = make_optimizer(d.parameters(), recipe.d_optimizer, device)

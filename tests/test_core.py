@@ -239,3 +239,9 @@ def test_bf16_precision_option(tmp_path):
     assert not all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ConfigError, match="precision must be one of"):
         _tiny(precision="fp16")
+
+
+def test_batch_larger_than_dataset_leaves_no_run_dir(tmp_path):
+    with pytest.raises(ConfigError, match="exceeds the 1080 training images"):
+        train(_tiny(batch_size=5000), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
