@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ablate.artefacts import write_json
+from ablate.artefacts import fsync_dir, write_json
 from ablate.cli import command
 from ablate.design import Design, build_design
 from ablate.errors import ConfigError
@@ -141,14 +141,6 @@ class _Heartbeat(threading.Thread):
             store.close()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _remove_tmp_for(results_dir: Path, key: str, keep: str | None = None) -> None:
     tmp = results_dir / "tmp"
     if tmp.is_dir():
@@ -197,7 +189,7 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
         if final.exists():  # renamed by an attempt killed before its commit: not valid
             shutil.rmtree(final)
         os.rename(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         wall = time.perf_counter() - t0
         committed = store.finish(
             spec.key, token, result.status, steps=result.steps, diverged_step=result.diverged_step,

@@ -245,3 +245,11 @@ def test_batch_larger_than_dataset_leaves_no_run_dir(tmp_path):
     with pytest.raises(ConfigError, match="exceeds the 1080 training images"):
         train(_tiny(batch_size=5000), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_artefacts_are_readable_by_others(tmp_path):
+    """mkstemp creates 0600 files; atomic writes must leave the usual 0666 & ~umask."""
+    from ablate.artefacts import write_json
+
+    write_json(tmp_path / "a.json", {"x": 1})
+    assert (tmp_path / "a.json").stat().st_mode & 0o044 == 0o044

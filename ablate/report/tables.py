@@ -85,9 +85,8 @@ def to_latex(df: pd.DataFrame, caption: str, label: str) -> str:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write a report file atomically, readable by everyone (mkstemp creates it 0600)."""
+    """Write a report file atomically."""
     write_atomic(path, lambda f: f.write(text), mode="w")
-    path.chmod(0o644)
 
 
 def write_table(numeric: pd.DataFrame, display: pd.DataFrame, tables_dir: Path, name: str,
