@@ -49,76 +49,18 @@ from typing import Any
 import torch
 
 from ablate.artefacts import read_json, write_json
+from ablate.config import EvalProtocol
+from ablate.environment import git_commit, resolve_device, versions
 from ablate.errors import ConfigError
+from ablate.metrics import fid as fidm
+from ablate.metrics.classifier import classifier_features
+from ablate.metrics.modes import histogram, mode_metrics, predictions
+from ablate.metrics.prdc import prdc
+from ablate.models import generate, sample_latent
+from ablate.resolve import load_run
+from ablate.stacked import is_stacked
 
-FEATURES = ("classifier", "inception")
 METRICS_FILE = "metrics.json"
-
-
-@dataclass(frozen=True)
-class EvalProtocol:
-    """How runs are scored; part of a run's identity (hash it into run keys)."""
-
-    features: tuple[str, ...] = ("classifier",)  # CPU default; Inception costs ~18 min/10k on CPU
-    n: int = 10_000  # generated samples vs (up to) n real test images: FID depends on N
-    real_split: str = "test"  # final metrics never touch the validation split
-    kid_subsets: int = 100  # torchmetrics' default
-    kid_subset_size: int = 1000  # adapted down (and reported) when a set is smaller
-    pr_k: int = 3  # improved precision/recall (Kynkäänniemi et al. 2019)
-    dc_k: int = 5  # density/coverage (Naeem et al. 2020)
-    mode_min_frac: float = 0.1  # a class is covered at >= 10% of its real share
-    n_stacked: int = 26_000  # Stacked MNIST mode count (PacGAN / VEEGAN: 26k samples)
-    val_every: int = 0  # training: validation FID every K steps (0 = off)
-    val_n: int = 2000  # training: samples per validation FID (vs the val split)
-    batch_size: int = 500  # generation / feature batch
-    seed: int = 0  # latents of the evaluation samples and KID subsets
-
-    def __post_init__(self) -> None:
-        if isinstance(self.features, str) or not self.features:
-            raise ConfigError(f"features must be a non-empty tuple, got {self.features!r}")
-        bad = [f for f in self.features if f not in FEATURES]
-        if bad:
-            raise ConfigError(f"unknown feature net(s) {bad}; valid: {', '.join(FEATURES)}")
-        for key in ("n", "kid_subsets", "kid_subset_size", "pr_k", "dc_k", "n_stacked",
-                    "val_n", "batch_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"EvalProtocol.{key} must be positive, got {getattr(self, key)}")
-        if self.n < 2:
-            raise ConfigError("EvalProtocol.n must be at least 2")
-        if self.val_every < 0:
-            raise ConfigError("EvalProtocol.val_every must be >= 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["features"] = list(self.features)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EvalProtocol":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ConfigError(f"unknown protocol keys {sorted(unknown)}; valid: {sorted(names)}")
-        d = dict(d)
-        if "features" in d:
-            d["features"] = parse_features(d["features"])
-        return cls(**d)
-
-    @classmethod
-    def for_device(cls, device: str | torch.device = "auto", **changes: Any) -> "EvalProtocol":
-        """Default features for a device: classifier on CPU, classifier + Inception on GPU."""
-        from ablate.environment import resolve_device
-
-        dev = resolve_device(str(device))
-        feats = ("classifier", "inception") if dev.type == "cuda" else ("classifier",)
-        return cls(**{"features": feats, **changes})
-
-
-def parse_features(value: str | list | tuple) -> tuple[str, ...]:
-    """``classifier|inception|both`` (or a list) -> a features tuple."""
-    if isinstance(value, str):
-        value = {"both": list(FEATURES)}.get(value, [v.strip() for v in value.split(",") if v.strip()])
-    return tuple(value)
 
 
 # --------------------------------------------------------------------------------------
@@ -133,8 +75,6 @@ class _NonFinite(Exception):
 
 def feature_nets(dataset: str, features: tuple[str, ...], device) -> dict:
     """name -> FeatureNet for ``dataset`` on ``device`` (the classifier is always built)."""
-    from ablate.metrics.classifier import classifier_features
-
     nets = {"classifier": classifier_features(dataset, device)}
     if "inception" in features:
         from ablate.metrics.inception import InceptionFeatures
@@ -149,11 +89,6 @@ def score_samples(sampler: Sampler, dataset: str, protocol: EvalProtocol,
 
     Returns ``(metrics, provenance)``: metrics maps feature name -> metric dict.
     """
-    from ablate.metrics import fid as fidm
-    from ablate.metrics.modes import histogram, mode_metrics, predictions
-    from ablate.metrics.prdc import prdc
-    from ablate.stacked import is_stacked
-
     t_start = time.perf_counter()
     device = torch.device(device)
     timing: dict[str, float] = {}
@@ -253,9 +188,6 @@ def score_images(images: torch.Tensor, dataset: str, protocol: EvalProtocol,
 def generator_sampler(g: torch.nn.Module, recipe, latent_dim: int, seed: int,
                       device) -> Sampler:
     """Samples of ``g`` in [0, 1] from a fixed latent stream (seeded; same for every run)."""
-    from ablate.models import sample_latent
-    from ablate.train import generate
-
     gen = torch.Generator().manual_seed(seed)
     state = {"next": 0}
 
@@ -275,9 +207,6 @@ def generator_sampler(g: torch.nn.Module, recipe, latent_dim: int, seed: int,
 def evaluate_run(run_dir: Path | str, protocol: EvalProtocol | None = None,
                  device: str | torch.device = "auto", write: bool = True) -> dict:
     """Score ``run_dir``'s last (and best, if kept) generator; write ``metrics.json``."""
-    from ablate.environment import git_commit, resolve_device, versions
-    from ablate.train import load_run
-
     run_dir = Path(run_dir)
     protocol = protocol or EvalProtocol()
     if not (run_dir / "config.json").exists() or not (run_dir / "generator.pt").exists():
@@ -330,10 +259,6 @@ class ValidationFID:
 
     def __init__(self, dataset: str, recipe, latent_dim: int, n: int = 2000,
                  device: str | torch.device = "cpu", seed: int = 0, batch_size: int = 500) -> None:
-        from ablate.metrics import fid as fidm
-        from ablate.metrics.classifier import classifier_features
-        from ablate.models import sample_latent
-
         self.net = classifier_features(dataset, device)
         self.stats = fidm.real_stats(dataset, "val", self.net, n, (), batch_size)
         self.n_real = int(self.stats["n"])
@@ -343,9 +268,6 @@ class ValidationFID:
         self.dataset = dataset
 
     def __call__(self, g: torch.nn.Module) -> float:
-        from ablate.metrics import fid as fidm
-        from ablate.train import generate
-
         fid = fidm.make_fid(self.net)
         fidm.load_real(self.stats, fid)
         for i in range(0, self.n, self.batch_size):
@@ -355,61 +277,3 @@ class ValidationFID:
             fid.update(x, real=False)
         self.net.forget()
         return float(fid.compute())
-
-
-# --------------------------------------------------------------------------------------
-# ablate eval
-# --------------------------------------------------------------------------------------
-def _eval_args(p) -> None:
-    p.add_argument("run_dir", type=Path, help="a run directory written by `ablate train`")
-    p.add_argument("--features", default="auto",
-                   help="classifier, inception, both, or auto (classifier on CPU, both on GPU)")
-    p.add_argument("--n", type=int, default=EvalProtocol.n, help="generated (and real) samples")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-
-
-def protocol_from_args(args, **changes) -> EvalProtocol:
-    if args.features == "auto":
-        return EvalProtocol.for_device(args.device, **changes)
-    return EvalProtocol(features=parse_features(args.features), **changes)
-
-
-def _print_summary(doc: dict) -> None:
-    for label in ("last", "best"):
-        if label not in doc:
-            continue
-        for feat, m in doc[label].items():
-            if isinstance(m, dict) and "fid" in m:
-                extra = f" modes {m['modes']}/{m['num_modes']} kl {m['kl']:.4f}" if "modes" in m else ""
-                print(f"{label:<5} step {doc[label].get('step')} {feat:<10} FID {m['fid']:.3f} "
-                      f"KID {m['kid_mean']:.5f}±{m['kid_std']:.5f} P {m['precision']:.3f} "
-                      f"R {m['recall']:.3f} D {m['density']:.3f} C {m['coverage']:.3f}{extra}")
-
-
-def _eval(args) -> int:
-    import sys
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    train_cfg = {}
-    if (Path(args.run_dir) / "config.json").exists():  # record how the run was validated
-        train_cfg = read_json(Path(args.run_dir) / "config.json").get("train", {})
-    protocol = protocol_from_args(args, n=args.n, val_every=train_cfg.get("val_every", 0),
-                                  val_n=train_cfg.get("val_n", EvalProtocol.val_n))
-    doc = evaluate_run(args.run_dir, protocol, args.device)
-    _print_summary(doc)
-    print(f"wrote {Path(args.run_dir) / METRICS_FILE}", file=sys.stderr)
-    return 0
-
-
-_eval.arguments = _eval_args
-
-
-def _register() -> None:
-    from ablate.cli import command
-
-    command("eval", "score a run: FID/KID, precision/recall, density/coverage, modes")(_eval)
-
-
-_register()

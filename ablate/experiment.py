@@ -46,6 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ablate import registry
+from ablate.config import EvalProtocol, TrainConfig
+from ablate.data import dataset_spec
 from ablate.errors import ConfigError
 
 DESIGN_KINDS = ("leave-one-out", "add-one-in", "full-factorial", "fractional-factorial", "explicit")
@@ -151,13 +154,11 @@ def _typed(value: Any, typ: type, where: str) -> Any:
 
 
 def _train_fields() -> dict[str, Any]:
-    from ablate.train import TrainConfig
-
     return {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
 def _evaluation(table: dict, where: str) -> tuple[tuple[str, Any], ...]:
-    """Validate ``[evaluation]`` against ``ablate.evaluate.EvalProtocol`` when it exists."""
+    """Validate ``[evaluation]`` against :class:`~ablate.config.EvalProtocol`."""
     table = dict(table)
     if "features" in table:
         feats = table["features"]
@@ -166,11 +167,6 @@ def _evaluation(table: dict, where: str) -> tuple[tuple[str, Any], ...]:
         table["features"] = tuple(feats)
     if table.get("features", ("x",)) == ():
         _check_keys(table, {"features", "n"}, where)  # evaluation skipped
-        return tuple(sorted(table.items()))
-    try:
-        from ablate.evaluate import EvalProtocol
-    except ImportError:
-        _check_keys(table, {"features", "n"}, where)
         return tuple(sorted(table.items()))
     valid = {f.name for f in dataclasses.fields(EvalProtocol)}
     _check_keys(table, valid, where)
@@ -186,9 +182,6 @@ def _evaluation(table: dict, where: str) -> tuple[tuple[str, Any], ...]:
 
 def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experiment:
     """Validate a TOML document (already parsed) into an :class:`Experiment`."""
-    from ablate import registry
-    from ablate.data import dataset_spec
-
     _check_keys(doc, _TOP_KEYS, "experiment")
     name = _typed(doc.get("name", stem), str, "name")
     description = _typed(doc.get("description", ""), str, "description")
@@ -213,8 +206,6 @@ def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experim
             typ = type(default) if default is not None and default is not dataclasses.MISSING else None
             train[key] = _typed(value, typ, f"{where}.{key}") if typ in (int, float, str, bool) else value
     try:  # TrainConfig validates ranges (positive steps, ...)
-        from ablate.train import TrainConfig
-
         TrainConfig(dataset=dataset, **train)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"[budget]/[model]: {exc}") from exc
@@ -235,23 +226,15 @@ def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experim
     hacks_t = _table(doc, "hacks")
     _check_keys(hacks_t, {"scope", "params"}, "[hacks]")
     scope = hacks_t.get("scope", "all")
-    names = registry.hack_names()
-    keywords = {"all": names, "builtin": registry.builtin_names()}
     if isinstance(scope, str):
         scope = [scope]
     if not isinstance(scope, list) or not all(isinstance(h, str) for h in scope):
         raise ConfigError(f"[hacks].scope must be \"all\", \"builtin\" or a list of hack names "
                           f"(keywords allowed: [\"builtin\", \"spectral-norm\"]), got {scope!r}")
-    expanded: list[str] = []
-    for item in scope:
-        expanded += keywords.get(item, [item])
-    for h in expanded:
-        try:
-            registry.get_hack(h)  # unknown hack -> error listing the valid ones
-        except ConfigError as exc:
-            raise ConfigError(f"[hacks].scope: {exc}") from exc
-    order = {n: i for i, n in enumerate(names)}
-    scope = tuple(sorted(dict.fromkeys(expanded), key=order.__getitem__))
+    try:  # unknown hacks -> an error listing the valid ones
+        scope = registry.expand(scope)
+    except ConfigError as exc:
+        raise ConfigError(f"[hacks].scope: {exc}") from exc
 
     params_t = hacks_t.get("params", {})
     if not isinstance(params_t, dict):

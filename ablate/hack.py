@@ -38,12 +38,13 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ablate.errors import ConfigError
 from ablate.recipe import Recipe
+
+if TYPE_CHECKING:  # annotations only: the registry (and `ablate hacks`) need no torch
+    from torch import nn
 
 
 @dataclass(frozen=True)

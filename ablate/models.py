@@ -18,9 +18,12 @@ import math
 import torch
 from torch import nn
 
+from ablate.config import LATENT_DIM
+from ablate.data import unscale
 from ablate.recipe import Activation, Init, Recipe
 
-LATENT_DIM = 100  # DCGAN's z size
+SAMPLE_SEED = 1234  # one latent batch shared by every run, so sample grids compare
+SAMPLE_COUNT = 64  # an 8x8 grid
 _BASE = {28: 7, 32: 4}  # image side -> side of the first (projected) feature map
 
 
@@ -119,3 +122,20 @@ def sample_latent(recipe: Recipe, n: int, latent_dim: int, generator: torch.Gene
     if recipe.latent == "gaussian":
         return torch.randn(n, latent_dim, generator=generator, device=device)
     return torch.rand(n, latent_dim, generator=generator, device=device) * 2 - 1
+
+
+def fixed_latents(recipe: Recipe, latent_dim: int, device, n: int = SAMPLE_COUNT) -> torch.Tensor:
+    """The shared latent batch (same seed for every run; drawn from the run's prior)."""
+    gen = torch.Generator().manual_seed(SAMPLE_SEED)
+    return sample_latent(recipe, n, latent_dim, gen).to(device)
+
+
+@torch.inference_mode()
+def generate(g: nn.Module, z: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    """Images in [0, 1] from latents, with G in eval mode (BatchNorm running stats)."""
+    was_training = g.training
+    g.eval()
+    try:
+        return unscale(g(z), recipe.data_range)
+    finally:
+        g.train(was_training)

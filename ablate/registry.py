@@ -1,6 +1,6 @@
 """Hack registry: name -> Hack class, a decorator, and entry-point discovery.
 
-Built-in hacks register on import of :mod:`ablate.hacks`. Third-party hacks register
+Built-in hacks (:data:`ablate.hacks.BUILTIN`) register first. Third-party hacks register
 through the entry-point group ``ablate.hacks``; each entry point names a module (which
 registers its hacks with :func:`register_hack` on import) or a :class:`Hack` subclass.
 Discovery is lazy: it happens on the first lookup, never at ``import ablate``.
@@ -15,9 +15,11 @@ from typing import Any
 
 from ablate.errors import ConfigError
 from ablate.hack import Hack
+from ablate.hacks import BUILTIN
 from ablate.recipe import Recipe
 
 ENTRY_POINT_GROUP = "ablate.hacks"
+KEYWORDS = ("all", "builtin", "none")  # hack-selection keywords (CLI and experiment files)
 
 _REGISTRY: dict[str, type[Hack]] = {}
 _PROVIDERS: dict[str, str] = {}
@@ -61,7 +63,8 @@ def _discover() -> None:
     if _discovered:
         return
     _discovered = True
-    importlib.import_module("ablate.hacks")
+    for cls in BUILTIN:
+        register_hack(cls, provider="ablate")
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = ep.dist.name if ep.dist is not None else ep.module
         try:
@@ -78,9 +81,12 @@ def _discover() -> None:
 
 
 def list_hacks() -> list[type[Hack]]:
-    """Every registered hack class, built-ins first in DESIGN.md order."""
+    """Every registered hack class, built-ins first in the README's table order."""
     _discover()
-    return list(_REGISTRY.values())
+    builtin = [cls for cls in BUILTIN if _REGISTRY.get(cls.name) is cls]
+    # Plugins after the built-ins, by name: the order never depends on discovery order.
+    plugins = sorted((c for c in _REGISTRY.values() if c not in builtin), key=lambda c: c.name)
+    return builtin + plugins
 
 
 def hack_names() -> list[str]:
@@ -89,8 +95,9 @@ def hack_names() -> list[str]:
 
 
 def builtin_names() -> list[str]:
-    """The eleven built-in hack names (DESIGN.md §1), in canonical order."""
-    return [n for n in hack_names() if _PROVIDERS[n] == "ablate"]
+    """The eleven built-in hack names, in canonical order."""
+    _discover()
+    return [cls.name for cls in BUILTIN]
 
 
 def provider(name: str) -> str:
@@ -109,6 +116,29 @@ def get_hack(name: str) -> type[Hack]:
         raise ConfigError(f"unknown hack {name!r}; valid hacks: {valid}") from None
 
 
+def expand(selection: Iterable[str], removed: Iterable[str] = ()) -> tuple[str, ...]:
+    """Hack names and keywords -> enabled names in canonical order, minus ``removed``.
+
+    ``all`` is every registered hack (plugins included), ``builtin`` the eleven, ``none``
+    nothing; keywords and names mix: ``["builtin", "spectral-norm"]``. Unknown names
+    raise a :class:`ConfigError` listing the valid ones.
+    """
+    keywords = {"all": hack_names(), "builtin": builtin_names(), "none": []}
+    chosen: list[str] = []
+    for item in selection:
+        chosen += keywords.get(item, [item])
+    removed = list(removed)
+    for name in chosen + removed:
+        get_hack(name)
+    return canonical(h for h in chosen if h not in removed)
+
+
+def canonical(names: Iterable[str]) -> tuple[str, ...]:
+    """Distinct hack names in canonical (registry) order."""
+    order = {n: i for i, n in enumerate(hack_names())}
+    return tuple(sorted(dict.fromkeys(names), key=lambda n: order.get(n, len(order))))
+
+
 def instantiate(
     enabled: Iterable[str], params: dict[str, dict[str, Any]] | None = None
 ) -> list[Hack]:
@@ -122,8 +152,7 @@ def instantiate(
     params = params or {}
     for name in list(enabled) + list(params):
         get_hack(name)
-    order = {n: i for i, n in enumerate(hack_names())}
-    enabled.sort(key=order.__getitem__)
+    enabled = list(canonical(enabled))
     for name, values in params.items():
         get_hack(name).make_params(values)  # validate even when disabled
     for a in enabled:

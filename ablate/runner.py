@@ -33,12 +33,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ablate import registry
 from ablate.artefacts import fsync_dir, write_json
-from ablate.cli import command
+from ablate.config import EvalProtocol, TrainConfig
 from ablate.design import Design, build_design
 from ablate.errors import ConfigError
 from ablate.experiment import Experiment, load_experiment
-from ablate.store import EXPERIMENT_JSON, HEARTBEAT_S, TERMINAL, Store
+from ablate.environment import resolve_device
+from ablate.evaluate import feature_nets
+from ablate.pipeline import train_and_score
+from ablate.resolve import resolve
+from ablate.store import EXPERIMENT_JSON, HEARTBEAT_S, TERMINAL, Store, load_experiment_meta
+from ablate.train import resolved_config
 
 # Bump when a code change alters what a finished run means (training or metrics), so
 # old results are not mixed with new ones: every key changes and everything retrains.
@@ -56,7 +62,7 @@ class RunSpec:
     key: str
     variant: str
     seed: int
-    config: Any  # ablate.train.TrainConfig
+    config: TrainConfig
     evaluation: tuple[tuple[str, Any], ...]  # the evaluation protocol's fields
     results_dir: str  # absolute
     retry_failed: bool = False
@@ -72,11 +78,7 @@ class RunSpec:
 # --------------------------------------------------------------------------------------
 def key_config(config, evaluation: dict[str, Any]) -> dict[str, Any]:
     """The part of a run's resolved config that defines its result (hashed into the key)."""
-    from ablate import registry
-    from ablate.train import resolved_config
-
-    hacks = config.resolve_hacks()  # validates names, parameters and conflicts
-    cfg = resolved_config(config, hacks, registry.build_recipe(hacks))
+    cfg = resolved_config(resolve(config))  # validates names, parameters and conflicts
     for k in _VOLATILE_TOP:
         cfg.pop(k, None)
     for k in _VOLATILE_TRAIN:
@@ -101,8 +103,6 @@ def plan(experiment: Experiment, design: Design, results_dir: Path, *, device: s
     Seed-major order makes a partially finished grid useful: every variant gets seed 0
     before any gets seed 1.
     """
-    from ablate.train import TrainConfig
-
     out = []
     evaluation = experiment.evaluation_dict()
     for seed in experiment.seeds:
@@ -155,8 +155,6 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     ``status`` is ``done``, ``diverged``, ``failed`` or ``skipped`` (another live
     process holds the key, or it is finished).
     """
-    from ablate.train import train
-
     results_dir = Path(spec.results_dir)
     store = Store(results_dir)
     token = store.claim(spec.key, spec.retry_failed)
@@ -172,18 +170,12 @@ def run_one(spec: RunSpec) -> dict[str, Any]:
     beat.start()
     t0 = time.perf_counter()
     try:
-        result = train(spec.config, tmp)
+        protocol = EvalProtocol.from_dict(dict(spec.evaluation)) if spec.evaluates else None
+        scored = train_and_score(spec.config, protocol, tmp)
+        result, metrics, eval_time = scored.result, scored.metrics, scored.eval_time_s
         write_json(tmp / "run.json", {"key": spec.key, "variant": spec.variant, "seed": spec.seed,
                                       "code_version": CODE_VERSION, "token": token,
                                       "host": store.host, "pid": os.getpid()})
-        t_eval = time.perf_counter()
-        metrics = None
-        if result.status == "done" and spec.evaluates:
-            from ablate.evaluate import EvalProtocol, evaluate_run
-
-            metrics = evaluate_run(tmp, EvalProtocol.from_dict(dict(spec.evaluation)),
-                                   device=spec.config.device)
-        eval_time = time.perf_counter() - t_eval
         final = results_dir / "runs" / spec.key
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():  # renamed by an attempt killed before its commit: not valid
@@ -473,8 +465,6 @@ def sweep_tmp(store: Store) -> int:
 
 def write_experiment_meta(experiment: Experiment, design: Design, results_dir: Path,
                           n_runs: int) -> None:
-    from ablate import registry
-
     hack_info = {}
     for h in design.hacks:
         cls = registry.get_hack(h)
@@ -496,11 +486,6 @@ def warm_up(experiment: Experiment, device: str, log: Callable[[str], None]) -> 
     afterwards) with every core, instead of inside one single-threaded worker while
     the others wait on the cache lock.
     """
-    try:
-        from ablate.environment import resolve_device
-        from ablate.evaluate import EvalProtocol, feature_nets
-    except ImportError:
-        return
     t0 = time.perf_counter()
     try:
         protocol = EvalProtocol.from_dict(experiment.evaluation_dict())
@@ -524,14 +509,6 @@ def prepare(path: Path | str, results_dir: Path | str | None = None, *, device: 
                      retry_failed=retry_failed)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    if experiment.evaluates():
-        try:
-            import ablate.evaluate  # noqa: F401
-        except ImportError as exc:
-            raise ConfigError(f"{path}: [evaluation] asks for features "
-                              f"{list(experiment.evaluation_dict().get('features', []))} but "
-                              f"ablate.evaluate is not available ({exc}); "
-                              "set features = [] to skip evaluation") from exc
     return experiment, design, results, specs
 
 
@@ -689,8 +666,6 @@ def print_dry_run(experiment: Experiment, design: Design, results_dir: Path,
 
 
 def print_status(results_dir: Path) -> int:
-    from ablate.store import load_experiment_meta
-
     if not (results_dir / "runs.sqlite").exists():
         print(f"no runs yet in {results_dir} (run `ablate grid` first)")
         return 0
@@ -735,102 +710,3 @@ def _live(results_dir: Path, key: str) -> bool:
         return store.live_token(key) is not None
     finally:
         store.close()
-
-
-# --------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------
-def _grid_args(p) -> None:
-    p.add_argument("experiment", type=Path, help="experiment file (TOML), e.g. experiments/smoke.toml")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the variants, run count and aliasing; write nothing")
-    p.add_argument("--retry-failed", action="store_true", help="run failed keys again")
-    p.add_argument("--results-dir", type=Path, default=None,
-                   help="override the experiment's results directory")
-    p.add_argument("--executor", choices=["local", "inline", "ray", "slurm"], default=None,
-                   help="where runs execute: local process pool (default), inline (this "
-                        "process, serial), ray (--address), slurm (submitit)")
-    p.add_argument("--address", default=None,
-                   help="ray: cluster address (auto joins a running cluster); slurm: 'local' "
-                        "runs the job array as local processes (submitit's test mode)")
-    p.add_argument("--partition", default=None, help="slurm: the partition to submit to")
-    p.add_argument("--workers", type=int, default=None,
-                   help="parallel runs (default: one per GPU, else cores / threads)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per run")
-    p.add_argument("--device", default=None, help="auto, cpu or cuda (default: auto)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
-
-
-def _grid(args) -> int:
-    # Validate everything before anything is written.
-    exp0 = load_experiment(args.experiment)
-    exe_defaults = dict(exp0.execution)
-    device = args.device or exe_defaults.get("device", "auto")
-    threads = args.threads or exe_defaults.get("threads")
-    workers = args.workers or exe_defaults.get("workers")
-    executor_name = args.executor or exe_defaults.get("executor", "local")
-    experiment, design, results, specs = prepare(args.experiment, args.results_dir, device=device,
-                                                 threads=threads, retry_failed=args.retry_failed)
-    if args.dry_run:
-        print_dry_run(experiment, design, results, specs)
-        return 0
-    executor = make_executor(executor_name, workers=workers, threads=threads, device=device,
-                             address=args.address, results_dir=results, partition=args.partition)
-    if getattr(executor, "threads", None):  # runs learn their thread count from the executor
-        specs = [(dataclasses.replace(s, config=dataclasses.replace(s.config, threads=executor.threads)),
-                  cfg) for s, cfg in specs]
-    try:
-        summary = run_grid(experiment, design, results, specs, executor,
-                           retry_failed=args.retry_failed, progress=not args.no_progress)
-    finally:
-        executor.close()
-    counts = ", ".join(f"{v} {k}" for k, v in summary.counts.items())
-    print(f"{experiment.name}: {summary.planned} runs, {summary.keys} keys: {counts}; "
-          f"trained {summary.trained} now, reused {summary.reused}; "
-          f"{summary.wall_time_s:.1f} s wall; results in {results}")
-    ok = not summary.counts.get("failed") and not summary.counts.get("pending")
-    if not args.no_report:
-        ok = _report(results) and ok
-    return 0 if ok else 1
-
-
-def _report(results: Path) -> bool:
-    """Write the report if ablate.report is installed; a failure is printed, not fatal."""
-    try:
-        from ablate.report import write_report
-    except ImportError as exc:
-        if exc.name and exc.name.startswith("ablate.report"):
-            return True  # the report module is not part of this installation
-        raise
-    try:
-        out = write_report(results)
-    except Exception as exc:  # the runs are safe in the store; say how to retry
-        tail = "".join(traceback.format_exception(exc)).strip().splitlines()[-3:]
-        print("ablate: the report failed (the runs are stored; rerun `ablate grid` or "
-              "`ablate report`):\n  " + "\n  ".join(tail), file=sys.stderr)
-        return False
-    if out:
-        print(f"report: {out}")
-    return True
-
-
-_grid.arguments = _grid_args
-command("grid", "train and score every run of an experiment (resumable)")(_grid)
-
-
-def _status_args(p) -> None:
-    p.add_argument("experiment", type=Path, help="experiment file (TOML)")
-    p.add_argument("--results-dir", type=Path, default=None)
-
-
-def _status(args) -> int:
-    if args.results_dir:
-        results = args.results_dir
-    else:
-        results = load_experiment(args.experiment).results_dir
-    return print_status(results)
-
-
-_status.arguments = _status_args
-command("status", "progress of an experiment's runs, per variant")(_status)

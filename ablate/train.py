@@ -1,8 +1,11 @@
-"""Train one run: a TrainConfig (dataset, budget, hacks, seed) -> a run directory.
+"""Train one run: a :class:`TrainPlan` (a TrainConfig with its hacks resolved) -> a run
+directory.
 
-The loop reads only the Recipe. Everything a hack changes arrives through it (model
-structure, optimizers, latent prior, data range, targets, the discriminator-update
-strategy) or through the module wrappers the hacks return.
+The loop reads only the Recipe and calls the enabled hacks' hooks; it never sees hack
+names or the registry (:mod:`ablate.resolve` builds the plan). Everything a hack
+changes arrives through the Recipe (model structure, optimizers, latent prior, data
+range, targets, the discriminator-update strategy) or through the module wrappers the
+hacks return. See docs/design.md, "The Recipe and the hooks".
 """
 
 from __future__ import annotations
@@ -20,63 +23,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate import registry
 from ablate.artefacts import append_jsonl, write_atomic, write_json
-from ablate.data import ImageSet, load, scale, unscale
+from ablate.config import TrainConfig
+from ablate.data import ImageSet, load, scale
 from ablate.environment import git_commit, hardware, resolve_device, versions
 from ablate.errors import ConfigError
 from ablate.hack import Hack
-from ablate.models import LATENT_DIM, build_models, sample_latent
+from ablate.models import build_models, fixed_latents, generate, sample_latent
 from ablate.recipe import Optimizer, Recipe
 
-SAMPLE_SEED = 1234  # one latent batch shared by every run, so sample grids compare
-SAMPLE_COUNT = 64  # an 8x8 grid
-PRECISIONS = ("fp32", "bf16")
+Validator = Callable[[nn.Module], float]  # generator -> validation FID
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run (and so its identity)."""
+class TrainPlan:
+    """A TrainConfig with its hacks resolved: what :func:`train` consumes.
 
-    dataset: str = "fashion-mnist"
-    steps: int = 1000  # generator updates
-    batch_size: int = 64  # real images per discriminator update (and fakes alike)
-    seed: int = 0
-    hacks: tuple[str, ...] = ()  # enabled hacks; order is irrelevant (canonical order used)
-    # (hack, param, value) overrides; also for disabled hacks, which then just validate.
-    params: tuple[tuple[str, str, Any], ...] = ()
-    ngf: int = 64  # generator width
-    ndf: int = 64  # discriminator width
-    latent_dim: int = LATENT_DIM
-    device: str = "auto"
-    threads: int | None = None  # torch intra-op threads; None keeps torch's default
-    log_every: int = 50  # steps between log lines and divergence checks
-    # bf16 autocast for G and D forward passes (GPU speed option). Off by default so that
-    # numbers compare across machines; it is part of the run identity.
-    precision: str = "fp32"
-    # Validation FID (classifier features, vs the val split) every val_every steps; 0 = off.
-    # It draws the curve in log.jsonl and picks generator_best.pt (never the test split).
-    val_every: int = 0
-    val_n: int = 2000  # samples per validation FID: cheap (~1 s on CPU), stable enough to rank
+    Built by :func:`ablate.resolve.resolve`; ``hacks`` are the enabled hack instances
+    in canonical order (their wrappers are applied in that order), ``recipe`` the
+    all-off Recipe with every hack's ``apply`` folded in, and ``hack_records`` what
+    ``config.json`` says of each hack (name, parameters, provider).
+    """
 
-    def __post_init__(self) -> None:
-        for key in ("steps", "batch_size", "ngf", "ndf", "latent_dim", "log_every", "val_n"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be a positive integer, got {getattr(self, key)}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.val_every < 0:
-            raise ConfigError(f"val_every must be >= 0 (0 = off), got {self.val_every}")
-
-    def param_dict(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        for hack, key, value in self.params:
-            out.setdefault(hack, {})[key] = value
-        return out
-
-    def resolve_hacks(self) -> list[Hack]:
-        """Instantiate the enabled hacks (validating names, parameters and conflicts)."""
-        return registry.instantiate(self.hacks, self.param_dict())
+    config: TrainConfig
+    recipe: Recipe
+    hacks: tuple[Hack, ...] = ()
+    hack_records: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass
@@ -93,14 +65,13 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def resolved_config(config: TrainConfig, hacks: list[Hack], recipe: Recipe,
-                    data: ImageSet | None = None, device: torch.device | None = None) -> dict:
+def resolved_config(plan: TrainPlan, data: ImageSet | None = None,
+                    device: torch.device | None = None) -> dict:
     """The fully resolved run configuration written to ``config.json``."""
     out: dict[str, Any] = {
-        "train": dataclasses.asdict(config),
-        "hacks": [{"name": h.name, "params": h.params_dict(), "provider": registry.provider(h.name)}
-                  for h in hacks],
-        "recipe": recipe.to_dict(),
+        "train": dataclasses.asdict(plan.config),
+        "hacks": [dict(r) for r in plan.hack_records],
+        "recipe": plan.recipe.to_dict(),
     }
     out["train"].pop("params")  # folded into "hacks" above, with every default resolved
     if data is not None:
@@ -193,25 +164,30 @@ def prepare_out_dir(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def build(config: TrainConfig, shape: tuple[int, int, int], device: torch.device
-          ) -> tuple[list[Hack], Recipe, nn.Module, nn.Module]:
-    """Resolve the hacks, fold the Recipe, build + initialise + wrap G and D (seeded)."""
-    hacks = config.resolve_hacks()
-    recipe = registry.build_recipe(hacks)
+def build(plan: TrainPlan, shape: tuple[int, int, int], device: torch.device
+          ) -> tuple[nn.Module, nn.Module]:
+    """Build, initialise (seeded) and wrap G and D for images of ``shape``."""
+    config = plan.config
     torch.manual_seed(config.seed)
-    g, d = build_models(recipe, shape, config.ngf, config.ndf, config.latent_dim)
-    for h in hacks:
+    g, d = build_models(plan.recipe, shape, config.ngf, config.ndf, config.latent_dim)
+    for h in plan.hacks:
         g, d = h.wrap_generator(g), h.wrap_discriminator(d)
     # channels_last is oneDNN's fast convolution layout: 1.2x (all-on) to 1.5x (all-off)
     # per training step on the CPU (benchmarks/README.md); the numbers do not change.
     fmt = torch.channels_last
-    return hacks, recipe, g.to(device, memory_format=fmt), d.to(device, memory_format=fmt)
+    return g.to(device, memory_format=fmt), d.to(device, memory_format=fmt)
 
 
-def train(config: TrainConfig, out_dir: Path | str) -> TrainResult:
-    """Train one GAN and write the run directory (see README: run directory)."""
+def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = None) -> TrainResult:
+    """Train one GAN and write the run directory (see README: run directory).
+
+    ``validate`` (``generator -> validation FID``) is called every
+    ``config.val_every`` steps when given; it draws the validation curve in
+    ``log.jsonl`` and picks ``generator_best.pt``.
+    """
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
+    config, recipe = plan.config, plan.recipe
     device = resolve_device(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -219,9 +195,9 @@ def train(config: TrainConfig, out_dir: Path | str) -> TrainResult:
     n_data, bs = len(data), config.batch_size
     if bs > n_data:
         raise ConfigError(f"batch size {bs} exceeds the {n_data} training images of {config.dataset}")
-    hacks, recipe, g, d = build(config, data.shape, device)  # validates hacks and params
+    g, d = build(plan, data.shape, device)
     prepare_out_dir(out_dir)  # only now, after every check, is the run directory touched
-    write_json(out_dir / "config.json", resolved_config(config, hacks, recipe, data, device))
+    write_json(out_dir / "config.json", resolved_config(plan, data, device))
 
     x_all = scale(data.images, recipe.data_range).to(device)
     gen = torch.Generator(device).manual_seed(config.seed)
@@ -232,7 +208,8 @@ def train(config: TrainConfig, out_dir: Path | str) -> TrainResult:
     # The loop calls g_fwd/d_fwd; g and d themselves stay plain for saving and evaluation.
     g_fwd, d_fwd = (Autocast(g, device.type), Autocast(d, device.type)) \
         if config.precision == "bf16" else (g, d)
-    validate = _validator(config, recipe, device)  # None when val_every == 0
+    if not config.val_every:
+        validate = None
     best_fid, best_step, val_time = float("inf"), None, 0.0
 
     # Per-step stats live in a device buffer and reach the host once per log window,
@@ -299,50 +276,9 @@ def train(config: TrainConfig, out_dir: Path | str) -> TrainResult:
     return result
 
 
-def _validator(config: TrainConfig, recipe: Recipe, device: torch.device):
-    """A callable ``g -> validation FID`` (ablate.evaluate.ValidationFID), or None if off."""
-    if not config.val_every:
-        return None
-    from ablate.evaluate import ValidationFID
-
-    return ValidationFID(config.dataset, recipe, config.latent_dim, config.val_n, device,
-                         seed=config.seed)
-
-
-def fixed_latents(recipe: Recipe, latent_dim: int, device, n: int = SAMPLE_COUNT) -> torch.Tensor:
-    """The shared latent batch (same seed for every run; drawn from the run's prior)."""
-    gen = torch.Generator().manual_seed(SAMPLE_SEED)
-    return sample_latent(recipe, n, latent_dim, gen).to(device)
-
-
-@torch.inference_mode()
-def generate(g: nn.Module, z: torch.Tensor, recipe: Recipe) -> torch.Tensor:
-    """Images in [0, 1] from latents, with G in eval mode (BatchNorm running stats)."""
-    was_training = g.training
-    g.eval()
-    try:
-        return unscale(g(z), recipe.data_range)
-    finally:
-        g.train(was_training)
-
-
 def save_samples(g: nn.Module, recipe: Recipe, latent_dim: int, device, path: Path) -> None:
     """An 8x8 grid from the shared latent batch."""
     from torchvision.utils import save_image
 
     images = generate(g, fixed_latents(recipe, latent_dim, device), recipe).float().cpu()
     write_atomic(path, lambda f: save_image(images, f, nrow=8, padding=2, format="png"))
-
-
-def load_run(run_dir: Path | str, device: str = "cpu") -> tuple[dict, Recipe, nn.Module]:
-    """Rebuild a run's generator from its ``config.json`` and ``generator.pt``."""
-    run_dir = Path(run_dir)
-    cfg = json.loads((run_dir / "config.json").read_text())
-    t = cfg["train"]
-    params = tuple((h["name"], k, v) for h in cfg["hacks"] for k, v in h["params"].items())
-    config = TrainConfig(**{**t, "hacks": tuple(t["hacks"]), "params": params, "device": device})
-    dev = resolve_device(device)
-    shape = tuple(cfg["data"]["shape"])
-    _, recipe, g, _ = build(config, shape, dev)
-    g.load_state_dict(torch.load(run_dir / "generator.pt", map_location=dev))
-    return cfg, recipe, g

@@ -38,7 +38,7 @@ def main() -> None:
     from ablate.evaluate import EvalProtocol, feature_nets, generator_sampler, score_samples
     from ablate.metrics import fid as fidm
     from ablate.models import LATENT_DIM, build_models
-    from ablate.train import load_run
+    from ablate.resolve import load_run
 
     if args.run:
         cfg, recipe, g = load_run(args.run)

@@ -34,7 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from ablate import registry  # noqa: E402
 from ablate.data import DatasetSpec, register_dataset  # noqa: E402
 from ablate.models import build_models  # noqa: E402
-from ablate.train import TrainConfig, train  # noqa: E402
+from ablate.config import TrainConfig  # noqa: E402
+from ablate.resolve import resolve  # noqa: E402
+from ablate.train import train  # noqa: E402
 
 NZ = 100
 
@@ -161,7 +163,7 @@ def _ablate_config(dataset: str, ngf: int, steps: int, device: torch.device) -> 
 def ablate_throughput(dataset: str, ngf: int, steps: int, device: torch.device) -> float:
     """Steady-state images/s of ``ablate.train`` (the first log window is warm-up)."""
     with tempfile.TemporaryDirectory() as tmp:
-        train(_ablate_config(dataset, ngf, steps + steps // 4, device), Path(tmp) / "run")
+        train(resolve(_ablate_config(dataset, ngf, steps + steps // 4, device)), Path(tmp) / "run")
         log = [json.loads(x) for x in (Path(tmp) / "run/log.jsonl").read_text().splitlines()]
     windows = [r["images_per_s"] for r in log[1:]]
     return statistics.median(windows)
@@ -173,7 +175,7 @@ def flops_per_step(dataset: str, ngf: int) -> int:
     counts = []
     for steps in (1, 2):
         with tempfile.TemporaryDirectory() as tmp, FlopCounterMode(display=False) as fc:
-            train(_ablate_config(dataset, ngf, steps, torch.device("cpu")), Path(tmp) / "run")
+            train(resolve(_ablate_config(dataset, ngf, steps, torch.device("cpu"))), Path(tmp) / "run")
         counts.append(fc.get_total_flops())
     return counts[1] - counts[0]
 

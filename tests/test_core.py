@@ -17,7 +17,9 @@ from ablate import Hack, registry
 from ablate.cli import main
 from ablate.data import load
 from ablate.errors import ConfigError
-from ablate.train import TrainConfig, load_run, train
+from ablate.config import TrainConfig
+from ablate.resolve import load_run, resolve
+from ablate.train import train
 
 from formats import write_cifar10, write_mnist_like
 
@@ -32,18 +34,18 @@ def _tiny(**kw) -> TrainConfig:
 
 
 def test_same_seed_gives_identical_weights(tmp_path):
-    a, b = train(_tiny(), tmp_path / "a"), train(_tiny(), tmp_path / "b")
+    a, b = train(resolve(_tiny()), tmp_path / "a"), train(resolve(_tiny()), tmp_path / "b")
     wa = torch.load(tmp_path / "a/generator.pt")
     wb = torch.load(tmp_path / "b/generator.pt")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    train(_tiny(seed=4), tmp_path / "c")
+    train(resolve(_tiny(seed=4)), tmp_path / "c")
     wc = torch.load(tmp_path / "c/generator.pt")
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)
     assert a.status == b.status == "done"
 
 
 def test_run_directory(tmp_path):
-    result = train(_tiny(), tmp_path / "run")
+    result = train(resolve(_tiny()), tmp_path / "run")
     run = tmp_path / "run"
     assert {"config.json", "log.jsonl", "samples.png", "generator.pt", "result.json"} <= {
         p.name for p in run.iterdir()}
@@ -65,7 +67,7 @@ def test_run_directory(tmp_path):
 
 def test_divergence_is_recorded_with_its_step(tmp_path):
     config = _tiny(params=(("adam-dcgan", "lr", 1e20),), hacks=("adam-dcgan",), steps=60)
-    result = train(config, tmp_path / "run")
+    result = train(resolve(config), tmp_path / "run")
     assert result.status == "diverged" and 1 <= result.diverged_step <= result.steps < 60
     res = json.loads((tmp_path / "run/result.json").read_text())
     assert res["diverged_step"] == result.diverged_step
@@ -75,7 +77,7 @@ def test_existing_run_directory_is_never_overwritten(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run/keep.txt").write_text("finished result")
     with pytest.raises(ConfigError, match="already exists"):
-        train(_tiny(), tmp_path / "run")
+        train(resolve(_tiny()), tmp_path / "run")
     assert (tmp_path / "run/keep.txt").read_text() == "finished result"
 
 
@@ -230,8 +232,8 @@ def test_example_plugin_is_listed_and_trains(plugin_site, tmp_path):
 
 def test_bf16_precision_option(tmp_path):
     """bf16 autocast trains, is recorded in the config, and differs from fp32."""
-    result = train(_tiny(precision="bf16"), tmp_path / "bf16")
-    train(_tiny(), tmp_path / "fp32")
+    result = train(resolve(_tiny(precision="bf16")), tmp_path / "bf16")
+    train(resolve(_tiny()), tmp_path / "fp32")
     cfg = json.loads((tmp_path / "bf16/config.json").read_text())
     assert result.status == "done" and cfg["train"]["precision"] == "bf16"
     a, b = torch.load(tmp_path / "bf16/generator.pt"), torch.load(tmp_path / "fp32/generator.pt")
@@ -243,7 +245,7 @@ def test_bf16_precision_option(tmp_path):
 
 def test_batch_larger_than_dataset_leaves_no_run_dir(tmp_path):
     with pytest.raises(ConfigError, match="exceeds the 1080 training images"):
-        train(_tiny(batch_size=5000), tmp_path / "run")
+        train(resolve(_tiny(batch_size=5000)), tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 

@@ -13,7 +13,9 @@ from ablate import registry
 from ablate.data import scale
 from ablate.models import Discriminator, Generator, build_models, sample_latent
 from ablate.recipe import Recipe
-from ablate.train import D_UPDATES, TrainConfig, _targets, train
+from ablate.config import TrainConfig
+from ablate.resolve import resolve
+from ablate.train import D_UPDATES, _targets, train
 
 ALL = registry.hack_names()
 SHAPE = (1, 28, 28)
@@ -38,15 +40,15 @@ def test_one_training_step(name, tmp_path):
     """One step of each hack alone on fake data, batch 2: finite losses, expected shapes."""
     config = TrainConfig(dataset="fake", steps=1, batch_size=2, seed=0, hacks=(name,),
                          ngf=8, ndf=8, device="cpu", log_every=1)
-    result = train(config, tmp_path / "run")
+    result = train(resolve(config), tmp_path / "run")
     assert result.status == "done" and result.steps == 1
     (record,) = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
     for key in ("loss_d", "loss_g", "d_real", "d_fake"):
         assert math.isfinite(record[key]), (name, key)
     cfg = json.loads((tmp_path / "run/config.json").read_text())
     assert [h["name"] for h in cfg["hacks"]] == [name]
-    g, d = build_models(registry.build_recipe(config.resolve_hacks()), SHAPE, 8, 8)
-    for h in config.resolve_hacks():
+    g, d = build_models(registry.build_recipe(registry.instantiate(config.hacks, config.param_dict())), SHAPE, 8, 8)
+    for h in registry.instantiate(config.hacks, config.param_dict()):
         g, d = h.wrap_generator(g), h.wrap_discriminator(d)
     x = g(torch.zeros(2, 100))
     assert x.shape == (2, *SHAPE)

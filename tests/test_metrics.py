@@ -208,12 +208,16 @@ def test_protocol_validation_and_roundtrip():
 
 def test_train_with_validation_then_eval_writes_metrics(tmp_path, quick_classifier):
     from ablate.cli import main
-    from ablate.train import TrainConfig, train
+    from ablate.config import TrainConfig
+    from ablate.pipeline import validator
+    from ablate.resolve import resolve
+    from ablate.train import train
 
     run = tmp_path / "run"
     cfg = TrainConfig(dataset=DS, steps=30, batch_size=32, ngf=8, ndf=8, device="cpu",
                       hacks=("tanh-range", "batch-norm"), log_every=10, val_every=10, val_n=200)
-    result = train(cfg, run)
+    plan = resolve(cfg)
+    result = train(plan, run, validator(plan))
     vals = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "val_fid" in r]
     assert [r["step"] for r in vals] == [10, 20, 30] and all(r["val_fid"] > 0 for r in vals)
     best = min(vals, key=lambda r: r["val_fid"])

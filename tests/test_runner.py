@@ -18,7 +18,7 @@ from ablate.design import build_design
 from ablate.experiment import load_experiment
 from ablate.runner import CODE_VERSION, InlineExecutor, key_config, plan, prepare, run_grid, run_key
 from ablate.store import Store, load_experiment_meta, load_frame
-from ablate.train import TrainConfig
+from ablate.config import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "experiments/smoke.toml"

@@ -1,3 +1,14 @@
-"""Built-in hacks. Importing this package registers them, in DESIGN.md §1 order."""
+"""The eleven built-in hacks, in the order of the README's hack table.
 
-from ablate.hacks import dcgan, ganhacks  # noqa: F401  (registration side effect)
+:data:`BUILTIN` is the explicit list the registry registers first; the hack modules
+import only :mod:`ablate.hack` and :mod:`ablate.recipe`, never the registry.
+"""
+
+from ablate.hacks.dcgan import (AdamDCGAN, BatchNorm, GaussianInit, LeakyReLU, StridedDownsample,
+                                StridedUpsample, TanhRange)
+from ablate.hacks.ganhacks import GaussianLatent, LabelSmoothing, NoisyLabels, SeparateBatches
+
+BUILTIN = (StridedDownsample, StridedUpsample, LeakyReLU, BatchNorm, GaussianInit, AdamDCGAN,
+           TanhRange, GaussianLatent, SeparateBatches, LabelSmoothing, NoisyLabels)
+
+__all__ = ["BUILTIN"]

@@ -6,12 +6,10 @@ from dataclasses import dataclass
 
 from ablate.hack import Hack
 from ablate.recipe import Activation, Init, Optimizer, Recipe
-from ablate.registry import register_hack
 
 DCGAN = "Radford et al. 2015, DCGAN (arXiv:1511.06434)"
 
 
-@register_hack
 class StridedDownsample(Hack):
     name = "strided-downsample"
     source = DCGAN
@@ -22,7 +20,6 @@ class StridedDownsample(Hack):
         return recipe.replace(downsample="strided")
 
 
-@register_hack
 class StridedUpsample(Hack):
     name = "strided-upsample"
     source = DCGAN
@@ -33,7 +30,6 @@ class StridedUpsample(Hack):
         return recipe.replace(upsample="transposed")
 
 
-@register_hack
 class LeakyReLU(Hack):
     name = "leaky-relu"
     source = DCGAN
@@ -51,7 +47,6 @@ class LeakyReLU(Hack):
         return recipe.replace(g_activation=act) if self.params.in_generator else recipe
 
 
-@register_hack
 class BatchNorm(Hack):
     name = "batch-norm"
     source = DCGAN
@@ -62,7 +57,6 @@ class BatchNorm(Hack):
         return recipe.replace(g_norm="batch", d_norm="batch")
 
 
-@register_hack
 class GaussianInit(Hack):
     name = "gaussian-init"
     source = DCGAN
@@ -77,7 +71,6 @@ class GaussianInit(Hack):
         return recipe.replace(init=Init("normal", self.params.std))
 
 
-@register_hack
 class AdamDCGAN(Hack):
     name = "adam-dcgan"
     source = DCGAN
@@ -95,7 +88,6 @@ class AdamDCGAN(Hack):
         return recipe.replace(g_optimizer=opt, d_optimizer=opt)
 
 
-@register_hack
 class TanhRange(Hack):
     name = "tanh-range"
     source = DCGAN

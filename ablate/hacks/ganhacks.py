@@ -6,12 +6,10 @@ from dataclasses import dataclass
 
 from ablate.hack import Hack
 from ablate.recipe import Recipe
-from ablate.registry import register_hack
 
 GANHACKS = "Chintala et al. 2016, How to Train a GAN (github.com/soumith/ganhacks)"
 
 
-@register_hack
 class GaussianLatent(Hack):
     name = "gaussian-latent"
     source = GANHACKS
@@ -22,7 +20,6 @@ class GaussianLatent(Hack):
         return recipe.replace(latent="gaussian")
 
 
-@register_hack
 class SeparateBatches(Hack):
     name = "separate-batches"
     source = GANHACKS
@@ -33,7 +30,6 @@ class SeparateBatches(Hack):
         return recipe.replace(d_update="separate")
 
 
-@register_hack
 class LabelSmoothing(Hack):
     name = "label-smoothing"
     source = GANHACKS + "; Salimans et al. 2016"
@@ -58,7 +54,6 @@ class LabelSmoothing(Hack):
         return recipe.replace(real_target=(p.real_low, p.real_high), fake_target=fake)
 
 
-@register_hack
 class NoisyLabels(Hack):
     name = "noisy-labels"
     source = GANHACKS

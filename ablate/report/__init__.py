@@ -12,18 +12,16 @@ Two entry points:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ablate.cli import command
 from ablate.errors import ConfigError
 
 if TYPE_CHECKING:  # pandas, numpy and matplotlib load only when a report is built,
-    import pandas as pd  # so `ablate --help` stays fast although the CLI imports this module
+    import pandas as pd  # so importing ablate.report stays fast
 
 __all__ = ["build_report", "write_report", "ReportContext"]
 
@@ -234,20 +232,3 @@ def write_report(results_dir: Path | str, out_dir: Path | str | None = None) -> 
     if isinstance(meta, object) and dataclasses.is_dataclass(meta):
         meta = dataclasses.asdict(meta)
     return build_report(frame, meta, out_dir or results_dir, results_dir=results_dir)
-
-
-def _report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("results_dir", type=Path, metavar="RESULTS_DIR",
-                   help="an experiment's results folder, e.g. results/default")
-    p.add_argument("--out", type=Path, default=None,
-                   help="write the report here instead of into RESULTS_DIR")
-
-
-def _report(args) -> int:
-    path = write_report(args.results_dir, args.out)
-    print(path)
-    return 0
-
-
-_report.arguments = _report_args  # read by the decorator below
-command("report", help="statistics, tables, figures and REPORT.md for an experiment's results")(_report)
