@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 EXPERIMENT ?= experiments/default.toml
 STAMP := $(VENV)/.installed
 
-.PHONY: install data ablation test test-executors bench clean
+.PHONY: install data ablation test lint test-executors bench clean
 
 $(STAMP): pyproject.toml examples/ablate-spectral-norm/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,14 @@ data:
 ablation: install
 	$(VENV)/bin/ablate grid $(EXPERIMENT)
 
-test: install
+test: install lint
 	$(PY) -m pytest -q
+
+# Style and unused code (ruff), and the import graph: no cycles, imports point down
+# (import-linter contracts in pyproject.toml).
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # Opt-in: install Ray (an 80 MB wheel) and submitit, not in the default install, and run
 # the Ray executor (smoke.toml on a local Ray instance) and SLURM executor (submitit's

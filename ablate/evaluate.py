@@ -2,7 +2,8 @@
 
 Public API::
 
-    from ablate.evaluate import EvalProtocol, evaluate_run
+    from ablate.config import EvalProtocol
+    from ablate.evaluate import evaluate_run
     metrics = evaluate_run("runs/x", EvalProtocol(n=10_000, features=("classifier",)))
 
 ``evaluate_run`` scores the last checkpoint (``generator.pt``) and, when training kept
@@ -28,7 +29,7 @@ one, the best checkpoint by validation FID (``generator_best.pt``), and writes
                      "git_commit", "versions"}
     }
 
-Conventions: images reach every feature net in [0, 1] (``ablate.train.generate``'s
+Conventions: images reach every feature net in [0, 1] (``ablate.models.generate``'s
 range), quantised to 8 bits; real images are the ``test`` split (never ``val``, which
 is for checkpoint selection); N is recorded with every number because FID depends on
 it. Mode metrics (modes, kl) always use the classifier and appear under
@@ -42,7 +43,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ from ablate.metrics.modes import histogram, mode_metrics, predictions
 from ablate.metrics.prdc import prdc
 from ablate.models import generate, sample_latent
 from ablate.resolve import load_run
-from ablate.stacked import is_stacked
+from ablate.data import is_stacked
 
 METRICS_FILE = "metrics.json"
 

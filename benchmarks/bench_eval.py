@@ -35,7 +35,7 @@ def main() -> None:
     torch.set_num_threads(max(threads))
 
     from ablate import data, registry
-    from ablate.evaluate import EvalProtocol, feature_nets, generator_sampler, score_samples
+    from ablate.evaluate import EvalProtocol, feature_nets
     from ablate.metrics import fid as fidm
     from ablate.models import LATENT_DIM, build_models
     from ablate.resolve import load_run

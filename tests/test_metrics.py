@@ -17,7 +17,7 @@ import torch
 
 from ablate import data
 from ablate.errors import ConfigError
-from ablate.evaluate import EvalProtocol, evaluate_run, score_images
+from ablate.evaluate import EvalProtocol, score_images
 from ablate.metrics import classifier as clf
 from ablate.metrics import fid as fidm
 from ablate.metrics.features import extract_all

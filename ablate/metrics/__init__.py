@@ -1,4 +1,4 @@
-"""Metrics: feature networks, FID/KID, mode-collapse metrics and PRDC (DESIGN.md §4).
+"""Metrics: feature networks, FID/KID, mode-collapse metrics and PRDC (docs/design.md; the README, "Metrics").
 
 Modules, by role:
 

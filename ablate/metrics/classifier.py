@@ -7,7 +7,7 @@ training recipe, so changing any of them trains a new one. Training is determini
 (fixed seed, fixed batch order, fixed augmentation draws): on the same hardware and
 thread count it gives the same weights.
 
-The network sees images in [0, 1] (the range of :func:`ablate.train.generate` and of
+The network sees images in [0, 1] (the range of :func:`ablate.models.generate` and of
 ``data.scale(..., "unit")``) and normalises internally, so generated and real images
 always reach it in the range it was trained on.
 
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ablate.artefacts import write_json
+from ablate.data import base_dataset, dataset_spec, load, scale
 from ablate.errors import ConfigError
 from ablate.metrics.cache import cache_dir, key_hash, load_tensors, locked, save_tensors
 from ablate.metrics.features import FeatureNet
@@ -131,7 +132,6 @@ def accuracy(net: nn.Module, images01: torch.Tensor, labels: torch.Tensor, batch
 def train_classifier(dataset: str, recipe: ClassifierRecipe | None = None,
                      log=None) -> tuple[ClassifierNet, dict]:
     """Train the classifier of ``dataset`` on its ``train`` split; measure on ``test``."""
-    from ablate.data import load, scale
 
     recipe = recipe or recipe_for(dataset)
     train, test = load(dataset, "train"), load(dataset, "test")
@@ -176,7 +176,6 @@ _MEMO: dict[tuple[str, str], tuple[ClassifierNet, dict]] = {}
 
 def load_classifier(dataset: str, train_if_missing: bool = True, log=None) -> tuple[ClassifierNet, dict]:
     """The cached classifier of ``dataset`` (trained here on first use) and its info."""
-    from ablate.data import dataset_spec
 
     key = classifier_key(dataset)
     folder = cache_dir() / "classifier"
@@ -266,9 +265,6 @@ class ClassifierFeatures(FeatureNet):
 
 def classifier_features(dataset: str, device: torch.device | str = "cpu", log=None) -> ClassifierFeatures:
     """The classifier feature network for images of ``dataset`` (stacked: per channel)."""
-    from ablate.data import dataset_spec
-    from ablate.stacked import base_dataset
-
     base = base_dataset(dataset)
     net, info = load_classifier(base, log=log)
     return ClassifierFeatures(net, info, dataset_spec(dataset).shape[0]).to(device)

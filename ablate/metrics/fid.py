@@ -21,6 +21,7 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+from ablate import data
 from ablate.errors import ConfigError
 from ablate.metrics.cache import cache_dir, key_hash, load_tensors, locked, save_tensors
 from ablate.metrics.features import FeatureNet, Passthrough
@@ -59,14 +60,30 @@ def _device_of(net: torch.nn.Module) -> torch.device:
 
 def load_real(stats: dict, fid: FrechetInceptionDistance | None = None,
               kid: KernelInceptionDistance | None = None) -> None:
-    """Put cached real statistics into the metric states (as ``update(real=True)`` would)."""
+    """Put cached real statistics into the metric states (as ``update(real=True)`` would).
+
+    The states are torchmetrics' own (``metric_state``); their names are checked here and
+    the version range is pinned in pyproject.toml, and a test compares the result with
+    ``update(real=True)``, so a torchmetrics release that renames them fails loudly.
+    """
     if fid is not None:
+        _check_states(fid, ("real_features_sum", "real_features_cov_sum", "real_features_num_samples"))
         dev = fid.real_features_sum.device
         fid.real_features_sum = stats["feature_sum"].to(dev, torch.float64).clone()
         fid.real_features_cov_sum = stats["cov_sum"].to(dev, torch.float64).clone()
         fid.real_features_num_samples = torch.tensor(int(stats["n"]), device=dev)
     if kid is not None:
+        _check_states(kid, ("real_features",))
         kid.real_features = [stats["features"].to(_device_of(kid.inception))]
+
+
+def _check_states(metric, names: tuple[str, ...]) -> None:
+    missing = [n for n in names if n not in metric.metric_state]
+    if missing:
+        import torchmetrics
+
+        raise RuntimeError(f"torchmetrics {torchmetrics.__version__}: {type(metric).__name__} has no "
+                           f"state {missing}; install the version range pinned in pyproject.toml")
 
 
 def compute_kid(kid: KernelInceptionDistance, seed: int = 0) -> tuple[float, float]:
@@ -103,7 +120,6 @@ def real_stats(dataset: str, split: str, net: FeatureNet, n: int, ks: tuple[int,
     ``radii`` {k: k-NN radii}, ``class_counts`` (classifier only: predicted classes,
     base-coded for stacked images), ``meta`` (provenance).
     """
-    from ablate.data import load
 
     ident = {"dataset": dataset, "split": split, "features": net.identity(), "n": n,
              "ks": sorted(ks), "seed": seed, "version": STATS_VERSION}
@@ -111,10 +127,10 @@ def real_stats(dataset: str, split: str, net: FeatureNet, n: int, ks: tuple[int,
     with locked(path):
         if path.exists():
             return load_tensors(path)
-        data = load(dataset, split)
-        images = data.images
-        if len(data) > n:  # a fixed random subset
-            idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
+        real = data.load(dataset, split)
+        images = real.images
+        if len(real) > n:  # a fixed random subset
+            idx = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:n]
             images = images[idx.sort().values]
         device = _device_of(net)
         feats, logits = [], []
@@ -128,7 +144,7 @@ def real_stats(dataset: str, split: str, net: FeatureNet, n: int, ks: tuple[int,
         stats = {"feature_sum": f64.sum(0), "cov_sum": f64.T @ f64, "n": f.shape[0],
                  "features": f, "radii": {int(k): knn_radii(f, k) for k in ks},
                  "meta": {"dataset": dataset, "split": split, "n": f.shape[0],
-                          "source": data.source, "features": net.identity()}}
+                          "source": real.source, "features": net.identity()}}
         if logits:
             lg = torch.cat(logits)
             stats["class_counts"] = histogram(predictions(lg), lg.shape[-1] ** lg.shape[1])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ablate import data
+from ablate.data.core import DatasetSpec
 
 STACKED: dict[str, str] = {  # stacked dataset -> base dataset
     "stacked-mnist": "mnist",
@@ -25,15 +25,6 @@ STACKED: dict[str, str] = {  # stacked dataset -> base dataset
 }
 SIZES = {True: 50_000, False: 10_000}  # stacked train / test samples
 _SEEDS = {True: 11, False: 12}
-
-
-def base_dataset(name: str) -> str:
-    """The dataset whose classifier scores ``name`` (itself unless stacked)."""
-    return STACKED.get(name, name)
-
-
-def is_stacked(name: str) -> bool:
-    return name in STACKED
 
 
 def stack(images: torch.Tensor, labels: torch.Tensor, n: int, seed: int
@@ -45,18 +36,14 @@ def stack(images: torch.Tensor, labels: torch.Tensor, n: int, seed: int
     return stacked.contiguous(), code.sum(1)
 
 
-def _loader(base: str):
+def stacked_spec(base: str, base_spec: DatasetSpec) -> DatasetSpec:
+    """The spec of the stacked dataset built from ``base`` (``base_spec``'s loader)."""
+
     def load(train: bool, root: Path):
-        images, labels, source = data.dataset_spec(base).loader(train, root)
+        images, labels, source = base_spec.loader(train, root)
         x, y = stack(images, labels, SIZES[train], _SEEDS[train])
         return x, y, f"stacked from {base} ({source})"
 
-    return load
-
-
-for _name, _base in STACKED.items():
-    _shape = data.DATASETS[_base].shape
-    data.register_dataset(_name, data.DatasetSpec(
-        _loader(_base), (3, *_shape[1:]), 1000,
-        f"Stacked {_base}: 3 random {_base} images as RGB, 1000 modes "
-        f"({SIZES[True] // 1000}k/{SIZES[False] // 1000}k)"))
+    return DatasetSpec(load, (3, *base_spec.shape[1:]), 1000,
+                       f"Stacked {base}: 3 random {base} images as RGB, 1000 modes "
+                       f"({SIZES[True] // 1000}k/{SIZES[False] // 1000}k)", base=base)

