@@ -38,7 +38,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # Import-time saving (see ablate/cli/__init__.py): the grid stack loads torch.
     from ablate.experiment import load_experiment
-    from ablate.runner import make_executor, prepare, print_dry_run, run_grid
+    from ablate.grid.driver import prepare, run_grid
+    from ablate.grid.executors import make_executor
+    from ablate.grid.status import print_dry_run
 
     # Validate everything before anything is written.
     exp0 = load_experiment(args.experiment)
@@ -55,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     executor = make_executor(executor_name, workers=workers, threads=threads, device=device,
                              address=args.address, results_dir=results, partition=args.partition)
     if getattr(executor, "threads", None):  # runs learn their thread count from the executor
-        specs = [(dataclasses.replace(s, config=dataclasses.replace(s.config, threads=executor.threads)),
-                  cfg) for s, cfg in specs]
+        specs = [dataclasses.replace(s, config=dataclasses.replace(s.config, threads=executor.threads))
+                 for s in specs]
     try:
         summary = run_grid(experiment, design, results, specs, executor,
                            retry_failed=args.retry_failed, progress=not args.no_progress)

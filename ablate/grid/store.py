@@ -1,15 +1,16 @@
 """The run store: an SQLite index of every run of an experiment (``runs.sqlite``).
 
-The store is the single source of truth of a grid. Each run key has one row whose
-``status`` moves ``pending -> running -> done | diverged | failed``; the transition to
-``done`` is the commit point of a run (its directory is renamed into ``runs/<key>``
-just before). Claims are atomic (``BEGIN IMMEDIATE``), so two grid processes, or two
+The store is the index of a grid. Each run key has one row whose ``status`` moves
+``pending -> running -> done | diverged | failed``; the transition to ``done`` is the
+commit point of a run (its directory is renamed into ``runs/<key>`` in the same
+transaction). Claims are atomic (``BEGIN IMMEDIATE``), so two grid processes, or two
 executors' workers, never train the same key; a ``running`` claim whose owner died
 (same host: its pid is gone; any host: its heartbeat is older than ``STALE_AFTER_S``)
-is reclaimable. The database runs in WAL mode with ``synchronous=FULL``: a killed
-process loses nothing that was committed.
+is reclaimable. Writers use WAL mode with ``synchronous=FULL``: a killed process loses
+nothing that was committed. Readers (``ablate status``, ``grid --dry-run``, the report)
+open the database read-only and work on a read-only results directory.
 
-Readers (the report) use :func:`load_frame` and :func:`load_experiment_meta`.
+Readers of results use :func:`load_frame` and :func:`load_experiment_meta`.
 
 Note: SQLite locking needs a filesystem with working POSIX locks; on a cluster, put
 the results directory on a local or a lock-capable shared filesystem.
@@ -17,6 +18,7 @@ the results directory on a local or a lock-capable shared filesystem.
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import socket
@@ -25,16 +27,54 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 DB_NAME = "runs.sqlite"
 EXPERIMENT_JSON = "experiment.json"
-STATUSES = ("pending", "running", "done", "diverged", "failed")
-TERMINAL = ("done", "diverged")  # finished; never recomputed
 HEARTBEAT_S = 10.0  # a running claim refreshes its heartbeat this often
 STALE_AFTER_S = 120.0  # a claim from another host with an older heartbeat is dead
 STALE_LOCAL_S = 900.0  # same host, pid alive (possibly reused) but no heartbeat for this long
+
+
+class Status(enum.StrEnum):
+    """Every status a run row or a run attempt's outcome can have."""
+
+    # Row statuses (the ``status`` column).
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    DIVERGED = "diverged"  # NaN/inf during training; final, like done
+    FAILED = "failed"  # an exception; retried only with --retry-failed
+    # Outcomes of one attempt that leave the row to someone else.
+    HELD = "held"  # not claimed: another live process holds the key, or it is finished
+    DIED = "died"  # the worker process died (killed, OOM, segfault) during the attempt
+    LOST = "lost"  # the claim was taken over (stale) before the commit
+
+
+ROW_STATUSES = (Status.PENDING, Status.RUNNING, Status.DONE, Status.DIVERGED, Status.FAILED)
+TERMINAL = frozenset({Status.DONE, Status.DIVERGED})  # finished; never recomputed
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt at a run came to (returned by ``run_one`` and the executors)."""
+
+    key: str
+    variant: str
+    seed: int
+    status: Status
+    error: str | None = None
+    diverged_step: int | None = None
+    wall_time_s: float | None = None
+
+    @classmethod
+    def of(cls, spec: Any, status: Status, **fields: Any) -> Outcome:
+        """An outcome for ``spec`` (anything with ``key``, ``variant`` and ``seed``)."""
+        return cls(spec.key, spec.variant, spec.seed, Status(status), **fields)
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -43,7 +83,7 @@ CREATE TABLE IF NOT EXISTS runs (
     variant TEXT,            -- the variant that first planned this key (informative)
     seed INTEGER,
     hacks TEXT,              -- JSON list of enabled hacks
-    config TEXT,             -- JSON: the resolved config that was hashed into the key
+    config TEXT,             -- JSON: the identity that was hashed into the key
     token TEXT,              -- the current claim
     pid INTEGER,
     host TEXT,
@@ -96,27 +136,41 @@ def _pid_alive(pid: int) -> bool:
 
 
 class Store:
-    """One experiment's run index. Cheap to open; open one per process."""
+    """One experiment's run index; a context manager. Cheap to open; one per process.
 
-    def __init__(self, results_dir: Path | str, create: bool = True) -> None:
+    ``readonly=True`` opens an existing database for reading only: no WAL switch, no
+    table creation, nothing written, so it works on a read-only results directory.
+    """
+
+    def __init__(self, results_dir: Path | str, *, readonly: bool = False) -> None:
         self.results_dir = Path(results_dir)
         self.path = self.results_dir / DB_NAME
-        if not create and not self.path.exists():
-            raise FileNotFoundError(self.path)
-        self.results_dir.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
         self.host = socket.gethostname()
-        self.db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        if readonly:
+            if not self.path.is_file():
+                raise FileNotFoundError(self.path)
+            self.db = _connect_readonly(self.path)
+        else:
+            self.results_dir.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            self.db.execute("PRAGMA busy_timeout = 60000")
+            self.db.execute("PRAGMA journal_mode = WAL")
+            self.db.execute("PRAGMA synchronous = FULL")
+            with self.transaction():
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        self.db.execute(stmt)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA busy_timeout = 60000")
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA synchronous = FULL")
-        with self.transaction():
-            for stmt in _SCHEMA.split(";"):
-                if stmt.strip():
-                    self.db.execute(stmt)
 
     def close(self) -> None:
         self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _one(self, sql: str, args: tuple = ()) -> sqlite3.Row | None:
         """One row; the statement is finished at once (an open cursor holds a read lock)."""
@@ -135,10 +189,10 @@ class Store:
         self.db.execute("COMMIT")
 
     # ----- the plan ---------------------------------------------------------------------
-    def set_plan(self, rows: Iterable[dict[str, Any]]) -> None:
+    def record_plan(self, rows: Iterable[dict[str, Any]]) -> None:
         """Replace the plan (variant, seed -> key) and add pending rows for new keys.
 
-        Each row: ``variant, seed, key, hacks (list), config (dict)``.
+        Each row: ``variant, seed, key, hacks (list), config (the key's identity)``.
         """
         now = time.time()
         with self.transaction() as db:
@@ -165,8 +219,8 @@ class Store:
 
     def _claimable(self, row: sqlite3.Row, retry_failed: bool, now: float) -> bool:
         status = row["status"]
-        return (status == "pending" or (status == "failed" and retry_failed)
-                or (status == "running" and self._stale(row, now)))
+        return (status == Status.PENDING or (status == Status.FAILED and retry_failed)
+                or (status == Status.RUNNING and self._stale(row, now)))
 
     def claim(self, key: str, retry_failed: bool = False) -> str | None:
         """Atomically take ``key`` for this process; return a claim token or None."""
@@ -198,15 +252,11 @@ class Store:
                               (time.time(), key, token))
         return cur.rowcount == 1
 
-    def owns(self, key: str, token: str) -> bool:
-        row = self._one("SELECT token, status FROM runs WHERE key=?", (key,))
-        return row is not None and row["token"] == token and row["status"] == "running"
-
-    def finish(self, key: str, token: str, status: str, **fields: Any) -> bool:
+    def finish(self, key: str, token: str, status: Status, **fields: Any) -> bool:
         """Record the outcome of a claimed run (the commit point). False if not owned."""
-        if status not in STATUSES:
+        if status not in ROW_STATUSES:
             raise ValueError(f"unknown status {status!r}")
-        cols = {"status": status, "finished": time.time(), **fields}
+        cols = {"status": str(status), "finished": time.time(), **fields}
         if "metrics" in cols and not isinstance(cols["metrics"], (str, type(None))):
             cols["metrics"] = json.dumps(cols["metrics"])
         sets = ", ".join(f"{c}=?" for c in cols)
@@ -214,7 +264,7 @@ class Store:
             cur = db.execute(f"UPDATE runs SET {sets} WHERE key=? AND token=? AND status='running'",
                              (*cols.values(), key, token))
             if cur.rowcount == 1:
-                self._event(key, status, token)
+                self._event(key, str(status), token)
             return cur.rowcount == 1
 
     def release(self, key: str, token: str) -> None:
@@ -233,24 +283,44 @@ class Store:
     def runs(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.db.execute("SELECT * FROM runs ORDER BY created, key")]
 
-    def plan(self) -> list[dict[str, Any]]:
-        """The current plan joined with each key's run row, in plan order."""
+    def planned_runs(self) -> list[dict[str, Any]]:
+        """The recorded plan joined with each key's run row, in plan order."""
         q = ("SELECT p.variant, p.seed, p.key, p.hacks AS plan_hacks, r.* FROM plan p"
              " LEFT JOIN runs r ON r.key = p.key ORDER BY p.position")
         out = []
         for row in self.db.execute(q):
             d = dict(row)
             d["variant"], d["seed"], d["key"] = row[0], row[1], row[2]
-            d["status"] = d.get("status") or "pending"
+            d["status"] = d.get("status") or Status.PENDING.value
             out.append(d)
         return out
 
     def live_token(self, key: str) -> str | None:
         """The token of a live (non-stale) running claim on ``key``, if any."""
         row = self._one("SELECT * FROM runs WHERE key=?", (key,))
-        if row is None or row["status"] != "running" or self._stale(row, time.time()):
+        if row is None or row["status"] != Status.RUNNING or self._stale(row, time.time()):
             return None
         return row["token"]
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection that writes nothing, on a writable or read-only directory.
+
+    A WAL database needs its ``-shm`` index; where the directory is read-only and no
+    writer left one, SQLite can only open the file as immutable (no writer can be
+    active there anyway).
+    """
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True, timeout=60.0, isolation_level=None)
+        db.execute("SELECT count(*) FROM sqlite_master").fetchall()
+        return db
+    except sqlite3.OperationalError:
+        if os.access(path.parent, os.W_OK):
+            raise
+    db = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
+    db.execute("SELECT count(*) FROM sqlite_master").fetchall()
+    return db
 
 
 # --------------------------------------------------------------------------------------
@@ -290,18 +360,16 @@ def load_frame(results_dir: Path | str):
     every hack in scope, then metric columns ``<checkpoint>.<feature>.<metric>``
     flattened from each run's ``metrics.json`` (e.g. ``last.classifier.fid``), NaN
     where a run has no metrics (pending, failed, diverged). Extra columns
-    ``eval_time_s``, ``attempts`` and ``error`` follow the base columns.
+    ``eval_time_s``, ``attempts`` and ``error`` follow the base columns. Opens the
+    store read-only.
     """
-    import pandas as pd
+    import pandas as pd  # import-time saving: pandas loads only for readers of results
 
     results_dir = Path(results_dir).resolve()
     meta = load_experiment_meta(results_dir)
     scope = list(meta.get("hacks", []))
-    store = Store(results_dir, create=False)
-    try:
-        rows = store.plan()
-    finally:
-        store.close()
+    with Store(results_dir, readonly=True) as store:
+        rows = store.planned_runs()
     records = []
     metric_cols: dict[str, None] = {}
     for r in rows:
