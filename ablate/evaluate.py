@@ -42,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +56,7 @@ from ablate.metrics.classifier import classifier_features
 from ablate.metrics.modes import histogram, mode_metrics, predictions
 from ablate.metrics.prdc import prdc
 from ablate.models import generate, sample_latent
-from ablate.resolve import load_run
+from ablate.resolve import load_into, load_run
 from ablate.stacked import is_stacked
 
 METRICS_FILE = "metrics.json"
@@ -216,7 +215,11 @@ def evaluate_run(run_dir: Path | str, protocol: EvalProtocol | None = None,
     dev = resolve_device(str(device))
     cfg, recipe, g = load_run(run_dir, str(dev))
     dataset, latent_dim = cfg["train"]["dataset"], cfg["train"]["latent_dim"]
-    result = read_json(run_dir / "result.json") if (run_dir / "result.json").exists() else {}
+    try:
+        result = read_json(run_dir / "result.json") if (run_dir / "result.json").exists() else {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{run_dir / 'result.json'} is unreadable ({exc})") from exc
+    result = result if isinstance(result, dict) else {}
     nets = feature_nets(dataset, protocol.features, dev)
     checkpoints = {"last": (run_dir / "generator.pt", result.get("steps"))}
     extra = result.get("extra") or {}
@@ -226,7 +229,7 @@ def evaluate_run(run_dir: Path | str, protocol: EvalProtocol | None = None,
     provenance: dict[str, Any] = {}
     timing: dict[str, dict] = {}
     for label, (path, step) in checkpoints.items():
-        g.load_state_dict(torch.load(path, map_location=dev))
+        load_into(g, path, dev)  # a truncated or foreign checkpoint: ConfigError
         sampler = generator_sampler(g, recipe, latent_dim, protocol.seed, dev)
         try:
             metrics, provenance = score_samples(sampler, dataset, protocol, dev, nets)

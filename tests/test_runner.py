@@ -43,15 +43,15 @@ def test_claims_are_exclusive_and_dead_claims_reclaimable(tmp_path):
     a, b = Store(tmp_path), Store(tmp_path)
     tok = a.claim("k1")
     assert tok and b.claim("k1") is None  # a live claim (this pid) is not reclaimable
-    assert a.finish("k1", tok, Status.DONE, wall_time_s=1.0)
+    assert a.commit("k1", tok, Status.DONE, lambda: None, wall_time_s=1.0)
     assert b.claim("k1") is None  # done is final
-    assert not a.finish("k1", tok, Status.DONE)  # a claim commits once
+    assert not a.commit("k1", tok, Status.DONE, _never)  # a claim commits once
     # A claim by a dead process on this host is stale at once.
     tok2 = a.claim("k2")
     a.db.execute("UPDATE runs SET pid = ? WHERE key = 'k2'", (_dead_pid(),))
     tok3 = b.claim("k2")
     assert tok3 and tok3 != tok2
-    assert not a.finish("k2", tok2, Status.DONE)  # the old owner lost it
+    assert not a.commit("k2", tok2, Status.DONE, _never)  # the old owner lost it: no publish
     # Another host: stale only once its heartbeat is old.
     a.claim("k3")
     a.db.execute("UPDATE runs SET host = 'elsewhere', heartbeat = ? WHERE key = 'k3'", (time.time(),))
@@ -60,9 +60,13 @@ def test_claims_are_exclusive_and_dead_claims_reclaimable(tmp_path):
     assert b.claim("k3")
     # Failed keys come back only when asked.
     t = a.claim("k4")
-    a.finish("k4", t, Status.FAILED, error="boom")
+    a.fail("k4", t, "boom")
     assert b.claim("k4") is None and b.claim("k4", retry_failed=True)
     assert [e["event"] for e in a.events() if e["key"] == "k1"] == ["claim", "done"]
+
+
+def _never() -> None:
+    raise AssertionError("a commit without the claim must not publish")
 
 
 def _dead_pid() -> int:
@@ -74,8 +78,8 @@ def _dead_pid() -> int:
 
 
 def _grid(path: Path, results: Path, **kw):
-    experiment, design, res, specs = prepare(path, results, threads=1)  # no oversubscription
-    return run_grid(experiment, design, res, specs, InlineExecutor(threads=1), progress=False,
+    grid = prepare(path, results, threads=1)  # no oversubscription
+    return run_grid(grid, InlineExecutor(threads=1), progress=False,
                     log=lambda m: None, **kw)
 
 
