@@ -52,6 +52,8 @@ class TrainConfig:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.val_every < 0:
             raise ConfigError(f"val_every must be >= 0 (0 = off), got {self.val_every}")
+        if not 0 <= self.seed <= 2**32 - 1:  # torch and numpy seeds; larger ones overflow
+            raise ConfigError(f"seed must be in [0, {2**32 - 1}], got {self.seed}")
 
     def param_dict(self) -> dict[str, dict[str, Any]]:
         """``params`` as ``{hack: {param: value}}``."""

@@ -3,6 +3,7 @@
 Public API::
 
     from ablate.config import EvalProtocol
+from ablate.data import is_stacked
     from ablate.evaluate import evaluate_run
     metrics = evaluate_run("runs/x", EvalProtocol(n=10_000, features=("classifier",)))
 
@@ -57,8 +58,7 @@ from ablate.metrics.classifier import classifier_features
 from ablate.metrics.modes import histogram, mode_metrics, predictions
 from ablate.metrics.prdc import prdc
 from ablate.models import generate, sample_latent
-from ablate.resolve import load_run
-from ablate.data import is_stacked
+from ablate.resolve import load_into, load_run
 
 METRICS_FILE = "metrics.json"
 
@@ -216,7 +216,11 @@ def evaluate_run(run_dir: Path | str, protocol: EvalProtocol | None = None,
     dev = resolve_device(str(device))
     cfg, recipe, g = load_run(run_dir, str(dev))
     dataset, latent_dim = cfg["train"]["dataset"], cfg["train"]["latent_dim"]
-    result = read_json(run_dir / "result.json") if (run_dir / "result.json").exists() else {}
+    try:
+        result = read_json(run_dir / "result.json") if (run_dir / "result.json").exists() else {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{run_dir / 'result.json'} is unreadable ({exc})") from exc
+    result = result if isinstance(result, dict) else {}
     nets = feature_nets(dataset, protocol.features, dev)
     checkpoints = {"last": (run_dir / "generator.pt", result.get("steps"))}
     extra = result.get("extra") or {}
@@ -226,7 +230,7 @@ def evaluate_run(run_dir: Path | str, protocol: EvalProtocol | None = None,
     provenance: dict[str, Any] = {}
     timing: dict[str, dict] = {}
     for label, (path, step) in checkpoints.items():
-        g.load_state_dict(torch.load(path, map_location=dev))
+        load_into(g, path, dev)  # a truncated or foreign checkpoint: ConfigError
         sampler = generator_sampler(g, recipe, latent_dim, protocol.seed, dev)
         try:
             metrics, provenance = score_samples(sampler, dataset, protocol, dev, nets)

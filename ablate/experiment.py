@@ -129,6 +129,29 @@ class Experiment:
 _TOP_KEYS = {"name", "description", "results_dir", "seeds", "data", "model", "budget",
              "evaluation", "design", "hacks", "execution"}
 _EXECUTION_KEYS = {"workers", "threads", "device", "executor"}
+EXECUTORS = ("local", "inline", "ray", "slurm")
+MAX_SEED = 2**32 - 1  # seeds feed torch and numpy generators (numpy takes < 2**32)
+MAX_SEED_COUNT = 1000  # a count expands to a list; more seeds than this is a typo
+
+
+def _execution(table: dict) -> dict[str, Any]:
+    """Validate ``[execution]`` (defaults for the grid command's options)."""
+    _check_keys(table, _EXECUTION_KEYS, "[execution]")
+    for key in ("workers", "threads"):
+        if key in table:
+            value = table[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"[execution].{key} must be a positive integer, got {value!r}")
+    if "device" in table:
+        device = table["device"]
+        if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda")
+                                               or device.startswith("cuda:")
+                                               and device[5:].isdigit()):
+            raise ConfigError(f"[execution].device must be auto, cpu, cuda or cuda:N, got {device!r}")
+    if "executor" in table and table["executor"] not in EXECUTORS:
+        raise ConfigError(f"[execution].executor must be one of {', '.join(EXECUTORS)}, "
+                          f"got {table['executor']!r}")
+    return table
 
 
 def _check_keys(table: dict, valid: set[str], where: str) -> None:
@@ -214,10 +237,13 @@ def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experim
     if seeds is None:
         raise ConfigError("missing key 'seeds': give a list (seeds = [0, 1, 2]) or a count (seeds = 3)")
     if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if not 1 <= seeds <= MAX_SEED_COUNT:
+            raise ConfigError(f"seeds = {seeds}: a count must be in 1 .. {MAX_SEED_COUNT}")
         seeds = list(range(seeds))
-    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                              for s in seeds):
-        raise ConfigError(f"seeds must be a list of non-negative integers or a count, got {seeds!r}")
+    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool)
+                                              and 0 <= s <= MAX_SEED for s in seeds):
+        raise ConfigError(f"seeds must be a list of integers in [0, {MAX_SEED}] or a count, "
+                          f"got {seeds!r}")
     if not seeds:
         raise ConfigError("seeds: no seeds given; an experiment needs at least one seed")
     if len(set(seeds)) != len(seeds):
@@ -259,8 +285,7 @@ def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experim
                 raise ConfigError(f"[budget].{key} = {train[key]} contradicts "
                                   f"[evaluation].{key} = {eval_t[key]}; set it once")
             train[key] = eval_t[key]
-    execution = _table(doc, "execution")
-    _check_keys(execution, _EXECUTION_KEYS, "[execution]")
+    execution = _execution(_table(doc, "execution"))
 
     return Experiment(name=name, dataset=dataset, seeds=tuple(seeds), hacks=scope, design=design,
                       train=tuple(sorted(train.items())), params=tuple(params),
@@ -307,9 +332,12 @@ def load_experiment(path: Path | str) -> Experiment:
     """Read and validate an experiment file (TOML). Errors name the key or line."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read experiment file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason}); "
+                          "TOML files are UTF-8") from exc
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -1,14 +1,18 @@
-"""The one flow the CLI and the grid share: resolve a config, train, score.
+"""The one flow the CLI and the grid share: resolve a config, check it, train, score.
 
 ``train_and_score(config, protocol, out_dir)`` resolves the hacks
-(:func:`ablate.resolve.resolve`), builds the validation callable when the config asks
-for a validation curve, trains into ``out_dir`` (:func:`ablate.train.train`) and, when
-the run finished and ``protocol`` is given, writes ``metrics.json``
-(:func:`ablate.evaluate.evaluate_run`).
+(:func:`ablate.resolve.resolve`), checks the folded Recipe's values
+(:func:`check_plan`), builds the validation callable when the config asks for a
+validation curve, trains into ``out_dir`` (:func:`ablate.train.train`) and, when the
+run finished and ``protocol`` is given, writes ``metrics.json``
+(:func:`ablate.evaluate.evaluate_run`). A run that fails before training finished
+leaves no directory behind (one it created), so ``--out`` can be reused.
 """
 
 from __future__ import annotations
 
+import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +21,9 @@ import torch
 
 from ablate.config import EvalProtocol, TrainConfig
 from ablate.environment import resolve_device
+from ablate.errors import ConfigError
 from ablate.evaluate import ValidationFID, evaluate_run
+from ablate.recipe import Recipe
 from ablate.resolve import resolve
 from ablate.train import TrainPlan, TrainResult, Validator, train
 
@@ -29,6 +35,48 @@ class Scored:
     result: TrainResult
     metrics: dict | None  # metrics.json's content; None when not evaluated
     eval_time_s: float = 0.0
+
+
+def recipe_problems(recipe: Recipe) -> list[str]:
+    """Values of a Recipe that no optimizer or initialiser accepts, as messages."""
+    out = []
+    for name in ("g_optimizer", "d_optimizer"):
+        opt = getattr(recipe, name)
+        if not (math.isfinite(opt.lr) and opt.lr >= 0):
+            out.append(f"{name}.lr = {opt.lr}; valid: a finite lr >= 0")
+        for i, b in enumerate(opt.betas):
+            if not 0 <= b < 1:
+                out.append(f"{name}.betas[{i}] = {b}; valid: 0 <= beta < 1")
+        if not (math.isfinite(opt.weight_decay) and opt.weight_decay >= 0):
+            out.append(f"{name}.weight_decay = {opt.weight_decay}; valid: >= 0")
+    if recipe.init.kind == "normal" and not (math.isfinite(recipe.init.std) and recipe.init.std >= 0):
+        out.append(f"init.std = {recipe.init.std}; valid: a finite std >= 0")
+    for name in ("real_target", "fake_target"):
+        lo, hi = getattr(recipe, name)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            out.append(f"{name} = ({lo}, {hi}); valid: finite bounds, low <= high")
+    if not 0 <= recipe.label_flip_p <= 1:
+        out.append(f"label_flip_p = {recipe.label_flip_p}; valid: 0 <= p <= 1")
+    if recipe.d_steps < 1:
+        out.append(f"d_steps = {recipe.d_steps}; valid: >= 1")
+    return out
+
+
+def check_plan(plan: TrainPlan) -> None:
+    """Raise ConfigError naming the hack (and its parameters) that made a Recipe value
+    invalid (a negative learning rate, betas outside [0, 1), a negative init std, ...)."""
+    recipe = Recipe()
+    for hack in plan.hacks:  # fold again, hack by hack, to blame the one that broke it
+        before = set(recipe_problems(recipe))
+        recipe = hack.apply(recipe)
+        new = [p for p in recipe_problems(recipe) if p not in before]
+        if new:
+            params = ", ".join(f"{hack.name}.{k}={v}" for k, v in hack.params_dict().items())
+            raise ConfigError(f"hack {hack.name!r} ({params}) gives an invalid recipe: "
+                              + "; ".join(new))
+    problems = recipe_problems(plan.recipe)
+    if problems:
+        raise ConfigError("invalid recipe: " + "; ".join(problems))
 
 
 def validator(plan: TrainPlan) -> Validator | None:
@@ -43,10 +91,20 @@ def validator(plan: TrainPlan) -> Validator | None:
 def train_and_score(config: TrainConfig, protocol: EvalProtocol | None, out_dir: Path | str
                     ) -> Scored:
     """Train ``config`` into ``out_dir``; score it with ``protocol`` if it finished."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} is a file, not a run directory; choose another --out")
     if config.threads:  # before anything builds a net (the classifier may train here)
         torch.set_num_threads(config.threads)
     plan = resolve(config)  # validates hack names, parameters and conflicts first
-    result = train(plan, out_dir, validator(plan))
+    check_plan(plan)
+    created = not out_dir.exists()
+    try:
+        result = train(plan, out_dir, validator(plan))
+    except BaseException:  # incl. Ctrl-C: an unfinished run directory is worth nothing
+        if created and not (out_dir / "result.json").exists():
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     metrics, t0 = None, time.perf_counter()
     if protocol is not None and result.status == "done":
         metrics = evaluate_run(out_dir, protocol, config.device)

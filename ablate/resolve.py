@@ -38,16 +38,68 @@ def config_from_json(cfg: dict, device: str = "cpu") -> TrainConfig:
         t = cfg["train"]
         params = tuple((h["name"], k, v) for h in cfg["hacks"] for k, v in h["params"].items())
         return TrainConfig(**{**t, "hacks": tuple(t["hacks"]), "params": params, "device": device})
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"config.json is not an ablate run config ({type(exc).__name__}: {exc})") from exc
+
+
+def read_config(run_dir: Path | str) -> dict:
+    """A run directory's ``config.json``; ConfigError if it is missing or not a run config."""
+    path = Path(run_dir) / "config.json"
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path} not found: {run_dir} is not a run directory") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path} is not readable JSON ({exc}); the run cannot be rebuilt "
+                          "from it (retrain it)") from exc
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path} is not an ablate run config (a JSON object expected)")
+    return cfg
+
+
+def load_state(path: Path, device: torch.device) -> dict:
+    """A checkpoint's state dict; ConfigError if the file is truncated, empty or foreign."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path} not found") from exc
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        raise ConfigError(f"{path} is not a readable checkpoint ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else 'empty'}); retrain the run "
+                          "or restore the file") from exc
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path} holds a {type(state).__name__}, not a generator state dict")
+    return state
+
+
+def load_into(module: nn.Module, path: Path, device: torch.device) -> None:
+    """Load ``path`` into ``module``; ConfigError if it is another architecture."""
+    state = load_state(path, device)
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).splitlines()
+        raise ConfigError(f"{path} does not fit the generator that {path.parent / 'config.json'} "
+                          f"describes ({first[1].strip() if len(first) > 1 else first[0]}); "
+                          "the checkpoint belongs to another run or architecture") from exc
 
 
 def load_run(run_dir: Path | str, device: str = "cpu") -> tuple[dict, Recipe, nn.Module]:
     """Rebuild a run's generator from its ``config.json`` and ``generator.pt``."""
     run_dir = Path(run_dir)
-    cfg = json.loads((run_dir / "config.json").read_text())
+    cfg = read_config(run_dir)
     plan = resolve(config_from_json(cfg, device))
     dev = resolve_device(device)
-    g, _ = build(plan, tuple(cfg["data"]["shape"]), dev)
-    g.load_state_dict(torch.load(run_dir / "generator.pt", map_location=dev))
+    try:
+        shape = tuple(int(x) for x in cfg["data"]["shape"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{run_dir / 'config.json'} has no valid data.shape ({exc})") from exc
+    if len(shape) != 3:
+        raise ConfigError(f"{run_dir / 'config.json'}: data.shape must be (C, H, W), got {shape}")
+    try:
+        g, _ = build(plan, shape, dev)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise ConfigError(f"{run_dir / 'config.json'} describes no buildable generator "
+                          f"({type(exc).__name__}: {exc})") from exc
+    load_into(g, run_dir / "generator.pt", dev)
     return cfg, plan.recipe, g

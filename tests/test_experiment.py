@@ -94,7 +94,7 @@ def test_bad_files_raise_naming_the_problem(tmp_path, text, needle):
     f = tmp_path / "bad.toml"
     f.write_text(text)
     with pytest.raises(ConfigError) as err:
-        from ablate.runner import prepare
+        from ablate.grid.driver import prepare
 
         prepare(f, tmp_path / "results")
     assert needle in str(err.value)

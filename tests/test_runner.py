@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from ablate import Hack
-from ablate import registry
-from ablate.design import build_design
-from ablate.experiment import load_experiment
-from ablate.runner import CODE_VERSION, InlineExecutor, key_config, plan, prepare, run_grid, run_key
-from ablate.store import Store, load_experiment_meta, load_frame
+from ablate import Hack, registry
 from ablate.config import TrainConfig
+from ablate.grid.driver import prepare, run_grid
+from ablate.grid.executors import InlineExecutor
+from ablate.grid.keys import CODE_VERSION, key_of
+from ablate.grid.store import Status, Store, load_experiment_meta, load_frame
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "experiments/smoke.toml"
@@ -26,7 +22,7 @@ SMOKE = REPO / "experiments/smoke.toml"
 
 def _key(**kw) -> str:
     base = dict(dataset="fake", steps=20, batch_size=32, ngf=8, ndf=8)
-    return run_key(key_config(TrainConfig(**{**base, **kw}), {"features": []}))
+    return key_of(TrainConfig(**{**base, **kw}), {"features": []})[0]
 
 
 def test_key_is_the_resolved_config_not_the_machine():
@@ -38,7 +34,7 @@ def test_key_is_the_resolved_config_not_the_machine():
     assert _key(hacks=("noisy-labels",)) != _key(hacks=("noisy-labels",),
                                                  params=(("noisy-labels", "p", 0.3),))
     assert k != _key(hacks=("batch-norm",), steps=21)
-    cfg = key_config(TrainConfig(dataset="fake"), {"features": ["classifier"], "n": 10})
+    cfg = key_of(TrainConfig(dataset="fake"), {"features": ["classifier"], "n": 10})[1]
     assert cfg["code_version"] == CODE_VERSION and cfg["evaluation"]["n"] == 10
     assert "git_commit" not in cfg and "versions" not in cfg
 
@@ -47,15 +43,15 @@ def test_claims_are_exclusive_and_dead_claims_reclaimable(tmp_path):
     a, b = Store(tmp_path), Store(tmp_path)
     tok = a.claim("k1")
     assert tok and b.claim("k1") is None  # a live claim (this pid) is not reclaimable
-    assert a.finish("k1", tok, "done", wall_time_s=1.0)
+    assert a.commit("k1", tok, Status.DONE, lambda: None, wall_time_s=1.0)
     assert b.claim("k1") is None  # done is final
-    assert not a.finish("k1", tok, "done")  # a claim commits once
+    assert not a.commit("k1", tok, Status.DONE, _never)  # a claim commits once
     # A claim by a dead process on this host is stale at once.
     tok2 = a.claim("k2")
     a.db.execute("UPDATE runs SET pid = ? WHERE key = 'k2'", (_dead_pid(),))
     tok3 = b.claim("k2")
     assert tok3 and tok3 != tok2
-    assert not a.finish("k2", tok2, "done")  # the old owner lost it
+    assert not a.commit("k2", tok2, Status.DONE, _never)  # the old owner lost it: no publish
     # Another host: stale only once its heartbeat is old.
     a.claim("k3")
     a.db.execute("UPDATE runs SET host = 'elsewhere', heartbeat = ? WHERE key = 'k3'", (time.time(),))
@@ -64,9 +60,13 @@ def test_claims_are_exclusive_and_dead_claims_reclaimable(tmp_path):
     assert b.claim("k3")
     # Failed keys come back only when asked.
     t = a.claim("k4")
-    a.finish("k4", t, "failed", error="boom")
+    a.fail("k4", t, "boom")
     assert b.claim("k4") is None and b.claim("k4", retry_failed=True)
     assert [e["event"] for e in a.events() if e["key"] == "k1"] == ["claim", "done"]
+
+
+def _never() -> None:
+    raise AssertionError("a commit without the claim must not publish")
 
 
 def _dead_pid() -> int:
@@ -78,8 +78,8 @@ def _dead_pid() -> int:
 
 
 def _grid(path: Path, results: Path, **kw):
-    experiment, design, res, specs = prepare(path, results, threads=1)  # no oversubscription
-    return run_grid(experiment, design, res, specs, InlineExecutor(threads=1), progress=False,
+    grid = prepare(path, results, threads=1)  # no oversubscription
+    return run_grid(grid, InlineExecutor(threads=1), progress=False,
                     log=lambda m: None, **kw)
 
 
@@ -154,7 +154,6 @@ class _Explodes(Hack):
 @pytest.fixture
 def explodes():
     """Register the test-only hack for one test (a registry entry must not leak)."""
-    from ablate import registry
 
     registry.register_hack(_Explodes)
     yield _Explodes

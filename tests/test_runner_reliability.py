@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ablate.store import Store, load_frame
+from ablate.grid.store import Store, load_frame
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "experiments/smoke.toml"

@@ -44,3 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ablate: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside a grid (which handles it itself): no traceback
+        print("ablate: interrupted", file=sys.stderr)
+        return 130

@@ -8,9 +8,11 @@ import sys
 import traceback
 from pathlib import Path
 
+from ablate.errors import ConfigError
 from ablate.report import write_report
 
 HELP = "train and score every run of an experiment (resumable)"
+EXECUTORS = ("local", "inline", "ray", "slurm")
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -18,9 +20,14 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print the variants, run count and aliasing; write nothing")
     p.add_argument("--retry-failed", action="store_true", help="run failed keys again")
+    p.add_argument("--repair", action="store_true",
+                   help="retrain finished runs whose directory, result files or checkpoint "
+                        "are missing (their remains are moved to broken/)")
+    p.add_argument("--rebuild-index", action="store_true",
+                   help="move a corrupt runs.sqlite aside and rebuild the index from runs/*/")
     p.add_argument("--results-dir", type=Path, default=None,
                    help="override the experiment's results directory")
-    p.add_argument("--executor", choices=["local", "inline", "ray", "slurm"], default=None,
+    p.add_argument("--executor", choices=EXECUTORS, default=None,
                    help="where runs execute: local process pool (default), inline (this "
                         "process, serial), ray (--address), slurm (submitit)")
     p.add_argument("--address", default=None,
@@ -35,37 +42,63 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
 
 
+def _positive(name: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     # Import-time saving (see ablate/cli/__init__.py): the grid stack loads torch.
     from ablate.experiment import load_experiment
-    from ablate.runner import make_executor, prepare, print_dry_run, run_grid
+    from ablate.grid.driver import prepare, run_grid
+    from ablate.grid.executors import make_executor
+    from ablate.grid.status import print_dry_run
 
     # Validate everything before anything is written.
     exp0 = load_experiment(args.experiment)
     exe_defaults = dict(exp0.execution)
     device = args.device or exe_defaults.get("device", "auto")
-    threads = args.threads or exe_defaults.get("threads")
-    workers = args.workers or exe_defaults.get("workers")
+    threads = _positive("--threads", args.threads if args.threads is not None
+                        else exe_defaults.get("threads"))
+    workers = _positive("--workers", args.workers if args.workers is not None
+                        else exe_defaults.get("workers"))
     executor_name = args.executor or exe_defaults.get("executor", "local")
-    experiment, design, results, specs = prepare(args.experiment, args.results_dir, device=device,
-                                                 threads=threads, retry_failed=args.retry_failed)
+    grid = prepare(args.experiment, args.results_dir, device=device, threads=threads,
+                   check_device=executor_name in ("local", "inline"))
+    for warning in grid.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.dry_run:
-        print_dry_run(experiment, design, results, specs)
+        print_dry_run(grid)
         return 0
     executor = make_executor(executor_name, workers=workers, threads=threads, device=device,
-                             address=args.address, results_dir=results, partition=args.partition)
-    if getattr(executor, "threads", None):  # runs learn their thread count from the executor
-        specs = [(dataclasses.replace(s, config=dataclasses.replace(s.config, threads=executor.threads)),
-                  cfg) for s, cfg in specs]
+                             address=args.address, results_dir=grid.results_dir,
+                             partition=args.partition)
+    # Runs learn their thread count from the executor (it is recorded with each run).
+    grid = dataclasses.replace(grid, specs=tuple(
+        dataclasses.replace(s, config=dataclasses.replace(s.config, threads=executor.threads))
+        for s in grid.specs))
     try:
-        summary = run_grid(experiment, design, results, specs, executor,
-                           retry_failed=args.retry_failed, progress=not args.no_progress)
+        summary = run_grid(grid, executor, retry_failed=args.retry_failed, repair=args.repair,
+                           rebuild_index=args.rebuild_index, progress=not args.no_progress)
     finally:
         executor.close()
     counts = ", ".join(f"{v} {k}" for k, v in summary.counts.items())
-    print(f"{experiment.name}: {summary.planned} runs, {summary.keys} keys: {counts}; "
+    name, results = grid.experiment.name, grid.results_dir
+    print(f"{name}: {summary.planned} runs, {summary.keys} keys: {counts}; "
           f"trained {summary.trained} now, reused {summary.reused}; "
           f"{summary.wall_time_s:.1f} s wall; results in {results}")
+    if summary.interrupted:
+        print(f"ablate: stopped by Ctrl-C; finished runs are kept. Resume with "
+              f"`ablate grid {args.experiment}`", file=sys.stderr)
+        return 130
+    if summary.halted:
+        print(f"ablate: the grid stopped: {summary.halted}\nFinished runs are kept; fix the "
+              f"cause (e.g. free disk space) and rerun `ablate grid {args.experiment}` to resume",
+              file=sys.stderr)
+        return 1
     ok = not summary.counts.get("failed") and not summary.counts.get("pending")
     if not args.no_report:
         ok = write_report_safely(results) and ok

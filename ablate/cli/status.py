@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
 HELP = "progress of an experiment's runs, per variant"
 
 
@@ -16,7 +15,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ablate.experiment import load_experiment  # import-time saving: loads torch
-    from ablate.runner import print_status
+    from ablate.grid.status import print_status
 
     if args.results_dir:
         results = args.results_dir

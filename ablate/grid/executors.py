@@ -1,0 +1,346 @@
+"""Executors: where :func:`ablate.grid.worker.run_one` runs. One interface, the same run
+function everywhere: this process (inline), a local spawn process pool, Ray, SLURM.
+
+The driver keeps at most ``slots`` runs in flight (:meth:`Executor.submit`), so that a
+first Ctrl-C starts nothing more: nothing is queued inside an executor. It collects
+outcomes with :meth:`Executor.poll`; a worker process that dies (OOM killer, segfault,
+``kill -9``) comes back as a ``died`` outcome, never as an exception.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    CancelledError,
+    Future,
+    ProcessPoolExecutor,
+    wait,
+)
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+from ablate.errors import ConfigError
+from ablate.grid.keys import RunSpec
+from ablate.grid.store import Outcome, Status
+from ablate.grid.worker import install_worker_signals
+
+RunFn = Callable[[RunSpec], Outcome]
+ABANDON_GRACE_S = 20.0  # abandoned workers get this long to release their claims, then SIGKILL
+
+
+class Executor:
+    """Runs ``fn(spec)`` for specs the driver submits, at most ``slots`` at a time."""
+
+    name = "base"
+    slots = 1  # runs in flight at once
+    threads = 1  # torch threads per run
+
+    def submit(self, fn: RunFn, specs: list[RunSpec]) -> None:
+        raise NotImplementedError
+
+    def poll(self, timeout: float) -> list[Outcome]:
+        """Outcomes of runs that ended, waiting up to ``timeout`` seconds for one."""
+        raise NotImplementedError
+
+    @property
+    def in_flight(self) -> int:
+        raise NotImplementedError
+
+    def abandon(self) -> None:
+        """Stop the running runs now; each releases its claim (second Ctrl-C)."""
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return self.name
+
+
+def _init_worker(threads: int, gpu_queue: Any, driver_pid: int) -> None:
+    """Pool worker setup: die with the driver, pin a GPU, set the thread count."""
+    if sys.platform.startswith("linux"):  # a crashed driver takes its workers with it
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+    if os.getppid() != driver_pid:  # the driver died before PDEATHSIG was armed
+        os._exit(1)
+    install_worker_signals(driver_pid)
+    if gpu_queue is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_queue.get())
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch  # the worker imports it anyway; here only to set the thread count
+
+    torch.set_num_threads(threads)
+
+
+def gpu_count() -> int:
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return 0
+    import torch  # import-time saving: only executors that may use a GPU ask
+
+    return torch.cuda.device_count()
+
+
+class InlineExecutor(Executor):
+    """Runs in this process, one run at a time (debugging; tests with in-process hacks)."""
+
+    name = "inline"
+
+    def __init__(self, threads: int | None = None) -> None:
+        import torch  # the runs need it anyway; read the process's thread count
+
+        self.threads = threads or torch.get_num_threads()
+        self._done: list[Outcome] = []
+
+    def submit(self, fn, specs):
+        for s in specs:
+            self._done.append(fn(s))
+
+    def poll(self, timeout):
+        out, self._done = self._done, []
+        return out
+
+    @property
+    def in_flight(self):
+        return len(self._done)
+
+    def describe(self):
+        return f"inline (this process, one run at a time, {self.threads} thread(s))"
+
+
+class LocalExecutor(Executor):
+    """A spawn process pool on this machine: one process per GPU, else CPU workers.
+
+    With GPUs, worker i sees only GPU i (``CUDA_VISIBLE_DEVICES``); on CPU, ``workers``
+    processes each use ``threads`` torch threads (default: the cores split evenly).
+    Workers ignore Ctrl-C (the driver decides) and release their claim on SIGTERM.
+    """
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None, threads: int | None = None,
+                 device: str = "auto") -> None:
+        self.ctx = multiprocessing.get_context("spawn")
+        gpus = gpu_count() if device in ("auto", "cuda") or device.startswith("cuda:") else 0
+        cores = os.cpu_count() or 1
+        self.gpus = gpus
+        self.slots = workers or (gpus if gpus else max(1, cores // (threads or 1)))
+        self.threads = threads or max(1, cores // self.slots)
+        self.pool: ProcessPoolExecutor | None = None
+        self.futures: dict[Future, RunSpec] = {}
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self.pool is None:
+            queue = None
+            if self.gpus:
+                queue = self.ctx.Queue()
+                for i in range(self.slots):
+                    queue.put(i % self.gpus)
+            self.pool = ProcessPoolExecutor(self.slots, mp_context=self.ctx, initializer=_init_worker,
+                                            initargs=(self.threads, queue, os.getpid()))
+        return self.pool
+
+    def submit(self, fn, specs):
+        # Workers are spawned here, inheriting the signal mask: with SIGINT blocked they
+        # never see Ctrl-C (not even while importing, before their initializer runs).
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            for s in specs:
+                self.futures[self._pool().submit(fn, s)] = s
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    @property
+    def in_flight(self):
+        return len(self.futures)
+
+    def poll(self, timeout):
+        if not self.futures:
+            return []
+        done, _ = wait(self.futures, timeout=timeout, return_when=FIRST_COMPLETED)
+        broken = any(not f.cancelled() and isinstance(f.exception(), BrokenProcessPool)
+                     for f in done)
+        if broken:
+            # A worker died; the pool fails every run in flight and terminates the other
+            # workers (which release their claims). Wait for that, then report them all.
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+            done = [f for f in self.futures if f.done()]
+        out = []
+        for f in done:
+            s = self.futures.pop(f)
+            exc = CancelledError("cancelled before it started") if f.cancelled() else f.exception()
+            if exc is None:
+                out.append(f.result())
+            else:  # the process died (BrokenProcessPool) or run_one itself could not run
+                out.append(Outcome.of(s, Status.DIED, error=f"{type(exc).__name__}: {exc}"))
+        return out
+
+    def abandon(self):
+        for p in multiprocessing.active_children():
+            try:
+                os.kill(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def close(self):
+        if self.pool is None:
+            return
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + ABANDON_GRACE_S
+        while multiprocessing.active_children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for p in multiprocessing.active_children():  # stuck in a C call: no more waiting
+            p.kill()
+        self.pool.shutdown(wait=True)
+        self.pool = None
+
+    def describe(self):
+        where = f"{self.gpus} GPU(s)" if self.gpus else f"CPU, {self.threads} thread(s) each"
+        return f"local pool: {self.slots} worker(s), {where}"
+
+
+class RayExecutor(Executor):
+    """One Ray task per run (``num_cpus`` = threads, ``num_gpus`` = 1 on GPU clusters).
+
+    ``address=None`` starts a local Ray instance; ``"auto"`` joins a running cluster.
+    Workers must see the results directory (a shared filesystem) and have ablate
+    installed.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, threads: int | None = None,
+                 gpus_per_run: float | None = None, workers: int | None = None) -> None:
+        try:
+            import ray
+        except ImportError as exc:
+            raise ConfigError("--executor ray needs Ray: pip install 'ablate[ray]'") from exc
+        self.ray = ray
+        if not ray.is_initialized():
+            kw: dict[str, Any] = {"address": address, "ignore_reinit_error": True,
+                                  "include_dashboard": False, "log_to_driver": False}
+            if address is None and workers:
+                kw["num_cpus"] = workers * (threads or 1)
+            ray.init(**kw)
+        self.threads = threads or 1
+        if gpus_per_run is None:
+            gpus_per_run = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+        self.gpus_per_run = gpus_per_run
+        cpus = ray.cluster_resources().get("CPU", 1)
+        self.slots = max(1, int(cpus // self.threads))
+        self.pending: dict[Any, RunSpec] = {}
+
+    def submit(self, fn, specs):
+        remote = self.ray.remote(num_cpus=self.threads, num_gpus=self.gpus_per_run,
+                                 max_retries=0)(fn)
+        for s in specs:
+            self.pending[remote.remote(s)] = s
+
+    @property
+    def in_flight(self):
+        return len(self.pending)
+
+    def poll(self, timeout):
+        if not self.pending:
+            return []
+        done, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=timeout)
+        out = []
+        for ref in done:
+            s = self.pending.pop(ref)
+            try:
+                out.append(self.ray.get(ref))
+            except self.ray.exceptions.RayError as exc:  # worker crash, node loss, cancel
+                out.append(Outcome.of(s, Status.DIED, error=str(exc)[-500:]))
+        return out
+
+    def abandon(self):
+        for ref in self.pending:  # KeyboardInterrupt in the task: run_one releases
+            self.ray.cancel(ref, force=False)
+
+    def describe(self):
+        return f"ray: {self.ray.cluster_resources().get('CPU', 0):.0f} CPUs, " \
+               f"{self.threads} per run, {self.gpus_per_run} GPU per run"
+
+
+class SlurmExecutor(Executor):
+    """One SLURM job per run through submitit (``pip install 'ablate[slurm]'``).
+
+    ``cluster="local"`` runs the jobs as local processes (submitit's test mode).
+    """
+
+    name = "slurm"
+
+    def __init__(self, folder: Path, threads: int | None = None, gpus_per_run: int = 0,
+                 timeout_min: int = 240, partition: str | None = None,
+                 cluster: str | None = None, workers: int | None = None) -> None:
+        try:
+            import submitit
+        except ImportError as exc:
+            raise ConfigError("--executor slurm needs submitit: pip install 'ablate[slurm]'") from exc
+        self.ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+        params: dict[str, Any] = {"timeout_min": timeout_min, "cpus_per_task": threads or 1}
+        if gpus_per_run:
+            params["gpus_per_node"] = gpus_per_run
+        if partition:
+            params["slurm_partition"] = partition
+        self.ex.update_parameters(**params)
+        self.threads = threads or 1
+        self.slots = workers or 1000  # the cluster's scheduler queues the rest
+        self.jobs: dict[Any, RunSpec] = {}
+
+    def submit(self, fn, specs):
+        jobs = self.ex.map_array(fn, specs)  # one array per batch
+        self.jobs.update(zip(jobs, specs))
+
+    @property
+    def in_flight(self):
+        return len(self.jobs)
+
+    def poll(self, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            done = [j for j in self.jobs if j.done()]
+            if done or time.monotonic() >= deadline:
+                break
+            time.sleep(min(0.5, timeout))
+        out = []
+        for job in done:
+            s = self.jobs.pop(job)
+            try:
+                out.append(job.result())
+            except Exception as exc:  # the job failed outside run_one (node loss, timeout)
+                out.append(Outcome.of(s, Status.DIED, error=str(exc)[-500:]))
+        return out
+
+    def abandon(self):
+        for job in self.jobs:
+            job.cancel(check=False)
+
+
+def make_executor(name: str, *, workers: int | None = None, threads: int | None = None,
+                  device: str = "auto", address: str | None = None,
+                  results_dir: Path | None = None, partition: str | None = None) -> Executor:
+    """The executor called ``name`` (local, inline, ray, slurm)."""
+    if name == "local":
+        return LocalExecutor(workers, threads, device)
+    if name == "inline":
+        return InlineExecutor(threads)
+    if name == "ray":
+        return RayExecutor(address, threads, workers=workers,
+                           gpus_per_run=0 if device == "cpu" else None)
+    if name == "slurm":
+        return SlurmExecutor(Path(results_dir or ".").resolve() / "slurm", threads,
+                             gpus_per_run=0 if device == "cpu" else 1, partition=partition,
+                             cluster="local" if address == "local" else None, workers=workers)
+    raise ConfigError(f"unknown executor {name!r}; valid executors: local, inline, ray, slurm")

@@ -1,0 +1,203 @@
+"""Run directories and the index, cross-checked.
+
+Every committed run directory ``runs/<key>/`` describes itself: ``run.json`` (key,
+variant, seed, code version, thread count, device), ``result.json`` (status, steps,
+timings), ``metrics.json`` (when evaluated) and ``config.json``. So the index can be
+rebuilt from the directories, and the two are checked against each other:
+
+* a complete directory whose key the index does not list as finished (the store was
+  lost, emptied or rebuilt, or a run was killed between its rename and its commit)
+  is **adopted**: indexed as finished, never retrained;
+* a finished key whose directory or result files are gone is **missing**, one whose
+  ``generator.pt`` is gone has **no checkpoint**; ``ablate status`` and ``ablate grid``
+  report both and ``ablate grid --repair`` retrains exactly those;
+* a directory is never deleted: one that must make way (``--repair``, an incomplete
+  leftover) is moved to ``broken/<key>-<time>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ablate.grid.keys import CODE_VERSION, RunSpec
+from ablate.grid.store import TERMINAL, Status, Store
+
+RUN_FILES = ("config.json", "result.json", "run.json")  # every finished run has these
+METRICS = "metrics.json"  # evaluated runs that finished training
+CHECKPOINT = "generator.pt"
+
+
+def run_dir(results_dir: Path, key: str) -> Path:
+    return Path(results_dir) / "runs" / key
+
+
+def missing_files(path: Path, evaluates: bool) -> list[str]:
+    """What a finished run directory lacks of its result files (not the checkpoint)."""
+    if not path.is_dir():
+        return ["the directory"]
+    need = list(RUN_FILES)
+    if evaluates and _status(path) == Status.DONE:
+        need.append(METRICS)
+    return [f for f in need if not (path / f).is_file()]
+
+
+def _status(path: Path) -> str | None:
+    try:
+        return json.loads((path / "result.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _read(path: Path, name: str) -> dict[str, Any] | None:
+    try:
+        doc = json.loads((path / name).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def execution_of(path: Path) -> tuple[int | None, str | None]:
+    """(torch threads, device type) a run directory was trained with.
+
+    From ``run.json``; runs committed before it recorded them say it in ``config.json``
+    (``train.threads``, ``device``).
+    """
+    run = _read(path, "run.json") or {}
+    if "threads" in run:
+        return run.get("threads"), run.get("device")
+    cfg = _read(path, "config.json") or {}
+    threads = (cfg.get("train") or {}).get("threads")
+    device = cfg.get("device")
+    return threads, (str(device).split(":")[0] if device else None)
+
+
+def index_fields(path: Path, key: str, evaluates: bool) -> dict[str, Any] | None:
+    """The store row of a complete run directory, or None if it is not one of ``key``."""
+    run, result = _read(path, "run.json"), _read(path, "result.json")
+    if not run or not result or run.get("key") != key or run.get("code_version") != CODE_VERSION:
+        return None
+    if result.get("status") not in TERMINAL or missing_files(path, evaluates):
+        return None
+    metrics = _read(path, METRICS)
+    threads, device = execution_of(path)
+    return {"status": result["status"], "variant": run.get("variant"), "seed": run.get("seed"),
+            "steps": result.get("steps"), "diverged_step": result.get("diverged_step"),
+            "wall_time_s": result.get("wall_time_s"), "train_time_s": result.get("train_time_s"),
+            "eval_time_s": run.get("eval_time_s"), "images_per_s": result.get("images_per_s"),
+            "metrics": json.dumps(metrics) if metrics else None, "threads": threads,
+            "device": device, "finished": path.stat().st_mtime,
+            "run_dir": str(Path("runs") / key)}
+
+
+def quarantine(results_dir: Path, path: Path) -> Path:
+    """Move ``path`` to ``broken/<name>-<time>/`` (never delete a run directory)."""
+    dest = Path(results_dir) / "broken" / f"{path.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while dest.exists():
+        dest = dest.with_name(f"{dest.name}.{n}")
+        n += 1
+    os.rename(path, dest)
+    return dest
+
+
+def sweep_tmp(store: Store) -> int:
+    """Delete tmp dirs of attempts that are no longer live (killed, failed, lost claims)."""
+    tmp = store.results_dir / "tmp"
+    n = 0
+    if not tmp.is_dir():
+        return 0
+    for d in tmp.iterdir():
+        key, _, tok = d.name.rpartition("-")
+        live = store.live_token(key)
+        if live is None or live != tok:
+            shutil.rmtree(d, ignore_errors=True)
+            n += 1
+    return n
+
+
+@dataclass
+class Reconciled:
+    """What :func:`reconcile` found and did."""
+
+    adopted: list[str] = field(default_factory=list)  # indexed from their directories
+    missing: list[str] = field(default_factory=list)  # finished, directory or results gone
+    no_checkpoint: list[str] = field(default_factory=list)  # finished, generator.pt gone
+    reopened: list[str] = field(default_factory=list)  # --repair: pending again
+
+
+def check(store: Store, specs: Iterable[RunSpec]) -> Reconciled:
+    """Compare the index with the run directories of ``specs``; change nothing."""
+    out = Reconciled()
+    seen: set[str] = set()
+    for s in specs:
+        if s.key in seen:
+            continue
+        seen.add(s.key)
+        row = store.get(s.key) or {}
+        path = run_dir(store.results_dir, s.key)
+        if row.get("status") in TERMINAL:
+            if missing_files(path, s.evaluates):
+                out.missing.append(s.key)
+            elif not (path / CHECKPOINT).is_file():
+                out.no_checkpoint.append(s.key)
+        elif path.is_dir() and index_fields(path, s.key, s.evaluates) is not None \
+                and not (row.get("status") == Status.RUNNING and store.live_token(s.key)):
+            out.adopted.append(s.key)  # would be adopted
+    return out
+
+
+def reconcile(store: Store, specs: Iterable[RunSpec], repair: bool = False) -> Reconciled:
+    """Adopt complete run directories the index does not count as finished; with
+    ``repair``, reopen finished keys whose directory, results or checkpoint are gone
+    (their remains moved to ``broken/``). Also backfills thread counts and devices."""
+    specs = list(specs)
+    found = check(store, specs)
+    by_key = {s.key: s for s in specs}
+    out = Reconciled(missing=found.missing, no_checkpoint=found.no_checkpoint)
+    for key in found.adopted:
+        fields = index_fields(run_dir(store.results_dir, key), key, by_key[key].evaluates)
+        if fields and store.adopt(key, {**fields, "config": json.dumps(by_key[key].identity,
+                                                                        sort_keys=True)}):
+            out.adopted.append(key)
+    if repair:
+        for key in found.missing + found.no_checkpoint:
+            path = run_dir(store.results_dir, key)
+            if path.exists():
+                quarantine(store.results_dir, path)
+            if store.reopen(key, "missing" if key in found.missing else "no checkpoint"):
+                out.reopened.append(key)
+    for row in store.runs():  # thread counts of runs indexed before they were recorded
+        if row["status"] in TERMINAL and row.get("threads") is None and row.get("run_dir"):
+            threads, device = execution_of(store.results_dir / row["run_dir"])
+            if threads is not None:
+                store.set_execution(row["key"], threads, device)
+    return out
+
+
+def finished_threads(store: Store | None, results_dir: Path) -> dict[int, int]:
+    """{torch threads: finished CPU runs} of a results directory (read-only).
+
+    Without a store (missing or empty index), the run directories are counted.
+    """
+    counts: dict[int, int] = {}
+    if store is not None:
+        rows = [r for r in store.runs() if r["status"] in TERMINAL]
+    else:
+        runs = Path(results_dir) / "runs"
+        rows = [{"run_dir": str(p.relative_to(results_dir))} for p in
+                (sorted(runs.iterdir()) if runs.is_dir() else []) if _status(p) in TERMINAL]
+    for row in rows:
+        threads, device = row.get("threads"), row.get("device")
+        if threads is None and row.get("run_dir"):
+            threads, device = execution_of(Path(results_dir) / row["run_dir"])
+        if threads is not None and (device or "cpu") == "cpu":
+            counts[int(threads)] = counts.get(int(threads), 0) + 1
+    return counts

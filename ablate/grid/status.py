@@ -1,0 +1,188 @@
+"""What ``ablate grid --dry-run`` and ``ablate status`` print. Both only read (the store
+is opened read-only), so both work on a read-only results directory; both cross-check
+the index with the run directories and say what ``--repair`` or ``--rebuild-index``
+would do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ablate.grid import rundirs
+from ablate.grid.store import (
+    DB_NAME,
+    TERMINAL,
+    NoStore,
+    Status,
+    Store,
+    load_experiment_meta,
+)
+
+if TYPE_CHECKING:  # type names only: importing the driver loads the training stack
+    from ablate.grid.driver import Grid
+
+
+def _short(hacks: frozenset[str], scope: tuple[str, ...]) -> str:
+    if len(hacks) == len(scope):
+        return "all"
+    if not hacks:
+        return "none"
+    if len(hacks) > len(scope) / 2:
+        return "all but " + ", ".join(h for h in scope if h not in hacks)
+    return ", ".join(h for h in scope if h in hacks)
+
+
+def _open(results_dir: Path) -> Store | None:
+    """The store read-only, or None where there is none yet (missing or empty file)."""
+    try:
+        return Store(results_dir, readonly=True)
+    except NoStore:
+        return None
+
+
+def print_dry_run(grid: Grid) -> None:
+    experiment, design, results_dir, specs = grid.experiment, grid.design, grid.results_dir, grid.specs
+    train = experiment.train_kwargs()
+    keys = {s.key for s in specs}
+    done: set[str] = set()
+    found = rundirs.Reconciled()
+    store = _open(results_dir) if results_dir.is_dir() else None
+    if store is not None:
+        with store:
+            done = {k for k in keys if (store.get(k) or {}).get("status") in TERMINAL}
+            found = rundirs.check(store, specs)
+    elif (results_dir / "runs").is_dir():  # no index: what `ablate grid` would adopt
+        found.adopted = [s.key for s in {s.key: s for s in specs}.values()
+                         if rundirs.index_fields(rundirs.run_dir(results_dir, s.key), s.key,
+                                                 s.evaluates)]
+    done |= set(found.adopted)
+    print(f"experiment: {experiment.name}  ({experiment.source})")
+    if experiment.description:
+        print(f"  {experiment.description}")
+    print(f"dataset: {experiment.dataset}   model/budget: "
+          + ", ".join(f"{k}={v}" for k, v in sorted(train.items())))
+    ev = experiment.evaluation_dict()
+    ev_text = ", ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in ev.items())
+    print(f"evaluation: {ev_text if experiment.evaluates() else 'none (features = [])'}")
+    print(f"seeds: {list(experiment.seeds)}   hacks in scope ({len(design.hacks)}): "
+          + ", ".join(design.hacks))
+    if experiment.params:
+        print("fixed hack parameters: " + ", ".join(f"{h}.{k}={v}" for h, k, v in experiment.params))
+    print(f"design: {design.kind}" + (f", resolution {design.resolution}" if design.resolution else ""))
+    for note in design.notes:
+        print(f"  {note}")
+    print(f"variants ({len(design.variants)}):")
+    w = max(len(v.name) for v in design.variants)
+    key_of = {(s.variant, s.seed): s.key for s in specs}
+    for v in design.variants:
+        ks = [key_of[(v.name, seed)] for seed in experiment.seeds]
+        state = f"{sum(k in done for k in ks)}/{len(ks)} done"
+        print(f"  {v.name:<{w}}  [{state}]  on: {_short(v.hacks, design.hacks)}")
+    if design.comparisons:
+        print("effect of each hack = (variant with it) vs (reference without it):")
+        for c in design.comparisons:
+            print(f"  {c.hack}: {c.on} vs {c.off}")
+    if design.aliasing:
+        print("aliasing (main effects and two-factor interactions):")
+        for a in design.aliasing[:40]:
+            print(f"  {a}")
+        if len(design.aliasing) > 40:
+            print(f"  ... {len(design.aliasing) - 40} more chains")
+    elif design.kind == "fractional-factorial":
+        print("aliasing: none among main effects and two-factor interactions")
+    print(f"runs: {len(specs)} ({len(design.variants)} variants x {len(experiment.seeds)} seeds), "
+          f"{len(keys)} distinct keys, {len(done)} already finished, {len(keys - done)} to run")
+    for line in _cross_check_lines(found):
+        print(line)
+    print(f"results: {results_dir}")
+
+
+def _cross_check_lines(found: rundirs.Reconciled) -> list[str]:
+    out = []
+    if found.adopted:
+        out.append(f"{len(found.adopted)} finished run dir(s) are not in the index; "
+                   "`ablate grid` indexes them (no retraining)")
+    if found.missing:
+        out.append(f"missing: {len(found.missing)} finished run(s) lost their directory or "
+                   f"result files ({', '.join(found.missing[:5])}"
+                   f"{', ...' if len(found.missing) > 5 else ''}); `ablate grid --repair` retrains them")
+    if found.no_checkpoint:
+        out.append(f"no checkpoint: {len(found.no_checkpoint)} finished run(s) have no "
+                   "generator.pt (metrics intact; committed results omit checkpoints); "
+                   "`ablate grid --repair` retrains them")
+    return out
+
+
+def print_status(results_dir: Path) -> int:
+    results_dir = Path(results_dir)
+    if not (results_dir / DB_NAME).exists():
+        n = len(list((results_dir / "runs").glob("*/run.json"))) if (results_dir / "runs").is_dir() else 0
+        print(f"no run index in {results_dir}" + (
+            f", but {n} run directories: `ablate grid <experiment>` indexes them (no retraining)"
+            if n else " (run `ablate grid` first)"))
+        return 0
+    meta = load_experiment_meta(results_dir)
+    store = _open(results_dir)
+    if store is None:
+        print(f"{results_dir / DB_NAME} is empty: `ablate grid <experiment>` rebuilds the index "
+              "from the run directories (no retraining)")
+        return 0
+    with store:
+        rows = store.planned_runs()
+        live = {r["key"] for r in rows if r["status"] == Status.RUNNING and store.live_token(r["key"])}
+        found = rundirs.check(store, [_RowSpec(r, meta) for r in rows])
+    order = [v["name"] for v in meta.get("variants", [])]
+    by_var: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["status"] == Status.RUNNING and r["key"] not in live:
+            r["status"] = "running?"  # owner gone: reclaimed by the next `ablate grid`
+        if r["key"] in found.missing:
+            r["status"] = "missing"
+        by_var.setdefault(r["variant"], []).append(r)
+    cols = ["done", "diverged", "failed", "running", "running?", "pending", "missing"]
+    w = max([len(v) for v in by_var] + [7])
+    print(f"{meta['experiment']['name']}: {results_dir}")
+    for line in _look_lines(meta):
+        print(line)
+    print(f"{'variant':<{w}}  " + "  ".join(f"{c:>8}" for c in cols) + "   wall/run")
+    total = dict.fromkeys(cols, 0)
+    for v in sorted(by_var, key=lambda n: order.index(n) if n in order else len(order)):
+        rs = by_var[v]
+        c = {k: sum(r["status"] == k for r in rs) for k in cols}
+        for k in cols:
+            total[k] += c[k]
+        walls = [r["wall_time_s"] for r in rs if r.get("wall_time_s") and r["status"] in TERMINAL]
+        wall = f"{sum(walls) / len(walls):8.1f}s" if walls else ""
+        print(f"{v:<{w}}  " + "  ".join(f"{c[k]:>8}" for k in cols) + f"   {wall}")
+    print(f"{'total':<{w}}  " + "  ".join(f"{total[k]:>8}" for k in cols))
+    print(f"{total['done'] + total['diverged']}/{len(rows)} runs finished")
+    for line in _cross_check_lines(found):
+        print(line)
+    for r in rows:
+        if r["status"] == Status.FAILED:
+            last = (r.get("error") or "").strip().splitlines()[-1:] or [""]
+            print(f"failed: {r['variant']} seed {r['seed']} ({r['key']}): {last[0]}")
+    return 0
+
+
+def _look_lines(meta: dict) -> list[str]:
+    """Where an adaptive grid stands: its looks and why it continues (experiment.json)."""
+    looks = meta.get("looks") or []
+    if not looks:
+        return []
+    last = looks[-1]
+    state = "stopped" if last.get("done") else "continues"
+    out = [f"adaptive seeds: look {last['look']} of at most {meta.get('max_looks', '?')}; "
+           f"the grid {state}"]
+    out += [f"  {r}" for r in last.get("reasons", [])]
+    return out
+
+
+class _RowSpec:
+    """A planned row dressed as much like a RunSpec as rundirs.check needs."""
+
+    def __init__(self, row: dict, meta: dict) -> None:
+        self.key = row["key"]
+        ev = (meta.get("experiment") or {}).get("evaluation") or {}
+        self.evaluates = bool(ev) and bool(ev.get("features", True))
