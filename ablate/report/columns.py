@@ -15,7 +15,7 @@ import pandas as pd
 from ablate.config import FEATURES
 
 CHECKPOINTS = ("best", "last")  # best: chosen on the validation split; last: end of training
-METRICS = ("fid", "kid_mean", "modes", "kl", "precision", "recall", "density", "coverage")
+METRICS = ("fid", "kid_mean", "modes", "js", "kl", "precision", "recall", "density", "coverage")
 RUN_METRICS = ("val_fid_auc", "wall_time_s", "train_time_s", "images_per_s")
 LOWER_IS_BETTER = {"fid", "kid_mean", "kl", "js", "val_fid_auc", "wall_time_s", "train_time_s"}
 # Tested on the log scale: effects of training choices on FID-like scores are closer to
