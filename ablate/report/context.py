@@ -81,7 +81,7 @@ def _effect_rows(frame: pd.DataFrame, meta: ExperimentMeta, result: sequential.A
                "verdict": d.verdict, "look": d.look, "n_on": d.n_on, "n_off": d.n_off,
                "seeds": ",".join(map(str, d.seeds)), "estimate": d.estimate, "se": d.se, "df": d.df,
                "ci_low": d.ci_low, "ci_high": d.ci_high, "eq_low": d.eq_low, "eq_high": d.eq_high,
-               "level": d.level, "also_different": d.also_different, "p": float(p)}
+               "level": d.level, "eq_level": d.eq_level, "also_different": d.also_different, "p": float(p)}
         row.update(paired_test(frame, Comparison(d.hack, d.on, d.off), metric, scale == "log"))
         if worst is not None and (c := worst.contrast(d.hack)) is not None:
             lo, hi = c.interval(d.level)

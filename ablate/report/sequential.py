@@ -147,6 +147,7 @@ class Decision:
     eq_low: float  # repeated CI of the TOST (1 - 2·level): inside ±margin <=> equivalent
     eq_high: float
     level: float  # the hypothesis' difference level when last tested (alpha/m .. alpha)
+    eq_level: float  # the same for its equivalence (TOST) hypothesis
     n_on: int
     n_off: int
     seeds: tuple[int, ...]
@@ -301,7 +302,7 @@ def decide_arrays(v_all: np.ndarray, s_all: np.ndarray, y_all: np.ndarray, meta:
 
 def _empty(c) -> Decision:
     nan = math.nan
-    return Decision(c.hack, c.on, c.off, "undecided", None, nan, nan, 0, nan, nan, nan, nan, nan, 0, 0, ())
+    return Decision(c.hack, c.on, c.off, "undecided", None, nan, nan, 0, nan, nan, nan, nan, nan, nan, 0, 0, ())
 
 
 def _decision(c, f: ContrastFit | None, look: int, fractions, level_d: float, level_e: float,
@@ -318,7 +319,7 @@ def _decision(c, f: ContrastFit | None, look: int, fractions, level_d: float, le
                if diff else "undecided")
     return Decision(c.hack, c.on, c.off, verdict, look if verdict != "undecided" else None,
                     f.estimate, f.se, f.df, f.estimate - h_d, f.estimate + h_d,
-                    f.estimate - h_e, f.estimate + h_e, level_d, f.n_on, f.n_off, f.seeds,
+                    f.estimate - h_e, f.estimate + h_e, level_d, level_e, f.n_on, f.n_off, f.seeds,
                     also_different=equiv and diff)
 
 
