@@ -191,7 +191,7 @@ def test_factorial_design_report(tmp_path):
     root = make_results(tmp_path / "f", "full-factorial", artefacts=False, interaction=0.1)
     text = write_report(root).read_text()
     assert "## Factorial analysis" in text and "batch-norm×label-smoothing" in text
-    assert "no hack verdicts" in text.split("## Question")[0]  # no one-hack contrasts in a factorial
+    assert "No hack verdicts" in text.split("## Question")[0]  # no one-hack contrasts in a factorial
 
 
 # --------------------------------------------------------------------------------------

@@ -125,7 +125,7 @@ def _summary(d: _Doc, ctx) -> None:
         d("**No quality metrics in the run store** (no FID, KID or mode metrics): the runs were not "
           "evaluated (`[evaluation] features = []`, or `ablate eval` not run yet). Run statistics "
           "only are compared below.", "")
-    better = "lower" if ctx.primary and lower_is_better(ctx.primary) else "higher"
+    better = ("lower" if lower_is_better(ctx.primary) else "higher") if ctx.primary else "n/a"
     looks = (f"adaptive seeds {meta.seed_policy.min}–{meta.seed_policy.max}, look {len(a.looks)} of "
              f"{len(a.planned)}" if meta.seed_policy.adaptive else "fixed seeds")
     d(f"Design **{meta.design_kind}** on **{meta.dataset}**, {len(ctx.counts)} variants, {seeds_text(ctx)}; "
@@ -135,8 +135,10 @@ def _summary(d: _Doc, ctx) -> None:
       f"{meta.analysis.alpha} across the hacks (Holm) and across looks (alpha spending).", "")
     e = ctx.effects
     if e.empty:
-        d("No pair of variants in this design differs in exactly one hack, so there are no hack "
-          "verdicts" + (" (see the factorial analysis below)." if ctx.factorial is not None else "."), "")
+        why = ("there is no quality metric to judge them by" if ctx.primary is None else
+               "no pair of variants in this design differs in exactly one hack")
+        d(f"No hack verdicts: {why}" + (" (see the factorial analysis below)." if ctx.factorial is not None
+                                        else "."), "")
     else:
         for key, title in GROUPS:
             g = e[e["verdict"] == key]
