@@ -227,3 +227,33 @@ def test_primary_metric_from_the_analysis_spec(tmp_path):
     ctx = context.compute(Results.load(root), tmp_path)
     assert ctx.primary == "last.classifier.fid" and set(ctx.effects["metric"]) == {"last.classifier.fid"}
     assert PRIMARY in set(ctx.secondary["metric"])
+
+
+def test_malformed_run_artefacts_become_gaps_not_crashes(tmp_path):
+    from ablate.report import context
+
+    root = make_results(tmp_path, seeds=(0, 1, 2))
+    runs = sorted((root / "runs").iterdir())
+    (runs[0] / "metrics.json").write_text('{"best": [1, 2], "last": {"classifier": {"class_counts": ["a"]}}}')
+    (runs[1] / "metrics.json").write_text("not json")
+    (runs[2] / "log.jsonl").write_text('5\n"x"\n{"step": "a", "val_fid": true}\n{torn')
+    (runs[3] / "log.jsonl").write_bytes(b"\xff\xfe\x00")
+    ctx = context.compute(Results.load(root), tmp_path / "out")
+    assert any("metrics.json" in n for n in ctx.runs.missing)
+    js = ctx.flags.set_index("key")["js"]  # all runs flagged; two from the store's mode counts only
+    assert len(js) == (ctx.frame["status"] == "done").sum() and js.isna().sum() == 2
+    assert js[[runs[0].name, runs[1].name]].isna().all()
+    assert not ctx.effects.empty and set(ctx.effects["verdict"]) <= {"helps", "hurts", "equivalent", "undecided"}
+
+
+def test_unwritable_output_is_a_config_error(tmp_path, monkeypatch):
+    from ablate.report import tables
+
+    root = make_results(tmp_path, artefacts=False)
+
+    def full(*_a, **_k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tables, "write_atomic", full)
+    with pytest.raises(ConfigError, match="No space left"):
+        write_report(root, tmp_path / "out")

@@ -173,4 +173,9 @@ def write_report(results_dir: Path | str, out_dir: Path | str | None = None) -> 
     from ablate.report.results import Results
 
     results = Results.load(results_dir)
-    return build_report(results, out_dir or results.results_dir)
+    out = Path(out_dir or results.results_dir)
+    try:
+        return build_report(results, out)
+    except OSError as exc:  # disk full, read-only folder: every file is written atomically,
+        raise ConfigError(f"cannot write the report to {out}: {exc.strerror or exc}; "  # so none is torn
+                          "the runs are untouched, free space or pass --out DIR") from exc

@@ -95,9 +95,16 @@ class RunArtefacts:
                 continue
             with_log += 1
             per_step: dict[int, float] = {}
-            for rec in read_jsonl(d / "log.jsonl"):
+            try:
+                records_ = read_jsonl(d / "log.jsonl")
+            except (OSError, UnicodeDecodeError):
+                self.missing.append(f"`log.jsonl` unreadable in {d.name}")
+                continue
+            for rec in records_:
+                if not isinstance(rec, dict):
+                    continue
                 v = rec.get(VAL_FID_KEY)
-                if isinstance(v, (int, float)) and isinstance(rec.get("step"), int):
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(rec.get("step"), int):
                     per_step[rec["step"]] = float(v)
             records += [{"variant": row["variant"], "seed": int(row["seed"]), "step": s, "value": v}
                         for s, v in sorted(per_step.items())]
@@ -128,9 +135,12 @@ class RunArtefacts:
         ``metrics.json`` at ``checkpoint`` (runs without histograms are left out)."""
         rows = []
         for row, m in self._each_json("metrics.json"):
-            c = (m.get(checkpoint) or {}).get("classifier") or {}
-            gen, real = c.get("class_counts"), c.get("real_class_counts")
-            if isinstance(gen, list) and isinstance(real, list) and len(gen) == len(real) > 1:
+            ck = m.get(checkpoint)
+            c = ck.get("classifier") if isinstance(ck, dict) else None
+            gen, real = (c.get("class_counts"), c.get("real_class_counts")) if isinstance(c, dict) else (None, None)
+            numbers = lambda x: isinstance(x, list) and all(  # noqa: E731
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in x)
+            if numbers(gen) and numbers(real) and len(gen) == len(real) > 1 and sum(gen) > 0 and sum(real) > 0:
                 rows.append({"key": row["key"], "variant": row["variant"], "seed": int(row["seed"]),
                              "counts": np.asarray(gen, float), "real_counts": np.asarray(real, float)})
         return pd.DataFrame(rows, columns=["key", "variant", "seed", "counts", "real_counts"])
