@@ -20,7 +20,12 @@ from scipy import special, stats
 
 from ablate.config import SeedPolicy
 from ablate.report import failures, power, sequential, summary, training
-from ablate.report.columns import base_metric, headline_checkpoint, metric_columns, parse_metric
+from ablate.report.columns import (
+    base_metric,
+    headline_checkpoint,
+    metric_columns,
+    parse_metric,
+)
 from ablate.report.effects import fit_mixed, fit_pooled, holm, paired_test
 from ablate.report.factorial import FactorialFit, factorial_effects
 from ablate.report.results import Comparison, ExperimentMeta, Results
