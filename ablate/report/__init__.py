@@ -1,191 +1,164 @@
-"""``ablate report``: statistics, tables, figures and REPORT.md for one experiment.
+"""``ablate report``: verdicts, tables, figures and REPORT.md for one experiment.
 
-Two entry points:
+* :func:`write_report` ``(results_dir, out_dir=None) -> Path`` reads the results
+  directory through :meth:`~ablate.report.results.Results.load` (``experiment.json`` and
+  the run store) and writes REPORT.md, ``tables/`` and ``figures/`` (default: into the
+  results directory); ``ablate grid`` calls it when the grid is done.
+* :func:`build_report` ``(results, out_dir) -> Path`` is the same from loaded results.
 
-* :func:`write_report` ``(results_dir) -> Path`` reads the run store with
-  :func:`ablate.store.load_frame` / :func:`ablate.store.load_experiment_meta` and writes
-  the report into ``results_dir``; ``ablate grid`` calls it when the grid is done.
-* :func:`build_report` ``(frame, meta, out_dir) -> Path`` is the pure part: it takes a
-  frame in the store's schema (one row per run) and the experiment meta, and writes
-  ``REPORT.md``, ``tables/`` and ``figures/`` under ``out_dir``.
+The report only reads the store. Regenerated from unchanged runs it rewrites every
+file with the same bytes. The statistics live in one module per job: ``effects`` (the
+pooled model), ``sequential`` (verdicts and the adaptive-seed looks), ``power``,
+``failures``, ``training``, ``factorial``, ``summary``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ablate.errors import ConfigError
 
 if TYPE_CHECKING:  # pandas, numpy and matplotlib load only when a report is built,
-    import pandas as pd  # so importing ablate.report stays fast
+    from ablate.report.results import Results  # so importing ablate.report stays fast
 
-__all__ = ["build_report", "write_report", "ReportContext"]
-
-
-@dataclass
-class ReportContext:
-    """Everything REPORT.md is rendered from (also handy for tests and notebooks)."""
-
-    frame: pd.DataFrame
-    meta: dict
-    out_dir: Path
-    metrics: list[str]
-    primary: str | None
-    checkpoint: str
-    counts: pd.DataFrame
-    summary: pd.DataFrame
-    effects: pd.DataFrame
-    power: pd.DataFrame
-    factorial: object | None  # stats.FactorialFit
-    provenance: dict
-    tables: dict[str, dict[str, Path]] = field(default_factory=dict)
-    figures: dict[str, Path] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    curve_key: str | None = None
+__all__ = ["build_report", "write_report"]
 
 
-def headline_metrics(metrics: list[str], checkpoint: str, primary: str | None) -> list[str]:
-    """The columns of the per-variant table: every FID and KID, modes, KL, precision,
-    recall, density, coverage at the headline checkpoint, and wall time."""
-    from ablate.report import stats
-
-    picked = [m for m in metrics if stats.parse_metric(m)[0] == checkpoint
-              and stats.base_metric(m) != "kid_std"]
-    if primary in picked:
-        picked.remove(primary)
-    picked = ([primary] if primary else []) + picked
-    return picked + [m for m in ("wall_time_s",) if m in metrics]
-
-
-def build_report(frame: pd.DataFrame, meta: dict | None, out_dir: Path | str,
-                 results_dir: Path | str | None = None) -> Path:
-    """Compute the statistics and write REPORT.md, tables/ and figures/ under ``out_dir``.
-
-    ``results_dir`` is where relative ``run_dir`` entries are resolved (default ``out_dir``).
-    Returns the path of REPORT.md.
-    """
-    from ablate.report import figures, markdown, stats, tables
-    from ablate.report.runs import RunArtefacts
+def build_report(results: Results, out_dir: Path | str) -> Path:
+    """Compute the statistics and write REPORT.md, tables/ and figures/ under ``out_dir``."""
+    from ablate.report import context, figures, markdown, tables
+    from ablate.report.columns import base_metric, label, parse_metric
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    meta = dict(meta or {})
-    if frame is None or len(frame) == 0 or "variant" not in frame.columns:
-        raise ConfigError(f"no runs to report on in {out_dir}: the run store is empty; "
+    frame = results.frame
+    if frame is None or len(frame) == 0:
+        raise ConfigError(f"no runs to report on in {results.results_dir}: the run store is empty; "
                           "run `ablate grid EXPERIMENT.toml` first")
-    frame = frame.copy()
-    if "seed" not in frame.columns:
-        frame["seed"] = 0
-    runs = RunArtefacts(frame, Path(results_dir) if results_dir is not None else out_dir)
-
-    metrics = stats.metric_columns(frame)
-    primary = stats.primary_metric(frame, meta)
-    checkpoint = stats.headline_checkpoint(frame)
+    out_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        counts = stats.variant_counts(frame, meta)
-        summary = stats.summarize_variants(frame, meta, metrics)
-        test_metrics = [m for m in metrics if stats.base_metric(m) != "kid_std"]
-        effects = stats.hack_effects(frame, meta, test_metrics)
-        power = stats.power_table(effects, summary)
-        factorial = None
-        if primary and stats.is_factorial(meta):
-            factorial = stats.factorial_effects(frame, meta, primary)
-    ctx = ReportContext(frame=frame, meta=meta, out_dir=out_dir, metrics=metrics, primary=primary,
-                        checkpoint=checkpoint, counts=counts, summary=summary, effects=effects,
-                        power=power, factorial=factorial, provenance=runs.provenance())
-    if not metrics:
-        ctx.notes.append("no metric columns in the run store (were the runs evaluated?)")
+        ctx = context.compute(results, out_dir)
+    meta = results.meta
+    primary = ctx.primary
+    head = [m for m in ctx.metrics if parse_metric(m)[0] == ctx.checkpoint and base_metric(m) != "kid_std"]
+    if primary in head:
+        head.remove(primary)
+    head = ([primary] if primary else []) + head + [m for m in ("val_fid_auc", "wall_time_s") if m in ctx.metrics]
 
     # ---- tables -----------------------------------------------------------------------
     tdir = out_dir / "tables"
-    head = headline_metrics(metrics, checkpoint, primary)
-    n_txt = _n_text(counts)
+    n_txt = "N = " + "/".join(map(str, sorted(set(ctx.counts["n"].astype(int))))) + " seeds per variant"
     ctx.tables["variants"] = tables.write_table(
-        tables.variant_numeric(counts, summary), tables.variant_display(counts, summary, head),
-        tdir, "variants",
-        f"Per variant: mean ± std [95% t CI] over seeds ({n_txt}); {checkpoint} checkpoint. "
-        "Collapsed: runs under the collapse threshold.")
+        tables.variant_numeric(ctx.counts, ctx.summary), tables.variant_display(ctx.counts, ctx.summary, head),
+        tdir, "variants", f"Per variant ({n_txt}, {ctx.checkpoint} checkpoint): centre [95% CI] "
+        "(geometric mean and log-scale interval for FID/KID); diverged and collapsed with exact 95% CIs")
     ctx.tables["variant_metrics"] = tables.write_table(
-        summary, summary.assign(metric=summary["metric"].map(stats.label)).pipe(_fmt_summary),
-        tdir, "variant_metrics", f"Every metric per variant: mean, std, 95% t CI ({n_txt})")
-    if not effects.empty:
-        if primary is not None and (effects["metric"] == primary).any():
-            ep = effects[effects["metric"] == primary]
-            ctx.tables["effects"] = tables.write_table(
-                tables.effects_numeric(ep), tables.effects_display(ep), tdir, "effects",
-                f"Hack effects on {stats.label(primary)}: Δ = ON − OFF paired by seed; "
-                "paired t-test on log FID, Holm-adjusted across hacks")
+        ctx.summary, tables.summary_display(ctx.summary), tdir, "variant_metrics",
+        f"Every metric per variant: centre, sd, 95% CI ({n_txt})")
+    if not ctx.effects.empty:
+        ctx.tables["effects"] = tables.write_table(
+            ctx.effects, tables.effects_display(ctx.effects), tdir, "effects",
+            f"Hack verdicts on {label(primary)}: pooled model (log metric ~ variant + seed), Holm across "
+            f"hacks, SESOI ±{meta.analysis.sesoi:.0%}; paired t-test per hack as sensitivity")
+    if not ctx.secondary.empty:
         ctx.tables["effects_all"] = tables.write_table(
-            tables.effects_numeric(effects), tables.effects_display(effects, with_metric=True),
-            tdir, "effects_all", "Hack effects on every metric (Holm within each metric)")
-    if not power.empty:
+            ctx.secondary, tables.effects_display(ctx.secondary, with_metric=True), tdir, "effects_all",
+            "Hack verdicts on every other metric (pooled model, one look, Holm within each metric)")
+    if ctx.power:
         ctx.tables["power"] = tables.write_table(
-            power, tables.power_display(power), tdir, "power",
-            "Smallest effect detectable with 80% power at α=0.05 after Holm (first step: α/m)")
-    if factorial is not None and not factorial.table.empty:
+            _frame(ctx.power), tables.power_display(ctx.power), tdir, "power",
+            "Smallest change detectable with 80% power at α/m (both directions) and equivalence power")
+    if not ctx.failure_tests.empty:
+        ctx.tables["failures"] = tables.write_table(
+            ctx.failure_tests, tables.failures_display(ctx.failure_tests), tdir, "failures",
+            "Collapse and divergence per hack: seed-paired outcomes, exact McNemar test (Holm across hacks)")
+    if not ctx.flags.empty:
+        tables.write_table(ctx.flags, ctx.flags.round(4), tdir, "collapse_per_run",
+                           "Per run: missing modes, class JS divergence and the collapse flag")
+    if not ctx.by_step.empty:
+        ctx.tables["over_training"] = tables.write_table(
+            ctx.by_step, ctx.by_step.round(4), tdir, "over_training",
+            "Ratio ON/OFF of validation FID per hack and step (pooled model, interval at α/m)")
+    if ctx.factorial is not None and not ctx.factorial.table.empty:
         ctx.tables["factorial"] = tables.write_table(
-            factorial.table, tables.factorial_display(factorial), tdir, "factorial",
-            f"Factorial effects on {stats.label(primary)} by least squares "
-            f"({'log scale, ' if factorial.scale == 'log' else ''}seed-blocked, ±1 coding)")
+            ctx.factorial.table, tables.factorial_display(ctx.factorial), tdir, "factorial",
+            f"Factorial effects on {label(primary)} by least squares "
+            f"({'log scale, ' if ctx.factorial.scale == 'log' else ''}seed-blocked, ±1 coding)")
 
     # ---- figures ----------------------------------------------------------------------
     fdir = out_dir / "figures"
-    variants = plotted_variants(frame, meta, effects)
-    if len(variants) < len(counts):
-        ctx.notes.append(f"per-variant figures show {len(variants)} of {len(counts)} variants (the "
-                         "reference variants and those in hack contrasts first); every variant is "
-                         "in tables/variants.csv")
-    _figure(ctx, "primary", lambda: figures.metric_figure(summary, frame, primary, variants, fdir,
-                                                          "primary_metric"), when=primary is not None)
-    _figure(ctx, "metrics", lambda: figures.metrics_grid(summary, head, variants, fdir, "metrics"),
-            when=bool(head))
-    _figure(ctx, "forest", lambda: figures.forest(effects, primary, fdir, "effects"),
-            when=not effects.empty and primary is not None and (effects["metric"] == primary).any())
-    _figure(ctx, "half_normal", lambda: figures.half_normal(factorial, fdir, "half_normal"),
-            when=factorial is not None and not factorial.table.empty)
-    curves, ctx.curve_key = runs.val_curves()
-    _figure(ctx, "curves", lambda: figures.curves(curves, ctx.curve_key, variants, fdir, "val_fid_curves"),
-            when=not curves.empty)
-    samples = runs.sample_paths(variants)
-    _figure(ctx, "samples", lambda: figures.sample_grid(samples, fdir, "samples"), when=bool(samples))
-    hists, ref = runs.class_histograms(checkpoint)
+    from ablate.report.summary import variant_order
+
+    variants = context.plotted_variants(variant_order(frame, meta), meta)
+    if len(variants) < len(ctx.counts):
+        ctx.notes.append(f"per-variant figures show {len(variants)} of {len(ctx.counts)} variants (the "
+                         "reference variants and those in hack contrasts first); every variant is in "
+                         "tables/variants.csv")
+    _figure(ctx, "primary", lambda: figures.metric_figure(ctx.summary, ctx.frame, primary, variants, fdir,
+                                                          "primary_metric"), primary is not None)
+    _figure(ctx, "metrics", lambda: figures.metrics_grid(ctx.summary, head, variants, fdir, "metrics"), bool(head))
+    _figure(ctx, "forest", lambda: figures.forest(_forest_frame(ctx.effects), primary, meta.analysis.sesoi,
+                                                  fdir, "effects"), not ctx.effects.empty)
+    _figure(ctx, "residuals", lambda: figures.residuals(ctx.analysis.fit, fdir, "residuals"),
+            ctx.analysis.fit is not None and ctx.analysis.fit.df_resid > 0)
+    _figure(ctx, "over_training", lambda: figures.over_training(ctx.by_step, meta.analysis.sesoi, fdir,
+                                                                "effects_over_training"), not ctx.by_step.empty)
+    _figure(ctx, "half_normal", lambda: figures.half_normal(ctx.factorial, fdir, "half_normal"),
+            ctx.factorial is not None and not ctx.factorial.table.empty)
+    _figure(ctx, "curves", lambda: figures.curves(ctx.curves, variants, fdir, "val_fid_curves"),
+            not ctx.curves.empty)
+    samples = ctx.runs.sample_paths(variants)
+    _figure(ctx, "samples", lambda: figures.sample_grid(samples, fdir, "samples"), bool(samples))
+    hists = ctx.runs.class_counts(ctx.checkpoint)
+    if hists.empty:
+        ctx.notes.append("no per-class histograms (`class_counts`) in `metrics.json`: the class-histogram "
+                         "figure is skipped and collapse is judged from the recorded mode counts")
     _figure(ctx, "class_histograms", lambda: figures.class_histograms(
-        {v: hists[v] for v in variants if v in hists}, fdir, ref, "class_histograms"), when=bool(hists))
-    ctx.notes.extend(runs.missing)
+        _mean_histograms(hists, variants), fdir, _real_share(hists), "class_histograms"), not hists.empty)
 
     path = out_dir / "REPORT.md"
     tables.write_text(path, markdown.render(ctx))
     return path
 
 
-MAX_PLOTTED_VARIANTS = 40  # a per-variant figure stays readable (and finite) in large designs
+def _frame(rows: list[dict]):
+    import pandas as pd
+
+    return pd.DataFrame(rows)
 
 
-def plotted_variants(frame: pd.DataFrame, meta: dict, effects: pd.DataFrame,
-                     limit: int = MAX_PLOTTED_VARIANTS) -> list[str]:
-    """The variants the per-variant figures show: all of them in small designs; in large
-    ones all-on, all-off and the variants of hack contrasts first, then design order."""
-    from ablate.report import stats
+def _forest_frame(effects):
+    """Effects with the plotted coordinates: ratios on the log scale, differences otherwise."""
+    import numpy as np
 
-    order = stats.variant_order(frame, meta)
-    if len(order) <= limit:
-        return order
-    hacks = stats.variant_hacks(frame, meta)
-    scope = frozenset(stats.hacks_in_scope(frame, meta))
-    first = [v for v in order if hacks[v] in (scope, frozenset())]
-    if not effects.empty:
-        first += list(dict.fromkeys(list(effects["on"]) + list(effects["off"])))
-    ranked = list(dict.fromkeys(first + order))
-    keep = set(ranked[:limit])
-    return [v for v in order if v in keep]
+    e = effects.copy()
+    f = np.exp if (e["scale"] == "log").all() else (lambda x: x)
+    for src, dst in (("estimate", "x"), ("ci_low", "low_x"), ("ci_high", "high_x"),
+                     ("paired_low", "paired_low_x"), ("paired_high", "paired_high_x")):
+        e[dst] = f(e[src].astype(float))
+    e["seeds_text"] = [f"{a}/{b} seeds" for a, b in zip(e["n_on"], e["n_off"])]
+    return e
 
 
-def _figure(ctx: ReportContext, name: str, draw, when: bool) -> None:
+def _mean_histograms(hists, variants: list[str]) -> dict:
+    import numpy as np
+
+    out = {}
+    for v in variants:
+        hs = [h / h.sum() for h in hists.loc[hists["variant"] == v, "counts"] if h.sum() > 0]
+        if hs and len({len(h) for h in hs}) == 1:
+            out[v] = np.mean(hs, axis=0)
+    return out
+
+
+def _real_share(hists):
+    real = hists["real_counts"].iloc[0]
+    return real / real.sum()
+
+
+def _figure(ctx, name: str, draw, when: bool) -> None:
     """Draw one figure; a failure becomes a note in the report, not a crash."""
     if not when:
         return
@@ -195,40 +168,14 @@ def _figure(ctx: ReportContext, name: str, draw, when: bool) -> None:
         ctx.notes.append(f"figure `{name}` could not be drawn: {type(exc).__name__}: {exc}")
 
 
-def _n_text(counts: pd.DataFrame) -> str:
-    ns = sorted(set(counts["n"].astype(int)))
-    return "N = " + "/".join(map(str, ns)) + " seeds per variant"
-
-
-def _fmt_summary(s: pd.DataFrame) -> pd.DataFrame:
-    import pandas as pd
-
-    from ablate.report.tables import interval, num
-
-    return pd.DataFrame({
-        "variant": s["variant"], "metric": s["metric"], "N": s["n"], "seeds": s["seeds"],
-        "mean": s["mean"].map(num), "std": s["std"].map(lambda x: num(x, 2)),
-        "95% CI": [interval(a, b) for a, b in zip(s["ci_low"], s["ci_high"])]})
-
-
 def write_report(results_dir: Path | str, out_dir: Path | str | None = None) -> Path:
-    """Load the run store of ``results_dir`` and write its report (default: into it)."""
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise ConfigError(
-            f"results dir {results_dir} does not exist; produce it with "
-            "`ablate grid experiments/<experiment>.toml` (it writes results/<experiment>/), "
-            "then run `ablate report results/<experiment>`")
+    """Load ``results_dir`` and write its report (default: into it)."""
+    from ablate.report.results import Results
+
+    results = Results.load(results_dir)
+    out = Path(out_dir or results.results_dir)
     try:
-        from ablate.store import load_experiment_meta, load_frame
-    except ImportError as exc:
-        raise ConfigError(f"cannot read the run store: ablate.store is unavailable ({exc})") from exc
-    frame = load_frame(results_dir)
-    try:
-        meta = load_experiment_meta(results_dir)
-    except (OSError, KeyError, ValueError) as exc:
-        warnings.warn(f"no experiment meta in {results_dir}: {exc}", stacklevel=2)
-        meta = {}
-    if isinstance(meta, object) and dataclasses.is_dataclass(meta):
-        meta = dataclasses.asdict(meta)
-    return build_report(frame, meta, out_dir or results_dir, results_dir=results_dir)
+        return build_report(results, out)
+    except OSError as exc:  # disk full, read-only folder: every file is written atomically,
+        raise ConfigError(f"cannot write the report to {out}: {exc.strerror or exc}; "  # so none is torn
+                          "the runs are untouched, free space or pass --out DIR") from exc

@@ -1,5 +1,10 @@
-"""Reading per-run artefacts (config.json, log.jsonl, metrics.json, samples.png) for the
-report. Every reader tolerates missing files and keys, and says what was missing."""
+"""Per-run artefacts the report reads besides the store: ``config.json`` (provenance),
+``log.jsonl`` (validation-FID curves), ``metrics.json`` (class histograms) and
+``samples.png``. One schema, the one the runner writes: the validation FID is the
+``val_fid`` key of ``log.jsonl`` lines; the class histograms are ``class_counts`` and
+``real_class_counts`` under ``<checkpoint>.classifier`` in ``metrics.json``. A missing
+file or key is not an error: it becomes a line in the report's *Gaps* section.
+"""
 
 from __future__ import annotations
 
@@ -12,45 +17,37 @@ import pandas as pd
 
 from ablate.artefacts import read_jsonl
 
-VAL_FID_KEYS = ("val_fid", "val/fid", "fid_val", "val_fid_classifier", "val_fid_inception")
+VAL_FID_KEY = "val_fid"  # ablate.train writes {"step", "val_fid", "val_n", "best_step"}
 
 
 class RunArtefacts:
-    """Lazy access to the run directories named in the frame's ``run_dir`` column."""
+    """Lazy, cached access to the run directories named in the frame's ``run_dir`` column."""
 
-    def __init__(self, frame: pd.DataFrame, results_dir: Path | None):
+    def __init__(self, frame: pd.DataFrame):
         self.frame = frame
-        self.results_dir = Path(results_dir) if results_dir is not None else None
         self.missing: list[str] = []
         self._json_cache: dict[Path, dict | None] = {}
 
-    # -- paths ------------------------------------------------------------------------
-    def run_dir(self, row) -> Path | None:
-        raw = row.get("run_dir") if hasattr(row, "get") else None
-        if raw is None or (isinstance(raw, float) and np.isnan(raw)) or raw == "":
-            return None
-        p = Path(str(raw))
-        if not p.is_absolute() and self.results_dir is not None and (self.results_dir / p).exists():
-            return self.results_dir / p
-        return p
+    def rows(self, statuses: tuple[str, ...] = ("done",)):
+        f = self.frame[self.frame["status"].isin(statuses)]
+        return f.sort_values(["variant", "seed"]).iterrows()
+
+    @staticmethod
+    def run_dir(row) -> Path | None:
+        raw = row.get("run_dir")
+        return Path(raw) if isinstance(raw, str) and raw else None
 
     def _json(self, path: Path) -> dict | None:
         if path not in self._json_cache:
             try:
-                self._json_cache[path] = json.loads(path.read_text())
+                doc = json.loads(path.read_text())
+                self._json_cache[path] = doc if isinstance(doc, dict) else None
             except (OSError, ValueError):
                 self._json_cache[path] = None
         return self._json_cache[path]
 
-    def rows(self, done_only: bool = True):
-        f = self.frame
-        if done_only and "status" in f.columns:
-            f = f[f["status"] == "done"]
-        return f.sort_values(["variant", "seed"]).iterrows()
-
     def _each_json(self, name: str):
-        found = 0
-        total = 0
+        found = total = 0
         for _, row in self.rows():
             d = self.run_dir(row)
             if d is None:
@@ -64,56 +61,58 @@ class RunArtefacts:
             self.missing.append(f"`{name}` missing or unreadable in {total - found} of {total} finished runs")
 
     # -- provenance -------------------------------------------------------------------
-    def configs(self) -> list[dict]:
-        return [c for _, c in self._each_json("config.json")]
-
-    def metrics_docs(self) -> list[dict]:
-        return [m for _, m in self._each_json("metrics.json")]
-
     def provenance(self) -> dict:
-        """Union of what the runs recorded: data, hardware, versions, git commits, device."""
-        configs = self.configs()
+        """What the runs recorded: data, hardware, versions, git commits, device, protocol."""
+        configs = [c for _, c in self._each_json("config.json")]
         out: dict = {"runs_with_config": len(configs)}
-        count = lambda key: Counter(json.dumps(c.get(key), sort_keys=True) for c in configs if c.get(key))  # noqa: E731
+
+        def count(docs, key):
+            return [(json.loads(k), n) for k, n in Counter(
+                json.dumps(d.get(key), sort_keys=True) for d in docs if d.get(key)).most_common()]
+
         for key in ("data", "hardware", "versions", "git_commit", "device"):
-            out[key] = [(json.loads(k), n) for k, n in count(key).most_common()]
-        trains = [c.get("train", {}) for c in configs]
+            out[key] = count(configs, key)
+        trains = [c.get("train") or {} for c in configs]
         out["train"] = trains[0] if trains else {}
-        out["latent_dim"] = sorted({t.get("latent_dim") for t in trains if t.get("latent_dim")})
-        metrics = self.metrics_docs()
-        out["protocol"] = [(json.loads(k), n) for k, n in Counter(
-            json.dumps(m.get("protocol"), sort_keys=True) for m in metrics if m.get("protocol")).most_common()]
-        out["metrics_provenance"] = [(json.loads(k), n) for k, n in Counter(
-            json.dumps(m.get("provenance"), sort_keys=True) for m in metrics
-            if m.get("provenance")).most_common()]
+        out["latent_dim"] = sorted({t["latent_dim"] for t in trains if t.get("latent_dim")})
+        metrics = [m for _, m in self._each_json("metrics.json")]
+        out["protocol"] = count(metrics, "protocol")
+        out["metrics_provenance"] = count(metrics, "provenance")
         out["mode_rule"] = sorted({str(m[c]["classifier"]["mode_rule"]) for m in metrics for c in ("last", "best")
                                    if isinstance(m.get(c), dict) and isinstance(m[c].get("classifier"), dict)
                                    and m[c]["classifier"].get("mode_rule")})
         return out
 
     # -- curves -----------------------------------------------------------------------
-    def val_curves(self) -> tuple[pd.DataFrame, str | None]:
-        """Validation-FID records from each run's log.jsonl: variant, seed, step, value."""
-        records, key_used = [], None
+    def val_curves(self) -> pd.DataFrame:
+        """``val_fid`` records of each finished run's log.jsonl: variant, seed, step, value
+        (one value per step: a repeated step keeps its last record)."""
+        records = []
         with_log = 0
         for _, row in self.rows():
             d = self.run_dir(row)
-            if d is None or not (d / "log.jsonl").exists():
+            if d is None or not (d / "log.jsonl").is_file():
                 continue
             with_log += 1
-            for rec in read_jsonl(d / "log.jsonl"):
-                key = next((k for k in VAL_FID_KEYS if k in rec), None)
-                if key is None:
-                    key = next((k for k in rec if "val" in k and "fid" in k), None)
-                if key is None or "step" not in rec or rec[key] is None:
+            per_step: dict[int, float] = {}
+            try:
+                records_ = read_jsonl(d / "log.jsonl")
+            except (OSError, UnicodeDecodeError):
+                self.missing.append(f"`log.jsonl` unreadable in {d.name}")
+                continue
+            for rec in records_:
+                if not isinstance(rec, dict):
                     continue
-                key_used = key_used or key
-                records.append({"variant": row["variant"], "seed": row["seed"],
-                                "step": rec["step"], "value": float(rec[key])})
+                v = rec.get(VAL_FID_KEY)
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(rec.get("step"), int):
+                    per_step[rec["step"]] = float(v)
+            records += [{"variant": row["variant"], "seed": int(row["seed"]), "step": s, "value": v}
+                        for s, v in sorted(per_step.items())]
         if not records:
-            self.missing.append("no validation-FID records in any run's `log.jsonl` "
-                                f"({with_log} logs read): the training-curve figure is skipped")
-        return pd.DataFrame(records, columns=["variant", "seed", "step", "value"]), key_used
+            self.missing.append(f"no `{VAL_FID_KEY}` records in any run's `log.jsonl` ({with_log} logs "
+                                "read; set `[evaluation] val_every`): curves and effects over training "
+                                "are skipped")
+        return pd.DataFrame(records, columns=["variant", "seed", "step", "value"])
 
     # -- samples ----------------------------------------------------------------------
     def sample_paths(self, variants: list[str]) -> dict[str, tuple[int, Path]]:
@@ -131,56 +130,17 @@ class RunArtefacts:
         return {v: out[v] for v in variants if v in out}
 
     # -- class histograms -------------------------------------------------------------
-    def class_histograms(self, checkpoint: str) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-        """variant -> mean generated class histogram over seeds (from metrics.json), and a
-        real-data histogram where the metrics recorded one."""
-        per_variant: dict[str, list[np.ndarray]] = {}
-        reference = None
+    def class_counts(self, checkpoint: str) -> pd.DataFrame:
+        """Per finished run: key, variant, seed, ``counts`` and ``real_counts`` (arrays) from
+        ``metrics.json`` at ``checkpoint`` (runs without histograms are left out)."""
+        rows = []
         for row, m in self._each_json("metrics.json"):
-            hist, ref = _find_histogram(m, checkpoint)
-            if hist is not None:
-                per_variant.setdefault(row["variant"], []).append(hist)
-            if ref is not None and reference is None:
-                reference = ref
-        if not per_variant:
-            self.missing.append("no per-class histograms in `metrics.json`: the class-histogram "
-                                "figure is skipped (modes and KL are still reported)")
-        out = {}
-        for v, hs in per_variant.items():
-            size = max(len(h) for h in hs)
-            hs = [np.pad(h / h.sum() if h.sum() else h, (0, size - len(h))) for h in hs]
-            out[v] = np.mean(hs, axis=0)
-        return out, reference
-
-
-def _numbers(x) -> np.ndarray | None:
-    if isinstance(x, dict):  # {"0": count, ...}
-        try:
-            items = sorted(x.items(), key=lambda kv: int(kv[0]))
-            x = [v for _, v in items]
-        except (TypeError, ValueError):
-            return None
-    if isinstance(x, list) and len(x) > 1 and all(isinstance(v, (int, float)) for v in x):
-        return np.asarray(x, dtype=float)
-    return None
-
-
-def _find_histogram(doc: dict, checkpoint: str) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Find a generated-class histogram (a key containing 'hist' or 'class_counts') and a
-    real one (a path mentioning 'real'), preferring the given checkpoint."""
-    gen, real = [], []
-
-    def walk(node, path):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                p = path + (str(k),)
-                key = str(k).lower()
-                arr = _numbers(v) if ("hist" in key or "class_counts" in key) else None
-                if arr is not None:
-                    (real if any("real" in s.lower() for s in p) else gen).append((p, arr))
-                else:
-                    walk(v, p)
-
-    walk(doc, ())
-    pick = lambda found: next((a for p, a in found if p and p[0] == checkpoint), found[0][1] if found else None)  # noqa: E731
-    return pick(gen), pick(real)
+            ck = m.get(checkpoint)
+            c = ck.get("classifier") if isinstance(ck, dict) else None
+            gen, real = (c.get("class_counts"), c.get("real_class_counts")) if isinstance(c, dict) else (None, None)
+            numbers = lambda x: isinstance(x, list) and all(  # noqa: E731
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in x)
+            if numbers(gen) and numbers(real) and len(gen) == len(real) > 1 and sum(gen) > 0 and sum(real) > 0:
+                rows.append({"key": row["key"], "variant": row["variant"], "seed": int(row["seed"]),
+                             "counts": np.asarray(gen, float), "real_counts": np.asarray(real, float)})
+        return pd.DataFrame(rows, columns=["key", "variant", "seed", "counts", "real_counts"])

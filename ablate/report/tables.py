@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ablate.artefacts import write_atomic
-from ablate.report import stats
+from ablate.report.columns import label
 
 # Unicode the report uses, and its LaTeX spelling (the .tex files stay ASCII).
 _LATEX_SYMBOLS = {"×": r"$\times$", "Δ": r"$\Delta$", "±": r"$\pm$", "−": "-", "α": r"$\alpha$",
@@ -34,7 +34,7 @@ def num(x, digits: int = 3) -> str:
         return f"{x:.0f}"
     if abs(x) < 1e-3:
         return f"{x:.{digits - 1}e}"
-    return f"{x:.{digits}g}" if abs(x) >= 1 else f"{x:.{digits}g}"
+    return f"{x:.{digits}g}"
 
 
 def pval(p) -> str:
@@ -103,89 +103,115 @@ def write_table(numeric: pd.DataFrame, display: pd.DataFrame, tables_dir: Path, 
 # --------------------------------------------------------------------------------------
 # The report's tables
 # --------------------------------------------------------------------------------------
+def pct(x) -> str:
+    """A log ratio as a signed percent change: 0.0953 -> +10.0%."""
+    return "–" if x is None or not np.isfinite(x) else f"{100 * (math.exp(x) - 1):+.1f}%"
+
+
 def variant_display(counts: pd.DataFrame, summary: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """Per variant: N (seeds), diverged, collapsed, and mean ± std [95% CI] per metric."""
+    """Per variant: N (seeds), diverged and collapsed with exact 95% CIs, and each
+    metric's centre [95% CI] (geometric mean on the log scale)."""
     rows = []
     for _, c in counts.iterrows():
         row = {"variant": c["variant"], "N": c["n"], "seeds": c["seeds"] or "–",
-               "diverged": c["diverged"],
-               "collapsed": "–" if pd.isna(c["collapse_rate"])
-               else f"{int(c['collapsed'])}/{c['n']} ({c['collapse_rate']:.0%})"}
+               "diverged [95% CI]": "–" if not c["finished"] else
+               f"{c['diverged']}/{c['finished']} {interval(c['divergence_low'], c['divergence_high'], 2)}",
+               "collapsed [95% CI]": "–" if not c["measured"] else
+               f"{c['collapsed']}/{c['measured']} {interval(c['collapse_low'], c['collapse_high'], 2)}"}
         for m in metrics:
             s = summary[(summary["variant"] == c["variant"]) & (summary["metric"] == m)]
             if s.empty or s.iloc[0]["n"] == 0:
-                row[stats.label(m)] = "–"
+                row[label(m)] = "–"
                 continue
             s = s.iloc[0]
-            cell = num(s["mean"])
-            if np.isfinite(s["std"]):
-                cell += f" ± {num(s['std'], 2)} {interval(s['ci_low'], s['ci_high'])}"
-            row[stats.label(m)] = cell
+            row[label(m)] = f"{num(s['centre'])} {interval(s['ci_low'], s['ci_high'])}"
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def variant_numeric(counts: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
-    """Counts plus mean/std/CI/N of every metric, one row per variant (wide CSV)."""
-    wide = summary.pivot(index="variant", columns="metric",
-                         values=["n", "mean", "std", "ci_low", "ci_high"])
+    """Counts plus n/mean/sd/centre/CI of every metric, one row per variant (wide CSV)."""
+    stats_ = ["n", "mean", "sd", "centre", "ci_low", "ci_high"]
+    wide = summary.pivot(index="variant", columns="metric", values=stats_)
     wide.columns = [f"{metric}:{stat}" for stat, metric in wide.columns]
-    order = [f"{m}:{s}" for m in dict.fromkeys(summary["metric"])
-             for s in ("n", "mean", "std", "ci_low", "ci_high")]
+    order = [f"{m}:{s}" for m in dict.fromkeys(summary["metric"]) for s in stats_]
     wide = wide[[c for c in order if c in wide.columns]].reset_index()
     return counts.merge(wide, on="variant", how="left")
 
 
-def effects_display(effects: pd.DataFrame, with_metric: bool = False) -> pd.DataFrame:
+def summary_display(s: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "variant": s["variant"], "metric": s["metric"].map(label), "N": s["n"], "seeds": s["seeds"],
+        "centre": s["centre"].map(num), "sd": s["sd"].map(lambda x: num(x, 2)),
+        "95% CI": [interval(a, b) for a, b in zip(s["ci_low"], s["ci_high"])],
+        "scale": s["scale"]})
+
+
+def _effect_text(scale: str, x: float) -> str:
+    return f"×{num(math.exp(x))}" if scale == "log" and np.isfinite(x) else num(x)
+
+
+def _interval_text(scale: str, lo: float, hi: float) -> str:
+    if scale == "log" and np.isfinite(lo) and np.isfinite(hi):
+        return interval(math.exp(lo), math.exp(hi))
+    return interval(lo, hi)
+
+
+def effects_display(e: pd.DataFrame, with_metric: bool = False) -> pd.DataFrame:
+    """The verdict table: one row per hack (and metric)."""
     rows = []
-    for _, e in effects.iterrows():
-        log = e["scale"] == "log"
-        row = {}
-        if with_metric:
-            row["metric"] = stats.label(e["metric"])
+    for _, r in e.iterrows():
+        sc = r["scale"]
+        row = {"metric": label(r["metric"])} if with_metric else {}
         row.update({
-            "hack": e["hack"], "contrast": e["contrast"], "N": e["n"], "seeds": e["seeds"] or "–",
-            "Δ (ON − OFF)": num(e["delta"]), "95% CI (t)": interval(e["ci_low"], e["ci_high"]),
-            "95% CI (bootstrap)": interval(e["boot_low"], e["boot_high"]),
-            "ratio ON/OFF [95% CI]": f"{num(e['ratio'])} {interval(e['ratio_low'], e['ratio_high'])}"
-            if log else "–",
-            "test": "paired t on log" if log else "paired t",
-            "p": pval(e["p"]), "p (Holm)": pval(e["p_holm"]), "d_z": num(e["effect_size"], 2),
-            "verdict": e["verdict"]})
+            "hack": r["hack"], "contrast": f"{r['on']} vs {r['off']}", "verdict": r["verdict"],
+            "seeds ON/OFF": f"{r['n_on']}/{r['n_off']}",
+            ("ratio ON/OFF" if sc == "log" else "Δ ON − OFF"): _effect_text(sc, r["estimate"]),
+            "adjusted 95% CI": _interval_text(sc, r["ci_low"], r["ci_high"]),
+            "TOST interval": _interval_text(sc, r["eq_low"], r["eq_high"]),
+            "p (Holm)": pval(r["p_holm"]),
+            "paired 95% CI (sensitivity)": _interval_text(sc, r["paired_low"], r["paired_high"]),
+            "paired p": pval(r["paired_p"])})
+        if "worst_estimate" in r and np.isfinite(r.get("worst_estimate", np.nan)) and r.get("imputed", 0):
+            row["incl. diverged (worst value)"] = (f"{_effect_text(sc, r['worst_estimate'])} "
+                                                  f"{_interval_text(sc, r['worst_low'], r['worst_high'])}")
+        if "mixed_estimate" in r and np.isfinite(r.get("mixed_estimate", np.nan)):
+            row["mixed model"] = (f"{_effect_text(sc, r['mixed_estimate'])} "
+                                  f"{_interval_text(sc, r['mixed_low'], r['mixed_high'])}")
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def effects_numeric(effects: pd.DataFrame) -> pd.DataFrame:
-    cols = ["metric", "hack", "kind", "on", "off", "contrast", "n", "seeds", "delta", "delta_sd",
-            "ci_low", "ci_high", "boot_low", "boot_high", "scale", "test_delta", "test_sd",
-            "ratio", "ratio_low", "ratio_high", "p", "p_holm", "effect_size", "p_wilcoxon", "verdict"]
-    return effects[[c for c in cols if c in effects.columns]]
+def failures_display(t: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "hack": t["hack"], "contrast": t["on"] + " vs " + t["off"],
+        "collapse: pairs, ON only / OFF only": [f"{a}: {b} / {c}" for a, b, c in
+                                                zip(t["collapse_pairs"], t["collapse_on_only"], t["collapse_off_only"])],
+        "exact McNemar p (Holm)": [f"{pval(p)} ({pval(h)})" for p, h in zip(t["collapse_p"], t["collapse_p_holm"])],
+        "divergence: pairs, ON only / OFF only": [f"{a}: {b} / {c}" for a, b, c in
+                                                  zip(t["diverge_pairs"], t["diverge_on_only"], t["diverge_off_only"])],
+        "exact McNemar p (Holm) ": [f"{pval(p)} ({pval(h)})" for p, h in zip(t["diverge_p"], t["diverge_p_holm"])]})
 
 
-def power_display(power: pd.DataFrame) -> pd.DataFrame:
-    rows = []
-    for _, p in power.iterrows():
-        mde = (f"{num(p['mde_percent'], 2)}% (≈ {num(p['mde_raw'], 2)} units)" if p["scale"] == "log"
-               else num(p["mde"], 2))
-        rows.append({"metric": stats.label(p["metric"]), "tests (Holm family)": p["tests"],
-                     "N pairs": p["n"], "α, first Holm step": num(p["alpha_first_step"], 2),
-                     "seed spread (sd of paired Δ)": num(p["pooled_sd"], 2)
-                     + (" (log)" if p["scale"] == "log" else ""),
-                     "min d_z (80% power)": num(p["d_z_min"], 3),
-                     "smallest detectable effect": mde,
-                     "best rank-test p": num(p["min_rank_p"], 2)})
-    return pd.DataFrame(rows)
+def power_display(rows: list[dict]) -> pd.DataFrame:
+    out = []
+    for p in rows:
+        log = p["scale"] == "log"
+        size = (f"−{abs(p['decrease_pct']):.0f}% or +{p['increase_pct']:.0f}%" if log
+                else f"±{num(p['mde'], 2)}")
+        out.append({"analysis": p["analysis"], "metric": label(p["metric"]),
+                    "seeds per variant": num(p.get("seeds", p.get("pairs"))),
+                    "smallest detectable change (80% power, α/m)": size,
+                    "P(equivalent | no effect)": "–" if "equivalence_power" not in p
+                    else f"{p['equivalence_power']:.0%}",
+                    "seeds for 80% equivalence power": num(p.get("seeds_for_equivalence"))})
+    return pd.DataFrame(out)
 
 
 def factorial_display(fit) -> pd.DataFrame:
     log = fit.scale == "log"
-    rows = []
-    for _, t in fit.table.iterrows():
-        rows.append({"term": t["term"], "kind": t["kind"],
-                     "effect (OFF→ON)" + (" on log" if log else ""): num(t["effect"]),
-                     "SE": num(t["se"], 2),
-                     "ratio": num(t["ratio"]) if log else "–",
-                     "t": num(t["t"], 3), "p": pval(t["p"]), "p (Holm)": pval(t["p_holm"]),
-                     "verdict": t["verdict"]})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"term": t["term"], "kind": t["kind"],
+                          "effect (OFF→ON)" + (" on log" if log else ""): num(t["effect"]),
+                          "SE": num(t["se"], 2), "ratio": num(t["ratio"]) if log else "–",
+                          "t": num(t["t"], 3), "p": pval(t["p"]), "p (Holm)": pval(t["p_holm"]),
+                          "verdict": t["verdict"]} for _, t in fit.table.iterrows()])

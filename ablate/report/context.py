@@ -1,0 +1,176 @@
+"""Everything REPORT.md, the tables and the figures are made from, computed once.
+
+:func:`compute` takes :class:`~ablate.report.results.Results` and returns a
+:class:`ReportContext`: the verdicts of the primary metric (sequential design), the same
+analysis on every other metric (one look), per-variant summaries, power, failures,
+effects over training and, for factorial designs, the factorial fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import special, stats
+
+from ablate.config import SeedPolicy
+from ablate.report import failures, power, sequential, summary, training
+from ablate.report.columns import (
+    base_metric,
+    headline_checkpoint,
+    metric_columns,
+    parse_metric,
+)
+from ablate.report.effects import fit_mixed, fit_pooled, holm, paired_test
+from ablate.report.factorial import FactorialFit, factorial_effects
+from ablate.report.results import Comparison, ExperimentMeta, Results
+from ablate.report.runs import RunArtefacts
+
+MAX_PLOTTED_VARIANTS = 40  # a per-variant figure stays readable (and finite) in large designs
+
+
+@dataclass
+class ReportContext:
+    """The computed report (also handy for tests and notebooks)."""
+
+    results: Results
+    out_dir: Path
+    frame: pd.DataFrame  # the store's frame plus the report's own columns (JS, AUC)
+    metrics: list[str]
+    primary: str | None
+    checkpoint: str
+    counts: pd.DataFrame
+    summary: pd.DataFrame
+    analysis: sequential.Analysis
+    effects: pd.DataFrame  # primary metric, one row per hack
+    secondary: pd.DataFrame  # every other metric (one look, fixed design)
+    power: list[dict]
+    flags: pd.DataFrame
+    failure_tests: pd.DataFrame
+    curves: pd.DataFrame
+    by_step: pd.DataFrame
+    factorial: FactorialFit | None
+    provenance: dict
+    runs: RunArtefacts
+    tables: dict[str, dict[str, Path]] = field(default_factory=dict)
+    figures: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def meta(self) -> ExperimentMeta:
+        return self.results.meta
+
+
+def _effect_rows(frame: pd.DataFrame, meta: ExperimentMeta, result: sequential.Analysis,
+                 sensitivity: bool) -> pd.DataFrame:
+    """One row per hack: the decision, its numbers and (primary metric) the sensitivity
+    analyses: the per-hack paired t-test, the worst-value rule for diverged runs and,
+    with unbalanced seeds, the mixed model."""
+    metric = result.metric
+    rows = []
+    one_look = len(result.looks) <= 1
+    worst = mixed = None
+    if sensitivity and result.fit is not None:
+        worst = fit_pooled(frame, meta.comparisons, metric, diverged="worst")
+        if not result.fit.balanced:
+            mixed = fit_mixed(frame, meta.comparisons, metric)
+    for d in result.decisions:
+        scale = result.scale
+        p = 2 * special.stdtr(d.df, -abs(d.estimate / d.se)) if d.df > 0 and d.se > 0 else math.nan
+        row = {"metric": metric, "hack": d.hack, "on": d.on, "off": d.off, "scale": scale,
+               "verdict": d.verdict, "look": d.look, "n_on": d.n_on, "n_off": d.n_off,
+               "seeds": ",".join(map(str, d.seeds)), "estimate": d.estimate, "se": d.se, "df": d.df,
+               "ci_low": d.ci_low, "ci_high": d.ci_high, "eq_low": d.eq_low, "eq_high": d.eq_high,
+               "level": d.level, "eq_level": d.eq_level, "also_different": d.also_different, "p": float(p)}
+        row.update(paired_test(frame, Comparison(d.hack, d.on, d.off), metric, scale == "log"))
+        if worst is not None and (c := worst.contrast(d.hack)) is not None:
+            lo, hi = c.interval(d.level)
+            row.update(worst_estimate=c.estimate, worst_low=lo, worst_high=hi, imputed=worst.diverged_imputed)
+        if mixed and d.hack in mixed and d.df > 0:
+            est, se = mixed[d.hack]
+            h = stats.t.isf(d.level / 2, d.df) * se
+            row.update(mixed_estimate=est, mixed_low=est - h, mixed_high=est + h)
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["p_holm"] = holm(out["p"]) if one_look else np.nan
+    return out
+
+
+def _secondary(frame: pd.DataFrame, meta: ExperimentMeta, metrics: list[str], primary: str | None) -> pd.DataFrame:
+    """The one-look (fixed design) analysis of every other metric."""
+    parts = []
+    fixed = SeedPolicy(seeds=tuple(sorted(set(frame["seed"].astype(int)))) or (0,))
+    for col in metrics:
+        if col == primary or base_metric(col) == "kid_std":
+            continue
+        res = sequential.analyse(frame, meta, fixed, dataclasses.replace(meta.analysis, metric=col))
+        if res.metric == col and res.decisions:
+            parts.append(_effect_rows(frame, meta, res, sensitivity=False))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def plotted_variants(order: list[str], meta: ExperimentMeta, limit: int = MAX_PLOTTED_VARIANTS) -> list[str]:
+    """All variants in small designs; in large ones all-on, all-off and the variants of
+    the design's contrasts first, then design order."""
+    if len(order) <= limit:
+        return order
+    scope = frozenset(meta.hacks)
+    hacks = meta.variant_hacks()
+    first = [v for v in order if hacks.get(v) in (scope, frozenset())]
+    first += [v for c in meta.comparisons for v in (c.on, c.off)]
+    keep = set(list(dict.fromkeys(first + order))[:limit])
+    return [v for v in order if v in keep]
+
+
+def compute(results: Results, out_dir: Path) -> ReportContext:
+    meta, frame = results.meta, results.frame.copy()
+    runs = RunArtefacts(frame)
+    checkpoint = headline_checkpoint(frame)
+    stacked = meta.dataset.startswith("stacked")
+    flags = failures.run_flags(frame, runs.class_counts(checkpoint), checkpoint, stacked,
+                               float(meta.evaluation.get("mode_min_frac", 0.1)))
+    if len(flags) and flags["js"].notna().any():
+        frame = frame.merge(flags[["key", "js"]].rename(columns={"js": f"{checkpoint}.classifier.js"}),
+                            on="key", how="left")
+    curves = runs.val_curves()
+    if len(curves):
+        frame = training.with_auc(frame, curves)
+    metrics = metric_columns(frame)
+    primary = sequential.primary_metric(frame, meta.analysis.metric)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = sequential.analyse(frame, meta)
+        effects = _effect_rows(frame, meta, result, sensitivity=True) if result.decisions else pd.DataFrame()
+        secondary = _secondary(frame, meta, metrics, primary)
+        counts = summary.variant_counts(frame, meta).merge(
+            failures.variant_rates(frame, flags, summary.variant_order(frame, meta)).drop(columns="diverged"),
+            on="variant")
+        summ = summary.summarize(frame, meta, [m for m in metrics if base_metric(m) != "kid_std"])
+        pw = []
+        if result.fit is not None:
+            pooled = power.pooled_power(result.fit, meta.analysis, result.margin, len(meta.comparisons))
+            if pooled:
+                pw.append({"analysis": "pooled model", "metric": primary, **pooled})
+            if len(effects):
+                paired = power.paired_power(list(zip(effects["pairs"], effects["paired_sd"])), result.scale,
+                                            meta.analysis.alpha, len(meta.comparisons))
+                if paired:
+                    pw.append({"analysis": "paired t per hack (sensitivity)", "metric": primary, **paired})
+        tests = failures.hack_tests(frame, flags, list(meta.comparisons))
+        by_step = (training.effects_by_step(curves, list(meta.comparisons), meta.analysis.alpha)
+                   if len(curves) and meta.comparisons else pd.DataFrame())
+        fact = (factorial_effects(frame, meta, primary, meta.analysis.alpha)
+                if primary and meta.is_factorial else None)
+    ctx = ReportContext(results=results, out_dir=out_dir, frame=frame, metrics=metrics, primary=primary,
+                        checkpoint=checkpoint, counts=counts, summary=summ, analysis=result,
+                        effects=effects, secondary=secondary, power=pw, flags=flags, failure_tests=tests,
+                        curves=curves, by_step=by_step, factorial=fact, provenance=runs.provenance(), runs=runs)
+    if not metrics or primary is None or parse_metric(primary)[0] is None:
+        ctx.notes.append("no quality metrics in the run store (were the runs evaluated?)")
+    return ctx

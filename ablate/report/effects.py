@@ -1,0 +1,298 @@
+"""The primary analysis: one model per experiment and metric over all finished runs.
+
+    y = log(metric)  ~  variant + seed        (fixed seed blocks, ordinary least squares)
+
+Each hack's effect is the contrast ``variant(on) - variant(off)`` of the design's
+comparison: on the log scale, ``exp`` of it is the ratio ON/OFF. Every run of the
+experiment informs the residual variance, so a contrast is judged with the residual
+degrees of freedom of the whole grid (24 in a 13-variant x 3-seed leave-one-out)
+instead of the n - 1 = 2 of its own pairs. Fixed seed blocks keep the t distribution of
+each contrast exact for any pattern of seeds (adaptive grids give the undecided variants
+more seeds); where seeds are unbalanced a mixed model with a random seed intercept
+(statsmodels MixedLM, REML) is fitted beside it as a sensitivity check.
+
+Besides it, per hack: the paired t-test on that hack's own pairs (the earlier
+analysis, kept as a sensitivity column) and a bootstrap interval only from 10 pairs up.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import special, stats
+
+from ablate.report.columns import finished, uses_log
+from ablate.report.results import Comparison
+
+BOOTSTRAP_MIN_PAIRS = 10  # below this the percentile bootstrap is ~[min, max] (coverage ≈ 74% at n=3)
+BOOTSTRAP_RESAMPLES = 9999
+BOOTSTRAP_SEED = 0  # the report is deterministic
+
+
+@dataclass(frozen=True)
+class ContrastFit:
+    """One hack's contrast in the pooled model, on the test scale (log ratio or difference)."""
+
+    hack: str
+    on: str
+    off: str
+    estimate: float
+    se: float
+    df: int
+    n_on: int  # runs of the ON variant in the model
+    n_off: int
+    seeds: tuple[int, ...]  # seeds where both variants are in the model
+
+    @property
+    def t(self) -> float:
+        return self.estimate / self.se if self.se > 0 else math.nan
+
+    @property
+    def p(self) -> float:
+        """Two-sided p of ``estimate = 0`` (fixed-sample; see sequential.py for looks)."""
+        return float(2 * special.stdtr(self.df, -abs(self.t))) if self.df > 0 and self.se > 0 else math.nan
+
+    def interval(self, level: float) -> tuple[float, float]:
+        """Two-sided ``1 - level`` interval, Student t on the model's residual df."""
+        if not (self.df > 0 and self.se > 0):
+            return (math.nan, math.nan)
+        h = stats.t.isf(level / 2, self.df) * self.se
+        return (self.estimate - h, self.estimate + h)
+
+
+@dataclass(frozen=True)
+class PooledFit:
+    """The fitted model of one metric (see the module docstring)."""
+
+    metric: str
+    scale: str  # "log" or "raw"
+    n_runs: int
+    n_variants: int
+    n_seeds: int
+    df_resid: int
+    sigma: float  # residual sd on the test scale
+    balanced: bool  # every variant has the same seeds
+    contrasts: tuple[ContrastFit, ...]
+    fitted: np.ndarray = field(default_factory=lambda: np.empty(0))
+    residuals: np.ndarray = field(default_factory=lambda: np.empty(0))
+    residual_variants: np.ndarray = field(default_factory=lambda: np.empty(0))
+    diverged_imputed: int = 0  # runs entered through the worst-value rule
+
+    def contrast(self, hack: str) -> ContrastFit | None:
+        return next((c for c in self.contrasts if c.hack == hack), None)
+
+    def levene_p(self) -> float:
+        """Brown-Forsythe test (Levene, median-centred) that residual variance is equal
+        across variants; NaN when fewer than two variants have two or more runs."""
+        groups = pd.Series(self.residuals).groupby(list(self.residual_variants))
+        arrays = [g.to_numpy() for _, g in groups if len(g) >= 2 and np.ptp(g.to_numpy()) > 0]
+        if len(arrays) < 2:
+            return math.nan
+        return float(stats.levene(*arrays, center="median").pvalue)
+
+    def shapiro_p(self) -> float:
+        """Shapiro-Wilk test of normal residuals (NaN below 3 residuals)."""
+        r = np.asarray(self.residuals)
+        if len(r) < 3 or np.ptp(r) == 0:
+            return math.nan
+        return float(stats.shapiro(r).pvalue)
+
+
+def model_data(frame: pd.DataFrame, metric: str, log: bool | None = None,
+               diverged: str = "exclude") -> tuple[pd.DataFrame, bool, int]:
+    """The runs a model of ``metric`` uses: variant, seed, y (test scale).
+
+    ``diverged="worst"`` enters each diverged run with the worst finished value of the
+    experiment (the largest y for lower-is-better metrics, else the smallest): the stated
+    rule that keeps a hack that prevents divergence from looking neutral.
+    Returns (data, log scale used, number of imputed runs).
+    """
+    from ablate.report.columns import lower_is_better
+
+    done = finished(frame)
+    x = pd.to_numeric(done[metric], errors="coerce").astype(float)
+    ok = np.isfinite(x)
+    if log is None:
+        log = uses_log(metric) and bool((x[ok] > 0).all()) and ok.any()
+    if log:
+        ok &= x > 0
+    y = np.log(x[ok]) if log else x[ok]
+    data = pd.DataFrame({"variant": done.loc[ok, "variant"], "seed": done.loc[ok, "seed"].astype(int),
+                         "y": y})
+    imputed = 0
+    if diverged == "worst" and len(data):
+        div = frame[frame["status"] == "diverged"]
+        worst = data["y"].max() if lower_is_better(metric) else data["y"].min()
+        extra = pd.DataFrame({"variant": div["variant"], "seed": div["seed"].astype(int), "y": worst})
+        imputed = len(extra)
+        data = pd.concat([data, extra], ignore_index=True)
+    return data.reset_index(drop=True), bool(log), imputed
+
+
+def fit_arrays(metric: str, log: bool, variants: np.ndarray, seeds: np.ndarray, y: np.ndarray,
+               comparisons: list[Comparison], imputed: int = 0) -> PooledFit:
+    """Least squares of y on variant indicators + seed-block indicators (arrays in)."""
+    vnames, vidx = np.unique(variants, return_inverse=True)
+    snames, sidx = np.unique(seeds, return_inverse=True)
+    return fit_coded(metric, log, vnames, vidx, snames, sidx, y, comparisons, imputed)
+
+
+def fit_coded(metric: str, log: bool, vnames: np.ndarray, vidx: np.ndarray, snames: np.ndarray,
+              sidx: np.ndarray, y: np.ndarray, comparisons: list[Comparison], imputed: int = 0) -> PooledFit:
+    """:func:`fit_arrays` on integer-coded variants and seeds (codes may be unused).
+
+    Written with numpy's SVD instead of statsmodels' OLS on purpose: the sequential
+    simulation (tests/test_sequential.py) fits this model tens of thousands of times
+    and statsmodels costs ~50x more per fit; the tests check every number against
+    statsmodels' formula API.
+    """
+    n, nv, ns = len(y), len(vnames), len(snames)
+    X = np.zeros((n, nv + max(ns - 1, 0)))
+    X[np.arange(n), vidx] = 1.0
+    if ns > 1:  # seed blocks, treatment-coded: the first seed is the baseline
+        rows = np.flatnonzero(sidx > 0)
+        X[rows, nv + sidx[rows] - 1] = 1.0
+    # One SVD gives the rank, the pseudo-inverse and the row space.
+    u, sv, vt = np.linalg.svd(X, full_matrices=False)
+    rank = int((sv > sv.max() * max(X.shape) * np.finfo(float).eps).sum()) if n else 0
+    u, sv, vt = u[:, :rank], sv[:rank], vt[:rank]
+    beta = vt.T @ ((u.T @ y) / sv)
+    fitted = X @ beta
+    resid = y - fitted
+    df = n - rank
+    sigma2 = float(resid @ resid / df) if df > 0 else math.nan
+    half = vt.T / sv  # (X'X)^+ = half @ half.T
+    pos = {v: i for i, v in enumerate(vnames.tolist())}
+    runs = np.bincount(vidx, minlength=nv)
+    contrasts = []
+    for c in comparisons:
+        i_on, i_off = pos.get(c.on), pos.get(c.off)
+        n_on = int(runs[i_on]) if i_on is not None else 0
+        n_off = int(runs[i_off]) if i_off is not None else 0
+        est = se = math.nan
+        common: tuple = ()
+        if n_on and n_off:
+            common = tuple(sorted(set(snames[sidx[vidx == i_on]].tolist())
+                                  & set(snames[sidx[vidx == i_off]].tolist())))
+            L = np.zeros(X.shape[1])
+            L[i_on], L[i_off] = 1.0, -1.0
+            # Estimable iff L lies in the row space of X (the variants are linked by seeds).
+            if np.abs(vt.T @ (vt @ L) - L).max() < 1e-8:
+                est = float(L @ beta)
+                se = math.sqrt(sigma2 * float(np.sum((L @ half) ** 2))) if df > 0 else math.nan
+        contrasts.append(ContrastFit(c.hack, c.on, c.off, est, se, df, n_on, n_off, common))
+    present = np.zeros((nv, ns), bool)
+    present[vidx, sidx] = True
+    present = present[runs > 0]
+    return PooledFit(metric, "log" if log else "raw", n, int((runs > 0).sum()), len(np.unique(sidx)), df,
+                     math.sqrt(sigma2) if df > 0 else math.nan, bool((present == present[:1]).all()),
+                     tuple(contrasts), fitted, resid, vnames[vidx], imputed)
+
+
+def fit_pooled(frame: pd.DataFrame, comparisons: tuple[Comparison, ...] | list[Comparison],
+               metric: str, log: bool | None = None, diverged: str = "exclude") -> PooledFit | None:
+    """Fit ``metric ~ variant + seed`` over all finished runs (see module docstring)."""
+    data, log, imputed = model_data(frame, metric, log, diverged)
+    if data.empty:
+        return None
+    return fit_arrays(metric, log, data["variant"].to_numpy(), data["seed"].to_numpy(),
+                      data["y"].to_numpy(float), list(comparisons), imputed)
+
+
+def fit_mixed(frame: pd.DataFrame, comparisons, metric: str, log: bool | None = None) -> dict[str, tuple]:
+    """Sensitivity model where seeds are unbalanced: y ~ variant with a random seed
+    intercept (statsmodels MixedLM, REML). hack -> (estimate, se); empty if it fails."""
+    import statsmodels.api as sm
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+    data, _, _ = model_data(frame, metric, log)
+    if data.empty or data["seed"].nunique() < 3:
+        return {}
+    X = pd.get_dummies(data["variant"]).astype(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (ConvergenceWarning, RuntimeWarning, UserWarning))
+        try:
+            fit = sm.MixedLM(data["y"].to_numpy(float), X, groups=data["seed"].to_numpy()).fit(reml=True)
+        except (ValueError, np.linalg.LinAlgError):
+            return {}
+    out = {}
+    cov = fit.cov_params().loc[X.columns, X.columns]
+    for c in comparisons:
+        if c.on in X.columns and c.off in X.columns:
+            L = (X.columns == c.on).astype(float) - (X.columns == c.off).astype(float)
+            out[c.hack] = (float(L @ fit.fe_params[X.columns].to_numpy()), float(np.sqrt(L @ cov.to_numpy() @ L)))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Sensitivity: the per-hack paired t-test on the hack's own pairs
+# --------------------------------------------------------------------------------------
+def paired_values(frame: pd.DataFrame, c: Comparison, metric: str) -> pd.DataFrame:
+    """Seeds where both variants finished with a finite value: columns seed, on, off."""
+    done = finished(frame)
+    pick = lambda v: done[done["variant"] == v].groupby("seed")[metric].mean()  # noqa: E731
+    both = pd.concat({"on": pick(c.on), "off": pick(c.off)}, axis=1).dropna()
+    both = both[np.isfinite(both["on"]) & np.isfinite(both["off"])]
+    return both.rename_axis("seed").reset_index()
+
+
+def bootstrap_ci(d: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """BCa bootstrap CI of the mean paired difference; NaN below BOOTSTRAP_MIN_PAIRS pairs
+    (with 3 pairs only 10 distinct resamples exist and the interval is [min, max])."""
+    d = np.asarray(d, dtype=float)
+    if len(d) < BOOTSTRAP_MIN_PAIRS:
+        return (math.nan, math.nan)
+    if np.ptp(d) == 0:
+        return (float(d[0]), float(d[0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = stats.bootstrap((d,), np.mean, confidence_level=confidence,
+                              n_resamples=BOOTSTRAP_RESAMPLES, method="BCa",
+                              rng=np.random.default_rng(BOOTSTRAP_SEED))
+    return (float(res.confidence_interval.low), float(res.confidence_interval.high))
+
+
+def paired_test(frame: pd.DataFrame, c: Comparison, metric: str, log: bool,
+                confidence: float = 0.95) -> dict:
+    """The paired t-test of one contrast on its own seeds (test scale: log for FID)."""
+    pv = paired_values(frame, c, metric)
+    on, off = pv["on"].to_numpy(float), pv["off"].to_numpy(float)
+    log = log and len(on) > 0 and bool((on > 0).all() and (off > 0).all())
+    d = (np.log(on) - np.log(off)) if log else (on - off)
+    n = len(d)
+    out = {"pairs": n, "paired_seeds": ",".join(map(str, pv["seed"])),
+           "paired_mean": float(d.mean()) if n else math.nan,
+           "paired_sd": float(d.std(ddof=1)) if n > 1 else math.nan,
+           "paired_low": math.nan, "paired_high": math.nan, "paired_p": math.nan, "paired_dz": math.nan}
+    if n > 1 and out["paired_sd"] > 0:
+        se = out["paired_sd"] / math.sqrt(n)
+        h = stats.t.ppf(0.5 + confidence / 2, n - 1) * se
+        out.update(paired_low=out["paired_mean"] - h, paired_high=out["paired_mean"] + h,
+                   paired_p=float(stats.ttest_rel(np.log(on) if log else on,
+                                                  np.log(off) if log else off).pvalue),
+                   paired_dz=out["paired_mean"] / out["paired_sd"])
+    out["boot_low"], out["boot_high"] = bootstrap_ci(d, confidence)
+    return out
+
+
+def holm(p: pd.Series) -> pd.Series:
+    """Holm-adjusted p values (statsmodels ``multipletests``); NaN stays NaN."""
+    import gc
+
+    from statsmodels.stats.multitest import multipletests
+
+    out = pd.Series(np.nan, index=p.index, dtype=float)
+    ok = p.notna()
+    if ok.any():
+        # statsmodels' Holm branch calls gc.collect(), which costs ~0.3 s per call in a
+        # process holding torch; freezing the heap first makes that collection trivial.
+        gc.freeze()
+        try:
+            out[ok] = multipletests(p[ok].to_numpy(float), method="holm")[1]
+        finally:
+            gc.unfreeze()
+    return out

@@ -1,0 +1,179 @@
+"""The results contract: what the report reads from a results directory, typed.
+
+:meth:`Results.load` reads ``experiment.json`` (written by the grid driver) and the run
+store (``runs.sqlite``, through :func:`ablate.store.load_frame`) and returns
+
+* ``frame``: one row per planned run, in the store's schema (see ``load_frame``);
+* ``meta``: an :class:`ExperimentMeta`, a frozen value parsed from ``experiment.json``
+  with the design's contrasts exactly as the design wrote them (``design.comparisons``)
+  and the ``analysis`` / ``seed_policy`` blocks as :class:`~ablate.config.AnalysisSpec`
+  and :class:`~ablate.config.SeedPolicy` (their defaults when the file has none, as in
+  results written before they existed).
+
+Nothing here guesses: an ``experiment.json`` that lacks a required key or has one of
+the wrong type raises :class:`~ablate.errors.ConfigError` naming the key. The report
+never writes to the results directory's store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ablate.config import AnalysisSpec, SeedPolicy
+from ablate.errors import ConfigError
+from ablate.store import EXPERIMENT_JSON, load_frame
+
+__all__ = ["Comparison", "ExperimentMeta", "Results", "parse_meta"]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One hack's contrast: ``on`` has the hack, ``off`` (its reference) does not."""
+
+    hack: str
+    on: str
+    off: str
+
+
+@dataclass(frozen=True)
+class ExperimentMeta:
+    """``experiment.json``, typed. Dict-valued fields are read-only by convention."""
+
+    name: str
+    dataset: str
+    design_kind: str
+    hacks: tuple[str, ...]  # in scope, in design order
+    variants: tuple[tuple[str, tuple[str, ...]], ...]  # (name, enabled hacks), design order
+    comparisons: tuple[Comparison, ...]  # the design's one-factor contrasts
+    seeds: tuple[int, ...]
+    analysis: AnalysisSpec = AnalysisSpec()
+    seed_policy: SeedPolicy = SeedPolicy()
+    description: str = ""
+    source: str | None = None
+    resolution: int | None = None
+    aliasing: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    train: dict[str, Any] = dataclasses.field(default_factory=dict)
+    evaluation: dict[str, Any] = dataclasses.field(default_factory=dict)
+    code_version: str = ""
+    hack_info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def variant_names(self) -> tuple[str, ...]:
+        return tuple(v for v, _ in self.variants)
+
+    @property
+    def is_factorial(self) -> bool:
+        return self.design_kind in ("full-factorial", "fractional-factorial")
+
+    def variant_hacks(self) -> dict[str, frozenset[str]]:
+        return {v: frozenset(h) for v, h in self.variants}
+
+
+def _need(doc: dict, key: str, typ: type | tuple[type, ...], where: str) -> Any:
+    if key not in doc:
+        raise ConfigError(f"{where}: missing key {key!r}; was it written by `ablate grid`? "
+                          "Rerun `ablate grid EXPERIMENT.toml` to rewrite it (finished runs are kept)")
+    value = doc[key]
+    if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
+        raise ConfigError(f"{where}: {key!r} has the wrong type ({type(value).__name__}); "
+                          "rerun `ablate grid EXPERIMENT.toml` to rewrite it")
+    return value
+
+
+def _spec(cls, doc: Any, where: str):
+    """A frozen config dataclass from its dict (defaults where the file has none)."""
+    if doc is None:
+        return cls()
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where} must be a table, got {type(doc).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(doc) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid: {sorted(names)}")
+    doc = {k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()}
+    try:
+        return cls(**doc)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def parse_meta(doc: dict, where: str = EXPERIMENT_JSON) -> ExperimentMeta:
+    """Parse the dict ``ablate.runner.write_experiment_meta`` writes."""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where}: expected a JSON object")
+    exp = _need(doc, "experiment", dict, where)
+    design = _need(doc, "design", dict, where)
+    hacks = tuple(_need(doc, "hacks", list, where))
+    variants = []
+    for v in _need(design, "variants", list, f"{where}: design"):
+        if not isinstance(v, dict) or not isinstance(v.get("name"), str) \
+                or not isinstance(v.get("hacks"), list):
+            raise ConfigError(f"{where}: design.variants entries need a name and a hacks list, got {v!r}")
+        variants.append((v["name"], tuple(v["hacks"])))
+    names = {v for v, _ in variants}
+    comparisons = []
+    for c in _need(design, "comparisons", list, f"{where}: design"):
+        if not isinstance(c, dict) or not all(isinstance(c.get(k), str) for k in ("hack", "on", "off")):
+            raise ConfigError(f"{where}: design.comparisons entries need hack, on and off, got {c!r}")
+        if c["on"] not in names or c["off"] not in names:
+            raise ConfigError(f"{where}: comparison {c!r} names a variant the design does not have")
+        comparisons.append(Comparison(c["hack"], c["on"], c["off"]))
+    seeds = doc.get("seeds", exp.get("seeds", []))
+    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
+        raise ConfigError(f"{where}: 'seeds' must be a list of integers, got {seeds!r}")
+    return ExperimentMeta(
+        name=str(_need(exp, "name", str, f"{where}: experiment")),
+        dataset=str(_need(exp, "dataset", str, f"{where}: experiment")),
+        design_kind=str(_need(design, "kind", str, f"{where}: design")),
+        hacks=hacks, variants=tuple(variants), comparisons=tuple(comparisons),
+        seeds=tuple(seeds),
+        analysis=_spec(AnalysisSpec, doc.get("analysis"), f"{where}: analysis"),
+        seed_policy=_spec(SeedPolicy, doc.get("seed_policy"), f"{where}: seed_policy"),
+        description=str(exp.get("description") or ""), source=exp.get("source"),
+        resolution=design.get("resolution"), aliasing=tuple(design.get("aliasing") or ()),
+        notes=tuple(design.get("notes") or ()), train=dict(exp.get("train") or {}),
+        evaluation=dict(exp.get("evaluation") or {}),
+        code_version=str(doc.get("code_version", "")), hack_info=dict(doc.get("hack_info") or {}))
+
+
+@dataclass(frozen=True)
+class Results:
+    """A results directory, read: the run frame and the typed experiment meta."""
+
+    results_dir: Path
+    frame: pd.DataFrame
+    meta: ExperimentMeta
+
+    @classmethod
+    def load(cls, results_dir: Path | str) -> Results:
+        results_dir = Path(results_dir)
+        if not results_dir.is_dir():
+            raise ConfigError(
+                f"results dir {results_dir} does not exist; produce it with "
+                "`ablate grid experiments/<experiment>.toml` (it writes results/<experiment>/), "
+                "then run `ablate report results/<experiment>`")
+        path = results_dir / EXPERIMENT_JSON
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path} not found: {results_dir} is not a results directory written "
+                              "by `ablate grid`") from None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path} is unreadable ({exc}); rerun `ablate grid EXPERIMENT.toml` "
+                              "to rewrite it (finished runs are kept)") from exc
+        meta = parse_meta(doc, str(path))
+        try:
+            frame = load_frame(results_dir)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"no run store in {results_dir} ({exc}); run `ablate grid` first") from exc
+        except Exception as exc:  # sqlite3.DatabaseError and kin: a corrupt store
+            raise ConfigError(f"cannot read the run store of {results_dir}: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        return cls(results_dir, frame, meta)
