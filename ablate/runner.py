@@ -84,7 +84,12 @@ def key_config(config, evaluation: dict[str, Any]) -> dict[str, Any]:
     for k in _VOLATILE_TRAIN:
         cfg["train"].pop(k, None)
     for h in cfg["hacks"]:
-        h.pop("provider", None)  # moving a hack between packages keeps its results
+        # Moving a hack between packages keeps its results; a plugin's version is part of
+        # the key (bumping it retrains its variants); built-ins follow CODE_VERSION.
+        if h.pop("provider", None) == "ablate":
+            h.pop("version", None)
+    for k in ("recipe_changes", "overrides"):  # derived from hacks + recipe (provenance)
+        cfg.pop(k, None)
     cfg["evaluation"] = {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(evaluation.items())}
     cfg["code_version"] = CODE_VERSION
     return cfg
