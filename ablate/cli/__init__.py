@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from types import ModuleType
 
 from ablate.cli import data, evaluate, grid, hacks, report, status, train
 from ablate.errors import ConfigError
+from ablate.registry import PluginWarning
 
 # Subcommand name -> module, in the order `ablate --help` lists them.
 COMMANDS: dict[str, ModuleType] = {
@@ -37,7 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Plugin problems as one ``ablate: warning:`` line; other warnings as Python shows them."""
+    if issubclass(category, PluginWarning):
+        print(f"ablate: warning: {message}", file=sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _show_warning
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
