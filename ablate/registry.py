@@ -125,6 +125,7 @@ def validate_class(cls: Any) -> None:
             raise ConfigError(f"hack {name!r}: parameter {key!r} has type {typed.type_name(typ)}; "
                               "supported: bool, int, float, str, Literal, tuples, unions with "
                               "None, Annotated bounds")
+    cls.make_params()  # every default has its declared type and passes __post_init__
 
 
 def register_hack(cls: type[Hack] | None = None, *, provider: str | None = None):
@@ -197,7 +198,7 @@ def _discover() -> None:
                     unregister_hack(name)
                 failure = _Failure(dist, f"{ep.name} = {ep.value}", f"{type(exc).__name__}: {exc}")
                 _FAILURES.append(failure)
-                warnings.warn(f"ablate: {failure}; its hacks are unavailable", PluginWarning,
+                warnings.warn(f"{failure}; its hacks are unavailable", PluginWarning,
                               stacklevel=2)
     finally:
         _loading = None
@@ -281,7 +282,7 @@ def get_hack(name: str) -> type[Hack]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        valid = ", ".join(n for n in _REGISTRY if n not in _DUPLICATES)
+        valid = ", ".join(hack_names())
         note = "".join(f"; note: {f}" for f in _FAILURES)
         raise ConfigError(f"unknown hack {name!r}; valid hacks: {valid}{note}") from None
 

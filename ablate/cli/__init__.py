@@ -39,22 +39,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Plugin problems as one ``ablate: warning:`` line; other warnings as Python shows them."""
-    if issubclass(category, PluginWarning):
-        print(f"ablate: warning: {message}", file=sys.stderr)
-    else:
-        _python_show_warning(message, category, filename, lineno, file, line)
-
-
-_python_show_warning = warnings.showwarning
+def _plugin_warnings_as_lines(show):
+    """A ``warnings.showwarning`` that prints plugin problems as one ``ablate: warning:``
+    line and passes every other warning to ``show``."""
+    def _show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, PluginWarning):
+            print(f"ablate: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+    return _show
 
 
 def main(argv: list[str] | None = None) -> int:
-    warnings.showwarning = _show_warning
     args = build_parser().parse_args(argv)
+    previous = warnings.showwarning
+    warnings.showwarning = _plugin_warnings_as_lines(previous)
     try:
         return args.run(args)
     except ConfigError as exc:
         print(f"ablate: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = previous
