@@ -7,13 +7,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install data ablation test lint test-executors bench clean
 
-$(STAMP): pyproject.toml examples/ablate-spectral-norm/pyproject.toml
+$(STAMP): pyproject.toml examples/ablate-spectral-norm/pyproject.toml examples/ablate-paper-tricks/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch/torchvision pinned: pip takes local wheels where they exist (see README).
 	$(PY) -m pip install --quiet -e ".[test,inception]"
 	# The example third-party hack package, registered through its entry point.
 	$(PY) -m pip install --quiet --no-build-isolation -e examples/ablate-spectral-norm
+	$(PY) -m pip install --quiet --no-build-isolation -e examples/ablate-paper-tricks
 	touch $(STAMP)
 
 install: $(STAMP) data

@@ -3,7 +3,6 @@
 Public API::
 
     from ablate.config import EvalProtocol
-from ablate.data import is_stacked
     from ablate.evaluate import evaluate_run
     metrics = evaluate_run("runs/x", EvalProtocol(n=10_000, features=("classifier",)))
 
@@ -51,6 +50,7 @@ import torch
 
 from ablate.artefacts import read_json, write_json
 from ablate.config import EvalProtocol
+from ablate.data import is_stacked
 from ablate.environment import git_commit, resolve_device, versions
 from ablate.errors import ConfigError
 from ablate.metrics import fid as fidm

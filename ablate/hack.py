@@ -1,50 +1,104 @@
 """The Hack base class: the plugin API.
 
-A hack is a class with metadata and typed parameters. When it is enabled, ablate
-instantiates it with its parameters and calls its hook points, in this order:
+A hack is a class with metadata, typed parameters and hooks. Every hook's default is
+the identity (or "not used"), so a hack overrides only what it changes. The training
+loop names no hack: it calls the enabled hacks' hooks, in canonical order (the eleven
+built-ins in the README's table order, then plugins sorted by name), at these points.
 
-1. :meth:`Hack.apply` — transform the :class:`~ablate.recipe.Recipe` (the main hook:
-   every built-in hack uses only this one);
-2. :meth:`Hack.wrap_generator` / :meth:`Hack.wrap_discriminator` — wrap or modify the
-   built, initialised modules (e.g. spectral normalisation, instance noise).
+Set-up, once per run (``ablate.resolve`` and ``ablate.train.build``):
 
-Every default is the identity, so a hack overrides only what it changes. Hooks must
-be pure functions of the hack's parameters (and their inputs): a run's identity is the
-set of enabled hacks with their parameters.
+1. :meth:`Hack.apply` ``(recipe) -> Recipe`` — fold the hack's choices into the all-off
+   :class:`~ablate.recipe.Recipe` (every built-in uses only this hook). A hack that
+   declares ``overrides = ("other",)`` is folded after ``other``.
+2. :meth:`Hack.wrap_generator` / :meth:`Hack.wrap_discriminator` ``(module, recipe) ->
+   module`` — wrap or modify the built, initialised G and D (spectral norm, a
+   minibatch-stddev layer). They receive the final Recipe (its ``init``, and
+   ``d_update``: in ``mixed`` mode D sees ``cat([real, fake])``, real first).
+3. :meth:`Hack.sampling_generator` ``(generator, recipe) -> module`` — the generator
+   used for ``samples.png``, validation FID, ``generator.pt`` / ``generator_best.pt``
+   and so for evaluation (e.g. an EMA copy). It must have G's ``state_dict`` keys.
+   At most one enabled hack may override it.
 
-Example::
+Each training step (one generator update; only when some enabled hack overrides one of
+these hooks — otherwise the loop runs its plain path and calls none of them):
+
+4. ``recipe.d_steps`` times, a discriminator update. ``mixed``: one update on
+   ``x = cat([real, fake])``; ``separate``: one update on ``real``, then one on
+   ``fake``. For each update:
+
+   a. :meth:`Hack.augment` ``(x, ctx) -> x`` on D's input, real and fake alike
+      (every enabled hack's, in order; differentiable, same shape);
+   b. D's forward pass; :class:`DContext` holds its inputs, outputs, targets and
+      features (the input of D's last convolution);
+   c. loss = :meth:`Hack.d_loss` ``(ctx)`` (replaces the adversarial loss; default:
+      binary cross-entropy against the Recipe's targets) + the sum of every
+      :meth:`Hack.d_penalty` ``(ctx)`` (R1, gradient penalties); backward; step.
+
+5. The generator update on the last fake batch: :meth:`Hack.augment` on the fakes,
+   D's forward pass, loss = :meth:`Hack.g_loss` ``(ctx)`` (replaces the non-saturating
+   loss) + the sum of every :meth:`Hack.g_penalty` ``(ctx)``; backward; step.
+6. :meth:`Hack.after_step` ``(ctx)`` for every enabled hack (EMA, schedules).
+
+At most one enabled hack may replace each of ``d_loss``, ``g_loss`` and
+``sampling_generator``, and no two may change the same Recipe field, unless one
+declares that it overrides the other (``overrides = ("other-hack",)``); the run's
+``config.json`` then records the override. Hooks that return the wrong type raise
+:class:`~ablate.errors.ConfigError` naming the hack and the hook.
+
+Hooks must be functions of the hack's parameters and their inputs (keep per-run state
+in the modules you return, not on the hack): a run's identity is the enabled hacks'
+names, parameters and versions. Randomness in per-step hooks should come from
+``ctx.rng`` (seeded from the run's seed, separate from the loop's own stream).
+
+Old-style wrappers ``wrap_generator(self, module)`` (without the Recipe) keep working.
+
+Example — an R1 penalty (Mescheder et al. 2018)::
 
     from dataclasses import dataclass
+    import torch
     from ablate import Hack, register_hack
 
     @register_hack
-    class TwoTimescale(Hack):
-        name = "ttur"
-        source = "Heusel et al. 2017"
-        on = "D learns 4x faster than G"
-        off = "equal learning rates"
+    class R1(Hack):
+        name = "r1"
+        source = "Mescheder et al. 2018"
+        on, off = "gamma/2 E|grad D(x)|^2 on real data", "no gradient penalty"
 
         @dataclass(frozen=True)
         class Params:
-            ratio: float = 4.0
+            gamma: float = 10.0
 
-        def apply(self, recipe):
-            d = recipe.d_optimizer
-            return recipe.replace(d_optimizer=replace(d, lr=d.lr * self.params.ratio))
+        def d_penalty(self, ctx):
+            if ctx.real is None:  # the fake-only update of separate batches
+                return None
+            x = ctx.real.detach().requires_grad_(True)
+            out, _ = ctx.discriminate(x)
+            (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+            return self.params.gamma / 2 * grad.square().flatten(1).sum(1).mean()
 """
 
 from __future__ import annotations
 
 import dataclasses
-import typing
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ablate import params as typed
 from ablate.errors import ConfigError
 from ablate.recipe import Recipe
 
 if TYPE_CHECKING:  # annotations only: the registry (and `ablate hacks`) need no torch
+    import torch
     from torch import nn
+
+# Hook names, in call order. BUILD_HOOKS run once per run; STEP_HOOKS every step.
+BUILD_HOOKS = ("apply", "wrap_generator", "wrap_discriminator", "sampling_generator")
+STEP_HOOKS = ("augment", "d_loss", "d_penalty", "g_loss", "g_penalty", "after_step")
+HOOKS = BUILD_HOOKS + STEP_HOOKS
+# Hooks that replace something: at most one enabled hack may override each.
+EXCLUSIVE_HOOKS = ("d_loss", "g_loss", "sampling_generator")
 
 
 @dataclass(frozen=True)
@@ -52,16 +106,103 @@ class NoParams:
     """Parameters of a hack that has none."""
 
 
+# --------------------------------------------------------------------------------------
+# What the per-step hooks receive
+# --------------------------------------------------------------------------------------
+@dataclass
+class StepContext:
+    """The run as :meth:`Hack.augment` and :meth:`Hack.after_step` see it.
+
+    ``step`` counts the generator updates completed before the current one (0 during
+    the first step; in :meth:`Hack.after_step` it already includes the step just done).
+    ``g`` and ``d`` are the trained modules (after the wrappers), ``g_sample`` the
+    generator that is sampled and saved (``g`` unless a hack's
+    :meth:`Hack.sampling_generator` returned another), ``opt_g``/``opt_d`` the Adam
+    optimizers, ``rng`` a generator on the run's device for hooks' random draws.
+    ``loss_d``/``loss_g`` hold the last losses (detached) in :meth:`Hack.after_step`.
+    """
+
+    recipe: Recipe
+    steps: int  # the run's total number of generator updates
+    g: nn.Module
+    d: nn.Module
+    g_sample: nn.Module
+    opt_g: Any
+    opt_d: Any
+    rng: torch.Generator
+    device: torch.device
+    step: int = 0
+    loss_d: torch.Tensor | None = None
+    loss_g: torch.Tensor | None = None
+
+
+@dataclass
+class DContext:
+    """One discriminator update, as :meth:`Hack.d_loss` / :meth:`Hack.d_penalty` see it.
+
+    ``real``/``fake`` are D's inputs after augmentation (``fake`` detached from G),
+    ``out_real``/``out_fake`` D's logits, shape (n,), ``t_real``/``t_fake`` the Recipe's
+    targets, ``features_real``/``features_fake`` D's features (the input of its last
+    convolution; None if D has none). With ``d_update = "separate"`` each update holds one
+    side and the other side's fields are None. ``discriminate(x) -> (logits, features)``
+    runs D (as the loop calls it, without augmentation) on any batch.
+    """
+
+    step: int
+    recipe: Recipe
+    real: torch.Tensor | None
+    fake: torch.Tensor | None
+    out_real: torch.Tensor | None
+    out_fake: torch.Tensor | None
+    t_real: torch.Tensor | None
+    t_fake: torch.Tensor | None
+    features_real: torch.Tensor | None
+    features_fake: torch.Tensor | None
+    discriminate: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+    rng: torch.Generator
+
+
+@dataclass
+class GContext:
+    """The generator update, as :meth:`Hack.g_loss` / :meth:`Hack.g_penalty` see it.
+
+    ``fake`` is G's output after augmentation (gradients flow to G), ``out_fake`` D's
+    logits on it, ``features_fake`` D's features of it; ``real`` is the real batch of the
+    last D update as D saw it (after augmentation, detached). ``discriminate`` as in
+    :class:`DContext` (e.g. ``discriminate(ctx.real)`` for features of real data under
+    the current D).
+    """
+
+    step: int
+    recipe: Recipe
+    real: torch.Tensor
+    fake: torch.Tensor
+    out_fake: torch.Tensor
+    features_fake: torch.Tensor | None
+    discriminate: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+    rng: torch.Generator
+
+
+# --------------------------------------------------------------------------------------
+# The base class
+# --------------------------------------------------------------------------------------
 class Hack:
     """Base class of every hack. Subclass it, set the metadata, override hooks.
 
     Class attributes:
-        name: the registry key, lowercase with dashes (``"label-smoothing"``).
+        name: the registry key, lowercase words joined by dashes (``"label-smoothing"``);
+            not ``all``, ``builtin`` or ``none`` (selection keywords).
         source: where the hack comes from (paper, talk, list).
         on: one line saying what the hack does when enabled.
         off: one line saying what the baseline does instead.
-        Params: a frozen dataclass of typed parameters with defaults.
+        Params: a frozen dataclass of typed parameters, each with a default (types:
+            bool, int, float, str, Literal, unions with None, tuples,
+            ``Annotated[float, Bounds(...)]``; see :mod:`ablate.params`).
         conflicts: names of hacks that cannot be enabled together with this one.
+        overrides: names of hacks whose Recipe fields or exclusive hooks this one
+            deliberately overrides when both are enabled (folded after them).
+        version: the hack's version, part of run keys; None (default) takes the version
+            of the distribution that provides it. Bump it when results change.
     """
 
     name: ClassVar[str]
@@ -70,33 +211,80 @@ class Hack:
     off: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
     conflicts: ClassVar[tuple[str, ...]] = ()
+    overrides: ClassVar[tuple[str, ...]] = ()
+    version: ClassVar[str | None] = None
 
     def __init__(self, params: Any | None = None) -> None:
         self.params = params if params is not None else self.Params()
 
-    # ----- hook points (identity by default) ------------------------------------------
+    # ----- set-up hooks ---------------------------------------------------------------
     def apply(self, recipe: Recipe) -> Recipe:
         """Return the Recipe with this hack's choices folded in."""
         return recipe
 
-    def wrap_generator(self, generator: nn.Module) -> nn.Module:
+    def wrap_generator(self, generator: nn.Module, recipe: Recipe | None = None) -> nn.Module:
         """Wrap or modify the built and initialised generator."""
         return generator
 
-    def wrap_discriminator(self, discriminator: nn.Module) -> nn.Module:
+    def wrap_discriminator(self, discriminator: nn.Module, recipe: Recipe | None = None
+                           ) -> nn.Module:
         """Wrap or modify the built and initialised discriminator."""
         return discriminator
+
+    def sampling_generator(self, generator: nn.Module, recipe: Recipe | None = None
+                           ) -> nn.Module:
+        """The generator to sample, validate and save (same ``state_dict`` keys as G)."""
+        return generator
+
+    # ----- per-step hooks -------------------------------------------------------------
+    def augment(self, x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        """Transform a batch of D inputs (real, fake or both); differentiable."""
+        return x
+
+    def d_loss(self, ctx: DContext) -> torch.Tensor:
+        """Replace D's adversarial loss (sides absent from ``ctx`` are None)."""
+        raise NotImplementedError  # never called unless overridden
+
+    def d_penalty(self, ctx: DContext) -> torch.Tensor | None:
+        """A scalar added to D's loss (None: nothing this update)."""
+        return None
+
+    def g_loss(self, ctx: GContext) -> torch.Tensor:
+        """Replace G's adversarial (non-saturating) loss."""
+        raise NotImplementedError  # never called unless overridden
+
+    def g_penalty(self, ctx: GContext) -> torch.Tensor | None:
+        """A scalar added to G's loss (None: nothing this update)."""
+        return None
+
+    def after_step(self, ctx: StepContext) -> None:
+        """Called after each generator update (EMA, schedules)."""
+
+    # ----- introspection --------------------------------------------------------------
+    @classmethod
+    def hooks(cls) -> frozenset[str]:
+        """The hook points this class overrides (``{"apply"}`` for every built-in)."""
+        return frozenset(h for h in HOOKS if getattr(cls, h) is not getattr(Hack, h))
+
+    @classmethod
+    def takes_recipe(cls, hook: str) -> bool:
+        """Whether a wrapper override accepts the Recipe (old plugins take the module only)."""
+        sig = inspect.signature(getattr(cls, hook))
+        positional = [p for p in sig.parameters.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        return len(positional) >= 3 or any(p.kind is p.VAR_POSITIONAL for p in sig.parameters.values())
 
     # ----- parameters -----------------------------------------------------------------
     @classmethod
     def param_fields(cls) -> dict[str, tuple[Any, Any]]:
         """``{param: (type, default)}`` with types resolved from annotations."""
-        hints = typing.get_type_hints(cls.Params)
-        return {f.name: (hints[f.name], f.default) for f in dataclasses.fields(cls.Params)}
+        types_ = typed.field_types(cls.Params)
+        return {f.name: (types_[f.name], f.default) for f in dataclasses.fields(cls.Params)}
 
     @classmethod
     def make_params(cls, values: dict[str, Any] | None = None) -> Any:
-        """Build ``Params`` from ``values`` (strings from the CLI are coerced by type)."""
+        """Build ``Params`` from ``values`` (CLI strings and TOML values are coerced by
+        type); every parameter, defaults included, is checked against its type."""
         values = dict(values or {})
         fields = cls.param_fields()
         unknown = sorted(set(values) - set(fields))
@@ -105,7 +293,11 @@ class Hack:
             raise ConfigError(
                 f"hack {cls.name!r} has no parameter {unknown[0]!r}; valid parameters: {valid}"
             )
-        kwargs = {k: _coerce(cls.name, k, v, fields[k][0]) for k, v in values.items()}
+        kwargs = {}
+        for key, (typ, default) in fields.items():
+            where = f"hack {cls.name!r}: parameter {key!r}"
+            kwargs[key] = (typed.coerce(values[key], typ, where) if key in values
+                           else typed.check(default, typ, where + " (its default)"))
         try:
             return cls.Params(**kwargs)
         except (TypeError, ValueError) as exc:
@@ -113,9 +305,9 @@ class Hack:
 
     @classmethod
     def describe(cls) -> dict[str, Any]:
-        """Metadata as a JSON-ready dict (used by ``ablate hacks --json``)."""
+        """Metadata as a JSON-ready dict (``registry.describe`` adds provider and version)."""
         params = {
-            k: {"type": _type_name(t), "default": _jsonable(d)}
+            k: {"type": typed.type_name(t), "default": _jsonable(d)}
             for k, (t, d) in cls.param_fields().items()
         }
         return {
@@ -125,6 +317,8 @@ class Hack:
             "off": cls.off,
             "params": params,
             "conflicts": list(cls.conflicts),
+            "overrides": list(cls.overrides),
+            "hooks": [h for h in HOOKS if h in cls.hooks()],
         }
 
     def params_dict(self) -> dict[str, Any]:
@@ -135,10 +329,6 @@ class Hack:
         return f"{type(self).__name__}({self.params!r})"
 
 
-def _type_name(t: Any) -> str:
-    return getattr(t, "__name__", None) or str(t).replace("typing.", "")
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_jsonable(v) for v in value]
@@ -147,33 +337,29 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _coerce(hack: str, key: str, value: Any, typ: Any) -> Any:
-    """Coerce ``value`` (often a CLI string) to the annotated parameter type."""
-    origin = typing.get_origin(typ)
+# --------------------------------------------------------------------------------------
+# Calling set-up hooks with type checks (the loop and resolve use these)
+# --------------------------------------------------------------------------------------
+def call_apply(hack: Hack, recipe: Recipe) -> Recipe:
+    """``hack.apply(recipe)``, checked: a Recipe comes back, bad values name the hack."""
     try:
-        if typ is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in {"1", "true", "yes", "on"}:
-                return True
-            if text in {"0", "false", "no", "off"}:
-                return False
-            raise ValueError("expected true or false")
-        if typ in (int, float, str):
-            if typ is int and isinstance(value, float) and not value.is_integer():
-                raise ValueError("expected an integer")
-            return typ(value)
-        if origin is tuple:
-            items = value.split(",") if isinstance(value, str) else list(value)
-            args = typing.get_args(typ)
-            if len(args) == 2 and args[1] is Ellipsis:
-                return tuple(args[0](x) for x in items)
-            if len(items) != len(args):
-                raise ValueError(f"expected {len(args)} comma-separated values")
-            return tuple(a(x) for a, x in zip(args, items))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"hack {hack!r}: parameter {key!r} must be {_type_name(typ)}, got {value!r} ({exc})"
-        ) from exc
-    return value
+        out = hack.apply(recipe)
+    except ConfigError as exc:
+        raise ConfigError(f"hack {hack.name!r}: apply(): {exc}") from exc
+    if not isinstance(out, Recipe):
+        raise ConfigError(f"hack {hack.name!r}: apply() must return a Recipe, got "
+                          f"{type(out).__name__} (return recipe.replace(...))")
+    return out
+
+
+def call_wrapper(hack: Hack, hook: str, module: nn.Module, recipe: Recipe) -> nn.Module:
+    """``hack.wrap_generator`` / ``wrap_discriminator`` / ``sampling_generator``, with the
+    Recipe where the override takes it, checked to return an ``nn.Module``."""
+    from torch import nn  # torch is loaded by now (modules exist); not at import time
+
+    method = getattr(hack, hook)
+    out = method(module, recipe) if type(hack).takes_recipe(hook) else method(module)
+    if not isinstance(out, nn.Module):
+        raise ConfigError(f"hack {hack.name!r}: {hook}() must return a torch.nn.Module, got "
+                          f"{type(out).__name__} (return the module, modified or wrapped)")
+    return out

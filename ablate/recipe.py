@@ -1,17 +1,24 @@
 """The Recipe: every choice the model builder, data pipeline and training loop make.
 
-A Recipe is a frozen value of plain data (strings, numbers, tuples), so it can be
-hashed into a run key and written to ``config.json``. The *all-off* Recipe — the
-defaults below — is the naive baseline of DESIGN.md §1; each enabled hack returns a
-modified copy through :meth:`ablate.hack.Hack.apply`. The training loop and the
-model builder read only Recipe fields, never hack names.
+A Recipe is a frozen value of plain, typed data (strings, numbers, tuples, small frozen
+dataclasses), so it can be hashed into a run key and written to ``config.json``. The
+*all-off* Recipe — the defaults below — is the naive baseline of DESIGN.md §1; each
+enabled hack returns a modified copy through :meth:`ablate.hack.Hack.apply`. The training
+loop and the model builder read every field and never a hack name.
+
+Every field is read by the loop or the model builder, and every value is checked on
+construction (``Literal`` choices, ranges): a Recipe cannot hold a value nothing reads
+or a choice nothing implements. A plugin's own settings live in its ``Params``, not here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from ablate.errors import ConfigError
+from ablate.params import Bounds, check_fields
 
 Downsample = Literal["strided", "pool"]
 Upsample = Literal["transposed", "resize"]
@@ -19,6 +26,9 @@ Norm = Literal["batch", "none"]
 DataRange = Literal["symmetric", "unit"]
 Latent = Literal["gaussian", "uniform"]
 DUpdate = Literal["separate", "mixed"]
+Probability = Annotated[float, Bounds(ge=0.0, le=1.0)]
+NonNegative = Annotated[float, Bounds(ge=0.0)]
+Beta = Annotated[float, Bounds(ge=0.0, lt=1.0)]
 
 
 @dataclass(frozen=True)
@@ -26,7 +36,10 @@ class Activation:
     """A hidden-layer activation: ``relu``, or ``leaky`` with its negative slope."""
 
     kind: Literal["relu", "leaky"] = "relu"
-    slope: float = 0.0
+    slope: NonNegative = 0.0
+
+    def __post_init__(self) -> None:
+        check_fields(self, "Activation")
 
 
 @dataclass(frozen=True)
@@ -34,7 +47,10 @@ class Init:
     """Weight initialisation: PyTorch's ``default``, or ``normal`` with std (DCGAN)."""
 
     kind: Literal["default", "normal"] = "default"
-    std: float = 0.02
+    std: NonNegative = 0.02
+
+    def __post_init__(self) -> None:
+        check_fields(self, "Init")
 
 
 @dataclass(frozen=True)
@@ -42,9 +58,12 @@ class Optimizer:
     """An Adam optimizer's settings (the only family the eleven hacks vary)."""
 
     name: Literal["adam"] = "adam"
-    lr: float = 1e-3  # torch.optim.Adam's default: what a practitioner gets without the hack
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
+    lr: Annotated[float, Bounds(gt=0.0)] = 1e-3  # torch.optim.Adam's default: what a practitioner gets without the hack
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
+    weight_decay: NonNegative = 0.0
+
+    def __post_init__(self) -> None:
+        check_fields(self, "Optimizer")
 
 
 @dataclass(frozen=True)
@@ -62,23 +81,40 @@ class Recipe:
     # --- optimisation ----------------------------------------------------------------
     g_optimizer: Optimizer = Optimizer()
     d_optimizer: Optimizer = Optimizer()
-    d_steps: int = 1  # discriminator updates per generator update
+    d_steps: Annotated[int, Bounds(ge=1)] = 1  # discriminator updates per generator update
     # --- data and latent -------------------------------------------------------------
     data_range: DataRange = "unit"  # [0,1] data and a sigmoid output layer
     latent: Latent = "uniform"  # z ~ U(-1, 1)
     # --- discriminator targets -------------------------------------------------------
     real_target: tuple[float, float] = (1.0, 1.0)  # targets drawn from U(lo, hi)
     fake_target: tuple[float, float] = (0.0, 0.0)
-    label_flip_p: float = 0.0  # probability of swapping a D target real<->fake
-    d_update: DUpdate = "mixed"  # one update on a shuffled real+fake batch
-    # Free-form settings for third-party hacks whose behaviour lives in module
-    # wrappers; part of the run identity. A tuple of (key, value) pairs keeps it hashable.
-    extra: tuple[tuple[str, Any], ...] = field(default=())
+    label_flip_p: Probability = 0.0  # probability of swapping a D target real<->fake
+    d_update: DUpdate = "mixed"  # one update on a real+fake batch
 
-    def replace(self, **changes: Any) -> "Recipe":
-        """Return a copy with ``changes`` applied (fields are validated by name)."""
+    def __post_init__(self) -> None:
+        check_fields(self, "Recipe")
+        for key in ("real_target", "fake_target"):
+            lo, hi = getattr(self, key)
+            if lo > hi:
+                raise ConfigError(f"Recipe.{key} = {(lo, hi)}: needs low <= high")
+
+    def replace(self, **changes: Any) -> Recipe:
+        """Return a copy with ``changes`` applied; unknown fields and bad values raise
+        :class:`~ablate.errors.ConfigError` naming the field."""
+        unknown = sorted(set(changes) - set(FIELDS))
+        if unknown:
+            raise ConfigError(f"Recipe has no field {unknown[0]!r}; fields: {', '.join(FIELDS)} "
+                              "(a hack's own settings belong in its Params)")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field."""
-        return dataclasses.asdict(self)
+        """A JSON-ready dict of every field (what config.json records and run keys hash).
+
+        It also carries ``"extra": []``: until hack API v2 the Recipe had a free-form
+        ``extra`` field (read by nothing, always empty in every recorded run). Run keys
+        hash this dict, so the entry stays to keep the keys of committed results.
+        """
+        return {**dataclasses.asdict(self), "extra": []}
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(Recipe))

@@ -1,51 +1,162 @@
-"""Hack registry: name -> Hack class, a decorator, and entry-point discovery.
+"""Hack registry: name -> Hack class, with provider and version; entry-point discovery.
 
 Built-in hacks (:data:`ablate.hacks.BUILTIN`) register first. Third-party hacks register
 through the entry-point group ``ablate.hacks``; each entry point names a module (which
 registers its hacks with :func:`register_hack` on import) or a :class:`Hack` subclass.
 Discovery is lazy: it happens on the first lookup, never at ``import ablate``.
+
+Canonical order (hack tables, wrapper and hook order, run keys): the built-ins in the
+README's table order, then plugins sorted by name — never the order in which packages
+or entry points are discovered.
+
+Hygiene:
+
+* a name registered by two providers is an error naming both, whichever loaded first
+  (raised at once for a direct :func:`register_hack` call; for two plugins, raised when
+  the name is used, so that other commands keep working);
+* ``all``, ``builtin`` and ``none`` are reserved (selection keywords); names are
+  lowercase words joined by dashes;
+* ``Params`` must be a frozen dataclass whose every field has a default and a supported
+  type (:mod:`ablate.params`);
+* a plugin whose import fails gives a :class:`PluginWarning` naming it; using one of its
+  hacks (or ``all``) is then an error that repeats why it failed.
+
+Versions: a hack's ``version`` attribute if set; else its distribution's version
+(``ablate``'s for the built-ins); else, for a hack defined outside any installed
+distribution, ``src-`` and a hash of its module's source, so editing it changes the key.
 """
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
+import hashlib
 import importlib.metadata
+import inspect
+import re
+import sys
+import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
+from ablate import interactions
+from ablate import params as typed
 from ablate.errors import ConfigError
-from ablate.hack import Hack
+from ablate.hack import Hack, call_apply
 from ablate.hacks import BUILTIN
 from ablate.recipe import Recipe
+from ablate.version import __version__
 
 ENTRY_POINT_GROUP = "ablate.hacks"
 KEYWORDS = ("all", "builtin", "none")  # hack-selection keywords (CLI and experiment files)
+BUILTIN_PROVIDER = "ablate"
+NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+
+class PluginWarning(UserWarning):
+    """A hack plugin could not be loaded, or two plugins claim one name."""
+
+
+@dataclass(frozen=True)
+class _Failure:
+    provider: str
+    entry_point: str  # "name = value"
+    error: str
+
+    def __str__(self) -> str:
+        return f"plugin {self.provider} (entry point {self.entry_point}) failed to load: {self.error}"
+
 
 _REGISTRY: dict[str, type[Hack]] = {}
 _PROVIDERS: dict[str, str] = {}
+_DUPLICATES: dict[str, list[str]] = {}  # name -> "provider (module.Class)" of every claimant
+_FAILURES: list[_Failure] = []
 _discovered = False
+_loading: str | None = None  # the distribution whose entry point is being imported
+
+
+def _describe_cls(cls: type[Hack], provider: str) -> str:
+    return f"{provider} ({cls.__module__}.{cls.__qualname__})"
+
+
+def _module_provider(cls: type[Hack]) -> str:
+    """The distribution that ships ``cls``'s top-level package, else that package's name."""
+    top = cls.__module__.split(".")[0]
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.module.split(".")[0] == top and ep.dist is not None:
+            return ep.dist.name
+    dists = importlib.metadata.packages_distributions().get(top)
+    return dists[0] if dists else top
+
+
+def validate_class(cls: Any) -> None:
+    """Check a Hack subclass's metadata and Params; raise ConfigError naming the problem."""
+    if not (isinstance(cls, type) and issubclass(cls, Hack)):
+        raise ConfigError(f"register_hack expects a Hack subclass, got {cls!r}")
+    name = cls.__dict__.get("name", getattr(cls, "name", None))
+    where = f"{cls.__module__}.{cls.__qualname__}"
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where} must set a string class attribute 'name'")
+    if name in KEYWORDS:
+        raise ConfigError(f"{where}: hack name {name!r} is reserved (keywords: "
+                          f"{', '.join(KEYWORDS)}); choose another name")
+    if not NAME_RE.match(name):
+        raise ConfigError(f"{where}: hack name {name!r} must be lowercase words joined by "
+                          "dashes, e.g. 'label-smoothing'")
+    for attr in ("conflicts", "overrides"):
+        value = getattr(cls, attr)
+        if not (isinstance(value, tuple) and all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"hack {name!r}: {attr} must be a tuple of hack names, got {value!r}")
+    if cls.version is not None and not isinstance(cls.version, str):
+        raise ConfigError(f"hack {name!r}: version must be a string, got {cls.version!r}")
+    P = cls.Params
+    if not (isinstance(P, type) and dataclasses.is_dataclass(P)
+            and P.__dataclass_params__.frozen):
+        raise ConfigError(f"hack {name!r}: Params must be a frozen dataclass "
+                          "(@dataclass(frozen=True))")
+    try:
+        fields = cls.param_fields()
+    except Exception as exc:  # an annotation that does not resolve
+        raise ConfigError(f"hack {name!r}: cannot read the Params annotations: {exc}") from exc
+    for key, (typ, default) in fields.items():
+        if default is dataclasses.MISSING:
+            raise ConfigError(f"hack {name!r}: parameter {key!r} needs a default")
+        if not typed.supported(typ):
+            raise ConfigError(f"hack {name!r}: parameter {key!r} has type {typed.type_name(typ)}; "
+                              "supported: bool, int, float, str, Literal, tuples, unions with "
+                              "None, Annotated bounds")
+    cls.make_params()  # every default has its declared type and passes __post_init__
 
 
 def register_hack(cls: type[Hack] | None = None, *, provider: str | None = None):
     """Class decorator that registers a :class:`Hack` subclass under ``cls.name``.
 
-    Raises :class:`ConfigError` if the name is taken by another class.
+    Raises :class:`ConfigError` for a bad class (see :func:`validate_class`) or a name
+    another class already holds (naming both providers).
     """
 
     def _register(hack_cls: type[Hack]) -> type[Hack]:
-        if not (isinstance(hack_cls, type) and issubclass(hack_cls, Hack)):
-            raise TypeError(f"register_hack expects a Hack subclass, got {hack_cls!r}")
-        name = getattr(hack_cls, "name", None)
-        if not name or not isinstance(name, str):
-            raise TypeError(f"{hack_cls.__qualname__} must set a string class attribute 'name'")
+        validate_class(hack_cls)
+        if _loading is None and not _discovered:
+            _discover()  # so that a direct registration sees every plugin's names
+        prov = provider or _loading or _module_provider(hack_cls)
+        name = hack_cls.name
         existing = _REGISTRY.get(name)
-        if existing is not None and existing is not hack_cls:
-            raise ConfigError(
-                f"hack name {name!r} is already registered by "
-                f"{existing.__module__}.{existing.__qualname__}; choose another name"
-            )
+        if existing is hack_cls:  # the same class again (a module two entry points name)
+            return hack_cls
+        if existing is not None or name in _DUPLICATES:
+            claim = _describe_cls(hack_cls, prov)
+            if _loading is None:  # a direct call: the caller's own code, fail at once
+                holder = " and ".join(_DUPLICATES.get(name, [])) or _describe_cls(existing, _PROVIDERS[name])
+                raise ConfigError(f"hack name {name!r} is already registered by {holder}; "
+                                  f"{claim} cannot register it too: choose another name")
+            # Two plugins (or a plugin and ablate) claim the name: usable by neither,
+            # whichever loaded first; using it raises this message (get_hack).
+            _DUPLICATES.setdefault(name, [_describe_cls(existing, _PROVIDERS[name])]).append(claim)
+            warnings.warn(_duplicate_message(name), PluginWarning, stacklevel=2)
+            return hack_cls
         _REGISTRY[name] = hack_cls
-        _PROVIDERS[name] = provider or hack_cls.__module__.split(".")[0]
+        _PROVIDERS[name] = prov
         return hack_cls
 
     return _register(cls) if cls is not None else _register
@@ -55,37 +166,62 @@ def unregister_hack(name: str) -> None:
     """Remove a hack from the registry (tests; interactive plugin development)."""
     _REGISTRY.pop(name, None)
     _PROVIDERS.pop(name, None)
+    _DUPLICATES.pop(name, None)
+
+
+def _duplicate_message(name: str) -> str:
+    return (f"hack name {name!r} is registered by more than one provider: "
+            f"{' and '.join(_DUPLICATES[name])}; uninstall one of them or rename the hack")
 
 
 def _discover() -> None:
-    """Import built-ins, then load every ``ablate.hacks`` entry point (once)."""
-    global _discovered
+    """Register the built-ins, then load every ``ablate.hacks`` entry point (once)."""
+    global _discovered, _loading
     if _discovered:
         return
     _discovered = True
-    for cls in BUILTIN:
-        register_hack(cls, provider="ablate")
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = ep.dist.name if ep.dist is not None else ep.module
-        try:
-            obj = ep.load()
-        except Exception as exc:  # a broken plugin must not take the harness down
-            raise ConfigError(
-                f"could not load hack plugin {ep.name!r} ({ep.value}) from {dist}: {exc}"
-            ) from exc
-        if isinstance(obj, type) and issubclass(obj, Hack) and obj.name not in _REGISTRY:
-            register_hack(obj, provider=dist)
-        for name, cls in _REGISTRY.items():  # hacks the module registered on import
-            if cls.__module__.split(".")[0] == ep.module.split(".")[0]:
-                _PROVIDERS[name] = dist
+    _loading = BUILTIN_PROVIDER
+    try:
+        for cls in BUILTIN:
+            register_hack(cls, provider=BUILTIN_PROVIDER)
+        for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
+                         key=lambda e: (e.dist.name if e.dist else "", e.name)):
+            dist = ep.dist.name if ep.dist is not None else ep.module
+            _loading = dist
+            before = set(_REGISTRY)
+            try:
+                obj = ep.load()
+                if isinstance(obj, type) and issubclass(obj, Hack):
+                    register_hack(obj, provider=dist)
+            except Exception as exc:  # a broken plugin must not take the harness down
+                for name in set(_REGISTRY) - before:  # roll back its half-registered hacks
+                    unregister_hack(name)
+                failure = _Failure(dist, f"{ep.name} = {ep.value}", f"{type(exc).__name__}: {exc}")
+                _FAILURES.append(failure)
+                warnings.warn(f"{failure}; its hacks are unavailable", PluginWarning,
+                              stacklevel=2)
+    finally:
+        _loading = None
+
+
+def failures() -> list[str]:
+    """Why plugins failed to load (empty when every plugin loaded)."""
+    _discover()
+    return [str(f) for f in _FAILURES]
+
+
+def problems() -> list[str]:
+    """Every registry problem: failed plugins and names claimed twice."""
+    return failures() + [_duplicate_message(n) for n in _DUPLICATES]
 
 
 def list_hacks() -> list[type[Hack]]:
-    """Every registered hack class, built-ins first in the README's table order."""
+    """Every usable hack class: built-ins in the README's table order, then plugins by
+    name (never by discovery order). Names claimed twice are left out (see problems())."""
     _discover()
-    builtin = [cls for cls in BUILTIN if _REGISTRY.get(cls.name) is cls]
-    # Plugins after the built-ins, by name: the order never depends on discovery order.
-    plugins = sorted((c for c in _REGISTRY.values() if c not in builtin), key=lambda c: c.name)
+    builtin = [cls for cls in BUILTIN if _REGISTRY.get(cls.name) is cls and cls.name not in _DUPLICATES]
+    plugins = sorted((c for n, c in _REGISTRY.items() if c not in builtin and n not in _DUPLICATES),
+                     key=lambda c: c.name)
     return builtin + plugins
 
 
@@ -101,28 +237,68 @@ def builtin_names() -> list[str]:
 
 
 def provider(name: str) -> str:
-    """The package that provides hack ``name`` (``ablate`` for built-ins)."""
-    _discover()
+    """The distribution that provides hack ``name`` (``ablate`` for built-ins)."""
+    get_hack(name)
     return _PROVIDERS[name]
 
 
+def version(name: str) -> str:
+    """Hack ``name``'s version (see the module docstring); part of its run keys."""
+    cls = get_hack(name)
+    if cls.version is not None:
+        return cls.version
+    prov = _PROVIDERS[name]
+    if prov == BUILTIN_PROVIDER:
+        return __version__
+    try:
+        return importlib.metadata.version(prov)
+    except importlib.metadata.PackageNotFoundError:
+        return _source_version(cls)
+
+
+def _source_version(cls: type[Hack]) -> str:
+    module = sys.modules.get(cls.__module__)
+    try:
+        text = inspect.getsource(module) if module is not None else None
+    except (OSError, TypeError):
+        text = None
+    if text is None:  # defined interactively: nothing stable to hash
+        return "unversioned"
+    return "src-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def describe(name: str) -> dict[str, Any]:
+    """A hack's metadata with its provider and version (``ablate hacks --json`` rows)."""
+    cls = get_hack(name)
+    return {**cls.describe(), "provider": provider(name), "version": version(name)}
+
+
 def get_hack(name: str) -> type[Hack]:
-    """Look up a hack class; unknown names raise an error listing the valid ones."""
+    """Look up a hack class; unknown names raise an error listing the valid ones (and
+    any plugin that failed to load); names claimed twice raise naming both providers."""
     _discover()
+    if name in _DUPLICATES:
+        raise ConfigError(_duplicate_message(name))
     try:
         return _REGISTRY[name]
     except KeyError:
-        valid = ", ".join(_REGISTRY)
-        raise ConfigError(f"unknown hack {name!r}; valid hacks: {valid}") from None
+        valid = ", ".join(hack_names())
+        note = "".join(f"; note: {f}" for f in _FAILURES)
+        raise ConfigError(f"unknown hack {name!r}; valid hacks: {valid}{note}") from None
 
 
 def expand(selection: Iterable[str], removed: Iterable[str] = ()) -> tuple[str, ...]:
     """Hack names and keywords -> enabled names in canonical order, minus ``removed``.
 
-    ``all`` is every registered hack (plugins included), ``builtin`` the eleven, ``none``
-    nothing; keywords and names mix: ``["builtin", "spectral-norm"]``. Unknown names
-    raise a :class:`ConfigError` listing the valid ones.
+    ``all`` is every registered hack (plugins included; an error while a plugin failed to
+    load or a name is claimed twice, as ``all`` would silently lack it), ``builtin`` the
+    eleven, ``none`` nothing; keywords and names mix: ``["builtin", "spectral-norm"]``.
+    Unknown names raise a :class:`ConfigError` listing the valid ones.
     """
+    selection = list(selection)
+    if "all" in selection and problems():
+        raise ConfigError("'all' cannot be resolved: " + "; ".join(problems())
+                          + " (list the hacks you want instead, e.g. 'builtin,spectral-norm')")
     keywords = {"all": hack_names(), "builtin": builtin_names(), "none": []}
     chosen: list[str] = []
     for item in selection:
@@ -145,8 +321,9 @@ def instantiate(
     """Instantiate the enabled hacks with their parameters, in canonical order.
 
     ``params`` maps hack name -> {param: value}; parameters of hacks that are not
-    enabled are validated but otherwise ignored. Conflicting hacks raise an error
-    naming both.
+    enabled are validated but otherwise ignored. Conflicting hacks, and undeclared
+    overlaps (two hacks setting one Recipe field or replacing one loss;
+    :func:`ablate.interactions.check`), raise an error naming both.
     """
     enabled = list(dict.fromkeys(enabled))
     params = params or {}
@@ -159,14 +336,15 @@ def instantiate(
         for b in get_hack(a).conflicts:
             if b in enabled:
                 raise ConfigError(f"hacks {a!r} and {b!r} conflict; enable at most one of them")
-    return [get_hack(n)(get_hack(n).make_params(params.get(n))) for n in enabled]
+    hacks = [get_hack(n)(get_hack(n).make_params(params.get(n))) for n in enabled]
+    interactions.check(hacks)
+    return hacks
 
 
 def build_recipe(hacks: Iterable[Hack], base: Recipe | None = None) -> Recipe:
-    """Fold the hacks' :meth:`Hack.apply` into the all-off Recipe (or ``base``)."""
+    """Fold the hacks' :meth:`Hack.apply` into the all-off Recipe (or ``base``), each
+    overriding hack after the hacks it overrides (:func:`ablate.interactions.fold_order`)."""
     recipe = base or Recipe()
-    for hack in hacks:
-        recipe = hack.apply(recipe)
-        if not isinstance(recipe, Recipe):
-            raise TypeError(f"hack {hack.name!r}: apply() must return a Recipe")
+    for hack in interactions.fold_order(list(hacks)):
+        recipe = call_apply(hack, recipe)
     return recipe

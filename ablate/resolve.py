@@ -18,18 +18,28 @@ from ablate import registry
 from ablate.config import TrainConfig
 from ablate.environment import resolve_device
 from ablate.errors import ConfigError
+from ablate.hack import Hack
 from ablate.recipe import Recipe
 from ablate.train import TrainPlan, build
 
 
 def resolve(config: TrainConfig) -> TrainPlan:
-    """Instantiate the enabled hacks (validating names, parameters and conflicts), fold
-    their Recipe changes in canonical order, and record what config.json says of them."""
+    """Instantiate the enabled hacks (validating names, parameters, conflicts and
+    overlaps), fold their Recipe changes (canonical order, overriding hacks last), and
+    record what config.json says of each: name, parameters, provider and version."""
     hacks = registry.instantiate(config.hacks, config.param_dict())
     recipe = registry.build_recipe(hacks)
-    records = tuple({"name": h.name, "params": h.params_dict(), "provider": registry.provider(h.name)}
-                    for h in hacks)
+    records = tuple(hack_record(h) for h in hacks)
     return TrainPlan(config=config, recipe=recipe, hacks=tuple(hacks), hack_records=records)
+
+
+def hack_record(hack: Hack) -> dict:
+    """``{"name", "params", "provider", "version"}``: one enabled hack in config.json.
+
+    Run keys include the version of hacks whose provider is not ``ablate`` (built-ins are
+    versioned by the grid's CODE_VERSION), so bumping a plugin retrains its variants."""
+    return {"name": hack.name, "params": hack.params_dict(), "provider": registry.provider(hack.name),
+            "version": registry.version(hack.name)}
 
 
 def config_from_json(cfg: dict, device: str = "cpu") -> TrainConfig:

@@ -2,10 +2,15 @@
 directory.
 
 The loop reads only the Recipe and calls the enabled hacks' hooks; it never sees hack
-names or the registry (:mod:`ablate.resolve` builds the plan). Everything a hack
-changes arrives through the Recipe (model structure, optimizers, latent prior, data
-range, targets, the discriminator-update strategy) or through the module wrappers the
-hacks return. See docs/design.md, "The Recipe and the hooks".
+names or the registry (:mod:`ablate.resolve` builds the plan). What a hack changes
+arrives through the Recipe (model structure, optimizers, latent prior, data range,
+targets, the discriminator-update strategy), the module wrappers, and the per-step hooks
+(loss terms, augmentation, after-step callbacks, the sampled generator) whose call order
+:mod:`ablate.hack` documents.
+
+Two paths, chosen once per run: when no enabled hack overrides a loss or augmentation
+hook (every built-in), each step does exactly the plain DCGAN work below and calls no
+hook; otherwise the D and G updates go through :class:`ablate.steps.HookedUpdates`.
 """
 
 from __future__ import annotations
@@ -28,11 +33,17 @@ from ablate.config import TrainConfig
 from ablate.data import ImageSet, load, scale
 from ablate.environment import git_commit, hardware, resolve_device, versions
 from ablate.errors import ConfigError
-from ablate.hack import Hack
+from ablate.hack import Hack, StepContext, call_wrapper
+from ablate.interactions import changes_json, overrides_in_effect, recipe_changes, select_hooks
 from ablate.models import build_models, fixed_latents, generate, sample_latent
 from ablate.recipe import Optimizer, Recipe
+from ablate.steps import HookedUpdates
 
 Validator = Callable[[nn.Module], float]  # generator -> validation FID
+# Offset of the hooks' random stream from the run's seed: hooks draw from their own
+# generator, so the loop's stream (data order, latents, targets) is the same with or
+# without them.
+HOOK_SEED = 0x9E3779B97F4A7C15
 
 
 @dataclass(frozen=True)
@@ -40,9 +51,9 @@ class TrainPlan:
     """A TrainConfig with its hacks resolved: what :func:`train` consumes.
 
     Built by :func:`ablate.resolve.resolve`; ``hacks`` are the enabled hack instances
-    in canonical order (their wrappers are applied in that order), ``recipe`` the
-    all-off Recipe with every hack's ``apply`` folded in, and ``hack_records`` what
-    ``config.json`` says of each hack (name, parameters, provider).
+    in canonical order (their wrappers and hooks are called in that order), ``recipe``
+    the all-off Recipe with every hack's ``apply`` folded in, and ``hack_records`` what
+    ``config.json`` says of each hack (``name``, ``params``, ``provider``, ``version``).
     """
 
     config: TrainConfig
@@ -72,6 +83,9 @@ def resolved_config(plan: TrainPlan, data: ImageSet | None = None,
         "train": dataclasses.asdict(plan.config),
         "hacks": [dict(r) for r in plan.hack_records],
         "recipe": plan.recipe.to_dict(),
+        # What the hacks changed relative to all-off, and the overrides that decided it.
+        "recipe_changes": changes_json(recipe_changes(plan)),
+        "overrides": overrides_in_effect(plan.hacks),
     }
     out["train"].pop("params")  # folded into "hacks" above, with every default resolved
     if data is not None:
@@ -167,15 +181,32 @@ def prepare_out_dir(out_dir: Path) -> None:
 def build(plan: TrainPlan, shape: tuple[int, int, int], device: torch.device
           ) -> tuple[nn.Module, nn.Module]:
     """Build, initialise (seeded) and wrap G and D for images of ``shape``."""
-    config = plan.config
+    config, recipe = plan.config, plan.recipe
     torch.manual_seed(config.seed)
-    g, d = build_models(plan.recipe, shape, config.ngf, config.ndf, config.latent_dim)
+    g, d = build_models(recipe, shape, config.ngf, config.ndf, config.latent_dim)
     for h in plan.hacks:
-        g, d = h.wrap_generator(g), h.wrap_discriminator(d)
+        g = call_wrapper(h, "wrap_generator", g, recipe)
+        d = call_wrapper(h, "wrap_discriminator", d, recipe)
     # channels_last is oneDNN's fast convolution layout: 1.2x (all-on) to 1.5x (all-off)
     # per training step on the CPU (benchmarks/README.md); the numbers do not change.
     fmt = torch.channels_last
     return g.to(device, memory_format=fmt), d.to(device, memory_format=fmt)
+
+
+def sampling_generator(plan: TrainPlan, g: nn.Module) -> nn.Module:
+    """The generator to sample, validate and save: ``g``, or the module an enabled hack's
+    :meth:`~ablate.hack.Hack.sampling_generator` returns (checked to load into G)."""
+    hack = select_hooks(plan.hacks).sampling_generator
+    if hack is None:
+        return g
+    out = call_wrapper(hack, "sampling_generator", g, plan.recipe)
+    want = {k: v.shape for k, v in g.state_dict().items()}
+    got = {k: v.shape for k, v in out.state_dict().items()}
+    if got != want:
+        raise ConfigError(f"hack {hack.name!r}: sampling_generator() must return a module with "
+                          "the generator's state_dict keys and shapes (e.g. a copy of it), so "
+                          "that generator.pt loads into the built generator")
+    return out
 
 
 def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = None) -> TrainResult:
@@ -196,6 +227,8 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
     if bs > n_data:
         raise ConfigError(f"batch size {bs} exceeds the {n_data} training images of {config.dataset}")
     g, d = build(plan, data.shape, device)
+    g_sample = sampling_generator(plan, g)
+    hooks = select_hooks(plan.hacks)
     prepare_out_dir(out_dir)  # only now, after every check, is the run directory touched
     write_json(out_dir / "config.json", resolved_config(plan, data, device))
 
@@ -203,11 +236,21 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
     gen = torch.Generator(device).manual_seed(config.seed)
     opt_g = make_optimizer(g.parameters(), recipe.g_optimizer, device)
     opt_d = make_optimizer(d.parameters(), recipe.d_optimizer, device)
-    update_d = D_UPDATES[recipe.d_update]
     ones = torch.ones(bs, device=device)
     # The loop calls g_fwd/d_fwd; g and d themselves stay plain for saving and evaluation.
     g_fwd, d_fwd = (Autocast(g, device.type), Autocast(d, device.type)) \
         if config.precision == "bf16" else (g, d)
+    # Hooks: the plain path (no hook overridden) keeps ctx and hooked None and runs
+    # exactly the DCGAN step; otherwise the updates call the hooks (ablate.steps).
+    ctx = hooked = None
+    update_d = D_UPDATES[recipe.d_update]
+    after = hooks.after_step
+    if hooks.per_step or after:
+        rng = torch.Generator(device).manual_seed((config.seed + HOOK_SEED) % 2**63)
+        ctx = StepContext(recipe, config.steps, g, d, g_sample, opt_g, opt_d, rng, device)
+    if hooks.per_step:
+        hooked = HookedUpdates(hooks, ctx, d_fwd, recipe.d_update, opt_g)
+        update_d = hooked.update_d
     if not config.val_every:
         validate = None
     best_fid, best_step, val_time = float("inf"), None, 0.0
@@ -221,6 +264,8 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
     g.train()
     d.train()
     while step < config.steps:
+        if ctx is not None:
+            ctx.step = step
         for _ in range(recipe.d_steps):
             if cursor + bs > n_data:  # a new epoch: sample without replacement
                 perm, cursor = torch.randperm(n_data, generator=gen, device=device), 0
@@ -229,13 +274,21 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
             fake = g_fwd(sample_latent(recipe, bs, config.latent_dim, gen, device))
             t_real, t_fake = _targets(recipe, bs, gen, device)
             loss_d, out_real, out_fake = update_d(d_fwd, opt_d, real, fake.detach(), t_real, t_fake)
-        opt_g.zero_grad(set_to_none=True)
-        loss_g = F.binary_cross_entropy_with_logits(d_fwd(fake), ones)  # non-saturating loss
-        loss_g.backward()
-        opt_g.step()
+        if hooked is None:
+            opt_g.zero_grad(set_to_none=True)
+            loss_g = F.binary_cross_entropy_with_logits(d_fwd(fake), ones)  # non-saturating loss
+            loss_g.backward()
+            opt_g.step()
+        else:
+            loss_g = hooked.update_g(fake)
         window[step % config.log_every] = torch.stack(
             [loss_d, loss_g.detach(), out_real.sigmoid().mean(), out_fake.sigmoid().mean()])
         step += 1
+        if after:
+            ctx.step, ctx.loss_d, ctx.loss_g = step, loss_d, loss_g.detach()
+            for h in after:
+                if h.after_step(ctx) is not None:
+                    raise ConfigError(f"hack {h.name!r}: after_step() must return None")
         if step % config.log_every == 0 or step == config.steps:
             n = (step - 1) % config.log_every + 1
             stats = window[:n].cpu()
@@ -253,10 +306,11 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
                 break
         if validate is not None and (step % config.val_every == 0 or step == config.steps):
             t_val = time.perf_counter()
-            val_fid = validate(g)
+            val_fid = validate(g_sample)
             if val_fid < best_fid:  # NaN (non-finite samples) never becomes the best
                 best_fid, best_step = val_fid, step
-                write_atomic(out_dir / "generator_best.pt", lambda f: torch.save(g.state_dict(), f))
+                write_atomic(out_dir / "generator_best.pt",
+                             lambda f: torch.save(g_sample.state_dict(), f))
             append_jsonl(out_dir / "log.jsonl", {"step": step, "val_fid": val_fid,
                                                  "val_n": config.val_n, "best_step": best_step})
             elapsed = time.perf_counter() - t_val
@@ -264,8 +318,8 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
             t_window += elapsed  # keep validation out of the logged throughput
     train_time = time.perf_counter() - t_train - val_time
 
-    save_samples(g, recipe, config.latent_dim, device, out_dir / "samples.png")
-    write_atomic(out_dir / "generator.pt", lambda f: torch.save(g.state_dict(), f))
+    save_samples(g_sample, recipe, config.latent_dim, device, out_dir / "samples.png")
+    write_atomic(out_dir / "generator.pt", lambda f: torch.save(g_sample.state_dict(), f))
     result = TrainResult(status, step, diverged_step, time.perf_counter() - t_start, train_time,
                          step * bs / train_time, str(out_dir))
     if validate is not None:

@@ -15,7 +15,7 @@ from ablate.models import Discriminator, Generator, build_models, sample_latent
 from ablate.recipe import Recipe
 from ablate.config import TrainConfig
 from ablate.resolve import resolve
-from ablate.train import D_UPDATES, _targets, train
+from ablate.train import D_UPDATES, _targets, build, train
 
 ALL = registry.hack_names()
 SHAPE = (1, 28, 28)
@@ -47,9 +47,7 @@ def test_one_training_step(name, tmp_path):
         assert math.isfinite(record[key]), (name, key)
     cfg = json.loads((tmp_path / "run/config.json").read_text())
     assert [h["name"] for h in cfg["hacks"]] == [name]
-    g, d = build_models(registry.build_recipe(registry.instantiate(config.hacks, config.param_dict())), SHAPE, 8, 8)
-    for h in registry.instantiate(config.hacks, config.param_dict()):
-        g, d = h.wrap_generator(g), h.wrap_discriminator(d)
+    g, d = build(resolve(config), SHAPE, torch.device("cpu"))
     x = g(torch.zeros(2, 100))
     assert x.shape == (2, *SHAPE)
     assert d(x).shape == (2,)

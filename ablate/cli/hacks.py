@@ -1,4 +1,4 @@
-"""``ablate hacks``: the registry as a table or JSON."""
+"""``ablate hacks``: the registry as a table or JSON (with each hack's provider and version)."""
 
 from __future__ import annotations
 
@@ -15,14 +15,21 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = [{**h.describe(), "provider": registry.provider(h.name)} for h in registry.list_hacks()]
+    # Broken or clashing plugins are reported as warnings by the registry, not fatal here.
+    rows = [registry.describe(h.name) for h in registry.list_hacks()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     w = max(len(r["name"]) for r in rows)
-    print(f"{'hack':<{w}}  {'provider':<14} ON (the hack) / OFF (baseline); params")
+    pw = max(len(f"{r['provider']} {r['version']}") for r in rows)
+    print(f"{'hack':<{w}}  {'provider version':<{pw}}  ON (the hack) / OFF (baseline); params")
+    pad = " " * (w + pw + 4)
     for r in rows:
         params = ", ".join(f"{k}={v['default']}" for k, v in r["params"].items())
-        print(f"{r['name']:<{w}}  {r['provider']:<14} ON:  {r['on']}")
-        print(f"{'':<{w}}  {'':<14} OFF: {r['off']}" + (f"\n{'':<{w+16}} params: {params}" if params else ""))
+        print(f"{r['name']:<{w}}  {r['provider'] + ' ' + r['version']:<{pw}}  ON:  {r['on']}")
+        print(f"{pad}OFF: {r['off']}")
+        if params:
+            print(f"{pad}params: {params}")
+        if r["overrides"]:
+            print(f"{pad}overrides: {', '.join(r['overrides'])}")
     return 0

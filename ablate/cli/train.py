@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -63,7 +64,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-n", type=int, default=10_000, help="samples for the final evaluation")
     p.add_argument("--eval-features", default="auto",
                    help="classifier, inception, both, or auto (classifier on CPU, both on GPU)")
-    p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<name>)")
+    p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<dataset>-<variant>-s<seed>-<digest of the config>)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
 
@@ -80,12 +81,25 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def variant_name(config: TrainConfig) -> str:
-    """The default run-directory name of a config's hack selection."""
+    """A readable name of a config's hack selection (all-on, all-off, a+b, 12hacks)."""
     if set(config.hacks) == set(registry.builtin_names()):
         return "all-on"
     if not config.hacks:
         return "all-off"
     return "+".join(config.hacks) if len(config.hacks) <= 3 else f"{len(config.hacks)}hacks"
+
+
+def default_out(plan) -> Path:
+    """``runs/<dataset>-<variant>-s<seed>-<digest>``: the digest covers everything that
+    defines the run (config, hacks with parameters and versions), so two different runs
+    never share a default directory, while rerunning one finds its own."""
+    cfg = dataclasses.asdict(plan.config)
+    for volatile in ("device", "threads", "log_every"):  # how it runs, not what it computes
+        cfg.pop(volatile)
+    text = json.dumps({"train": cfg, "hacks": list(plan.hack_records)}, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    c = plan.config
+    return Path("runs") / f"{c.dataset}-{variant_name(c)}-s{c.seed}-{digest}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if args.eval:
         protocol = protocol_for(args.eval_features, config.device, n=args.eval_n,
                                 val_every=config.val_every, val_n=config.val_n)
-    out = args.out or Path("runs") / f"{config.dataset}-{variant_name(config)}-s{config.seed}"
+    out = args.out or default_out(plan)
     scored = train_and_score(config, protocol, out)
     print(json.dumps(dataclasses.asdict(scored.result), indent=2))
     if scored.metrics is not None:

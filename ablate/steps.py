@@ -1,0 +1,153 @@
+"""The training loop's hook path: D and G updates that call the hacks' per-step hooks.
+
+:func:`ablate.train.train` uses these only when an enabled hack overrides a loss or
+augmentation hook (:attr:`ablate.interactions.Hooks.per_step`); otherwise it runs its
+plain updates and none of this code. The call order is documented in :mod:`ablate.hack`.
+With no hook overridden these updates compute what the plain path computes (the
+default losses are the same binary cross-entropies), at the cost of the bookkeeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ablate.errors import ConfigError
+from ablate.hack import DContext, GContext, Hack, StepContext
+from ablate.interactions import Hooks
+
+Discriminate = Callable[[torch.Tensor], tuple[torch.Tensor, "torch.Tensor | None"]]
+
+
+def last_conv(module: nn.Module) -> nn.Module | None:
+    """D's last convolution, whose input is what :class:`DContext` calls D's features."""
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1] if convs else None
+
+
+def scalar(value: object, hack: Hack, hook: str, optional: bool = False) -> torch.Tensor | None:
+    """Check a loss hook's result: a one-element tensor (or None where allowed)."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, torch.Tensor) or value.numel() != 1:
+        what = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+        raise ConfigError(f"hack {hack.name!r}: {hook}() must return a scalar tensor"
+                          f"{' or None' if optional else ''}, got {what}")
+    return value.reshape(())
+
+
+def bce_d_loss(ctx: DContext) -> torch.Tensor:
+    """The default D loss: binary cross-entropy of the logits present against the targets."""
+    outs = [o for o in (ctx.out_real, ctx.out_fake) if o is not None]
+    targets = [t for t, o in ((ctx.t_real, ctx.out_real), (ctx.t_fake, ctx.out_fake)) if o is not None]
+    if len(outs) == 1:
+        return F.binary_cross_entropy_with_logits(outs[0], targets[0])
+    return F.binary_cross_entropy_with_logits(torch.cat(outs), torch.cat(targets))
+
+
+def ns_g_loss(ctx: GContext) -> torch.Tensor:
+    """The default G loss: non-saturating, BCE of D(G(z)) against 1."""
+    return F.binary_cross_entropy_with_logits(ctx.out_fake, torch.ones_like(ctx.out_fake))
+
+
+class HookedUpdates:
+    """D and G updates for one run through ``hooks``; ``loop`` supplies the step and rng.
+
+    :meth:`update_d` has the signature of :data:`ablate.train.D_UPDATES` entries;
+    :meth:`update_g` performs the G update on the last fake batch.
+    """
+
+    def __init__(self, hooks: Hooks, loop: StepContext, d_fwd: nn.Module, d_update: str,
+                 opt_g: torch.optim.Optimizer) -> None:
+        self.hooks, self.loop, self.d_fwd, self.opt_g = hooks, loop, d_fwd, opt_g
+        self.mixed = d_update == "mixed"
+        self._features: list[torch.Tensor] = []
+        self._last_real: torch.Tensor | None = None
+        uses_features = hooks.d_loss or hooks.d_penalty or hooks.g_loss or hooks.g_penalty
+        conv = last_conv(loop.d) if uses_features else None
+        if conv is not None:  # keep a reference to the input of D's last conv; no copy
+            conv.register_forward_hook(lambda _m, inputs, _out: self._features.append(inputs[0]))
+
+    # ----- helpers --------------------------------------------------------------------
+    def discriminate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's logits and features for ``x`` (no augmentation)."""
+        self._features.clear()
+        out = self.d_fwd(x)
+        return out, (self._features[-1] if self._features else None)
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        for h in self.hooks.augment:
+            y = h.augment(x, self.loop)
+            if not isinstance(y, torch.Tensor) or y.shape != x.shape:
+                got = f"shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+                raise ConfigError(f"hack {h.name!r}: augment() must return a tensor of D's input "
+                                  f"shape {tuple(x.shape)}, got {got}")
+            x = y
+        return x
+
+    def _d_loss(self, ctx: DContext) -> torch.Tensor:
+        h = self.hooks.d_loss
+        loss = bce_d_loss(ctx) if h is None else scalar(h.d_loss(ctx), h, "d_loss")
+        for p in self.hooks.d_penalty:
+            term = scalar(p.d_penalty(ctx), p, "d_penalty", optional=True)
+            if term is not None:
+                loss = loss + term
+        return loss
+
+    def _d_context(self, real, fake, out_real, out_fake, t_real, t_fake, f_real, f_fake) -> DContext:
+        return DContext(self.loop.step, self.loop.recipe, real, fake, out_real, out_fake, t_real,
+                        t_fake, f_real, f_fake, self.discriminate, self.loop.rng)
+
+    # ----- the updates ----------------------------------------------------------------
+    def update_d(self, d: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor,
+                 fake: torch.Tensor, t_real: torch.Tensor, t_fake: torch.Tensor):
+        """One D update (mixed) or two (separate); returns (loss, D(real), D(fake))."""
+        n = real.shape[0]
+        if self.mixed:
+            opt.zero_grad(set_to_none=True)
+            x = self.augment(torch.cat([real, fake]))
+            out, f = self.discriminate(x)
+            ctx = self._d_context(x[:n], x[n:], out[:n], out[n:], t_real, t_fake,
+                                  None if f is None else f[:n], None if f is None else f[n:])
+            loss = self._d_loss(ctx)
+            loss.backward()
+            opt.step()
+            self._last_real = ctx.real.detach()
+            out = out.detach()
+            return loss.detach(), out[:n], out[n:]
+        losses, outs = [], []
+        for side, batch, t in (("real", real, t_real), ("fake", fake, t_fake)):
+            opt.zero_grad(set_to_none=True)
+            x = self.augment(batch)
+            out, f = self.discriminate(x)
+            if side == "real":
+                ctx = self._d_context(x, None, out, None, t, None, f, None)
+                self._last_real = x.detach()
+            else:
+                ctx = self._d_context(None, x, None, out, None, t, None, f)
+            loss = self._d_loss(ctx)
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+            outs.append(out.detach())
+        return (losses[0] + losses[1]) / 2, outs[0], outs[1]
+
+    def update_g(self, fake: torch.Tensor) -> torch.Tensor:
+        """One G update on ``fake`` (not detached); returns the loss (detached)."""
+        self.opt_g.zero_grad(set_to_none=True)
+        x = self.augment(fake)
+        out, f = self.discriminate(x)
+        ctx = GContext(self.loop.step, self.loop.recipe, self._last_real, x, out, f,
+                       self.discriminate, self.loop.rng)
+        h = self.hooks.g_loss
+        loss = ns_g_loss(ctx) if h is None else scalar(h.g_loss(ctx), h, "g_loss")
+        for p in self.hooks.g_penalty:
+            term = scalar(p.g_penalty(ctx), p, "g_penalty", optional=True)
+            if term is not None:
+                loss = loss + term
+        loss.backward()
+        self.opt_g.step()
+        return loss.detach()

@@ -1,0 +1,303 @@
+"""Registry hygiene (issue 12, item 4) and hack identity (item 2): duplicate names,
+reserved names, parameter types, broken plugins, versions, canonical order, default
+run directories."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+import tomllib
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import pytest
+
+import ablate
+from ablate import Bounds, Hack, registry
+from ablate.cli import main
+from ablate.config import TrainConfig
+from ablate.errors import ConfigError
+from ablate.resolve import resolve
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ----- plugins installed into a throwaway site folder ---------------------------------
+def _install(site: Path, dist: str, version: str, module_text: str, ep_name: str = "hacks") -> str:
+    """Write a minimal installed distribution (dist-info with an ablate.hacks entry point
+    naming a fresh module) into ``site``; return the module name."""
+    module = f"plug_{dist.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
+    (site / f"{module}.py").write_text(textwrap.dedent(module_text))  # no-op if dedented
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[ablate.hacks]\n{ep_name} = {module}\n")
+    return module
+
+
+def _hack_module(name: str, extra: str = "") -> str:
+    return textwrap.dedent(f"""
+        from ablate import Hack, register_hack
+
+        @register_hack
+        class H(Hack):
+            name = {name!r}
+            on, off = "on", "off"
+    """) + extra
+
+
+@pytest.fixture
+def fresh(monkeypatch, tmp_path):
+    """An empty registry that discovers again, with ``tmp_path/site`` on sys.path."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    for attr, value in (("_REGISTRY", {}), ("_PROVIDERS", {}), ("_DUPLICATES", {}),
+                        ("_FAILURES", []), ("_discovered", False)):
+        monkeypatch.setattr(registry, attr, value)
+    return site
+
+
+# ----- duplicate and reserved names --------------------------------------------------
+@pytest.mark.parametrize("first,second", [("aaa-dist", "zzz-dist"), ("zzz-dist", "aaa-dist")])
+def test_two_plugins_claiming_one_name_is_an_error_naming_both(fresh, capsys, first, second):
+    _install(fresh, first, "1.0", _hack_module("dup-hack"))
+    _install(fresh, second, "2.0", _hack_module("dup-hack"))
+    with pytest.warns(registry.PluginWarning, match="'dup-hack' is registered by more than one provider"):
+        registry.list_hacks()
+    with pytest.raises(ConfigError) as err:
+        registry.get_hack("dup-hack")
+    assert "aaa-dist" in str(err.value) and "zzz-dist" in str(err.value)
+    assert "dup-hack" not in registry.hack_names()
+    assert main(["train", "--hacks", "builtin", "--dry-run"]) == 0  # other hacks still work
+    assert main(["train", "--hacks", "builtin,dup-hack", "--dry-run"]) == 2
+    assert "aaa-dist" in capsys.readouterr().err
+
+
+def test_a_plugin_claiming_a_builtin_name_is_an_error_naming_both(fresh, capsys):
+    _install(fresh, "evil-dist", "1.0", _hack_module("batch-norm"))
+    with pytest.warns(registry.PluginWarning):
+        registry.list_hacks()
+    assert main(["train", "--hacks", "builtin", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "'batch-norm' is registered by more than one provider: ablate" in err and "evil-dist" in err
+
+
+def test_direct_duplicate_registration_fails_at_once_naming_both():
+    class Dup(Hack):
+        name = "batch-norm"
+
+    with pytest.raises(ConfigError, match=re.escape("already registered by ablate (ablate.hacks.dcgan.BatchNorm)")):
+        registry.register_hack(Dup)
+    assert registry.get_hack("batch-norm") is not Dup
+
+
+@pytest.mark.parametrize("name", ["all", "builtin", "none"])
+def test_reserved_names_are_rejected(name):
+    cls = type("Reserved", (Hack,), {"name": name})
+    with pytest.raises(ConfigError, match=f"hack name '{name}' is reserved"):
+        registry.register_hack(cls)
+
+
+@pytest.mark.parametrize("name", ["Upper", "with space", "a,b", "a.b", "a=b", "-lead", ""])
+def test_malformed_names_are_rejected(name):
+    with pytest.raises(ConfigError, match="name"):
+        registry.register_hack(type("Bad", (Hack,), {"name": name}))
+
+
+# ----- broken plugins ------------------------------------------------------------------
+def test_a_plugin_that_fails_to_import_warns_and_errors_only_when_used(fresh, capsys):
+    _install(fresh, "broken-dist", "0.3", "raise RuntimeError('oops at import')", ep_name="broken")
+    _install(fresh, "good-dist", "1.0", _hack_module("good-hack"))
+    with pytest.warns(registry.PluginWarning, match="broken-dist .*failed to load: RuntimeError: oops at import"):
+        names = registry.hack_names()
+    assert "good-hack" in names and names[:11] == registry.builtin_names()
+    assert main(["hacks"]) == 0
+    assert main(["train", "--hacks", "builtin,good-hack", "--dry-run"]) == 0
+    capsys.readouterr()
+    for selection in ("broken", "all"):  # its hack by name, or 'all' (which would lack it)
+        assert main(["train", "--hacks", selection, "--dry-run"]) == 2
+        assert "oops at import" in capsys.readouterr().err
+
+
+def test_a_plugin_failing_halfway_leaves_no_half_registered_hack(fresh):
+    _install(fresh, "half-dist", "1.0", _hack_module("half-hack", "\nraise ImportError('late')\n"))
+    with pytest.warns(registry.PluginWarning, match="late"):
+        assert "half-hack" not in registry.hack_names()
+
+
+def test_entry_point_naming_a_hack_class(fresh):
+    module = _install(fresh, "cls-dist", "4.2", """
+        from ablate import Hack
+
+        class Direct(Hack):
+            name = "direct-hack"
+            on, off = "on", "off"
+    """)
+    info = next(fresh.glob("cls_dist-*.dist-info"))
+    (info / "entry_points.txt").write_text(f"[ablate.hacks]\ndirect-hack = {module}:Direct\n")
+    assert registry.provider("direct-hack") == "cls-dist" and registry.version("direct-hack") == "4.2"
+
+
+# ----- parameter types -------------------------------------------------------------------
+class _Typed(Hack):
+    name = "test-typed"
+    on = off = "x"
+
+    @dataclass(frozen=True)
+    class Params:
+        mode: Literal["a", "b"] = "a"
+        level: Literal[1, 2, 3] = 1
+        limit: Optional[float] = None
+        cap: int | None = 3
+        pair: tuple[float, float] = (0.1, 0.2)
+        many: tuple[int, ...] = ()
+        p: Annotated[float, Bounds(ge=0.0, le=1.0)] = 0.5
+        n: Annotated[int, Bounds(gt=0)] = 2
+        flag: bool = False
+
+
+@pytest.mark.parametrize("values,expected", [
+    ({"mode": "b"}, {"mode": "b"}),
+    ({"level": "2"}, {"level": 2}),  # a CLI string
+    ({"level": 3}, {"level": 3}),
+    ({"limit": "none"}, {"limit": None}),
+    ({"limit": "0.5"}, {"limit": 0.5}),
+    ({"cap": None}, {"cap": None}),
+    ({"pair": "0.3,0.4"}, {"pair": (0.3, 0.4)}),
+    ({"pair": [1, 2]}, {"pair": (1.0, 2.0)}),  # a TOML array
+    ({"many": "1,2,3"}, {"many": (1, 2, 3)}),
+    ({"p": 1}, {"p": 1.0}),
+    ({"flag": "yes"}, {"flag": True}),
+])
+def test_parameter_values_are_coerced(values, expected):
+    params = _Typed.make_params(values)
+    for k, v in expected.items():
+        assert getattr(params, k) == v and type(getattr(params, k)) is type(v)
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"mode": "bogus"}, "'mode' must be one of 'a', 'b', got 'bogus'"),
+    ({"level": 4}, "'level' must be one of 1, 2, 3"),
+    ({"limit": "abc"}, "'limit' must be float | None"),
+    ({"pair": "0.1"}, "'pair' must be tuple[float, float]"),
+    ({"many": "1,x"}, "'many'[1] must be int"),
+    ({"p": 1.5}, "'p' must be float (>= 0.0 and <= 1.0), got 1.5 (out of range"),
+    ({"p": float("nan")}, "out of range"),
+    ({"n": 0}, "'n' must be int (> 0)"),
+    ({"n": 2.5}, "'n' must be int"),
+    ({"n": True}, "'n' must be int"),
+    ({"flag": "maybe"}, "'flag' must be bool"),
+])
+def test_bad_parameter_values_are_config_errors(values, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        _Typed.make_params(values)
+
+
+def test_params_classes_are_checked_at_registration():
+    @dataclass
+    class NotFrozen:
+        x: int = 1
+
+    @dataclass(frozen=True)
+    class NoDefault:
+        x: int
+
+    @dataclass(frozen=True)
+    class Unsupported:
+        x: list = ()
+
+    @dataclass(frozen=True)
+    class BadDefault:
+        x: Literal["a", "b"] = "c"
+
+    for P, message in ((NotFrozen, "frozen dataclass"), (NoDefault, "needs a default"),
+                       (Unsupported, "has type list"),
+                       (BadDefault, re.escape("parameter 'x' (its default) must be one of 'a', 'b'"))):
+        with pytest.raises(ConfigError, match=message):
+            registry.register_hack(type("H", (Hack,), {"name": "test-params", "Params": P}))
+    assert "test-params" not in registry.hack_names()
+
+
+def test_experiment_files_check_parameter_types(tmp_path):
+    """TOML values go through the same checks (a Literal typo is caught before any run)."""
+    from ablate.experiment import load_experiment
+
+    text = (REPO / "experiments/smoke.toml").read_text()
+    text += '\n[hacks.params.label-smoothing]\none_sided = "maybe"\n'
+    (tmp_path / "x.toml").write_text(text)
+    assert tomllib.loads(text)
+    with pytest.raises(ConfigError, match="'one_sided' must be bool"):
+        load_experiment(tmp_path / "x.toml")
+
+
+# ----- identity: versions, providers, canonical order ---------------------------------
+def test_versions():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert registry.version("batch-norm") == ablate.__version__ == pyproject["project"]["version"]
+
+    class Pinned(Hack):
+        name = "test-pinned"
+        version = "2.5"
+
+    class Local(Hack):
+        name = "test-local"
+
+    registry.register_hack(Pinned)
+    registry.register_hack(Local)
+    try:
+        assert registry.version("test-pinned") == "2.5"
+        assert re.fullmatch(r"src-[0-9a-f]{12}", registry.version("test-local"))  # no distribution
+        record = resolve(TrainConfig(dataset="fake", hacks=("test-pinned",))).hack_records[0]
+        assert record == {"name": "test-pinned", "params": {}, "provider": registry.provider("test-pinned"),
+                          "version": "2.5"}
+    finally:
+        registry.unregister_hack("test-pinned")
+        registry.unregister_hack("test-local")
+
+
+def test_installed_plugin_versions_and_providers(fresh):
+    _install(fresh, "vers-dist", "3.1.4", _hack_module("vers-hack"))
+    row = registry.describe("vers-hack")
+    assert (row["provider"], row["version"]) == ("vers-dist", "3.1.4")
+    assert main(["hacks", "--json"]) == 0
+
+
+def test_canonical_order_does_not_depend_on_discovery(fresh):
+    # Distribution names sort the opposite way to the hack names they provide.
+    _install(fresh, "aaa-dist", "1.0", _hack_module("zeta-hack"))
+    _install(fresh, "zzz-dist", "1.0", _hack_module("alpha-hack"))
+    names = registry.hack_names()
+    assert names[:11] == registry.builtin_names()
+    assert names.index("alpha-hack") < names.index("zeta-hack")
+    assert registry.expand(["zeta-hack", "alpha-hack", "batch-norm"]) == ("batch-norm", "alpha-hack", "zeta-hack")
+
+
+# ----- default run directories ----------------------------------------------------------
+def test_default_run_directories_never_collide():
+    from ablate.cli.train import default_out
+
+    class P1(Hack):
+        name = "test-plugin-one"
+
+    class P2(Hack):
+        name = "test-plugin-two"
+
+    registry.register_hack(P1)
+    registry.register_hack(P2)
+    try:
+        def out(hacks, **kw):
+            return default_out(resolve(TrainConfig(dataset="fake", hacks=hacks, **kw)))
+
+        builtin = tuple(registry.builtin_names())
+        dirs = {out(builtin + ("test-plugin-one",)), out(builtin + ("test-plugin-two",)),
+                out(builtin), out(builtin, params=(("noisy-labels", "p", 0.1),)),
+                out(builtin, steps=7), out(builtin, seed=1)}
+        assert len(dirs) == 6
+        assert out(builtin) == out(builtin, device="cpu", threads=1)  # same run, same directory
+        assert out(builtin).name.startswith("fake-all-on-s0-")
+    finally:
+        registry.unregister_hack("test-plugin-one")
+        registry.unregister_hack("test-plugin-two")
