@@ -19,7 +19,7 @@ from report_synthetic import make_results  # noqa: E402
 from ablate.metrics.modes import mode_metrics  # noqa: E402
 from ablate.report import context, failures  # noqa: E402
 from ablate.report.results import Results  # noqa: E402
-from ablate.stacked import stack  # noqa: E402
+from ablate.data.stacked import stack  # noqa: E402
 
 MNIST_TEST = np.array([980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009])  # MNIST test classes
 

@@ -37,7 +37,7 @@ from ablate.metrics.features import Passthrough
 from ablate.metrics.modes import histogram, mode_metrics, predictions
 from ablate.metrics.prdc import prdc
 from ablate.resolve import load_run
-from ablate.stacked import is_stacked
+from ablate.data import is_stacked
 
 MAX_BATCH = 8192  # images per feature-net call across members (Inception: ~7 GB of input on GPU)
 

@@ -29,7 +29,8 @@ from pathlib import Path
 from ablate import registry
 from ablate.artefacts import write_json
 from ablate.config import EvalProtocol
-from ablate.data import DataUnavailable, load
+from ablate.data import load
+from ablate.errors import DataUnavailable
 from ablate.design import Design, build_design
 from ablate.environment import resolve_device
 from ablate.errors import ConfigError

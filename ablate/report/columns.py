@@ -1,7 +1,7 @@
 """The report's column vocabulary: which frame columns are metrics, their labels, their
 direction (lower or higher is better) and the scale their tests use.
 
-Metric columns come from :func:`ablate.store.load_frame`, which flattens each run's
+Metric columns come from :func:`ablate.grid.store.load_frame`, which flattens each run's
 ``metrics.json`` into ``<checkpoint>.<feature net>.<metric>`` (``best.classifier.fid``).
 The report adds run-level columns of its own (``val_fid_auc``, ``js``).
 """

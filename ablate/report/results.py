@@ -1,7 +1,7 @@
 """The results contract: what the report reads from a results directory, typed.
 
 :meth:`Results.load` reads ``experiment.json`` (written by the grid driver) and the run
-store (``runs.sqlite``, through :func:`ablate.store.load_frame`) and returns
+store (``runs.sqlite``, through :func:`ablate.grid.store.load_frame`) and returns
 
 * ``frame``: one row per planned run, in the store's schema (see ``load_frame``);
 * ``meta``: an :class:`ExperimentMeta`, a frozen value parsed from ``experiment.json``
@@ -27,7 +27,7 @@ import pandas as pd
 
 from ablate.config import AnalysisSpec, SeedPolicy
 from ablate.errors import ConfigError
-from ablate.store import EXPERIMENT_JSON, load_frame
+from ablate.grid.store import EXPERIMENT_JSON, load_frame
 
 __all__ = ["Comparison", "ExperimentMeta", "Results", "parse_meta"]
 
@@ -105,7 +105,7 @@ def _spec(cls, doc: Any, where: str):
 
 
 def parse_meta(doc: dict, where: str = EXPERIMENT_JSON) -> ExperimentMeta:
-    """Parse the dict ``ablate.runner.write_experiment_meta`` writes."""
+    """Parse the dict ``ablate.grid.driver.write_experiment_meta`` writes."""
     if not isinstance(doc, dict):
         raise ConfigError(f"{where}: expected a JSON object")
     exp = _need(doc, "experiment", dict, where)
