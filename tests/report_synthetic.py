@@ -1,6 +1,6 @@
 """A synthetic results directory with known hack effects, written by the real writers:
-``ablate.runner.write_experiment_meta`` (experiment.json, from a parsed experiment and
-its design) and ``ablate.store.Store`` (``set_plan``, ``claim``, ``finish``), plus run
+``ablate.grid.driver.write_experiment_meta`` (experiment.json, from a parsed experiment and
+its design) and ``ablate.grid.store.Store`` (``record_plan``, ``claim``, ``commit``), plus run
 directories in the runner's layout (config.json, log.jsonl, metrics.json, samples.png).
 
 FID is multiplicative: log FID = log BASE + Σ LOG_EFFECT[h]·on[h] + seed offset + noise,
@@ -17,8 +17,8 @@ import numpy as np
 
 from ablate.design import build_design
 from ablate.experiment import parse_experiment
-from ablate.runner import write_experiment_meta
-from ablate.store import Store
+from ablate.grid.driver import Grid, write_experiment_meta
+from ablate.grid.store import Status, Store
 
 HACKS = ("leaky-relu", "batch-norm", "label-smoothing", "noisy-labels")  # canonical registry order
 # The known truth on the log scale: batch-norm ON multiplies FID by 1.25 (it hurts here).
@@ -65,14 +65,14 @@ def make_results(root: Path, design: str = "leave-one-out", *, log_effects=None,
     rows += [{"variant": v, "seed": s, "key": f"x-{status}", "hacks": sorted(next(x.hacks for x in d.variants
                                                                                      if x.name == v)),
               "config": {}} for v, s, status in extras]
-    write_experiment_meta(experiment, d, root, len(rows))
+    write_experiment_meta(Grid(experiment, d, root, ()), len(rows))
     if analysis is not None or seed_policy is not None:  # the driver's future experiment.json keys
         meta = json.loads((root / "experiment.json").read_text())
         meta.update({k: v for k, v in (("analysis", analysis), ("seed_policy", seed_policy)) if v is not None})
         (root / "experiment.json").write_text(json.dumps(meta))
     store = Store(root)
     try:
-        store.set_plan(rows)
+        store.record_plan(rows)
         for row, (v, s) in zip(rows, plan):
             on = v.hacks
             log_fid = (math.log(BASE_FID) + sum(effects[h] for h in on) + SEED_OFFSET[s]
@@ -84,13 +84,13 @@ def make_results(root: Path, design: str = "leave-one-out", *, log_effects=None,
             token = store.claim(row["key"])
             if artefacts:
                 _write_run(root / "runs" / row["key"], sorted(on), s, metrics)
-            store.finish(row["key"], token, "done", steps=300, wall_time_s=100 + 10 * len(on),
+            store.commit(row["key"], token, Status.DONE, lambda: None, steps=300, wall_time_s=100 + 10 * len(on),
                          train_time_s=90 + 10 * len(on), eval_time_s=5.0, images_per_s=600.0,
                          metrics=metrics, run_dir=f"runs/{row['key']}")
         for v, s, status in extras:
             if status == "diverged":
                 token = store.claim("x-diverged")
-                store.finish("x-diverged", token, "diverged", steps=150, diverged_step=150, wall_time_s=50.0,
+                store.commit("x-diverged", token, Status.DIVERGED, lambda: None, steps=150, diverged_step=150, wall_time_s=50.0,
                              run_dir="runs/x-diverged")
     finally:
         store.close()
