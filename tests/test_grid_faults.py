@@ -255,12 +255,14 @@ def test_status_dry_run_and_load_frame_work_on_a_read_only_results_dir(tmp_path)
         {py} -m ablate.cli status {exp} --results-dir {res}
         {py} -m ablate.cli grid {exp} --results-dir {res} --dry-run
         {py} -c "from ablate.grid.store import load_frame; print('frame rows', len(load_frame('{res}')))"
+        {py} -m ablate.cli grid {exp} --results-dir {res} --executor inline --no-report || echo "grid=$?"
     """)
     out = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "5/5 runs finished" in out.stdout and "5 already finished, 0 to run" in out.stdout
     assert "frame rows 5" in out.stdout and no_traceback(out.stderr)
+    assert "grid=2" in out.stdout and "is read-only" in out.stderr  # a writer says so, exit 2
 
 
 @needs_mounts

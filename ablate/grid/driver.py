@@ -12,6 +12,7 @@ seeds run in looks (see :func:`run_grid`).
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -223,6 +224,9 @@ def run_grid(grid: Grid, executor: Executor, *, next_look: NextLook | None = Non
     if policy.adaptive and next_look is None:
         raise ConfigError("adaptive seeds (seeds = { min, max }) need the decision function "
                           "next_look (ablate.report.sequential)")
+    if results_dir.exists() and not os.access(results_dir, os.W_OK):
+        raise ConfigError(f"results directory {results_dir} is read-only; `ablate status` and "
+                          "`ablate grid --dry-run` read it, a grid needs --results-dir elsewhere")
     specs = [replace(s, retry_failed=retry_failed) for s in grid.specs]
     config0 = specs[0].config
     device = resolve_device(config0.device).type if executor.name in ("local", "inline") \
