@@ -7,7 +7,8 @@ model width, the training budget, the evaluation protocol, the seeds, the design
     name = "default"                       # optional; default: the file's stem
     description = "quick leave-one-out ablation on Fashion-MNIST"
     results_dir = "results/default"        # optional; default: results/<stem>
-    seeds = [0, 1, 2]                      # or a count: seeds = 3 -> 0, 1, 2
+    seeds = [0, 1, 2]                      # or a count: seeds = 3 -> 0, 1, 2; or adaptive:
+                                           # seeds = { min = 3, max = 10 } (step = 1)
 
     [data]
     dataset = "fashion-mnist"
@@ -34,6 +35,11 @@ model width, the training budget, the evaluation protocol, the seeds, the design
     [hacks.params]
     noisy-labels = { p = 0.1 }
 
+    [analysis]                             # what the report decides (ablate.config.AnalysisSpec)
+    sesoi = 0.10                           # smallest effect of interest: a relative change
+    alpha = 0.05
+    metric = "best.classifier.fid"         # optional; <checkpoint>.<feature net>.<metric>
+
 Every table and key is checked: an unknown key, hack, dataset or parameter raises a
 :class:`~ablate.errors.ConfigError` that names it (the CLI exits with code 2).
 """
@@ -47,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate import registry
-from ablate.config import EvalProtocol, TrainConfig
+from ablate.config import AnalysisSpec, EvalProtocol, SeedPolicy, TrainConfig
 from ablate.data import dataset_spec
 from ablate.errors import ConfigError
 
@@ -77,7 +83,7 @@ class Experiment:
 
     name: str
     dataset: str
-    seeds: tuple[int, ...]
+    seeds: tuple[int, ...]  # fixed policy: the seeds; adaptive: 0 .. max-1 (the most planned)
     hacks: tuple[str, ...]  # the hacks in scope, canonical order
     design: DesignSpec = DesignSpec()
     # TrainConfig keyword arguments common to every run (model width and budget).
@@ -89,6 +95,13 @@ class Experiment:
     source: str | None = None  # the file it came from
     # Defaults for the grid command (overridden by its options).
     execution: tuple[tuple[str, Any], ...] = field(default=())
+    seed_policy: SeedPolicy | None = None  # None: fixed, the seeds above
+    analysis: AnalysisSpec | None = None  # the [analysis] table, if given
+
+    @property
+    def policy(self) -> SeedPolicy:
+        """The seed policy (a fixed one over ``seeds`` unless the file asked for adaptive)."""
+        return self.seed_policy or SeedPolicy(seeds=self.seeds)
 
     # ------------------------------------------------------------------------------
     def train_kwargs(self) -> dict[str, Any]:
@@ -127,7 +140,9 @@ class Experiment:
 # Parsing
 # --------------------------------------------------------------------------------------
 _TOP_KEYS = {"name", "description", "results_dir", "seeds", "data", "model", "budget",
-             "evaluation", "design", "hacks", "execution"}
+             "evaluation", "design", "hacks", "execution", "analysis"}
+_SEED_POLICY_KEYS = {"min", "max", "step"}
+_ANALYSIS_KEYS = {"sesoi", "alpha", "metric"}
 _EXECUTION_KEYS = {"workers", "threads", "device", "executor"}
 EXECUTORS = ("local", "inline", "ray", "slurm")
 MAX_SEED = 2**32 - 1  # seeds feed torch and numpy generators (numpy takes < 2**32)
@@ -235,8 +250,13 @@ def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experim
 
     seeds = doc.get("seeds")
     if seeds is None:
-        raise ConfigError("missing key 'seeds': give a list (seeds = [0, 1, 2]) or a count (seeds = 3)")
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        raise ConfigError("missing key 'seeds': give a list (seeds = [0, 1, 2]), a count (seeds = 3) "
+                          "or an adaptive range (seeds = { min = 3, max = 10 })")
+    policy = None
+    if isinstance(seeds, dict):
+        policy = _seed_policy(seeds)
+        seeds = list(policy.seeds)
+    elif isinstance(seeds, int) and not isinstance(seeds, bool):
         if not 1 <= seeds <= MAX_SEED_COUNT:
             raise ConfigError(f"seeds = {seeds}: a count must be in 1 .. {MAX_SEED_COUNT}")
         seeds = list(range(seeds))
@@ -286,11 +306,57 @@ def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experim
                                   f"[evaluation].{key} = {eval_t[key]}; set it once")
             train[key] = eval_t[key]
     execution = _execution(_table(doc, "execution"))
+    analysis = _analysis(doc["analysis"], evaluation) if "analysis" in doc else None
 
     return Experiment(name=name, dataset=dataset, seeds=tuple(seeds), hacks=scope, design=design,
                       train=tuple(sorted(train.items())), params=tuple(params),
                       evaluation=evaluation, description=description, results_dir=results_dir,
-                      source=source, execution=tuple(sorted(execution.items())))
+                      source=source, execution=tuple(sorted(execution.items())),
+                      seed_policy=policy, analysis=analysis)
+
+
+def _seed_policy(table: dict) -> SeedPolicy:
+    """``seeds = { min = 3, max = 10, step = 1 }``: adaptive seeds."""
+    _check_keys(table, _SEED_POLICY_KEYS, "seeds")
+    for key in ("min", "max"):
+        if key not in table:
+            raise ConfigError(f"seeds: an adaptive range needs '{key}', e.g. seeds = {{ min = 3, max = 10 }}")
+    values = {}
+    for key in _SEED_POLICY_KEYS & set(table):
+        value = table[key]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"seeds.{key} must be an integer, got {value!r}")
+        values[key] = value
+    if values["max"] > MAX_SEED_COUNT:
+        raise ConfigError(f"seeds.max = {values['max']}; valid: 2 .. {MAX_SEED_COUNT}")
+    return SeedPolicy(seeds=tuple(range(max(values["max"], 0))), adaptive=True, **values)
+
+
+def _analysis(table: Any, evaluation: tuple[tuple[str, Any], ...]) -> AnalysisSpec:
+    """``[analysis]``: sesoi, alpha and the primary metric, checked against the protocol."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"[analysis] must be a table, got {type(table).__name__}")
+    _check_keys(table, _ANALYSIS_KEYS, "[analysis]")
+    kw: dict[str, Any] = {}
+    for key in ("sesoi", "alpha"):
+        if key in table:
+            kw[key] = _typed(table[key], float, f"[analysis].{key}")
+    if "metric" in table:
+        metric = _typed(table["metric"], str, "[analysis].metric")
+        ev = dict(evaluation)
+        parts = metric.split(".")
+        features = ev.get("features") or ()
+        if len(parts) != 3 or parts[0] not in ("last", "best") or not parts[2]:
+            raise ConfigError(f"[analysis].metric = {metric!r}; valid: <checkpoint>.<feature net>"
+                              ".<metric> with checkpoint last or best, e.g. \"best.classifier.fid\"")
+        if parts[1] not in features:
+            raise ConfigError(f"[analysis].metric = {metric!r} names feature net {parts[1]!r}, "
+                              f"but [evaluation].features = {list(features)}")
+        if parts[0] == "best" and not ev.get("val_every"):
+            raise ConfigError(f"[analysis].metric = {metric!r}: a best checkpoint needs "
+                              "[evaluation].val_every > 0; use last.<...> or set val_every")
+        kw["metric"] = metric
+    return AnalysisSpec(**kw)
 
 
 def _design_spec(table: dict) -> DesignSpec:

@@ -35,7 +35,7 @@ def _committed(name: str) -> tuple[set[tuple[str, int, str]], dict[str, str]]:
 @pytest.mark.parametrize("name", COMMITTED)
 def test_replanning_the_committed_experiments_gives_their_keys(name):
     plan, configs = _committed(name)
-    _, _, _, specs = prepare(REPO / "experiments" / f"{name}.toml", REPO / "results" / name)
+    specs = prepare(REPO / "experiments" / f"{name}.toml", REPO / "results" / name).specs
     assert {(s.variant, s.seed, s.key) for s in specs} == plan
     assert len(plan) == 39
     for s in specs:  # the identity itself, field by field, not just its hash

@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from ablate.artefacts import read_json
 from ablate.config import EvalProtocol, parse_features
 
 HELP = "score a run: FID/KID, precision/recall, density/coverage, modes"
@@ -47,12 +46,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ablate.evaluate import METRICS_FILE, evaluate_run
+    from ablate.resolve import read_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
     train_cfg = {}
     if (Path(args.run_dir) / "config.json").exists():  # record how the run was validated
-        train_cfg = read_json(Path(args.run_dir) / "config.json").get("train", {})
+        train_cfg = read_config(args.run_dir).get("train") or {}  # bad JSON: exit 2
     protocol = protocol_for(args.features, args.device, n=args.n,
                             val_every=train_cfg.get("val_every", 0),
                             val_n=train_cfg.get("val_n", EvalProtocol.val_n))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sqlite3
 import sys
 import traceback
 from pathlib import Path
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from ablate.grid.driver import prepare, run_grid
     from ablate.grid.executors import make_executor
     from ablate.grid.status import print_dry_run
+    from ablate.grid.worker import disk_full
 
     # Validate everything before anything is written.
     exp0 = load_experiment(args.experiment)
@@ -80,9 +82,22 @@ def run(args: argparse.Namespace) -> int:
     grid = dataclasses.replace(grid, specs=tuple(
         dataclasses.replace(s, config=dataclasses.replace(s.config, threads=executor.threads))
         for s in grid.specs))
+    next_look = None
+    if grid.experiment.policy.adaptive:
+        # The statistics' decision between looks; imported only for adaptive grids
+        # (import-time saving: the report's statistics stack loads statsmodels).
+        from ablate.report.sequential import next_look
     try:
-        summary = run_grid(grid, executor, retry_failed=args.retry_failed, repair=args.repair,
-                           rebuild_index=args.rebuild_index, progress=not args.no_progress)
+        summary = run_grid(grid, executor, next_look=next_look, retry_failed=args.retry_failed,
+                           repair=args.repair, rebuild_index=args.rebuild_index,
+                           progress=not args.no_progress)
+    except (OSError, sqlite3.Error) as exc:  # the driver's own writes: a full disk
+        if not disk_full(grid.results_dir, exc):
+            raise
+        print(f"ablate: the grid stopped: cannot write to {grid.results_dir} ({exc}).\n"
+              f"Finished runs are kept; free disk space and rerun `ablate grid "
+              f"{args.experiment}` to resume", file=sys.stderr)
+        return 1
     finally:
         executor.close()
     counts = ", ".join(f"{v} {k}" for k, v in summary.counts.items())
@@ -90,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{name}: {summary.planned} runs, {summary.keys} keys: {counts}; "
           f"trained {summary.trained} now, reused {summary.reused}; "
           f"{summary.wall_time_s:.1f} s wall; results in {results}")
+    if grid.experiment.policy.adaptive:
+        print(f"adaptive seeds: stopped after look {summary.look}: "
+              + "; ".join(summary.look_reasons))
     if summary.interrupted:
         print(f"ablate: stopped by Ctrl-C; finished runs are kept. Resume with "
               f"`ablate grid {args.experiment}`", file=sys.stderr)

@@ -4,57 +4,48 @@ unfinished key of its plan on an executor (:func:`run_grid`).
 Before anything is written, :func:`run_grid` refuses (``ConfigError``, exit 2) a
 corrupt store and a thread count that differs from the finished runs'. Then it records
 the plan, sweeps dead attempts' tmp dirs, cross-checks the index with the run
-directories (:mod:`ablate.grid.rundirs`) and runs the rest, at most ``executor.slots``
-at a time.
-
-Faults: a worker that dies is retried up to :data:`MAX_DEATHS` times in all, then its
-key is ``failed`` with the cause; the other runs go on. A full disk stops the grid
-(claims released). Ctrl-C: the first press starts nothing new and lets the running
-runs finish; a second press (or SIGTERM) abandons them (their claims are released,
-their tmp dirs removed). A rerun resumes either way.
+directories (:mod:`ablate.grid.rundirs`: adopt, report missing, ``--repair``) and runs
+the rest (:mod:`ablate.grid.schedule`: worker deaths, Ctrl-C, a full disk). Adaptive
+seeds run in looks (see :func:`run_grid`).
 """
 
 from __future__ import annotations
 
-import signal
+import dataclasses
+import os
 import sys
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from ablate import registry
 from ablate.artefacts import write_json
-from ablate.config import EvalProtocol
+from ablate.config import AnalysisSpec, EvalProtocol, SeedPolicy
 from ablate.data import load
-from ablate.errors import DataUnavailable
 from ablate.design import Design, build_design
 from ablate.environment import resolve_device
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, DataUnavailable
 from ablate.evaluate import feature_nets
 from ablate.experiment import Experiment, load_experiment
 from ablate.grid import rundirs
 from ablate.grid.executors import Executor
 from ablate.grid.keys import CODE_VERSION, RunSpec, plan_runs
+from ablate.grid.schedule import Log, execute
 from ablate.grid.store import (
     DB_NAME,
     EXPERIMENT_JSON,
     TERMINAL,
     NoStore,
-    Outcome,
     Status,
     Store,
     StoreCorrupt,
+    load_experiment_meta,
+    load_frame,
 )
-from ablate.grid.worker import run_one
 from ablate.pipeline import check_plan
 from ablate.resolve import resolve
-
-MAX_DEATHS = 3  # a key whose worker process died this many times is marked failed
-Log = Callable[[str], None]
 
 
 def _stderr(message: str) -> None:
@@ -68,7 +59,7 @@ class Grid:
     experiment: Experiment
     design: Design
     results_dir: Path
-    specs: tuple[RunSpec, ...]  # the plan: every (variant, seed)
+    specs: tuple[RunSpec, ...]  # the plan: every (variant, seed); adaptive: look 1's
     warnings: tuple[str, ...] = ()
 
 
@@ -85,6 +76,8 @@ class GridSummary:
     interrupted: bool = False  # stopped by Ctrl-C / SIGTERM
     halted: str | None = None  # why the grid stopped early (disk full)
     wall_time_s: float = 0.0
+    look: int = 1  # adaptive seeds: the last look decided
+    look_reasons: tuple[str, ...] = ()  # ... and why the grid stopped or continues
 
 
 def prepare(path: Path | str, results_dir: Path | str | None = None, *, device: str = "auto",
@@ -103,7 +96,9 @@ def prepare(path: Path | str, results_dir: Path | str | None = None, *, device: 
         if check_device:
             resolve_device(device)
         design = build_design(experiment.design, experiment.hacks)
-        specs = plan_runs(experiment, design, results, device=device, threads=threads)
+        policy = experiment.policy
+        counts = {v.name: policy.looks()[0] for v in design.variants} if policy.adaptive else None
+        specs = plan_runs(experiment, design, results, counts, device=device, threads=threads)
         for s in {s.variant: s for s in specs}.values():
             try:
                 check_plan(resolve(s.config))
@@ -208,172 +203,123 @@ def _open_store(results_dir: Path, rebuild_index: bool, log: Log) -> Store:
     return store
 
 
-class _Interrupts:
-    """SIGINT/SIGTERM during a grid: 1st Ctrl-C stops claiming; 2nd (or SIGTERM) abandons."""
-
-    def __init__(self, say: Log, inline: bool) -> None:
-        self.presses, self.say, self.inline = 0, say, inline
-
-    def __call__(self, signum: int, frame: object) -> None:
-        before = self.presses
-        self.presses += 2 if signum == signal.SIGTERM else 1
-        if self.presses == 1:
-            self.say("Ctrl-C: no new runs start; the running ones finish and are kept "
-                     "(Ctrl-C again abandons them)")
-        elif before < 2:
-            self.say("stopping now: abandoning the running runs (their claims are released; "
-                     "rerun `ablate grid` to resume)")
-            if self.inline:
-                raise KeyboardInterrupt
+NextLook = Callable[..., Any]  # (frame, meta, policy, analysis, look_index) -> Look
 
 
-@contextmanager
-def _handle_interrupts(say: Log, inline: bool) -> Iterator[_Interrupts]:
-    state = _Interrupts(say, inline)
-    if threading.current_thread() is not threading.main_thread():
-        yield state
-        return
-    old = {s: signal.signal(s, state) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield state
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+def run_grid(grid: Grid, executor: Executor, *, next_look: NextLook | None = None,
+             retry_failed: bool = False, repair: bool = False, rebuild_index: bool = False,
+             progress: bool = True, poll_s: float = 2.0, log: Log = _stderr) -> GridSummary:
+    """Train every unfinished key of ``grid``'s plan; wait for keys other processes hold.
 
-
-def _execute(store: Store, todo: list[RunSpec], executor: Executor, summary: GridSummary,
-             stop: _Interrupts, bar, say: Log, poll_s: float) -> None:
-    """Run ``todo`` (distinct keys) to the end, or until stopped."""
-    queue: deque[RunSpec] = deque(todo)
-    waiting: dict[str, RunSpec] = {}  # held by other live processes
-    by_key = {s.key: s for s in todo}
-    abandoned, empty_deaths = False, 0
-    while True:
-        if stop.presses >= 2 and not abandoned:
-            executor.abandon()
-            abandoned = True
-        if not stop.presses and not summary.halted:
-            batch = []
-            while queue and executor.in_flight + len(batch) < executor.slots:
-                s = queue.popleft()
-                row = store.get(s.key) or {}
-                if row.get("status") in TERMINAL:
-                    bar.update(1)  # finished by another process meanwhile
-                elif store.claimable(s.key, s.retry_failed):
-                    batch.append(s)
-                elif row.get("status") == Status.RUNNING:
-                    waiting[s.key] = s
-            if batch:
-                executor.submit(run_one, batch)
-        if executor.in_flight == 0:
-            if stop.presses or summary.halted or not (queue or waiting):
-                return
-            bar.set_description(f"waiting for {len(waiting)} run(s) held by another process")
-            time.sleep(poll_s)
-            queue.extend(waiting.values())
-            waiting.clear()
-            continue
-        for out in executor.poll(timeout=0.2):
-            empty_deaths = _handle(out, store, by_key[out.key], queue, waiting, summary, stop,
-                                   bar, say, empty_deaths)
-            if empty_deaths >= MAX_DEATHS * executor.slots and not summary.halted:
-                summary.halted = (f"the worker processes die before running anything "
-                                  f"({empty_deaths} times): {out.error}")
-
-
-def _handle(out: Outcome, store: Store, spec: RunSpec, queue: deque, waiting: dict,
-            summary: GridSummary, stop: _Interrupts, bar, say: Log, empty_deaths: int) -> int:
-    """Account for one outcome; returns the count of deaths that blamed no run."""
-    st, where = out.status, f"run {out.key} ({out.variant}, seed {out.seed})"
-    if st in (Status.DONE, Status.DIVERGED, Status.FAILED):
-        summary.trained += st in TERMINAL
-        bar.update(1)
-        if st == Status.FAILED:
-            say(f"{where} failed: {out.error}")
-        elif st == Status.DIVERGED:
-            say(f"{where} diverged at step {out.diverged_step}")
-        return 0
-    if st == Status.HELD or st == Status.LOST:
-        if st == Status.LOST:
-            say(f"{where}: {out.error}; another process finishes it")
-        if (store.get(out.key) or {}).get("status") in TERMINAL:
-            bar.update(1)
-        else:
-            waiting[out.key] = spec
-        return 0
-    if st == Status.ABANDONED:
-        if out.halt:
-            summary.halted = out.error
-        return 0
-    # Status.DIED: the worker process is gone. Count it against the key it was running.
-    settled = store.record_death(out.key, out.error or "unknown cause", MAX_DEATHS)
-    if settled == Status.FAILED:
-        bar.update(1)
-        say(f"{where} failed: its worker died {MAX_DEATHS} times ({out.error})")
-        return 0
-    row = store.get(out.key) or {}
-    if row.get("status") in TERMINAL:  # it committed just before the process went
-        bar.update(1)
-        return 0
-    if not stop.presses and not summary.halted:
-        if settled == Status.PENDING:
-            say(f"{where}: its worker died ({out.error}); retrying")
-        queue.appendleft(spec)
-    return 0 if settled is not None else empty_deaths + 1
-
-
-def run_grid(grid: Grid, executor: Executor, *, retry_failed: bool = False, repair: bool = False,
-             rebuild_index: bool = False, progress: bool = True, poll_s: float = 2.0,
-             log: Log = _stderr) -> GridSummary:
-    """Train every unfinished key of ``grid``'s plan; wait for keys other processes hold."""
-    from tqdm import tqdm  # import-time saving: only a running grid draws a bar
-
+    Adaptive seeds (``seeds = { min, max }``) run in looks: look k trains the seeds
+    planned so far, then ``next_look(frame, meta, policy, analysis, k)`` (the
+    statistics' decision, ``ablate.report.sequential.next_look``) says whether to stop
+    and which variants need how many seeds for look k+1. Decisions depend only on
+    finished runs, so a restarted grid replays looks 1..k without training anything
+    twice.
+    """
     t0 = time.perf_counter()
     results_dir, experiment = grid.results_dir, grid.experiment
+    policy, analysis = experiment.policy, experiment.analysis
+    if policy.adaptive and next_look is None:
+        raise ConfigError("adaptive seeds (seeds = { min, max }) need the decision function "
+                          "next_look (ablate.report.sequential)")
+    if results_dir.exists() and not os.access(results_dir, os.W_OK):
+        raise ConfigError(f"results directory {results_dir} is read-only; `ablate status` and "
+                          "`ablate grid --dry-run` read it, a grid needs --results-dir elsewhere")
     specs = [replace(s, retry_failed=retry_failed) for s in grid.specs]
-    device = resolve_device(specs[0].config.device).type if executor.name in ("local", "inline") \
-        else specs[0].config.device
+    config0 = specs[0].config
+    device = resolve_device(config0.device).type if executor.name in ("local", "inline") \
+        else config0.device
     check_threads(results_dir, specs, executor.threads, device)
+    counts = {v.name: policy.looks()[0] for v in grid.design.variants} if policy.adaptive else None
+    history: list[dict[str, Any]] = []
+    first_look: dict[tuple[str, int], int] = {}
+    summary = GridSummary(planned=0, keys=0, reused=0)
     with _open_store(results_dir, rebuild_index, log) as store:
-        write_experiment_meta(grid, len(specs))
-        store.record_plan([{"variant": s.variant, "seed": s.seed, "key": s.key,
-                            "hacks": s.config.hacks, "config": s.identity} for s in specs])
-        swept = rundirs.sweep_tmp(store)
-        if swept:
-            log(f"removed {swept} unfinished run dir(s) left by killed or superseded runs")
-        found = rundirs.reconcile(store, specs, repair=repair)
-        unique = list({s.key: s for s in specs}.values())
-        status = {s.key: (store.get(s.key) or {}).get("status") for s in unique}
-        finished = [s for s in unique if status[s.key] in TERMINAL]
-        failed = [s for s in unique if status[s.key] == Status.FAILED and not retry_failed]
-        todo = [s for s in unique if s not in finished and s not in failed]
-        summary = GridSummary(planned=len(specs), keys=len(unique), reused=len(finished),
-                              adopted=len(found.adopted), missing=found.missing,
-                              no_checkpoint=found.no_checkpoint)
-        log(f"{experiment.name}: {len(specs)} runs ({len(grid.design.variants)} variants x "
-            f"{len(experiment.seeds)} seeds), {len(unique)} distinct keys, "
-            f"{len(finished)} already finished, {len(todo)} to run"
-            + (f" ({len(failed)} failed, skipped without --retry-failed)" if failed else "")
-            + f"; executor: {executor.describe()}")
-        for note in _notes(found, results_dir):
-            log(note)
-        if todo and experiment.evaluates():
-            warm_up(experiment, todo[0].config.device, log)
-        bar = tqdm(total=len(todo), desc=experiment.name, unit="run", disable=not progress,
-                   dynamic_ncols=True, file=sys.stderr)
-        say = bar.write if progress else log
-        with _handle_interrupts(say, executor.name == "inline") as stop:
-            try:
-                _execute(store, todo, executor, summary, stop, bar, say, poll_s)
-            except KeyboardInterrupt:  # the inline executor's run was abandoned
-                pass
-            finally:
-                bar.close()
-        summary.interrupted = stop.presses > 0
-        final = [(store.get(s.key) or {}).get("status", "pending") for s in unique]
-        summary.counts = {st: final.count(st) for st in dict.fromkeys(final)}
+        for k in range(1, len(policy.looks()) + 1):
+            if k > 1:
+                specs = [replace(s, retry_failed=retry_failed) for s in plan_runs(
+                    experiment, grid.design, results_dir, counts, device=config0.device,
+                    threads=config0.threads)]
+                check_threads(results_dir, specs, executor.threads, device)
+            for s in specs:
+                first_look.setdefault((s.variant, s.seed), k)
+            write_experiment_meta(grid, len(specs), **_adaptive_meta(policy, analysis, history))
+            store.record_plan([{"variant": s.variant, "seed": s.seed, "key": s.key,
+                                "hacks": s.config.hacks, "config": s.identity,
+                                "look": first_look[(s.variant, s.seed)]} for s in specs])
+            _run_look(store, grid, specs, executor, summary, k, counts,
+                      retry_failed=retry_failed, repair=repair, progress=progress,
+                      poll_s=poll_s, log=log)
+            if summary.interrupted or summary.halted or not policy.adaptive:
+                break
+            look = next_look(load_frame(results_dir), load_experiment_meta(results_dir), policy,
+                             analysis, k)
+            new = {v: min(policy.max, max(n, int(look.seeds.get(v, n)))) for v, n in counts.items()}
+            reasons = list(look.reasons)
+            stop = bool(look.done) or new == counts or k == len(policy.looks())
+            if not look.done and new == counts:
+                reasons.append("the decision asked for no new seeds: stopping")
+            elif not look.done and k == len(policy.looks()):
+                reasons.append(f"reached the maximum of {policy.max} seeds per variant")
+            history.append({"look": k, "seeds": dict(counts), "done": stop, "reasons": reasons,
+                            "next": None if stop else new})
+            summary.look, summary.look_reasons = k, tuple(reasons)
+            log(f"look {k}: " + ("stop" if stop else "continue with " + ", ".join(
+                f"{v} {n}" for v, n in new.items() if n > counts[v])) + "; " + "; ".join(reasons))
+            write_experiment_meta(grid, len(specs), **_adaptive_meta(policy, analysis, history))
+            if stop:
+                break
+            counts = new
     summary.wall_time_s = time.perf_counter() - t0
     return summary
+
+
+def _adaptive_meta(policy: SeedPolicy, analysis: AnalysisSpec | None,
+                   history: list[dict[str, Any]]) -> dict[str, Any]:
+    """experiment.json's ``seed_policy``, ``analysis`` and (adaptive) ``looks``."""
+    out: dict[str, Any] = {"seed_policy": dataclasses.asdict(policy),
+                           "analysis": dataclasses.asdict(analysis) if analysis else None}
+    if policy.adaptive:
+        out.update(looks=history, max_looks=len(policy.looks()))
+    return out
+
+
+def _run_look(store: Store, grid: Grid, specs: list[RunSpec], executor: Executor,
+              summary: GridSummary, look: int, counts: dict[str, int] | None, *,
+              retry_failed: bool, repair: bool, progress: bool, poll_s: float, log: Log) -> None:
+    """Sweep, cross-check and train one look's plan (the whole plan for fixed seeds)."""
+    experiment, results_dir = grid.experiment, grid.results_dir
+    swept = rundirs.sweep_tmp(store)
+    if swept:
+        log(f"removed {swept} unfinished run dir(s) left by killed or superseded runs")
+    found = rundirs.reconcile(store, specs, repair=repair)
+    unique = list({s.key: s for s in specs}.values())
+    status = {s.key: (store.get(s.key) or {}).get("status") for s in unique}
+    finished = [s for s in unique if status[s.key] in TERMINAL]
+    failed = [s for s in unique if status[s.key] == Status.FAILED and not retry_failed]
+    todo = [s for s in unique if s not in finished and s not in failed]
+    summary.planned, summary.keys = len(specs), len(unique)
+    summary.reused = len(finished) - summary.trained  # finished before this invocation
+    summary.adopted += len(found.adopted)
+    summary.missing, summary.no_checkpoint = found.missing, found.no_checkpoint
+    shape = (f"{len(grid.design.variants)} variants x {len(experiment.seeds)} seeds" if counts is None
+             else f"look {look}: {min(counts.values())}-{max(counts.values())} seeds per variant")
+    log(f"{experiment.name}: {len(specs)} runs ({shape}), {len(unique)} distinct keys, "
+        f"{len(finished)} already finished, {len(todo)} to run"
+        + (f" ({len(failed)} failed, skipped without --retry-failed)" if failed else "")
+        + f"; executor: {executor.describe()}")
+    for note in _notes(found, results_dir):
+        log(note)
+    if todo and experiment.evaluates():
+        warm_up(experiment, todo[0].config.device, log)
+    done = execute(store, todo, executor, label=experiment.name, progress=progress,
+                   poll_s=poll_s, log=log)
+    summary.trained += done.trained
+    summary.interrupted, summary.halted = done.interrupted, done.halted
+    final = [(store.get(s.key) or {}).get("status", "pending") for s in unique]
+    summary.counts = {st: final.count(st) for st in dict.fromkeys(final)}
 
 
 def _notes(found: rundirs.Reconciled, results_dir: Path) -> list[str]:

@@ -13,8 +13,9 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import (
     FIRST_COMPLETED,
     CancelledError,
@@ -23,6 +24,7 @@ from concurrent.futures import (
     wait,
 )
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,27 @@ def _init_worker(threads: int, gpu_queue: Any, driver_pid: int) -> None:
     import torch  # the worker imports it anyway; here only to set the thread count
 
     torch.set_num_threads(threads)
+
+
+@contextmanager
+def _children_ignore_sigint() -> Iterator[None]:
+    """Spawn processes that ignore Ctrl-C from their first instruction on.
+
+    An ignored signal stays ignored across exec, and Python then installs no
+    KeyboardInterrupt handler; so a Ctrl-C while a worker is still importing cannot
+    kill it with a traceback. SIGINT is blocked meanwhile, so a press during the
+    spawn reaches the driver's handler afterwards instead of being lost.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def gpu_count() -> int:
@@ -151,14 +174,9 @@ class LocalExecutor(Executor):
         return self.pool
 
     def submit(self, fn, specs):
-        # Workers are spawned here, inheriting the signal mask: with SIGINT blocked they
-        # never see Ctrl-C (not even while importing, before their initializer runs).
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
+        with _children_ignore_sigint():
             for s in specs:
                 self.futures[self._pool().submit(fn, s)] = s
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     @property
     def in_flight(self):

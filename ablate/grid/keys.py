@@ -106,21 +106,24 @@ class RunSpec:
 
 
 def plan_runs(experiment: Experiment, design: Design, results_dir: Path | str,
-              seeds: Iterable[int] | None = None, *, variants: Iterable[str] | None = None,
-              device: str = "auto", threads: int | None = None) -> list[RunSpec]:
+              counts: Mapping[str, int] | None = None, *, device: str = "auto",
+              threads: int | None = None) -> list[RunSpec]:
     """Each (variant, seed) of the experiment as a RunSpec, seed-major.
 
-    ``seeds`` defaults to the experiment's; ``variants`` (names) restricts the variants.
-    Seed-major order makes a partly finished grid useful: every variant gets seed 0
-    before any gets seed 1.
+    ``counts`` (variant -> n) plans seeds ``0 .. n-1`` per variant (adaptive seeds);
+    without it every variant gets the experiment's seeds. Seed-major order makes a
+    partly finished grid useful: every variant gets seed 0 before any gets seed 1.
     """
     evaluation = experiment.evaluation_dict()
-    wanted = None if variants is None else set(variants)
     results = str(Path(results_dir).resolve())
+    if counts is None:
+        seeds: Iterable[int] = experiment.seeds
+    else:
+        seeds = range(max(counts.values(), default=0))
     out = []
-    for seed in experiment.seeds if seeds is None else seeds:
+    for seed in seeds:
         for v in design.variants:
-            if wanted is not None and v.name not in wanted:
+            if counts is not None and seed >= counts.get(v.name, 0):
                 continue
             config = TrainConfig(dataset=experiment.dataset, seed=seed, hacks=tuple(sorted(v.hacks)),
                                  params=experiment.params, device=device, threads=threads,

@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ablate.errors import ConfigError
 from ablate.grid import rundirs
+from ablate.grid.keys import plan_runs
 from ablate.grid.store import (
     DB_NAME,
     TERMINAL,
@@ -43,6 +45,12 @@ def _open(results_dir: Path) -> Store | None:
 
 def print_dry_run(grid: Grid) -> None:
     experiment, design, results_dir, specs = grid.experiment, grid.design, grid.results_dir, grid.specs
+    policy, looks = experiment.policy, _recorded_looks(results_dir)
+    if policy.adaptive and looks:  # where the grid stands: the plan of its next look
+        last = looks[-1]
+        counts = last.get("next") or last["seeds"]
+        specs = tuple(plan_runs(experiment, design, results_dir, counts,
+                                device=specs[0].config.device, threads=specs[0].config.threads))
     train = experiment.train_kwargs()
     keys = {s.key for s in specs}
     done: set[str] = set()
@@ -65,8 +73,13 @@ def print_dry_run(grid: Grid) -> None:
     ev = experiment.evaluation_dict()
     ev_text = ", ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in ev.items())
     print(f"evaluation: {ev_text if experiment.evaluates() else 'none (features = [])'}")
-    print(f"seeds: {list(experiment.seeds)}   hacks in scope ({len(design.hacks)}): "
-          + ", ".join(design.hacks))
+    seeds = (f"adaptive, {policy.min} to {policy.max} per variant (looks at "
+             f"{', '.join(map(str, policy.looks()))} seeds)" if policy.adaptive
+             else str(list(experiment.seeds)))
+    print(f"seeds: {seeds}   hacks in scope ({len(design.hacks)}): " + ", ".join(design.hacks))
+    if experiment.analysis:
+        a = experiment.analysis
+        print(f"analysis: sesoi={a.sesoi}, alpha={a.alpha}, metric={a.metric or 'default'}")
     if experiment.params:
         print("fixed hack parameters: " + ", ".join(f"{h}.{k}={v}" for h, k, v in experiment.params))
     print(f"design: {design.kind}" + (f", resolution {design.resolution}" if design.resolution else ""))
@@ -74,9 +87,8 @@ def print_dry_run(grid: Grid) -> None:
         print(f"  {note}")
     print(f"variants ({len(design.variants)}):")
     w = max(len(v.name) for v in design.variants)
-    key_of = {(s.variant, s.seed): s.key for s in specs}
     for v in design.variants:
-        ks = [key_of[(v.name, seed)] for seed in experiment.seeds]
+        ks = [s.key for s in specs if s.variant == v.name]
         state = f"{sum(k in done for k in ks)}/{len(ks)} done"
         print(f"  {v.name:<{w}}  [{state}]  on: {_short(v.hacks, design.hacks)}")
     if design.comparisons:
@@ -91,8 +103,13 @@ def print_dry_run(grid: Grid) -> None:
             print(f"  ... {len(design.aliasing) - 40} more chains")
     elif design.kind == "fractional-factorial":
         print("aliasing: none among main effects and two-factor interactions")
-    print(f"runs: {len(specs)} ({len(design.variants)} variants x {len(experiment.seeds)} seeds), "
+    shape = (f"{len(design.variants)} variants x {len(experiment.seeds)} seeds" if not policy.adaptive
+             else f"look {len(looks) + 1 if looks and not looks[-1]['done'] else max(len(looks), 1)}"
+                  f" of at most {len(policy.looks())}")
+    print(f"runs: {len(specs)} ({shape}), "
           f"{len(keys)} distinct keys, {len(done)} already finished, {len(keys - done)} to run")
+    for line in _look_lines({"looks": looks, "max_looks": len(policy.looks())}):
+        print(line)
     for line in _cross_check_lines(found):
         print(line)
     print(f"results: {results_dir}")
@@ -166,17 +183,27 @@ def print_status(results_dir: Path) -> int:
     return 0
 
 
+def _recorded_looks(results_dir: Path) -> list[dict]:
+    try:
+        return load_experiment_meta(results_dir).get("looks") or []
+    except ConfigError:
+        return []
+
+
 def _look_lines(meta: dict) -> list[str]:
     """Where an adaptive grid stands: its looks and why it continues (experiment.json)."""
     looks = meta.get("looks") or []
     if not looks:
         return []
     last = looks[-1]
-    state = "stopped" if last.get("done") else "continues"
-    out = [f"adaptive seeds: look {last['look']} of at most {meta.get('max_looks', '?')}; "
-           f"the grid {state}"]
-    out += [f"  {r}" for r in last.get("reasons", [])]
-    return out
+    if last.get("done"):
+        head = f"adaptive seeds: stopped after look {last['look']}"
+    else:
+        more = ", ".join(f"{v} to {n}" for v, n in (last.get("next") or {}).items()
+                         if n > last["seeds"].get(v, 0))
+        head = (f"adaptive seeds: look {last['look']} of at most {meta.get('max_looks', '?')} "
+                f"decided; look {last['look'] + 1} continues ({more})")
+    return [head] + [f"  {r}" for r in last.get("reasons", [])]
 
 
 class _RowSpec:

@@ -37,31 +37,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from ablate.errors import ConfigError
+from ablate.grid.db import (
+    ADDED_COLUMNS,
+    DB_NAME,
+    SCHEMA,
+    NoStore,
+    StoreCorrupt,
+    connect_readonly,
+    corrupt,
+    damaged,
+    heartbeat_interval,
+    pid_alive,
+    planned_rows,
+    stale_limits,
+)
+from ablate.grid.frame import EXPERIMENT_JSON, load_experiment_meta, load_frame
 
-DB_NAME = "runs.sqlite"
-EXPERIMENT_JSON = "experiment.json"
-HEARTBEAT_S = 10.0  # a running claim refreshes its heartbeat this often (at most)
-# A claim from another host whose heartbeat is older than this is dead. Environment
-# override ABLATE_STALE_AFTER_S (shared filesystems with slow clocks want more).
-STALE_AFTER_S = 120.0
-# Same host, pid alive but no heartbeat for this long: the owner is stopped (Ctrl-Z,
-# SIGSTOP) or its pid was reused. Override: ABLATE_STALE_LOCAL_S (the tests shorten it).
-STALE_LOCAL_S = 900.0
-
-
-def stale_limits() -> tuple[float, float]:
-    """(other hosts, this host) stale-claim limits in seconds, with environment overrides."""
-    return (float(os.environ.get("ABLATE_STALE_AFTER_S", STALE_AFTER_S)),
-            float(os.environ.get("ABLATE_STALE_LOCAL_S", STALE_LOCAL_S)))
-
-
-def heartbeat_interval() -> float:
-    """A claim's heartbeat period: well inside both stale limits."""
-    return min(HEARTBEAT_S, *(limit / 5 for limit in stale_limits()))
-
+# Names the rest of the grid imports from here.
+__all__ = ["DB_NAME", "EXPERIMENT_JSON", "TERMINAL", "NoStore", "Outcome", "Status", "Store",
+           "StoreCorrupt", "heartbeat_interval", "load_experiment_meta", "load_frame"]
 
 class Status(enum.StrEnum):
     """Every status a run row or a run attempt's outcome can have."""
@@ -106,87 +101,6 @@ class Outcome:
         return cls(spec.key, spec.variant, spec.seed, Status(status), **fields)
 
 
-class StoreCorrupt(ConfigError):
-    """``runs.sqlite`` exists but is not a readable SQLite database."""
-
-
-class NoStore(ConfigError):
-    """A results directory without a run index (``runs.sqlite`` missing or empty)."""
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    key TEXT PRIMARY KEY,
-    status TEXT NOT NULL DEFAULT 'pending',
-    variant TEXT,            -- the variant that first planned this key (informative)
-    seed INTEGER,
-    hacks TEXT,              -- JSON list of enabled hacks
-    config TEXT,             -- JSON: the identity that was hashed into the key
-    token TEXT,              -- the current claim
-    pid INTEGER,
-    host TEXT,
-    heartbeat REAL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    created REAL,
-    started REAL,
-    finished REAL,
-    steps INTEGER,
-    diverged_step INTEGER,
-    wall_time_s REAL,
-    train_time_s REAL,
-    eval_time_s REAL,
-    images_per_s REAL,
-    metrics TEXT,            -- JSON: metrics.json of the run
-    error TEXT,
-    run_dir TEXT,            -- relative to the results directory
-    threads INTEGER,         -- torch threads the run trained with (results depend on it)
-    device TEXT              -- device type it trained on (cpu, cuda)
-);
-CREATE TABLE IF NOT EXISTS events (   -- audit log: every claim and outcome
-    key TEXT NOT NULL,
-    event TEXT NOT NULL,     -- claim, done, diverged, failed, release, died, adopt, repair
-    time REAL NOT NULL,
-    host TEXT,
-    pid INTEGER,
-    token TEXT,
-    detail TEXT
-);
-CREATE TABLE IF NOT EXISTS plan (
-    variant TEXT NOT NULL,
-    seed INTEGER NOT NULL,
-    key TEXT NOT NULL,
-    hacks TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    look INTEGER,            -- the look (adaptive seeds) that planned it, 1 for fixed seeds
-    PRIMARY KEY (variant, seed)
-);
-"""
-# Columns added since the first committed stores (added in place by a writer).
-_ADDED_COLUMNS = {"runs": ("threads INTEGER", "device TEXT"), "events": ("detail TEXT",),
-                  "plan": ("look INTEGER",)}
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _corrupt(path: Path, exc: Exception) -> StoreCorrupt:
-    return StoreCorrupt(
-        f"{path} is not a readable SQLite database ({exc}). The run directories are "
-        f"intact: `ablate grid <experiment> --rebuild-index` moves the file aside and "
-        f"rebuilds the index from {path.parent}/runs/*/ (nothing is retrained)")
-
-
 class Store:
     """One experiment's run index; a context manager. Cheap to open; one per process.
 
@@ -204,7 +118,7 @@ class Store:
         self.stale_after_s, self.stale_local_s = stale_limits()
         try:
             if readonly:
-                self.db = _connect_readonly(self.path)
+                self.db = connect_readonly(self.path)
                 tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master")}
                 if not {"runs", "plan"} <= tables:
                     self.db.close()
@@ -217,17 +131,17 @@ class Store:
                 self.db.execute("PRAGMA synchronous = FULL")
                 self._create()
         except sqlite3.DatabaseError as exc:
-            if not _damaged(exc):
+            if not damaged(exc):
                 raise
-            raise _corrupt(self.path, exc) from exc
+            raise corrupt(self.path, exc) from exc
         self.db.row_factory = sqlite3.Row
 
     def _create(self) -> None:
         with self.transaction() as db:
-            for stmt in _SCHEMA.split(";"):
+            for stmt in SCHEMA.split(";"):
                 if stmt.strip():
                     db.execute(stmt)
-            for table, columns in _ADDED_COLUMNS.items():
+            for table, columns in ADDED_COLUMNS.items():
                 have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
                 for col in columns:
                     if col.split()[0] not in have:
@@ -247,9 +161,9 @@ class Store:
         try:
             result = [r[0] for r in self.db.execute("PRAGMA quick_check")]
         except sqlite3.DatabaseError as exc:
-            raise _corrupt(self.path, exc) from exc
+            raise corrupt(self.path, exc) from exc
         if result != ["ok"]:
-            raise _corrupt(self.path, sqlite3.DatabaseError("; ".join(result[:3])))
+            raise corrupt(self.path, sqlite3.DatabaseError("; ".join(result[:3])))
 
     def _one(self, sql: str, args: tuple = ()) -> sqlite3.Row | None:
         """One row; the statement is finished at once (an open cursor holds a read lock)."""
@@ -296,7 +210,7 @@ class Store:
     def _stale(self, row: sqlite3.Row, now: float) -> bool:
         beat = row["heartbeat"] or 0.0
         if row["host"] == self.host:
-            return not _pid_alive(row["pid"] or -1) or now - beat > self.stale_local_s
+            return not pid_alive(row["pid"] or -1) or now - beat > self.stale_local_s
         return now - beat > self.stale_after_s
 
     def claimable(self, key: str, retry_failed: bool = False) -> bool:
@@ -455,15 +369,7 @@ class Store:
 
     def planned_runs(self) -> list[dict[str, Any]]:
         """The recorded plan joined with each key's run row, in plan order."""
-        q = ("SELECT p.variant, p.seed, p.key, p.hacks AS plan_hacks, p.look AS plan_look, r.*"
-             " FROM plan p LEFT JOIN runs r ON r.key = p.key ORDER BY p.position")
-        out = []
-        for row in self.db.execute(q):
-            d = dict(row)
-            d["variant"], d["seed"], d["key"] = row[0], row[1], row[2]
-            d["status"] = d.get("status") or Status.PENDING.value
-            out.append(d)
-        return out
+        return planned_rows(self.db)
 
     def live_token(self, key: str) -> str | None:
         """The token of a live (non-stale) running claim on ``key``, if any."""
@@ -471,127 +377,3 @@ class Store:
         if row is None or row["status"] != Status.RUNNING or self._stale(row, time.time()):
             return None
         return row["token"]
-
-
-def _damaged(exc: sqlite3.DatabaseError) -> bool:
-    """Errors that mean the file is not a (healthy) SQLite database."""
-    text = str(exc).lower()
-    return any(s in text for s in ("not a database", "malformed", "corrupt"))
-
-
-def _connect_readonly(path: Path) -> sqlite3.Connection:
-    """A read-only connection that writes nothing, on a writable or read-only directory.
-
-    A WAL database needs its ``-shm`` index; where the directory is read-only and no
-    writer left one, SQLite can only open the file as immutable (no writer can be
-    active there anyway).
-    """
-    if not path.is_file() or path.stat().st_size == 0:
-        raise NoStore(f"no run index at {path}" + (" (empty file)" if path.is_file() else ""))
-    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
-    try:
-        db = sqlite3.connect(uri, uri=True, timeout=60.0, isolation_level=None)
-        db.execute("SELECT count(*) FROM sqlite_master").fetchall()
-        return db
-    except sqlite3.OperationalError:
-        if os.access(path.parent, os.W_OK):
-            raise
-    db = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
-    db.execute("SELECT count(*) FROM sqlite_master").fetchall()
-    return db
-
-
-# --------------------------------------------------------------------------------------
-# Readers for the report
-# --------------------------------------------------------------------------------------
-def flatten_metrics(metrics: dict | None) -> dict[str, float]:
-    """``{"last": {"classifier": {"fid": 3.1}}}`` -> ``{"last.classifier.fid": 3.1}``.
-
-    Only numeric leaves are kept; ``protocol`` and ``provenance`` are skipped.
-    """
-    out: dict[str, float] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                if not prefix and k in ("protocol", "provenance"):
-                    continue
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-        elif isinstance(node, (int, float)) and not isinstance(node, bool):
-            out[prefix] = float(node)
-        elif node is None and prefix:
-            out[prefix] = float("nan")
-
-    walk("", metrics or {})
-    return out
-
-
-BASE_COLUMNS = ["key", "variant", "seed", "status", "diverged_step", "wall_time_s",
-                "train_time_s", "images_per_s", "run_dir"]
-
-
-def load_frame(results_dir: Path | str):
-    """One row per planned run (variant x seed) of an experiment, as a DataFrame.
-
-    Columns: ``key, variant, seed, status, diverged_step, wall_time_s, train_time_s,
-    images_per_s, run_dir`` (absolute path or None), then ``hack:<name>`` (bool) for
-    every hack in scope, then metric columns ``<checkpoint>.<feature>.<metric>``
-    flattened from each run's ``metrics.json`` (e.g. ``last.classifier.fid``), NaN
-    where a run has no metrics (pending, failed, diverged). Extra columns
-    ``eval_time_s``, ``attempts`` and ``error`` follow the base columns. Opens the
-    store read-only.
-    """
-    import pandas as pd  # import-time saving: pandas loads only for readers of results
-
-    results_dir = Path(results_dir).resolve()
-    meta = load_experiment_meta(results_dir)
-    scope = list(meta.get("hacks", []))
-    with Store(results_dir, readonly=True) as store:
-        rows = store.planned_runs()
-    records = []
-    metric_cols: dict[str, None] = {}
-    for r in rows:
-        hacks = set(json.loads(r["plan_hacks"]))
-        rec: dict[str, Any] = {
-            "key": r["key"], "variant": r["variant"], "seed": int(r["seed"]),
-            "status": r["status"], "diverged_step": r.get("diverged_step"),
-            "wall_time_s": r.get("wall_time_s"), "train_time_s": r.get("train_time_s"),
-            "images_per_s": r.get("images_per_s"),
-            "run_dir": str(results_dir / r["run_dir"]) if r.get("run_dir") else None,
-            "eval_time_s": r.get("eval_time_s"), "attempts": r.get("attempts") or 0,
-            "error": r.get("error"),
-        }
-        for h in scope:
-            rec[f"hack:{h}"] = h in hacks
-        metrics = flatten_metrics(json.loads(r["metrics"]) if r.get("metrics") else None)
-        metric_cols.update(dict.fromkeys(metrics))
-        rec.update(metrics)
-        records.append(rec)
-    columns = BASE_COLUMNS + ["eval_time_s", "attempts", "error"] + [f"hack:{h}" for h in scope] \
-        + sorted(metric_cols)
-    frame = pd.DataFrame.from_records(records, columns=columns)
-    for c in ("diverged_step",):
-        frame[c] = frame[c].astype("Int64")
-    for c in ("wall_time_s", "train_time_s", "images_per_s", "eval_time_s", *metric_cols):
-        frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(float)
-    return frame
-
-
-def load_experiment_meta(results_dir: Path | str) -> dict[str, Any]:
-    """The ``experiment.json`` of a results directory.
-
-    Keys: ``experiment`` (the parsed experiment file), ``design`` (kind, variants with
-    their hacks, comparisons ``{hack, on, off}`` = each hack's variant and reference
-    variant, resolution, aliasing), ``hacks`` (in scope, in order), ``reference``
-    (``{hack: {"on": variant, "off": reference}}``), ``code_version``, ``hack_info``
-    (each hack's description and resolved parameters) and ``runs`` (planned count).
-    """
-    path = Path(results_dir) / EXPERIMENT_JSON
-    if not path.is_file():
-        raise NoStore(f"{path} not found: {Path(results_dir)} is not (yet) the results "
-                      "directory of a grid; run `ablate grid` on the experiment first")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path} is unreadable ({exc}); `ablate grid` on the experiment "
-                          "rewrites it") from exc

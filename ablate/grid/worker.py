@@ -81,7 +81,7 @@ class _Heartbeat(threading.Thread):
             return  # a full disk: the claim goes stale; the run's own writes report it
 
 
-def _disk_full(results_dir: Path, exc: BaseException) -> bool:
+def disk_full(results_dir: Path, exc: BaseException) -> bool:
     """Whether ``exc`` (anywhere in its chain) means the disk is full or unwritable."""
     seen: BaseException | None = exc
     while seen is not None:
@@ -182,7 +182,7 @@ def _attempt(spec: RunSpec, store: Store, token: str, results_dir: Path) -> Outc
             os._exit(143)  # SIGTERM: leave the pool without touching its queues
         raise
     except Exception as exc:  # a failed run must not stop the grid
-        if _disk_full(results_dir, exc):
+        if disk_full(results_dir, exc):
             shutil.rmtree(tmp, ignore_errors=True)  # free what we took
             return _halt(spec, store, token, exc)
         err = "".join(traceback.format_exception(exc))[-4000:]

@@ -1,0 +1,111 @@
+"""Readers of an experiment's results for the report: :func:`load_frame` (one row per
+planned run) and :func:`load_experiment_meta` (``experiment.json``). Both only read: they
+work on a read-only results directory. Import them from :mod:`ablate.grid.store`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ablate.errors import ConfigError
+from ablate.grid.db import NoStore, connect_readonly, planned_rows
+
+EXPERIMENT_JSON = "experiment.json"
+
+
+def flatten_metrics(metrics: dict | None) -> dict[str, float]:
+    """``{"last": {"classifier": {"fid": 3.1}}}`` -> ``{"last.classifier.fid": 3.1}``.
+
+    Only numeric leaves are kept; ``protocol`` and ``provenance`` are skipped.
+    """
+    out: dict[str, float] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if not prefix and k in ("protocol", "provenance"):
+                    continue
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(node, (int, float)) and not isinstance(node, bool):
+            out[prefix] = float(node)
+        elif node is None and prefix:
+            out[prefix] = float("nan")
+
+    walk("", metrics or {})
+    return out
+
+
+BASE_COLUMNS = ["key", "variant", "seed", "status", "diverged_step", "wall_time_s",
+                "train_time_s", "images_per_s", "run_dir"]
+
+
+def load_frame(results_dir: Path | str):
+    """One row per planned run (variant x seed) of an experiment, as a DataFrame.
+
+    Columns: ``key, variant, seed, status, diverged_step, wall_time_s, train_time_s,
+    images_per_s, run_dir`` (absolute path or None), then ``hack:<name>`` (bool) for
+    every hack in scope, then metric columns ``<checkpoint>.<feature>.<metric>``
+    flattened from each run's ``metrics.json`` (e.g. ``last.classifier.fid``), NaN
+    where a run has no metrics (pending, failed, diverged). Extra columns
+    ``eval_time_s``, ``attempts`` and ``error`` follow the base columns. Opens the
+    store read-only.
+    """
+    import pandas as pd  # import-time saving: pandas loads only for readers of results
+
+    results_dir = Path(results_dir).resolve()
+    meta = load_experiment_meta(results_dir)
+    scope = list(meta.get("hacks", []))
+    db = connect_readonly(results_dir / "runs.sqlite")
+    try:
+        rows = planned_rows(db)
+    finally:
+        db.close()
+    records = []
+    metric_cols: dict[str, None] = {}
+    for r in rows:
+        hacks = set(json.loads(r["plan_hacks"]))
+        rec: dict[str, Any] = {
+            "key": r["key"], "variant": r["variant"], "seed": int(r["seed"]),
+            "status": r["status"], "diverged_step": r.get("diverged_step"),
+            "wall_time_s": r.get("wall_time_s"), "train_time_s": r.get("train_time_s"),
+            "images_per_s": r.get("images_per_s"),
+            "run_dir": str(results_dir / r["run_dir"]) if r.get("run_dir") else None,
+            "eval_time_s": r.get("eval_time_s"), "attempts": r.get("attempts") or 0,
+            "error": r.get("error"),
+        }
+        for h in scope:
+            rec[f"hack:{h}"] = h in hacks
+        metrics = flatten_metrics(json.loads(r["metrics"]) if r.get("metrics") else None)
+        metric_cols.update(dict.fromkeys(metrics))
+        rec.update(metrics)
+        records.append(rec)
+    columns = BASE_COLUMNS + ["eval_time_s", "attempts", "error"] + [f"hack:{h}" for h in scope] \
+        + sorted(metric_cols)
+    frame = pd.DataFrame.from_records(records, columns=columns)
+    for c in ("diverged_step",):
+        frame[c] = frame[c].astype("Int64")
+    for c in ("wall_time_s", "train_time_s", "images_per_s", "eval_time_s", *metric_cols):
+        frame[c] = pd.to_numeric(frame[c], errors="coerce").astype(float)
+    return frame
+
+
+def load_experiment_meta(results_dir: Path | str) -> dict[str, Any]:
+    """The ``experiment.json`` of a results directory.
+
+    Keys: ``experiment`` (the parsed experiment file), ``design`` (kind, variants with
+    their hacks, comparisons ``{hack, on, off}`` = each hack's variant and reference
+    variant, resolution, aliasing), ``hacks`` (in scope, in order), ``reference``
+    (``{hack: {"on": variant, "off": reference}}``), ``code_version``, ``hack_info``
+    (each hack's description and resolved parameters) and ``runs`` (planned count).
+    """
+    path = Path(results_dir) / EXPERIMENT_JSON
+    if not path.is_file():
+        raise NoStore(f"{path} not found: {Path(results_dir)} is not (yet) the results "
+                      "directory of a grid; run `ablate grid` on the experiment first")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path} is unreadable ({exc}); `ablate grid` on the experiment "
+                          "rewrites it") from exc
