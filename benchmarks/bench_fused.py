@@ -9,8 +9,8 @@ CUDA-graph capture are excluded) and its peak memory (GPU: ``max_memory_allocate
 CPU: the child's peak resident set). Baselines, measured on the same device in the
 same run and interleaved with the fused runs over ``--rounds``:
 
-* **lone**: one ``ablate.train`` run. K separate lone runs one after another have this
-  aggregate rate, whatever K.
+* **lone**: one ``ablate.train`` run (once per round). K separate lone runs one after
+  another have this aggregate rate, whatever K.
 * **packing** (``--pack K ...``): K lone runs as concurrent processes (``--pack-threads``
   threads each); their steady-state rates summed.
 
@@ -76,14 +76,14 @@ def child(spec: dict) -> dict:
     plans = [resolve(c) for c in member_configs(spec)]
     with tempfile.TemporaryDirectory() as tmp:
         dirs = [Path(tmp) / f"m{i}" for i in range(len(plans))]
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         if spec["mode"] == "lone":
             train(plans[0], dirs[0])
         else:
             options = FusedOptions(channels_last=not spec["nchw"], cuda_graph=spec["cuda_graph"],
                                    compile=spec["compile"])
             train_group(plans, dirs, options=options)
-        wall = time.perf_counter() - t
+        wall, cpu = time.perf_counter() - t, time.process_time() - cpu
         log = [json.loads(x) for x in (dirs[0] / "log.jsonl").read_text().splitlines()]
     first, last = log[0], log[-1]
     k, bs = len(plans), spec["batch"]
@@ -92,7 +92,10 @@ def child(spec: dict) -> dict:
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"k": k, "img_s": rate, "peak_bytes": peak, "wall_s": wall}
+    # Images per CPU-second over the whole call (start-up included): on a shared CPU the
+    # wall-clock rate also counts waiting for a core, this one does not.
+    return {"k": k, "img_s": rate, "peak_bytes": peak, "wall_s": wall,
+            "img_per_cpu_s": k * bs * spec["steps"] / cpu}
 
 
 def run_child(spec: dict, n: int = 1, threads: int | None = None) -> list[dict]:
@@ -131,6 +134,9 @@ def formulations(args) -> None:
     from ablate.resolve import resolve
     from ablate.train import build
 
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*gradient layout contract.*")  # by design
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     hacks = () if args.all_off else tuple(registry.builtin_names())
@@ -181,21 +187,26 @@ def formulations(args) -> None:
             F.binary_cross_entropy_with_logits(out, torch.ones_like(out), reduction="none").mean(1).sum().backward()
         return step
 
+    # On the CPU, process CPU time: with one thread it is the work done, and on a shared
+    # machine it does not count the time spent waiting for a core (wall time does).
+    clock = time.perf_counter if dev.type == "cuda" else time.process_time
+
     def timed(step, n):
         for _ in range(2):
             step()
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        t = time.perf_counter()
+        t = clock()
         for _ in range(n):
             step()
         if dev.type == "cuda":
             torch.cuda.synchronize()
-        return (time.perf_counter() - t) / n
+        return (clock() - t) / n
 
     print(f"formulations: device={args.device} threads={args.threads} ngf=ndf={args.ngf} "
           f"batch {bs} {'all-off' if args.all_off else 'all-on'}; fwd+bwd of one step's passes; "
-          f"speed-up = K x lone step / fused step; best of {args.rounds} rounds", flush=True)
+          f"speed-up = K x lone step / fused step; best of {args.rounds} rounds; "
+          f"{'wall' if dev.type == 'cuda' else 'process CPU'} time", flush=True)
     lone = lone_step()
     print(f"{'K':>3} {'lone ms':>8} {'grouped NHWC':>14} {'grouped NCHW':>14} {'vmap':>14}")
     for k in args.ks:
@@ -236,6 +247,8 @@ def main() -> None:
     p.add_argument("--cuda-graph", action="store_true")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--formulations", action="store_true")
+    p.add_argument("--no-lone", action="store_true", help="skip the lone baseline (ratios vs --lone-img-s)")
+    p.add_argument("--lone-img-s", type=float, help="a lone rate measured earlier (with --no-lone)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     if args.child:
@@ -262,14 +275,17 @@ def main() -> None:
     lone: list[dict] = []
     packed: dict[int, list[float]] = {k: [] for k in args.pack}
     for _ in range(args.rounds):
-        for k in args.ks:
+        if not args.no_lone:
             lone += run_child({**base, "mode": "lone", "k": 1, "steps": args.steps})
+        for k in args.ks:
             fused[k] += run_child({**base, "mode": "fused", "k": k, "steps": args.steps})
         for k in args.pack:
             spec = {**base, "mode": "lone", "k": 1, "steps": args.steps, "threads": args.pack_threads}
             packed[k].append(sum(r["img_s"] for r in run_child(spec, n=k, threads=args.pack_threads)))
-    lone_rate = statistics.median(r["img_s"] for r in lone)
-    lone_mem = statistics.median(r["peak_bytes"] for r in lone)
+    lone_rate = statistics.median(r["img_s"] for r in lone) if lone else args.lone_img_s
+    lone_mem = statistics.median(r["peak_bytes"] for r in lone) if lone else 0
+    if not lone_rate:
+        raise SystemExit("--no-lone needs --lone-img-s")
     roof, flops = None, None
     sys.path.insert(0, str(HERE))
     try:
@@ -283,13 +299,19 @@ def main() -> None:
         flops = flops_per_step(args.dataset, args.ngf) / 64 if not args.all_off else None
     except Exception as exc:  # the table stands without the roof line
         print(f"(no roof figures: {type(exc).__name__}: {exc})")
-    print(f"lone run: {lone_rate:.0f} img/s (median of {len(lone)}), peak memory "
-          f"{lone_mem / 2**20:.0f} MiB")
+    if lone:
+        print(f"lone run: {lone_rate:.0f} img/s (median of {len(lone)}), peak memory "
+              f"{lone_mem / 2**20:.0f} MiB")
+    else:
+        print(f"lone run: {lone_rate:.0f} img/s (given, not measured here)")
     if roof:
         print(f"fp32 matmul roof {roof:.0f} GFLOP/s" + (f"; all-on {flops / 1e6:.1f} MFLOP per "
                                                          f"image (train step)" if flops else ""))
+    cpu = args.device == "cpu"
+    lone_cpu = statistics.median(r["img_per_cpu_s"] for r in lone) if lone else None
     print(f"{'K':>3} {'fused img/s':>12} {'vs lone':>8} {'step ms':>8} {'peak MiB':>9} "
-          f"{'MiB/member':>10} {'roof':>5} {'packed img/s':>13} {'fused/packed':>12}")
+          f"{'MiB/member':>10} {'roof':>5} {'packed img/s':>13} {'fused/packed':>12}"
+          + (f" {'img/CPU-s':>10} {'vs lone':>8}" if cpu and lone_cpu else ""))
     rows = []
     for k in args.ks:
         rate = statistics.median(r["img_s"] for r in fused[k])
@@ -297,12 +319,16 @@ def main() -> None:
         step_ms = k * args.batch / rate * 1e3
         share = f"{100 * rate * flops / 1e9 / roof:>4.0f}%" if roof and flops else "    -"
         pk = statistics.median(packed[k]) if packed.get(k) else None
+        per_cpu = statistics.median(r["img_per_cpu_s"] for r in fused[k])
         row = {"k": k, "fused_img_s": rate, "lone_img_s": lone_rate, "ratio": rate / lone_rate,
-               "step_ms": step_ms, "peak_bytes": peak, "packed_img_s": pk}
+               "step_ms": step_ms, "peak_bytes": peak, "packed_img_s": pk,
+               "img_per_cpu_s": per_cpu, "lone_img_per_cpu_s": lone_cpu}
         rows.append(row)
         print(f"{k:>3} {rate:>12.0f} {rate / lone_rate:>7.2f}x {step_ms:>8.1f} {peak / 2**20:>9.0f} "
-              f"{(peak - lone_mem) / 2**20 / max(k, 1):>10.1f} {share} "
-              + (f"{pk:>13.0f} {rate / pk:>11.2f}x" if pk else f"{'-':>13} {'-':>12}"), flush=True)
+              + (f"{(peak - lone_mem) / 2**20 / k:>10.1f} " if lone else f"{'-':>10} ") + f"{share} "
+              + (f"{pk:>13.0f} {rate / pk:>11.2f}x" if pk else f"{'-':>13} {'-':>12}")
+              + (f" {per_cpu:>10.0f} {per_cpu / lone_cpu:>7.2f}x" if cpu and lone_cpu else ""),
+              flush=True)
     for k in args.pack:
         if k not in args.ks:
             print(f"packing K={k}: {statistics.median(packed[k]):.0f} img/s "
