@@ -15,6 +15,11 @@ SCRIPTS = [
     ["bench_train.py", "--device", "cpu", "--steps", "60", "--rounds", "3"],
     ["bench_eval.py"],
     ["bench_grid.py", "--layouts", "1x2", "2x1"],
+    # Fused training: one thread per process (the default grid's layout), CPU-time rates.
+    ["bench_fused.py", "--device", "cpu", "--ks", "1", "2", "4", "8", "--steps", "24",
+     "--threads", "1"],
+    ["bench_fused.py", "--formulations", "--ks", "1", "2", "4", "8", "16", "--threads", "1",
+     "--steps", "16", "--rounds", "2"],
 ]
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from ablate.metrics.prdc import prdc
 from ablate.resolve import load_run
 from ablate.data import is_stacked
 
-MAX_BATCH = 8192  # images per feature-net call across members (Inception: ~7 GB of input on GPU)
+MAX_BATCH = 2048  # images per feature-net call across members (Inception at 299x299: ~2 GB of input)
 
 
 @dataclass
