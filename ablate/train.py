@@ -16,7 +16,6 @@ hook; otherwise the D and G updates go through :class:`ablate.steps.HookedUpdate
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable

@@ -10,7 +10,7 @@ import tomllib
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import pytest
 
@@ -150,7 +150,7 @@ class _Typed(Hack):
     class Params:
         mode: Literal["a", "b"] = "a"
         level: Literal[1, 2, 3] = 1
-        limit: Optional[float] = None
+        limit: float | None = None
         cap: int | None = 3
         pair: tuple[float, float] = (0.1, 0.2)
         many: tuple[int, ...] = ()

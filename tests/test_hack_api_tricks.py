@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate import DContext, GContext, Hack, Recipe, StepContext, registry
+from ablate import DContext, GContext, Hack, Recipe, registry
 from ablate.config import TrainConfig
 from ablate.models import Discriminator, Generator
 from ablate.resolve import resolve

@@ -4,6 +4,7 @@ nothing. Results contract, verdict-first REPORT.md, files, reproducibility, CLI.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -41,7 +42,7 @@ def test_results_load_gives_typed_meta_and_the_designs_contrasts(loo):
     assert [(c.hack, c.on, c.off) for c in r.meta.comparisons] == [(h, "all-on", f"-{h}") for h in HACKS]
     assert r.meta.analysis == AnalysisSpec() and r.meta.seed_policy == SeedPolicy()  # defaults
     assert r.meta.variant_names[0] == "all-on" and r.meta.train["steps"] == 300
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         r.meta.name = "x"  # frozen
     assert set(r.frame["status"]) == {"done", "diverged", "pending"}
 

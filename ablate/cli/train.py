@@ -64,7 +64,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-n", type=int, default=10_000, help="samples for the final evaluation")
     p.add_argument("--eval-features", default="auto",
                    help="classifier, inception, both, or auto (classifier on CPU, both on GPU)")
-    p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<dataset>-<variant>-s<seed>-<digest of the config>)")
+    p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<dataset>-<variant>-s<seed>-<config digest>)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
 

@@ -77,7 +77,7 @@ def _peak(plan: TrainPlan, k: int, device: torch.device, options: FusedOptions) 
 
 
 def member_memory(plan: TrainPlan, device: str | torch.device | None = None,
-                  ks: tuple[int, int] = (2, 4), options: FusedOptions = FusedOptions()
+                  ks: tuple[int, int] = (2, 4), options: FusedOptions = FusedOptions()  # noqa: B008 (frozen)
                   ) -> MemoryEstimate:
     """Measure the memory of a fused group of ``plan``'s architecture at two sizes."""
     dev = resolve_device(str(device or plan.config.device))

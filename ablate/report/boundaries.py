@@ -52,7 +52,8 @@ def boundaries(level: float, fractions: tuple[float, ...], two_sided: bool) -> t
             mass = dens * w
 
             def excess(cz: float) -> float:
-                return float(mass @ stats.norm.sf((cz * sd - x) / step)) - inc
+                # Called at once by brentq below, within this iteration.
+                return float(mass @ stats.norm.sf((cz * sd - x) / step)) - inc  # noqa: B023
 
             c = brentq(excess, -10.0, 40.0, xtol=1e-10) if inc > _NEGLIGIBLE else math.inf
         out.append(float(c))

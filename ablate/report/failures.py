@@ -198,7 +198,7 @@ def hack_tests(frame: pd.DataFrame, flags: pd.DataFrame, comparisons: list[Compa
         pick = lambda s, v: s[v] if v in s.index.get_level_values(0) else pd.Series(dtype=bool)  # noqa: E731
         n_c, on_c, off_c, p_c = _mcnemar(pick(f, c.on), pick(f, c.off))
         term = frame[frame["status"].isin(["done", "diverged"])]
-        div = lambda v: (term[term["variant"] == v].set_index("seed")["status"] == "diverged")  # noqa: E731
+        div = lambda v: (term[term["variant"] == v].set_index("seed")["status"] == "diverged")  # noqa: E731, B023
         n_d, on_d, off_d, p_d = _mcnemar(div(c.on), div(c.off))
         rows.append({"hack": c.hack, "on": c.on, "off": c.off,
                      "collapse_pairs": n_c, "collapse_on_only": on_c, "collapse_off_only": off_c,
