@@ -28,8 +28,8 @@ GRID_FLAGS = ["--executor", "inline", "--no-report", "--no-progress"]
 BAD_EXPERIMENTS = [
     ("batch larger than the dataset", {"batch_size = 32": "batch_size = 5000"}, [],
      ["batch_size", "5000", "training images"]),
-    ("negative Adam lr", {}, [], ["adam-dcgan", "lr", ">= 0"], "\n[hacks.params]\nadam-dcgan = { lr = -0.001 }\n"),
-    ("beta outside [0, 1)", {}, [], ["adam-dcgan", "beta", "0 <= beta < 1"],
+    ("negative Adam lr", {}, [], ["adam-dcgan", "lr", "> 0"], "\n[hacks.params]\nadam-dcgan = { lr = -0.001 }\n"),
+    ("beta outside [0, 1)", {}, [], ["adam-dcgan", "betas", ">= 0.0 and < 1.0"],
      "\n[hacks.params]\nadam-dcgan = { beta1 = 1.5 }\n"),
     ("negative init std", {'scope = ["batch-norm", "adam-dcgan", "label-smoothing"]':
                            'scope = ["gaussian-init"]'}, [], ["gaussian-init", "std", ">= 0"],
