@@ -31,6 +31,9 @@ from gridutil import (  # noqa: E402
     wait_for,
 )
 
+from ablate.grid.driver import prepare, run_grid  # noqa: E402
+from ablate.grid.executors import InlineExecutor  # noqa: E402
+
 POOL = ("--workers", "2", "--threads", "1")
 
 
