@@ -7,11 +7,13 @@ its test passes: a fault loses and duplicates nothing, prints no traceback and r
 a bad input exits 2 with a message naming the key and the valid range, before anything
 is written. Also prints the Ctrl-C stop times the tests measured.
 
-    python benchmarks/fault_sweep.py            # ~20-40 min on the 2-core dev machine
+    python benchmarks/fault_sweep.py            # ~30-40 min on the 2-core dev machine
+    python benchmarks/fault_sweep.py --junit J  # tally a finished `pytest --junitxml=J` run
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
@@ -31,12 +33,20 @@ FAULT = re.compile(r"test_grid_faults|test_grid_index|sigkill|two_grids|claims_a
 
 
 def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--junit", type=Path, default=None,
+                   help="tally this pytest --junitxml file (of a run with -s) instead of running")
+    args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        xml = Path(tmp) / "junit.xml"
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-                               f"--junitxml={xml}", *MODULES], cwd=REPO, capture_output=True,
-                              text=True)
-        cases = ET.parse(xml).getroot().iter("testcase")
+        xml = args.junit or Path(tmp) / "junit.xml"
+        stdout = ""
+        if args.junit is None:
+            stdout = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p",
+                                     "no:cacheprovider", f"--junitxml={xml}", *MODULES], cwd=REPO,
+                                    capture_output=True, text=True).stdout
+        root = ET.parse(xml).getroot()
+        cases = list(root.iter("testcase"))
+        stdout += "".join(c.findtext("system-out") or "" for c in cases)
         tally = {"bad input": [0, 0, 0], "fault": [0, 0, 0]}  # tried, clean, skipped
         failures = []
         for case in cases:
@@ -55,7 +65,7 @@ def main() -> int:
     print(f"{'class':<10} {'tried':>6} {'clean':>6} {'skipped':>8}")
     for kind, (tried, clean, skipped) in tally.items():
         print(f"{kind:<10} {tried:>6} {clean:>6} {skipped:>8}")
-    for line in proc.stdout.splitlines():
+    for line in stdout.splitlines():
         if "Ctrl-C: exit after" in line:
             print(line.strip(". "))
     for name in failures:

@@ -47,6 +47,8 @@ BAD_EXPERIMENTS = [
     ("absurd seed count", {"seeds = [0]": "seeds = 1000000000"}, [], ["seeds", "1 .. 1000"]),
     ("--workers -1", {}, ["--workers", "-1"], ["--workers", "positive integer"]),
     ("--threads 0", {}, ["--threads", "0"], ["--threads", "positive integer"]),
+    ("--threads -1 (the pool initializer failed forever)", {}, ["--threads", "-1"],
+     ["--threads", "positive integer"]),
 ]
 
 
