@@ -143,9 +143,6 @@ def formulations(args) -> None:
     from ablate.resolve import resolve
     from ablate.train import build
 
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*gradient layout contract.*")  # by design
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     hacks = () if args.all_off else tuple(registry.builtin_names())

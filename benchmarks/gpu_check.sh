@@ -34,8 +34,10 @@ case "${1:-}" in
       mkdir -p .devcache/classifier
       cp "$src"/classifier/fashion-mnist-*.pt "$src"/classifier/fashion-mnist-*.json .devcache/classifier/ 2>/dev/null
     fi
+    excl="$(git rev-parse --git-common-dir)/info/exclude"  # ignored, so they travel only if carried
+    mkdir -p "$(dirname "$excl")"
     for p in /.devdata/ /.devcache/; do
-      grep -qxF "$p" .git/info/exclude 2>/dev/null || echo "$p" >> "$(git rev-parse --git-dir)/info/exclude"
+      grep -qxF "$p" "$excl" 2>/dev/null || echo "$p" >> "$excl"
     done
     du -sh .devdata .devcache
     exit 0 ;;

@@ -294,3 +294,15 @@ def test_group_memory_is_measured(tmp_path):
     assert 1 <= max_group_size(plan, "cpu", cap=8, estimate=dataclasses.replace(est, per_member=1)) == 8
     tight = dataclasses.replace(est, per_member=1 << 50)
     assert max_group_size(plan, "cpu", estimate=tight) == 1
+
+
+def test_settings_the_fused_loop_does_not_know_block_fusion(monkeypatch):
+    plan = resolve(_cfg(ALL_ON, 0))
+    assert fuse_blocker(plan) is None
+    extra = dataclasses.replace(plan, recipe=plan.recipe.replace(extra=(("ema", 0.999),)))
+    assert "extra" in fuse_blocker(extra) and fusable_key(extra) is None
+    # A Recipe field added later (here simulated) blocks fusion unless it is at its default.
+    from ablate.fused import grouping
+    monkeypatch.setattr(grouping, "KNOWN_RECIPE_FIELDS", grouping.KNOWN_RECIPE_FIELDS - {"latent"})
+    assert "Recipe.latent" in fuse_blocker(plan)  # all-on's latent is not the default
+    assert fuse_blocker(resolve(_cfg(_without("gaussian-latent"), 0))) is None

@@ -40,6 +40,16 @@ MEMBER_RECIPE_FIELDS = ("init", "g_optimizer", "d_optimizer", "latent", "real_ta
                         "fake_target", "label_flip_p")
 # Adam settings the fused optimizer keeps per member (name must be "adam").
 MEMBER_OPTIMIZER_FIELDS = ("lr", "betas", "weight_decay")
+# The fields the fused trainer implements, as of writing. A field added later (a loss
+# kind the lone loop reads, say) blocks fusion unless it has its default value, so the
+# fused loop never silently ignores a setting.
+KNOWN_RECIPE_FIELDS = frozenset({
+    "downsample", "upsample", "d_activation", "g_activation", "g_norm", "d_norm", "init",
+    "g_optimizer", "d_optimizer", "d_steps", "data_range", "latent", "real_target",
+    "fake_target", "label_flip_p", "d_update", "extra"})
+KNOWN_CONFIG_FIELDS = frozenset({
+    "dataset", "steps", "batch_size", "seed", "hacks", "params", "ngf", "ndf", "latent_dim",
+    "device", "threads", "log_every", "precision", "val_every", "val_n"})
 # Hack methods that are not hooks (metadata and parameter helpers).
 _NOT_HOOKS = ("apply", "params_dict")
 
@@ -100,6 +110,13 @@ def fuse_blocker(plan: TrainPlan) -> str | None:
             return (f"hack {hack.name!r} overrides {', '.join(hooks)}; fused training calls "
                     "only apply()")
     recipe = plan.recipe
+    for obj, known in ((recipe, KNOWN_RECIPE_FIELDS), (plan.config, KNOWN_CONFIG_FIELDS)):
+        for f in dataclasses.fields(obj):
+            if f.name not in known and getattr(obj, f.name) != _default(f):
+                return (f"{type(obj).__name__}.{f.name} = {getattr(obj, f.name)!r} is not "
+                        "implemented by the fused trainer")
+    if recipe.extra:
+        return "Recipe.extra is set (settings for hack hooks the fused trainer does not call)"
     if recipe.d_update not in D_UPDATES:
         return f"discriminator update {recipe.d_update!r} has no fused form"
     for which in ("g_optimizer", "d_optimizer"):
@@ -126,6 +143,14 @@ def fuse_blocker(plan: TrainPlan) -> str | None:
         if why:
             return f"{name}: {why}"
     return None
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
 
 
 def _jsonable(value: Any) -> Any:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -297,10 +296,7 @@ def train_group(plans: Sequence[TrainPlan], out_dirs: Sequence[Path | str],
     if len(plans) == 1 and len(out_dirs) == 1 and len(validates) == 1:
         return [train(plans[0], out_dirs[0], validates[0])]
     _check_group(plans, out_dirs, validates)
-    with warnings.catch_warnings():
-        # Parameters are strided views of the (K, P) buffer, by design (one Adam for all).
-        warnings.filterwarnings("ignore", message=".*gradient layout contract.*")
-        return _train_group(plans, out_dirs, validates, options)
+    return _train_group(plans, out_dirs, validates, options)
 
 
 def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
@@ -406,8 +402,8 @@ def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
                     if m.status == "diverged":
                         finish(m, j)
                 rows = torch.tensor(keep, device=device)
-                for part in (G, D, opt_g, opt_d, targets):
-                    part.keep(rows)
+                for part in (opt_g, opt_d, G, D, targets):  # optimizers first: they read
+                    part.keep(rows)                          # the nets' current layout
                 window = window[:, rows].contiguous()
                 active = [active[j] for j in keep]
                 if isinstance(step_fn, _GraphedStep):
