@@ -46,6 +46,28 @@ def git_commit() -> str:
         return "unknown"
 
 
+_CODE_PATHS = ("ablate", "examples", "pyproject.toml")
+
+
+@functools.cache
+def code_commit() -> str:
+    """The newest commit that changed the code (``ablate/``, ``examples/``,
+    ``pyproject.toml``), ``+dirty`` if the code is modified now, or ``unknown``.
+
+    Unlike :func:`git_commit` it stays the same when only results are committed, so a
+    report regenerated from unchanged runs by unchanged code is byte-identical.
+    """
+    try:
+        sha = subprocess.run(["git", "log", "-1", "--format=%H", "--", *_CODE_PATHS], cwd=_REPO,
+                             capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                *_CODE_PATHS], cwd=_REPO, capture_output=True, text=True,
+                               timeout=5).stdout.strip()
+        return (sha or "unknown") + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def versions() -> dict[str, str]:
     """Versions of Python and of the libraries a result depends on."""
     out = {"python": platform.python_version()}

@@ -191,8 +191,17 @@ class Store:
         """Replace the plan (variant, seed -> key) and add pending rows for new keys.
 
         Each row: ``variant, seed, key, hacks (list), config (the key's identity)`` and
-        optionally ``look``.
+        optionally ``look``. An unchanged plan writes nothing (a grid over finished
+        runs leaves ``runs.sqlite`` byte-identical, so a committed store stays clean).
         """
+        rows = list(rows)
+        want = [(r["variant"], r["seed"], r["key"], json.dumps(list(r["hacks"])), i, r.get("look", 1))
+                for i, r in enumerate(rows)]
+        have = [tuple(r) for r in self.db.execute(
+            "SELECT variant, seed, key, hacks, position, look FROM plan ORDER BY position").fetchall()]
+        known = {r[0] for r in self.db.execute("SELECT key FROM runs").fetchall()}
+        if have == want and all(r["key"] in known for r in rows):
+            return
         now = time.time()
         with self.transaction() as db:
             db.execute("DELETE FROM plan")

@@ -361,11 +361,11 @@ def _gaps(d: _Doc, ctx) -> None:
 
 
 def _provenance(d: _Doc, ctx) -> None:
-    from ablate.environment import git_commit, versions
+    from ablate.environment import code_commit, versions
 
     prov = ctx.provenance
     rows = [("git commit (runs)", ", ".join(f"{c} ({n} runs)" for c, n in prov.get("git_commit") or [])
-             or "not recorded"), ("git commit (report)", git_commit())]
+             or "not recorded"), ("code commit (report)", code_commit())]
     rows += [("library versions (runs)", _kv(v) + f" ({n} runs)") for v, n in prov.get("versions") or []]
     rep = versions()
     for pkg in ("pandas", "scipy", "statsmodels", "matplotlib"):
