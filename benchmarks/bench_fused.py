@@ -363,7 +363,9 @@ def main() -> None:
         print(f"(no roof figures: {type(exc).__name__}: {exc})")
     if lone:
         print(f"lone run: {lone_rate:.0f} img/s (median of {len(lone)}), peak memory "
-              f"{lone_mem / 2**20:.0f} MiB")
+              f"{lone_mem / 2**20:.0f} MiB"
+              + (f", {statistics.median(r['img_per_cpu_s'] for r in lone):.0f} img/CPU-s"
+                 if args.device == "cpu" else ""))
     else:
         print(f"lone run: {lone_rate:.0f} img/s (given, not measured here)")
     if roof:
