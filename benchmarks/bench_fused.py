@@ -21,6 +21,7 @@ K = compute- or bandwidth-bound) and the share of the fp32 matmul roof reached.
     python benchmarks/bench_fused.py --device cuda --ks 1 4 16 64 --steps 300 --pack 16
     python benchmarks/bench_fused.py --device cuda --ks 64 --cuda-graph --compile
     python benchmarks/bench_fused.py --formulations --ks 1 2 4 8 16   # grouped conv vs vmap
+    python benchmarks/bench_fused.py --layers --ks 8                  # per-layer cost
 """
 
 from __future__ import annotations
@@ -230,6 +231,57 @@ def formulations(args) -> None:
 
 
 # --------------------------------------------------------------------------------------
+# Layers: where fusion gains and where it cannot
+# --------------------------------------------------------------------------------------
+def layers(args) -> None:
+    """Forward + backward of the all-on model's convolutions at width ``--ngf``, alone and
+    as one grouped convolution of K members (per member), and each one's FLOP rate."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    clock = time.perf_counter if dev.type == "cuda" else time.process_time
+    w, bs = args.ngf, args.batch
+    specs = [("D conv 1->w, 28->14", 1, w, 28, False), ("D conv w->2w, 14->7", w, 2 * w, 14, False),
+             ("G convT 2w->w, 7->14", 2 * w, w, 7, True), ("G convT w->1, 14->28", w, 1, 14, True)]
+    print(f"layers: device={args.device} threads={args.threads} width {w} batch {bs}, "
+          f"4x4 stride-2, channels_last; fwd+bwd per member, best of {args.rounds}; "
+          f"{'wall' if dev.type == 'cuda' else 'process CPU'} time")
+    for name, cin, cout, side, transposed in specs:
+        row = []
+        for k in sorted({1, *args.ks}):
+            x = torch.randn(bs, k * cin, side, side, device=dev).contiguous(
+                memory_format=torch.channels_last).requires_grad_()
+            shape = (k * cin, cout, 4, 4) if transposed else (k * cout, cin, 4, 4)
+            wt = torch.randn(shape, device=dev).contiguous(memory_format=torch.channels_last).requires_grad_()
+
+            def op():
+                if transposed:
+                    return F.conv_transpose2d(x, wt, None, 2, 1, 0, k)
+                return F.conv2d(x, wt, None, 2, 1, 1, k)
+
+            out = op()
+            grad = torch.randn_like(out)
+            flops = 3 * 2 * out.numel() // k * (cin if not transposed else cout) * 16  # fwd + 2 bwd
+            if transposed:
+                flops = 3 * 2 * x.numel() // k * cout * 16
+            best = float("inf")
+            for _ in range(args.rounds):
+                torch.autograd.grad(op(), (x, wt), grad)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                t = clock()
+                for _ in range(4):
+                    torch.autograd.grad(op(), (x, wt), grad)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                best = min(best, (clock() - t) / 4 / k)
+            row.append(f"K={k}: {best * 1e3:6.2f} ms {flops / best / 1e9:5.0f} GFLOP/s")
+        print(f"  {name:<22} " + " | ".join(row), flush=True)
+
+
+# --------------------------------------------------------------------------------------
 # Main: fused K vs lone vs packing
 # --------------------------------------------------------------------------------------
 def main() -> None:
@@ -253,6 +305,7 @@ def main() -> None:
     p.add_argument("--cuda-graph", action="store_true")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--formulations", action="store_true")
+    p.add_argument("--layers", action="store_true", help="per-layer cost, lone vs grouped")
     p.add_argument("--no-lone", action="store_true", help="skip the lone baseline (ratios vs --lone-img-s)")
     p.add_argument("--lone-img-s", type=float, help="a lone rate measured earlier (with --no-lone)")
     p.add_argument("--json", help="also write the results here")
@@ -264,6 +317,9 @@ def main() -> None:
     args.threads = args.threads or (cores if args.device == "cpu" else 1)
     if args.formulations:
         formulations(args)
+        return
+    if args.layers:
+        layers(args)
         return
     base = {"device": args.device, "dataset": args.dataset, "ngf": args.ngf, "batch": args.batch,
             "threads": args.threads, "all_off": args.all_off, "precision": args.precision,
@@ -307,7 +363,9 @@ def main() -> None:
         print(f"(no roof figures: {type(exc).__name__}: {exc})")
     if lone:
         print(f"lone run: {lone_rate:.0f} img/s (median of {len(lone)}), peak memory "
-              f"{lone_mem / 2**20:.0f} MiB")
+              f"{lone_mem / 2**20:.0f} MiB"
+              + (f", {statistics.median(r['img_per_cpu_s'] for r in lone):.0f} img/CPU-s"
+                 if args.device == "cpu" else ""))
     else:
         print(f"lone run: {lone_rate:.0f} img/s (given, not measured here)")
     if roof:
