@@ -15,6 +15,7 @@ SCRIPTS = [
     ["bench_train.py", "--device", "cpu", "--steps", "60", "--rounds", "3"],
     ["bench_eval.py"],
     ["bench_grid.py", "--layouts", "1x2", "2x1"],
+    ["bench_hooks.py", "--ngf", "32", "--steps", "30", "--rounds", "5"],
 ]
 
 if __name__ == "__main__":
