@@ -20,6 +20,7 @@ SCRIPTS = [
      "--threads", "1"],
     ["bench_fused.py", "--formulations", "--ks", "1", "2", "4", "8", "16", "--threads", "1",
      "--steps", "16", "--rounds", "2"],
+    ["bench_hooks.py", "--ngf", "32", "--steps", "30", "--rounds", "5"],
 ]
 
 if __name__ == "__main__":
