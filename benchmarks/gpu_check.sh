@@ -106,7 +106,7 @@ if [ "$MODE" = gpu ]; then
   E2E="experiments/fashion-mnist.toml"; E2E_ARGS="--steps-scale 0.05 --workers 4 --threads 4"
   B1=170; B2=150; B3=100; B4=400
 else
-  DEVICE=cpu; DATASET=fake; KS="1 2"; KOPT=2; STEPS=8; PACK=2; NGF=8
+  DEVICE=cpu; DATASET=fake; KS="1 2"; KOPT=2; STEPS=8; PACK=2; NGF=8; THREADS=1
   PREC_ARGS="--seeds 2 --steps 8 --n 200 --ngf 8 --settings fp32 bf16 --threads 1"
   E2E=$OUT/smoke.toml
   cat > "$E2E" <<'EOF'
@@ -141,6 +141,7 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_av
   2>&1 | tee -a "$LOG"
 nproc | tee -a "$LOG"
 BENCH=(benchmarks/bench_fused.py --device "$DEVICE" --dataset "$DATASET" --ngf "$NGF" --steps "$STEPS")
+[ -n "${THREADS:-}" ] && BENCH+=(--threads "$THREADS")
 
 # ---------------------------------------------------------------- stages -------------
 stage "1. fused scaling (eager, fp32 weights, PyTorch default TF32 convolutions)" $B1 \
