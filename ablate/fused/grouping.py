@@ -30,7 +30,7 @@ from ablate.errors import ConfigError
 from ablate.hack import Hack
 from ablate.models import build_models
 from ablate.recipe import Optimizer
-from ablate.train import D_UPDATES, TrainPlan
+from ablate.train import TrainPlan
 
 log = logging.getLogger("ablate.fused")
 
@@ -50,6 +50,9 @@ KNOWN_RECIPE_FIELDS = frozenset({
 KNOWN_CONFIG_FIELDS = frozenset({
     "dataset", "steps", "batch_size", "seed", "hacks", "params", "ngf", "ndf", "latent_dim",
     "device", "threads", "log_every", "precision", "val_every", "val_n"})
+# The discriminator-update strategies the fused trainer implements (ablate.train's
+# D_UPDATES may grow; a strategy added there trains alone until it is fused too).
+FUSED_D_UPDATES = ("mixed", "separate")
 # Hack methods that are not hooks (metadata and parameter helpers).
 _NOT_HOOKS = ("apply", "params_dict")
 
@@ -117,7 +120,7 @@ def fuse_blocker(plan: TrainPlan) -> str | None:
                         "implemented by the fused trainer")
     if recipe.extra:
         return "Recipe.extra is set (settings for hack hooks the fused trainer does not call)"
-    if recipe.d_update not in D_UPDATES:
+    if recipe.d_update not in FUSED_D_UPDATES:
         return f"discriminator update {recipe.d_update!r} has no fused form"
     for which in ("g_optimizer", "d_optimizer"):
         opt = getattr(recipe, which)
