@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ablate.grid.executors import Executor
 from ablate.grid.keys import RunSpec
@@ -38,7 +38,6 @@ class Progress:
     trained: int = 0  # runs it took to done or diverged
     interrupted: bool = False  # stopped by Ctrl-C / SIGTERM
     halted: str | None = None  # why it stopped early (disk full, workers that cannot start)
-    failed: list[str] = field(default_factory=list)  # keys that failed now
 
 
 class _Interrupts:
@@ -163,7 +162,7 @@ def execute(store: Store, todo: list[RunSpec], executor: Executor, *, label: str
     done = Progress()
     bar = tqdm(total=len(todo), desc=label, unit="run", disable=not progress,
                dynamic_ncols=True, file=sys.stderr)
-    say = bar.write if progress else log
+    say = (lambda m: tqdm.write(m, file=sys.stderr)) if progress else log  # under the bar
     with _handle_interrupts(say, executor.name == "inline") as stop:
         try:
             _execute(store, todo, executor, done, stop, bar, say, poll_s)
