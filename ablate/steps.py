@@ -9,7 +9,6 @@ default losses are the same binary cross-entropies), at the cost of the bookkeep
 
 from __future__ import annotations
 
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +18,6 @@ from ablate.errors import ConfigError
 from ablate.hack import DContext, GContext, Hack, StepContext
 from ablate.interactions import Hooks
 
-Discriminate = Callable[[torch.Tensor], tuple[torch.Tensor, "torch.Tensor | None"]]
 
 
 def last_conv(module: nn.Module) -> nn.Module | None:
