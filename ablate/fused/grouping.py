@@ -15,7 +15,6 @@ looking at the class, not by a list) trains alone, and :func:`fuse_blocker` says
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import logging
 import math
@@ -46,15 +45,13 @@ MEMBER_OPTIMIZER_FIELDS = ("lr", "betas", "weight_decay")
 KNOWN_RECIPE_FIELDS = frozenset({
     "downsample", "upsample", "d_activation", "g_activation", "g_norm", "d_norm", "init",
     "g_optimizer", "d_optimizer", "d_steps", "data_range", "latent", "real_target",
-    "fake_target", "label_flip_p", "d_update", "extra"})
+    "fake_target", "label_flip_p", "d_update"})
 KNOWN_CONFIG_FIELDS = frozenset({
     "dataset", "steps", "batch_size", "seed", "hacks", "params", "ngf", "ndf", "latent_dim",
     "device", "threads", "log_every", "precision", "val_every", "val_n"})
 # The discriminator-update strategies the fused trainer implements (ablate.train's
 # D_UPDATES may grow; a strategy added there trains alone until it is fused too).
 FUSED_D_UPDATES = ("mixed", "separate")
-# Hack methods that are not hooks (metadata and parameter helpers).
-_NOT_HOOKS = ("apply", "params_dict")
 
 # Layers the fused model knows. Elementwise or per-channel spatial layers act on the
 # fused (B, K*C, H, W) tensor exactly as on one member's (B, C, H, W).
@@ -62,23 +59,9 @@ _PASSTHROUGH = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Upsample, nn.AvgP
                 nn.Identity)
 
 
-def hook_names() -> tuple[str, ...]:
-    """The hooks of :class:`~ablate.hack.Hack` other than ``apply``, read off the class."""
-    return tuple(n for n, v in vars(Hack).items()
-                 if inspect.isfunction(v) and not n.startswith("_") and n not in _NOT_HOOKS)
-
-
 def overridden_hooks(hack: Hack) -> list[str]:
     """The hooks (other than ``apply``) that ``hack``'s class overrides."""
-    out = []
-    for name in hook_names():
-        for cls in type(hack).__mro__:
-            if cls is Hack:
-                break
-            if name in vars(cls):
-                out.append(name)
-                break
-    return out
+    return sorted(hack.hooks() - {"apply"})
 
 
 def layer_blocker(model: nn.Module) -> str | None:
@@ -118,8 +101,6 @@ def fuse_blocker(plan: TrainPlan) -> str | None:
             if f.name not in known and getattr(obj, f.name) != _default(f):
                 return (f"{type(obj).__name__}.{f.name} = {getattr(obj, f.name)!r} is not "
                         "implemented by the fused trainer")
-    if recipe.extra:
-        return "Recipe.extra is set (settings for hack hooks the fused trainer does not call)"
     if recipe.d_update not in FUSED_D_UPDATES:
         return f"discriminator update {recipe.d_update!r} has no fused form"
     for which in ("g_optimizer", "d_optimizer"):
