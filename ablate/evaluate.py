@@ -83,6 +83,23 @@ def feature_nets(dataset: str, features: tuple[str, ...], device) -> dict:
     return nets
 
 
+def mode_summary(pred: torch.Tensor, real: dict, stacked: bool, min_frac: float) -> dict:
+    """The mode metrics of predicted labels ``pred`` (and, unstacked, both class histograms).
+
+    Stacked datasets count 1000 modes, each covered by one sample; otherwise the
+    classes are compared with the real split's histogram (``real["classifier"]``).
+    """
+    k = 1000 if stacked else int(real["classifier"]["class_counts"].numel())
+    counts = histogram(pred, k)
+    if stacked:
+        return mode_metrics(counts, None, min_count=1)
+    modes = mode_metrics(counts, real["classifier"]["class_counts"], min_frac)
+    # The histograms themselves, for the report's class-histogram figure.
+    modes.update(class_counts=counts.long().tolist(),
+                 real_class_counts=real["classifier"]["class_counts"].long().tolist())
+    return modes
+
+
 def score_samples(sampler: Sampler, dataset: str, protocol: EvalProtocol,
                   device: str | torch.device = "cpu", nets: dict | None = None) -> tuple[dict, dict]:
     """Score samples from ``sampler`` against ``dataset``'s real split.
@@ -154,17 +171,8 @@ def score_samples(sampler: Sampler, dataset: str, protocol: EvalProtocol,
         m.update(n_gen=protocol.n, n_real=int(real[name]["n"]),
                  kid_subset_size=kid[name].subset_size)
         metrics[name] = m
-    pred = torch.cat(labels)
-    k = 1000 if stacked else int(real["classifier"]["class_counts"].numel())
-    counts = histogram(pred, k)
-    if stacked:
-        modes = mode_metrics(counts, None, min_count=1)
-    else:
-        modes = mode_metrics(counts, real["classifier"]["class_counts"], protocol.mode_min_frac)
-        # The histograms themselves, for the report's class-histogram figure.
-        modes.update(class_counts=counts.long().tolist(),
-                     real_class_counts=real["classifier"]["class_counts"].long().tolist())
-    metrics.setdefault("classifier", {}).update(modes)
+    metrics.setdefault("classifier", {}).update(
+        mode_summary(torch.cat(labels), real, stacked, protocol.mode_min_frac))
     tick("modes", t)
     n_real = {name: int(real[name]["n"]) for name in protocol.features}
     provenance = {

@@ -143,7 +143,7 @@ _TOP_KEYS = {"name", "description", "results_dir", "seeds", "data", "model", "bu
              "evaluation", "design", "hacks", "execution", "analysis"}
 _SEED_POLICY_KEYS = {"min", "max", "step"}
 _ANALYSIS_KEYS = {"sesoi", "alpha", "metric"}
-_EXECUTION_KEYS = {"workers", "threads", "device", "executor"}
+_EXECUTION_KEYS = {"workers", "threads", "device", "executor", "fuse"}
 EXECUTORS = ("local", "inline", "ray", "slurm")
 MAX_SEED = 2**32 - 1  # seeds feed torch and numpy generators (numpy takes < 2**32)
 MAX_SEED_COUNT = 1000  # a count expands to a list; more seeds than this is a typo
@@ -152,7 +152,7 @@ MAX_SEED_COUNT = 1000  # a count expands to a list; more seeds than this is a ty
 def _execution(table: dict) -> dict[str, Any]:
     """Validate ``[execution]`` (defaults for the grid command's options)."""
     _check_keys(table, _EXECUTION_KEYS, "[execution]")
-    for key in ("workers", "threads"):
+    for key in ("workers", "threads", "fuse"):
         if key in table:
             value = table[key]
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -38,6 +38,11 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="parallel runs (default: one per GPU, else cores / threads)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per run")
+    p.add_argument("--fuse", type=int, default=None, metavar="K",
+                   help="train up to K runs that share an architecture as one fused model "
+                        "(1: every run alone). Default: alone on the CPU, where fusion does "
+                        "not pay; on a GPU, as many as measured memory allows (<= 64). "
+                        "A run's numbers change only at the rounding level (docs/fused.md)")
     p.add_argument("--device", default=None, help="auto, cpu or cuda (default: auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
@@ -67,13 +72,14 @@ def run(args: argparse.Namespace) -> int:
                         else exe_defaults.get("threads"))
     workers = _positive("--workers", args.workers if args.workers is not None
                         else exe_defaults.get("workers"))
+    fuse = _positive("--fuse", args.fuse if args.fuse is not None else exe_defaults.get("fuse"))
     executor_name = args.executor or exe_defaults.get("executor", "local")
     grid = prepare(args.experiment, args.results_dir, device=device, threads=threads,
                    check_device=executor_name in ("local", "inline"))
     for warning in grid.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.dry_run:
-        print_dry_run(grid)
+        print_dry_run(grid, fuse)
         return 0
     executor = make_executor(executor_name, workers=workers, threads=threads, device=device,
                              address=args.address, results_dir=grid.results_dir,
@@ -90,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = run_grid(grid, executor, next_look=next_look, retry_failed=args.retry_failed,
                            repair=args.repair, rebuild_index=args.rebuild_index,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, fuse=fuse)
     except (OSError, sqlite3.Error) as exc:  # the driver's own writes: a full disk
         if not disk_full(grid.results_dir, exc):
             raise

@@ -31,10 +31,10 @@ from ablate.artefacts import read_json, write_json
 from ablate.config import EvalProtocol
 from ablate.environment import git_commit, resolve_device, versions
 from ablate.errors import ConfigError
-from ablate.evaluate import METRICS_FILE, feature_nets, generator_sampler
+from ablate.evaluate import METRICS_FILE, feature_nets, generator_sampler, mode_summary
 from ablate.metrics import fid as fidm
 from ablate.metrics.features import Passthrough
-from ablate.metrics.modes import histogram, mode_metrics, predictions
+from ablate.metrics.modes import predictions
 from ablate.metrics.prdc import prdc
 from ablate.resolve import load_run
 from ablate.data import is_stacked
@@ -143,16 +143,8 @@ def _score_group(scorings: list[_Scoring], dataset: str, protocol: EvalProtocol,
             m.update(n_gen=protocol.n, n_real=int(real[name]["n"]),
                      kid_subset_size=s.kid[name].subset_size)
             metrics[name] = m
-        pred = torch.cat(s.labels)
-        k = 1000 if stacked else int(real["classifier"]["class_counts"].numel())
-        counts = histogram(pred, k)
-        if stacked:
-            modes = mode_metrics(counts, None, min_count=1)
-        else:
-            modes = mode_metrics(counts, real["classifier"]["class_counts"], protocol.mode_min_frac)
-            modes.update(class_counts=counts.long().tolist(),
-                         real_class_counts=real["classifier"]["class_counts"].long().tolist())
-        metrics.setdefault("classifier", {}).update(modes)
+        metrics.setdefault("classifier", {}).update(
+            mode_summary(torch.cat(s.labels), real, stacked, protocol.mode_min_frac))
         out.append(metrics)
     n_real = {name: int(real[name]["n"]) for name in protocol.features}
     sizes = {name: fidm.kid_subset_size(protocol.kid_subset_size, n_real[name], protocol.n)

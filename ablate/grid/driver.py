@@ -31,6 +31,7 @@ from ablate.evaluate import feature_nets
 from ablate.experiment import Experiment, load_experiment
 from ablate.grid import rundirs
 from ablate.grid.executors import Executor
+from ablate.grid.groups import fuse_limit
 from ablate.grid.keys import CODE_VERSION, RunSpec, plan_runs
 from ablate.grid.schedule import Log, execute
 from ablate.grid.store import (
@@ -208,7 +209,8 @@ NextLook = Callable[..., Any]  # (frame, meta, policy, analysis, look_index) -> 
 
 def run_grid(grid: Grid, executor: Executor, *, next_look: NextLook | None = None,
              retry_failed: bool = False, repair: bool = False, rebuild_index: bool = False,
-             progress: bool = True, poll_s: float = 2.0, log: Log = _stderr) -> GridSummary:
+             progress: bool = True, poll_s: float = 2.0, log: Log = _stderr,
+             fuse: int | None = None) -> GridSummary:
     """Train every unfinished key of ``grid``'s plan; wait for keys other processes hold.
 
     Adaptive seeds (``seeds = { min, max }``) run in looks: look k trains the seeds
@@ -217,6 +219,9 @@ def run_grid(grid: Grid, executor: Executor, *, next_look: NextLook | None = Non
     and which variants need how many seeds for look k+1. Decisions depend only on
     finished runs, so a restarted grid replays looks 1..k without training anything
     twice.
+
+    ``fuse`` caps fused groups (1 trains every run alone); None decides per device
+    (:func:`ablate.grid.groups.fuse_limit`: alone on the CPU, measured on a GPU).
     """
     t0 = time.perf_counter()
     results_dir, experiment = grid.results_dir, grid.experiment
@@ -251,7 +256,7 @@ def run_grid(grid: Grid, executor: Executor, *, next_look: NextLook | None = Non
                                 "look": first_look[(s.variant, s.seed)]} for s in specs])
             _run_look(store, grid, specs, executor, summary, k, counts,
                       retry_failed=retry_failed, repair=repair, progress=progress,
-                      poll_s=poll_s, log=log)
+                      poll_s=poll_s, log=log, fuse=fuse)
             if summary.interrupted or summary.halted or not policy.adaptive:
                 break
             look = next_look(load_frame(results_dir), load_experiment_meta(results_dir), policy,
@@ -288,7 +293,8 @@ def _adaptive_meta(policy: SeedPolicy, analysis: AnalysisSpec | None,
 
 def _run_look(store: Store, grid: Grid, specs: list[RunSpec], executor: Executor,
               summary: GridSummary, look: int, counts: dict[str, int] | None, *,
-              retry_failed: bool, repair: bool, progress: bool, poll_s: float, log: Log) -> None:
+              retry_failed: bool, repair: bool, progress: bool, poll_s: float, log: Log,
+              fuse: int | None = None) -> None:
     """Sweep, cross-check and train one look's plan (the whole plan for fixed seeds)."""
     experiment, results_dir = grid.experiment, grid.results_dir
     swept = rundirs.sweep_tmp(store)
@@ -314,12 +320,20 @@ def _run_look(store: Store, grid: Grid, specs: list[RunSpec], executor: Executor
         log(note)
     if todo and experiment.evaluates():
         warm_up(experiment, todo[0].config.device, log)
+    max_k = fuse_limit(todo[0], fuse) if todo and executor.name in ("local", "inline") \
+        else (fuse or 1)  # a remote executor's device is not this machine's to measure
+    if max_k > 1:
+        log(f"fused training: groups of at most {max_k} runs ({_fuse_reason(fuse)})")
     done = execute(store, todo, executor, label=experiment.name, progress=progress,
-                   poll_s=poll_s, log=log)
+                   poll_s=poll_s, log=log, max_k=max_k)
     summary.trained += done.trained
     summary.interrupted, summary.halted = done.interrupted, done.halted
     final = [(store.get(s.key) or {}).get("status", "pending") for s in unique]
     summary.counts = {st: final.count(st) for st in dict.fromkeys(final)}
+
+
+def _fuse_reason(fuse: int | None) -> str:
+    return "--fuse" if fuse is not None else "measured from GPU memory"
 
 
 def _notes(found: rundirs.Reconciled, results_dir: Path) -> list[str]:

@@ -1,10 +1,12 @@
-"""Executors: where :func:`ablate.grid.worker.run_one` runs. One interface, the same run
+"""Executors: where :func:`ablate.grid.groups.run_task` runs. One interface, the same task
 function everywhere: this process (inline), a local spawn process pool, Ray, SLURM.
 
-The driver keeps at most ``slots`` runs in flight (:meth:`Executor.submit`), so that a
-first Ctrl-C starts nothing more: nothing is queued inside an executor. It collects
-outcomes with :meth:`Executor.poll`; a worker process that dies (OOM killer, segfault,
-``kill -9``) comes back as a ``died`` outcome, never as an exception.
+A task is one run or a fused group of runs (:data:`ablate.grid.keys.Task`); the task
+function returns one outcome per run. The driver keeps at most ``slots`` tasks in
+flight (:meth:`Executor.submit`), so that a first Ctrl-C starts nothing more: nothing
+is queued inside an executor. It collects outcomes with :meth:`Executor.poll`; a worker
+process that dies (OOM killer, segfault, ``kill -9``) comes back as a ``died`` outcome
+for each run of its task, never as an exception.
 """
 
 from __future__ import annotations
@@ -29,26 +31,26 @@ from pathlib import Path
 from typing import Any
 
 from ablate.errors import ConfigError
-from ablate.grid.keys import RunSpec
+from ablate.grid.keys import Task
 from ablate.grid.store import Outcome, Status
 from ablate.grid.worker import install_worker_signals
 
-RunFn = Callable[[RunSpec], Outcome]
+TaskFn = Callable[[Task], list[Outcome]]
 ABANDON_GRACE_S = 20.0  # abandoned workers get this long to release their claims, then SIGKILL
 
 
 class Executor:
-    """Runs ``fn(spec)`` for specs the driver submits, at most ``slots`` at a time."""
+    """Runs ``fn(task)`` for tasks the driver submits, at most ``slots`` at a time."""
 
     name = "base"
-    slots = 1  # runs in flight at once
+    slots = 1  # tasks in flight at once
     threads = 1  # torch threads per run
 
-    def submit(self, fn: RunFn, specs: list[RunSpec]) -> None:
+    def submit(self, fn: TaskFn, tasks: list[Task]) -> None:
         raise NotImplementedError
 
     def poll(self, timeout: float) -> list[Outcome]:
-        """Outcomes of runs that ended, waiting up to ``timeout`` seconds for one."""
+        """Outcomes of the runs of tasks that ended, waiting up to ``timeout`` seconds."""
         raise NotImplementedError
 
     @property
@@ -106,6 +108,11 @@ def _children_ignore_sigint() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
+def _died(task: Task, error: str) -> list[Outcome]:
+    """A ``died`` outcome for each run of a task whose process is gone."""
+    return [Outcome.of(s, Status.DIED, error=error) for s in task]
+
+
 def gpu_count() -> int:
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
         return 0
@@ -125,13 +132,13 @@ class InlineExecutor(Executor):
         self.threads = threads or torch.get_num_threads()
         self._done: list[Outcome] = []
 
-    def submit(self, fn, specs):
-        for s in specs:
-            self._done.append(fn(s))
+    def submit(self, fn, tasks):
+        for t in tasks:
+            self._done.append(fn(t))
 
     def poll(self, timeout):
         out, self._done = self._done, []
-        return out
+        return [o for outs in out for o in outs]
 
     @property
     def in_flight(self):
@@ -160,7 +167,7 @@ class LocalExecutor(Executor):
         self.slots = workers or (gpus if gpus else max(1, cores // (threads or 1)))
         self.threads = threads or max(1, cores // self.slots)
         self.pool: ProcessPoolExecutor | None = None
-        self.futures: dict[Future, RunSpec] = {}
+        self.futures: dict[Future, Task] = {}
 
     def _pool(self) -> ProcessPoolExecutor:
         if self.pool is None:
@@ -173,10 +180,10 @@ class LocalExecutor(Executor):
                                             initargs=(self.threads, queue, os.getpid()))
         return self.pool
 
-    def submit(self, fn, specs):
+    def submit(self, fn, tasks):
         with _children_ignore_sigint():
-            for s in specs:
-                self.futures[self._pool().submit(fn, s)] = s
+            for t in tasks:
+                self.futures[self._pool().submit(fn, t)] = t
 
     @property
     def in_flight(self):
@@ -196,12 +203,12 @@ class LocalExecutor(Executor):
             done = [f for f in self.futures if f.done()]
         out = []
         for f in done:
-            s = self.futures.pop(f)
+            t = self.futures.pop(f)
             exc = CancelledError("cancelled before it started") if f.cancelled() else f.exception()
             if exc is None:
-                out.append(f.result())
-            else:  # the process died (BrokenProcessPool) or run_one itself could not run
-                out.append(Outcome.of(s, Status.DIED, error=f"{type(exc).__name__}: {exc}"))
+                out.extend(f.result())
+            else:  # the process died (BrokenProcessPool) or run_task itself could not run
+                out.extend(_died(t, f"{type(exc).__name__}: {exc}"))
         return out
 
     def abandon(self):
@@ -257,13 +264,13 @@ class RayExecutor(Executor):
         self.gpus_per_run = gpus_per_run
         cpus = ray.cluster_resources().get("CPU", 1)
         self.slots = max(1, int(cpus // self.threads))
-        self.pending: dict[Any, RunSpec] = {}
+        self.pending: dict[Any, Task] = {}
 
-    def submit(self, fn, specs):
+    def submit(self, fn, tasks):
         remote = self.ray.remote(num_cpus=self.threads, num_gpus=self.gpus_per_run,
                                  max_retries=0)(fn)
-        for s in specs:
-            self.pending[remote.remote(s)] = s
+        for t in tasks:
+            self.pending[remote.remote(t)] = t
 
     @property
     def in_flight(self):
@@ -275,11 +282,11 @@ class RayExecutor(Executor):
         done, _ = self.ray.wait(list(self.pending), num_returns=1, timeout=timeout)
         out = []
         for ref in done:
-            s = self.pending.pop(ref)
+            t = self.pending.pop(ref)
             try:
-                out.append(self.ray.get(ref))
+                out.extend(self.ray.get(ref))
             except self.ray.exceptions.RayError as exc:  # worker crash, node loss, cancel
-                out.append(Outcome.of(s, Status.DIED, error=str(exc)[-500:]))
+                out.extend(_died(t, str(exc)[-500:]))
         return out
 
     def abandon(self):
@@ -315,11 +322,11 @@ class SlurmExecutor(Executor):
         self.ex.update_parameters(**params)
         self.threads = threads or 1
         self.slots = workers or 1000  # the cluster's scheduler queues the rest
-        self.jobs: dict[Any, RunSpec] = {}
+        self.jobs: dict[Any, Task] = {}
 
-    def submit(self, fn, specs):
-        jobs = self.ex.map_array(fn, specs)  # one array per batch
-        self.jobs.update(zip(jobs, specs))
+    def submit(self, fn, tasks):
+        jobs = self.ex.map_array(fn, tasks)  # one array per batch
+        self.jobs.update(zip(jobs, tasks))
 
     @property
     def in_flight(self):
@@ -334,11 +341,11 @@ class SlurmExecutor(Executor):
             time.sleep(min(0.5, timeout))
         out = []
         for job in done:
-            s = self.jobs.pop(job)
+            t = self.jobs.pop(job)
             try:
-                out.append(job.result())
-            except Exception as exc:  # the job failed outside run_one (node loss, timeout)
-                out.append(Outcome.of(s, Status.DIED, error=str(exc)[-500:]))
+                out.extend(job.result())
+            except Exception as exc:  # the job failed outside run_task (node loss, timeout)
+                out.extend(_died(t, str(exc)[-500:]))
         return out
 
     def abandon(self):

@@ -105,6 +105,10 @@ class RunSpec:
         return bool(ev) and bool(ev.get("features", True))
 
 
+# What an executor runs at once: one run, or a fused group trained as one model.
+Task = tuple[RunSpec, ...]
+
+
 def plan_runs(experiment: Experiment, design: Design, results_dir: Path | str,
               counts: Mapping[str, int] | None = None, *, device: str = "auto",
               threads: int | None = None) -> list[RunSpec]:

@@ -1,10 +1,12 @@
-"""Running a list of runs on an executor: at most ``executor.slots`` in flight, each
-outcome accounted for, worker deaths bounded, Ctrl-C and SIGTERM handled.
+"""Running a list of runs on an executor: at most ``executor.slots`` tasks (a run, or a
+fused group of runs: :mod:`ablate.grid.groups`) in flight, each outcome accounted for,
+worker deaths bounded, Ctrl-C and SIGTERM handled.
 
-* A worker that dies (``died`` outcome) is charged to the key it was running
+* A worker that dies (``died`` outcome) is charged to each key it was running
   (:meth:`ablate.grid.store.Store.record_death`): retried until :data:`MAX_DEATHS`
   deaths, then ``failed`` with the cause; the other runs go on. Co-workers the broken
-  pool took down released their claims themselves and are simply resubmitted.
+  pool took down released their claims themselves and are simply resubmitted. A run
+  whose worker died is retried alone (its group may have been what killed it).
 * Ctrl-C: the first press starts nothing new and lets the running runs finish (they are
   kept); a second press or SIGTERM abandons them (each releases its claim and removes
   its tmp dir). Either way the grid returns normally and a rerun resumes.
@@ -23,9 +25,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ablate.grid.executors import Executor
-from ablate.grid.keys import RunSpec
+from ablate.grid.groups import make_tasks, run_task
+from ablate.grid.keys import RunSpec, Task
 from ablate.grid.store import TERMINAL, Outcome, Status, Store
-from ablate.grid.worker import run_one
 
 MAX_DEATHS = 3  # a key whose worker process died this many times is marked failed
 Log = Callable[[str], None]
@@ -73,9 +75,23 @@ def _handle_interrupts(say: Log, inline: bool) -> Iterator[_Interrupts]:
             signal.signal(s, h)
 
 
+def _claimable(store: Store, task: Task, waiting: dict[str, RunSpec], bar) -> Task:
+    """The members of ``task`` to start now: finished ones are counted, held ones wait."""
+    out = []
+    for s in task:
+        row = store.get(s.key) or {}
+        if row.get("status") in TERMINAL:
+            bar.update(1)  # finished by another process meanwhile
+        elif store.claimable(s.key, s.retry_failed):
+            out.append(s)
+        elif row.get("status") == Status.RUNNING:
+            waiting[s.key] = s
+    return tuple(out)
+
+
 def _execute(store: Store, todo: list[RunSpec], executor: Executor, summary: Progress,
-             stop: _Interrupts, bar, say: Log, poll_s: float) -> None:
-    queue: deque[RunSpec] = deque(todo)
+             stop: _Interrupts, bar, say: Log, poll_s: float, max_k: int) -> None:
+    queue: deque[Task] = deque(make_tasks(todo, max_k))
     waiting: dict[str, RunSpec] = {}  # held by other live processes
     by_key = {s.key: s for s in todo}
     abandoned, empty_deaths = False, 0
@@ -86,22 +102,17 @@ def _execute(store: Store, todo: list[RunSpec], executor: Executor, summary: Pro
         if not stop.presses and not summary.halted:
             batch = []
             while queue and executor.in_flight + len(batch) < executor.slots:
-                s = queue.popleft()
-                row = store.get(s.key) or {}
-                if row.get("status") in TERMINAL:
-                    bar.update(1)  # finished by another process meanwhile
-                elif store.claimable(s.key, s.retry_failed):
-                    batch.append(s)
-                elif row.get("status") == Status.RUNNING:
-                    waiting[s.key] = s
+                task = _claimable(store, queue.popleft(), waiting, bar)
+                if task:
+                    batch.append(task)
             if batch:
-                executor.submit(run_one, batch)
+                executor.submit(run_task, batch)
         if executor.in_flight == 0:
             if stop.presses or summary.halted or not (queue or waiting):
                 return
             bar.set_description(f"waiting for {len(waiting)} run(s) held by another process")
             time.sleep(poll_s)
-            queue.extend(waiting.values())
+            queue.extend(make_tasks(list(waiting.values()), max_k))
             waiting.clear()
             continue
         for out in executor.poll(timeout=0.2):
@@ -149,14 +160,16 @@ def _handle(out: Outcome, store: Store, spec: RunSpec, queue: deque, waiting: di
     if not stop.presses and not summary.halted:
         if settled == Status.PENDING:
             say(f"{where}: its worker died ({out.error}); retrying")
-        queue.appendleft(spec)
+        queue.appendleft((spec,))  # alone: a group's death may have been the group's size
     return 0 if settled is not None else empty_deaths + 1
 
 
 def execute(store: Store, todo: list[RunSpec], executor: Executor, *, label: str,
-            progress: bool = True, poll_s: float = 2.0, log: Log = print) -> Progress:
+            progress: bool = True, poll_s: float = 2.0, log: Log = print,
+            max_k: int = 1) -> Progress:
     """Run ``todo`` (distinct keys) until each is finished or failed, or the grid is stopped;
-    wait for keys other processes hold."""
+    wait for keys other processes hold. ``max_k`` > 1 trains fusable runs in groups of
+    at most that many (:func:`ablate.grid.groups.make_tasks`)."""
     from tqdm import tqdm  # import-time saving: only a running grid draws a bar
 
     done = Progress()
@@ -165,7 +178,7 @@ def execute(store: Store, todo: list[RunSpec], executor: Executor, *, label: str
     say = (lambda m: tqdm.write(m, file=sys.stderr)) if progress else log  # under the bar
     with _handle_interrupts(say, executor.name == "inline") as stop:
         try:
-            _execute(store, todo, executor, done, stop, bar, say, poll_s)
+            _execute(store, todo, executor, done, stop, bar, say, poll_s, max_k)
         except KeyboardInterrupt:  # the inline executor's run was abandoned
             pass
         finally:

@@ -43,7 +43,8 @@ def _open(results_dir: Path) -> Store | None:
         return None
 
 
-def print_dry_run(grid: Grid) -> None:
+def print_dry_run(grid: Grid, fuse: int | None = None) -> None:
+    """Print what ``ablate grid`` would do (plan, state, fused groups); writes nothing."""
     experiment, design, results_dir, specs = grid.experiment, grid.design, grid.results_dir, grid.specs
     policy, looks = experiment.policy, _recorded_looks(results_dir)
     if policy.adaptive and looks:  # where the grid stands: the plan of its next look
@@ -112,7 +113,42 @@ def print_dry_run(grid: Grid) -> None:
         print(line)
     for line in _cross_check_lines(found):
         print(line)
+    for line in _fuse_lines([s for s in {s.key: s for s in specs}.values() if s.key not in done],
+                            fuse):
+        print(line)
     print(f"results: {results_dir}")
+
+
+def _fuse_lines(todo: list, fuse: int | None) -> list[str]:
+    """The fused groups the grid would train (``--fuse``; on a GPU, capped when it starts)."""
+    if not todo:
+        return []
+    # Import-time saving: grouping builds models (torch); only a dry run with runs to do asks.
+    from ablate.environment import resolve_device
+    from ablate.fused import fuse_blocker
+    from ablate.grid.groups import GPU_CAP, make_tasks
+    from ablate.resolve import resolve
+
+    on_gpu = resolve_device(todo[0].config.device).type == "cuda"
+    if fuse is None and not on_gpu:
+        return ["fused training: off (CPU: every run trains alone; --fuse K groups up to K)"]
+    tasks = make_tasks(todo, fuse or GPU_CAP)
+    cap = f"at most {fuse}" if fuse else f"capped by GPU memory when the grid starts (<= {GPU_CAP})"
+    lines = [f"fused training: {len(tasks)} task(s) for {len(todo)} run(s), groups of {cap}:"]
+    for t in tasks:
+        if len(t) > 1:
+            variants = list(dict.fromkeys(s.variant for s in t))
+            lines.append(f"  group of {len(t)}: {', '.join(variants)} "
+                         f"(seeds {', '.join(str(s) for s in sorted({s.seed for s in t}))})")
+    alone: dict[str, list[str]] = {}
+    for t in tasks:
+        if len(t) == 1:
+            why = fuse_blocker(resolve(t[0].config)) or "no other run shares its architecture"
+            alone.setdefault(why, []).append(t[0].variant)
+    for why, variants in alone.items():
+        names = list(dict.fromkeys(variants))
+        lines.append(f"  alone ({len(variants)} run(s): {', '.join(names)}): {why}")
+    return lines
 
 
 def _cross_check_lines(found: rundirs.Reconciled) -> list[str]:

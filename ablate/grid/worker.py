@@ -1,4 +1,5 @@
-"""``run_one``: the one run function every executor calls.
+"""``run_one``: one run, claimed, trained, scored and committed (executors call it
+through :func:`ablate.grid.groups.run_task`; a fused group reuses its pieces).
 
 1. Claim the key in the store (atomic; a key another live process holds is left alone).
 2. Train and score into ``tmp/<key>-<token>/`` (:func:`ablate.pipeline.train_and_score`)
@@ -25,6 +26,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -34,12 +36,12 @@ from ablate.environment import resolve_device
 from ablate.grid.keys import CODE_VERSION, RunSpec
 from ablate.grid.rundirs import quarantine, run_dir
 from ablate.grid.store import Outcome, Status, Store, heartbeat_interval
-from ablate.pipeline import train_and_score
+from ablate.pipeline import Scored, train_and_score
 
 # Set in local-pool workers by their initializer (ablate.grid.executors): the driver's
 # pid, so that a worker whose driver died runs nothing more.
 _DRIVER_PID: int | None = None
-_IN_RUN = threading.Event()  # a pool worker is inside run_one (SIGTERM then abandons it)
+IN_RUN = threading.Event()  # a pool worker is inside run_one (SIGTERM then abandons it)
 _HELD = {signal.SIGINT, signal.SIGTERM}  # signals held back during a commit
 _FREE_BYTES = 1 << 20  # below this, an error writing results is a full disk
 
@@ -57,28 +59,31 @@ def install_worker_signals(driver_pid: int) -> None:
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
-    if _IN_RUN.is_set():
+    if IN_RUN.is_set():
         raise Abandoned
     os._exit(128 + signum)  # idle: nothing to clean up
 
 
-class _Heartbeat(threading.Thread):
-    """Refreshes a claim's heartbeat from a thread with its own connection."""
+class Heartbeat(threading.Thread):
+    """Refreshes claims' heartbeats from a thread with its own connection.
 
-    def __init__(self, results_dir: str, key: str, token: str) -> None:
-        super().__init__(daemon=True, name=f"heartbeat-{key}")
-        self.args_ = (results_dir, key, token)
+    One thread serves all the claims of a process (a fused group holds several); it
+    stops refreshing a claim that was taken over (the commit will say so).
+    """
+
+    def __init__(self, results_dir: str, claims: list[tuple[str, str]]) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{claims[0][0]}")
+        self.results_dir, self.claims = results_dir, list(claims)
         self.stop = threading.Event()
 
     def run(self) -> None:
-        results_dir, key, token = self.args_
+        live = list(self.claims)
         try:
-            with Store(results_dir) as store:
-                while not self.stop.wait(heartbeat_interval()):
-                    if not store.heartbeat(key, token):
-                        return  # the claim was taken over: the commit will say so
+            with Store(self.results_dir) as store:
+                while live and not self.stop.wait(heartbeat_interval()):
+                    live = [(k, t) for k, t in live if store.heartbeat(k, t)]
         except (sqlite3.Error, OSError):
-            return  # a full disk: the claim goes stale; the run's own writes report it
+            return  # a full disk: the claims go stale; the runs' own writes report it
 
 
 def disk_full(results_dir: Path, exc: BaseException) -> bool:
@@ -106,7 +111,7 @@ def _publish(tmp: Path, final: Path, results_dir: Path) -> None:
     fsync_dir(final.parent)
 
 
-def _halt(spec: RunSpec, store: Store | None, token: str | None, exc: BaseException) -> Outcome:
+def halt(spec: RunSpec, store: Store | None, token: str | None, exc: BaseException) -> Outcome:
     """The disk is full (or the store unwritable): release the claim if we can, stop."""
     if store is not None and token is not None:
         try:
@@ -118,10 +123,15 @@ def _halt(spec: RunSpec, store: Store | None, token: str | None, exc: BaseExcept
                             f"{type(exc).__name__}: {exc}")
 
 
-def run_one(spec: RunSpec) -> Outcome:
-    """Claim, train, evaluate and commit one run; return its :class:`Outcome`."""
+def check_driver() -> None:
+    """In a pool worker whose driver died, run nothing more (exit)."""
     if _DRIVER_PID is not None and os.getppid() != _DRIVER_PID:
         os._exit(1)  # the driver died (it may have been killed before PDEATHSIG was set)
+
+
+def run_one(spec: RunSpec) -> Outcome:
+    """Claim, train, evaluate and commit one run; return its :class:`Outcome`."""
+    check_driver()
     results_dir = Path(spec.results_dir)
     store: Store | None = None
     token: str | None = None
@@ -131,69 +141,97 @@ def run_one(spec: RunSpec) -> Outcome:
     except (sqlite3.Error, OSError) as exc:
         if store is not None:
             store.close()
-        return _halt(spec, None, None, exc)
+        return halt(spec, None, None, exc)
     try:
         if token is None:
             return Outcome.of(spec, Status.HELD)
-        return _attempt(spec, store, token, results_dir)
+        return attempt(spec, store, token, results_dir)
     finally:
         store.close()
 
 
-def _attempt(spec: RunSpec, store: Store, token: str, results_dir: Path) -> Outcome:
+def attempt(spec: RunSpec, store: Store, token: str, results_dir: Path) -> Outcome:
     tmp = results_dir / "tmp" / f"{spec.key}-{token}"
-    beat = _Heartbeat(spec.results_dir, spec.key, token)
+    beat = Heartbeat(spec.results_dir, [(spec.key, token)])
     beat.start()
     t0 = time.perf_counter()
-    _IN_RUN.set()
+    IN_RUN.set()
     try:
         protocol = EvalProtocol.from_dict(dict(spec.evaluation)) if spec.evaluates else None
         scored = train_and_score(spec.config, protocol, tmp)
-        result = scored.result
-        threads = torch.get_num_threads()  # what the run trained with (results depend on it)
-        device = resolve_device(spec.config.device).type
-        write_json(tmp / "run.json", {
-            "key": spec.key, "variant": spec.variant, "seed": spec.seed,
-            "code_version": CODE_VERSION, "token": token, "host": store.host, "pid": os.getpid(),
-            "threads": threads, "device": device, "eval_time_s": scored.eval_time_s})
-        final = run_dir(results_dir, spec.key)
-        status = Status(result.status)
-        wall = time.perf_counter() - t0
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)  # no Ctrl-C mid-commit
-        try:
-            committed = store.commit(
-                spec.key, token, status, lambda: _publish(tmp, final, results_dir),
-                steps=result.steps, diverged_step=result.diverged_step, wall_time_s=wall,
-                train_time_s=result.train_time_s, eval_time_s=scored.eval_time_s,
-                images_per_s=result.images_per_s, metrics=scored.metrics,
-                run_dir=str(final.relative_to(results_dir)), threads=threads, device=device)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        if not committed:  # taken over while stalled: the new owner commits; tmp is swept
-            return Outcome.of(spec, Status.LOST, wall_time_s=wall,
-                              error="the claim was taken over before the commit")
-        return Outcome.of(spec, status, diverged_step=result.diverged_step, wall_time_s=wall)
+        return commit(spec, store, token, tmp, scored, time.perf_counter() - t0)
     except (Abandoned, KeyboardInterrupt) as exc:
-        try:
-            store.release(spec.key, token, "abandoned")
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, Abandoned):
-            os._exit(143)  # SIGTERM: leave the pool without touching its queues
+        abandon(store, [(spec, token, tmp)], exc)
         raise
     except Exception as exc:  # a failed run must not stop the grid
-        if disk_full(results_dir, exc):
-            shutil.rmtree(tmp, ignore_errors=True)  # free what we took
-            return _halt(spec, store, token, exc)
-        err = "".join(traceback.format_exception(exc))[-4000:]
-        try:
-            store.fail(spec.key, token, err, wall_time_s=time.perf_counter() - t0)
-        except (sqlite3.Error, OSError) as exc2:
-            return _halt(spec, store, token, exc2)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return Outcome.of(spec, Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+        return fail(spec, store, token, tmp, exc, time.perf_counter() - t0)
     finally:
-        _IN_RUN.clear()
+        IN_RUN.clear()
         beat.stop.set()
         beat.join(timeout=10)  # its connection closes before the run is reported
+
+
+def commit(spec: RunSpec, store: Store, token: str, tmp: Path, scored: Scored, wall: float,
+           **run_info: Any) -> Outcome:
+    """Write ``run.json`` into the trained run's ``tmp`` dir and commit it as ``spec.key``.
+
+    ``run_info`` adds fields to ``run.json`` (a fused run's group). A claim taken over
+    while the run was stalled commits nothing (``lost``; the tmp dir is swept later).
+    """
+    results_dir = Path(spec.results_dir)
+    result = scored.result
+    threads = torch.get_num_threads()  # what the run trained with (results depend on it)
+    device = resolve_device(spec.config.device).type
+    write_json(tmp / "run.json", {
+        "key": spec.key, "variant": spec.variant, "seed": spec.seed,
+        "code_version": CODE_VERSION, "token": token, "host": store.host, "pid": os.getpid(),
+        "threads": threads, "device": device, "eval_time_s": scored.eval_time_s, **run_info})
+    final = run_dir(results_dir, spec.key)
+    status = Status(result.status)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)  # no Ctrl-C mid-commit
+    try:
+        committed = store.commit(
+            spec.key, token, status, lambda: _publish(tmp, final, results_dir),
+            steps=result.steps, diverged_step=result.diverged_step, wall_time_s=wall,
+            train_time_s=result.train_time_s, eval_time_s=scored.eval_time_s,
+            images_per_s=result.images_per_s, metrics=scored.metrics,
+            run_dir=str(final.relative_to(results_dir)), threads=threads, device=device)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    if not committed:  # taken over while stalled: the new owner commits; tmp is swept
+        return Outcome.of(spec, Status.LOST, wall_time_s=wall,
+                          error="the claim was taken over before the commit")
+    return Outcome.of(spec, status, diverged_step=result.diverged_step, wall_time_s=wall)
+
+
+def abandon(store: Store, claims: list[tuple[RunSpec, str, Path]], exc: BaseException) -> None:
+    """Ctrl-C or SIGTERM inside runs: release each claim, remove each tmp dir.
+
+    SIGTERM (``Abandoned``) then leaves the pool without touching its queues.
+    """
+    try:
+        for spec, token, tmp in claims:
+            try:
+                store.release(spec.key, token, "abandoned")
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if isinstance(exc, Abandoned):
+            os._exit(143)
+
+
+def fail(spec: RunSpec, store: Store, token: str, tmp: Path, exc: Exception,
+         wall: float) -> Outcome:
+    """Record a run that raised as ``failed`` (or, on a full disk, release it and halt)."""
+    results_dir = Path(spec.results_dir)
+    if disk_full(results_dir, exc):
+        shutil.rmtree(tmp, ignore_errors=True)  # free what we took
+        return halt(spec, store, token, exc)
+    err = "".join(traceback.format_exception(exc))[-4000:]
+    try:
+        store.fail(spec.key, token, err, wall_time_s=wall)
+    except (sqlite3.Error, OSError) as exc2:
+        return halt(spec, store, token, exc2)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Outcome.of(spec, Status.FAILED, error=f"{type(exc).__name__}: {exc}")
