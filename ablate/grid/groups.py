@@ -122,10 +122,8 @@ def _attempt_group(claims: list[tuple[RunSpec, str]], store: Store, results_dir:
         try:
             plans = _plans(specs)
             results = train_group(plans, tmps, [validator(p) for p in plans])
-        except torch.cuda.OutOfMemoryError as exc:
+        except torch.cuda.OutOfMemoryError:
             _clean(tmps)
-            if worker.disk_full(results_dir, exc):
-                raise
             half = len(claims) // 2
             _say(f"a fused group of {len(claims)} ran out of GPU memory; training it in halves")
             return (_attempt_group(claims[:half], store, results_dir)

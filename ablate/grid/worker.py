@@ -151,6 +151,7 @@ def run_one(spec: RunSpec) -> Outcome:
 
 
 def attempt(spec: RunSpec, store: Store, token: str, results_dir: Path) -> Outcome:
+    """Train, score and commit a run this process has claimed (``token``)."""
     tmp = results_dir / "tmp" / f"{spec.key}-{token}"
     beat = Heartbeat(spec.results_dir, [(spec.key, token)])
     beat.start()
