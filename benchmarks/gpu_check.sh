@@ -103,7 +103,8 @@ if [ "$MODE" = gpu ]; then
   fi
   KS="1 2 4 8 16 32 64"; KOPT=64; STEPS=150; PACK=16; NGF=32
   PREC_ARGS="--seeds 2 --steps 1000 --n 2000"
-  E2E="experiments/fashion-mnist.toml"; E2E_ARGS="--steps-scale 0.05 --workers 4 --threads 4"
+  E2E="experiments/fashion-mnist.toml"; STEPS_SCALE=0.05
+  E2E_ARGS="--steps-scale $STEPS_SCALE --workers 4 --threads 4"; FUSE_ARGS="--workers 2 --threads 4"
   B1=170; B2=150; B3=100; B4=400
 else
   DEVICE=cpu; DATASET=fake; KS="1 2"; KOPT=2; STEPS=8; PACK=2; NGF=8; THREADS=1
@@ -132,7 +133,8 @@ kind = "leave-one-out"
 [hacks]
 scope = ["batch-norm", "adam-dcgan"]
 EOF
-  E2E_ARGS="--steps-scale 0.5 --workers 1 --threads 1"
+  STEPS_SCALE=0.5; E2E_ARGS="--steps-scale $STEPS_SCALE --workers 1 --threads 1"
+  FUSE_ARGS="--fuse 2 --workers 1 --threads 1"
   B1=300; B2=300; B3=300; B4=300; TOTAL=1500; DEADLINE=$((START + TOTAL))
 fi
 log "mode=$MODE device=$DEVICE dataset=$DATASET python=$PY"
@@ -188,6 +190,28 @@ if [ "$DATASET" != fake ] || [ "$MODE" = cpu ]; then
     --features classifier --deadline-s $(( left > 60 ? left - 60 : 1 )) $E2E_ARGS
   cp /tmp/e2e/summary.json "$OUT/e2e_summary.json" 2>/dev/null
   cp /tmp/e2e/groups.jsonl "$OUT/e2e_groups.jsonl" 2>/dev/null
+fi
+# 5. The grid itself, fused: `ablate grid --fuse` (on a GPU the cap is measured from
+# memory) on the same experiment at the same scaled budget, every run claimed and
+# committed through the store; whatever time is left. Its index comes back in $OUT.
+left=$(( DEADLINE - $(date +%s) - 20 ))
+if (( left >= 45 )) && { [ "$DATASET" != fake ] || [ "$MODE" = cpu ]; }; then
+  rm -rf /tmp/e2e-grid
+  GRID_TOML=/tmp/e2e-grid.toml
+  $PY - "$E2E" "$GRID_TOML" "$STEPS_SCALE" <<'EOF' 2>>"$LOG"
+import re, sys
+src, dst, scale = sys.argv[1], sys.argv[2], float(sys.argv[3])
+text = open(src).read()
+for key in ("steps", "val_every"):  # the same scaled budget as stage 4
+    text = re.sub(rf"^({key}\s*=\s*)(\d+)", lambda m: m[1] + str(max(1, round(int(m[2]) * scale))),
+                  text, flags=re.M)
+text = re.sub(r'^features\s*=.*$', 'features = ["classifier"]', text, flags=re.M)
+open(dst, "w").write(text)
+EOF
+  stage "5. the grid, fused (ablate grid $FUSE_ARGS)" $left \
+    $PY -m ablate grid "$GRID_TOML" --results-dir /tmp/e2e-grid --no-progress --no-report $FUSE_ARGS
+  $PY -m ablate status "$GRID_TOML" --results-dir /tmp/e2e-grid >>"$LOG" 2>&1
+  cp /tmp/e2e-grid/runs.sqlite "$OUT/e2e_grid_runs.sqlite" 2>/dev/null
 fi
 log "done: $(ls "$OUT" | tr '\n' ' ')"
 true
