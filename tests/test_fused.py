@@ -28,7 +28,7 @@ from ablate.errors import ConfigError
 from ablate.evaluate import evaluate_run
 from ablate.fused import (FusedOptions, evaluate_group, fuse_blocker, fusable_key, group_plans,
                           max_group_size, member_memory, train_group)
-from ablate.fused.trainer import _Targets
+from ablate.fused.step import Targets
 from ablate.pipeline import validator
 from ablate.resolve import resolve
 from ablate.train import _targets, train
@@ -168,7 +168,7 @@ def test_targets_equal_the_lone_draws_bit_for_bit():
                (ALL_ON, (), ("label-smoothing",), ("noisy-labels",))]
     recipes.append(recipes[0].replace(label_flip_p=0.5, real_target=(0.9, 0.9)))
     recipes.append(recipes[0].replace(fake_target=(0.0, 0.0)))  # one-sided smoothing
-    targets = _Targets(recipes, torch.device("cpu"))
+    targets = Targets(recipes, torch.device("cpu"))
     gens = [torch.Generator().manual_seed(i) for i in range(len(recipes))]
     lone_gens = [torch.Generator().manual_seed(i) for i in range(len(recipes))]
     for _ in range(3):

@@ -19,7 +19,7 @@ import torch
 from ablate.data import dataset_spec
 from ablate.environment import resolve_device
 from ablate.fused.modules import FusedAdam, FusedSequential
-from ablate.fused.trainer import FusedOptions, _Step, _Targets
+from ablate.fused.step import FusedOptions, Step, Targets
 from ablate.models import sample_latent
 from ablate.train import TrainPlan, build
 
@@ -58,10 +58,10 @@ def _peak(plan: TrainPlan, k: int, device: torch.device, options: FusedOptions) 
         g = FusedSequential([b[0] for b in built], device, options.channels_last)
         d = FusedSequential([b[1] for b in built], device, options.channels_last)
         del built
-        step = _Step(g, d, FusedAdam(g, [p.recipe.g_optimizer for p in plans]),
+        step = Step(g, d, FusedAdam(g, [p.recipe.g_optimizer for p in plans]),
                      FusedAdam(d, [p.recipe.d_optimizer for p in plans]), config, plan.recipe,
                      device, dataclasses.replace(options, cuda_graph=False))
-        targets = _Targets([p.recipe for p in plans], device)
+        targets = Targets([p.recipe for p in plans], device)
         gens = [torch.Generator(device).manual_seed(i) for i in range(k)]
         for _ in range(2):
             d_steps = plan.recipe.d_steps
