@@ -165,9 +165,12 @@ def test_looks_add_seeds_only_where_the_decision_says_and_resume_after_a_kill(tm
     assert [lk["look"] for lk in meta["looks"]] == [1, 2] and meta["looks"][-1]["done"]
     assert meta["looks"][0]["next"] == {"all-on": 2, "-batch-norm": 3, "-adam-dcgan": 2,
                                         "-label-smoothing": 2, "all-off": 3}
-    # A third invocation replays both looks and trains nothing.
+    # A third invocation replays both looks, trains nothing and writes nothing to the
+    # index (a committed adaptive store stays byte-identical on a fresh clone).
+    before = (res / "runs.sqlite").read_bytes()
     again = Decide()
     assert _run(exp, res, again).trained == 0 and len(again.calls) == 2
+    assert (res / "runs.sqlite").read_bytes() == before
     # Status and dry-run say where the grid stands and why.
     capsys.readouterr()
     assert main(["status", str(exp), "--results-dir", str(res)]) == 0

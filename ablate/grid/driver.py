@@ -251,9 +251,9 @@ def run_grid(grid: Grid, executor: Executor, *, next_look: NextLook | None = Non
             for s in specs:
                 first_look.setdefault((s.variant, s.seed), k)
             write_experiment_meta(grid, len(specs), **_adaptive_meta(policy, analysis, history))
-            store.record_plan([{"variant": s.variant, "seed": s.seed, "key": s.key,
-                                "hacks": s.config.hacks, "config": s.identity,
-                                "look": first_look[(s.variant, s.seed)]} for s in specs])
+            plan = [{"variant": s.variant, "seed": s.seed, "key": s.key, "hacks": s.config.hacks,
+                     "config": s.identity, "look": first_look[(s.variant, s.seed)]} for s in specs]
+            store.record_plan(plan, keep_superset=policy.adaptive)
             _run_look(store, grid, specs, executor, summary, k, counts,
                       retry_failed=retry_failed, repair=repair, progress=progress,
                       poll_s=poll_s, log=log, fuse=fuse)
@@ -275,6 +275,7 @@ def run_grid(grid: Grid, executor: Executor, *, next_look: NextLook | None = Non
                 f"{v} {n}" for v, n in new.items() if n > counts[v])) + "; " + "; ".join(reasons))
             write_experiment_meta(grid, len(specs), **_adaptive_meta(policy, analysis, history))
             if stop:
+                store.record_plan(plan)  # the last look's plan, exactly
                 break
             counts = new
     summary.wall_time_s = time.perf_counter() - t0
