@@ -122,3 +122,24 @@ def test_dry_run_shows_the_groups_and_a_bad_fuse_is_a_usage_error(tmp_path):
     bad = run_cli("grid", str(exp), "--results-dir", str(tmp_path / "res"), "--fuse", "0")
     assert bad.returncode == 2 and "--fuse must be a positive integer" in bad.stderr
     assert not (tmp_path / "res").exists()
+
+
+def test_a_group_out_of_gpu_memory_is_split_down_to_lone_runs(tmp_path, monkeypatch):
+    import torch
+
+    import ablate.grid.groups as groups
+
+    grid = _grid(tmp_path, steps=4, seeds="[0, 1, 2]", scope='["adam-dcgan"]')
+    real = groups.train_group
+    sizes = []
+
+    def small_gpu(plans, *a, **k):  # only a group of one fits
+        sizes.append(len(plans))
+        if len(plans) > 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(plans, *a, **k)
+
+    monkeypatch.setattr(groups, "train_group", small_gpu)
+    outs = run_task(tuple(s for s in grid.specs if s.variant == "all-on"))
+    assert [o.status for o in outs] == [Status.DONE] * 3 and sizes == [3, 1, 2, 1, 1]
+    assert_complete_once(grid.results_dir, 3)

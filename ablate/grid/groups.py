@@ -122,23 +122,16 @@ def _attempt_group(claims: list[tuple[RunSpec, str]], store: Store, results_dir:
         try:
             plans = _plans(specs)
             results = train_group(plans, tmps, [validator(p) for p in plans])
+            train_wall = time.perf_counter() - t0
+            scored = _score(specs, tmps, results)
         except torch.cuda.OutOfMemoryError:
+            if len(claims) == 1:
+                raise  # a lone run that does not fit: the fallback below records it
             _clean(tmps)
             half = len(claims) // 2
             _say(f"a fused group of {len(claims)} ran out of GPU memory; training it in halves")
             return (_attempt_group(claims[:half], store, results_dir)
                     + _attempt_group(claims[half:], store, results_dir))
-        train_wall = time.perf_counter() - t0
-        scored = _score(specs, tmps, results)
-        wall = time.perf_counter() - t0
-        k = len(claims)
-        info = {"fused": {"k": k, "members": [s.key for s in specs],
-                          "group_wall_time_s": round(wall, 3),
-                          "group_train_time_s": round(train_wall, 3)}}
-        # Each member is charged its share of the group's wall time (what it cost).
-        return [worker.commit(s, store, t, tmp, sc, wall / k, **info) if isinstance(sc, Scored)
-                else worker.fail(s, store, t, tmp, sc, wall / k)
-                for (s, t), tmp, sc in zip(claims, tmps, scored)]
     except (worker.Abandoned, KeyboardInterrupt) as exc:
         worker.abandon(store, [(s, t, tmp) for (s, t), tmp in zip(claims, tmps)], exc)
         raise
@@ -155,6 +148,26 @@ def _attempt_group(claims: list[tuple[RunSpec, str]], store: Store, results_dir:
         worker.IN_RUN.clear()
         beat.stop.set()
         beat.join(timeout=10)
+    return _commit_members(claims, tmps, scored, store, t0, train_wall)
+
+
+def _commit_members(claims: list[tuple[RunSpec, str]], tmps: list[Path], scored: list,
+                    store: Store, t0: float, train_wall: float) -> list[Outcome]:
+    """Commit each trained member on its own (a member's error is its own ``failed``)."""
+    wall = time.perf_counter() - t0
+    k = len(claims)
+    info = {"fused": {"k": k, "members": [s.key for s, _ in claims],
+                      "group_wall_time_s": round(wall, 3),
+                      "group_train_time_s": round(train_wall, 3)}}
+    out = []
+    for (s, t), tmp, sc in zip(claims, tmps, scored):
+        # Each member is charged its share of the group's wall time (what it cost).
+        try:
+            out.append(worker.commit(s, store, t, tmp, sc, wall / k, **info)
+                       if isinstance(sc, Scored) else worker.fail(s, store, t, tmp, sc, wall / k))
+        except Exception as exc:  # as a lone run's commit error: failed (or halt, disk full)
+            out.append(worker.fail(s, store, t, tmp, exc, wall / k))
+    return out
 
 
 def _plans(specs: Sequence[RunSpec]) -> list[TrainPlan]:
