@@ -3,42 +3,93 @@ plugin's version is part of its runs' keys (bumping it retrains exactly its vari
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from ablate import registry
 from ablate.cli import main
+from ablate.config import TrainConfig
 from ablate.resolve import resolve
 from ablate.train import train
 
 REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO / "tests/fixtures"
-sys.path.insert(0, str(FIXTURES))
-import make_reference  # noqa: E402  (the script that wrote the reference, before the hooks)
 
-REFERENCE = json.loads((FIXTURES / "reference_weights.json").read_text())
+# ----- the built-ins train bit for bit as the pre-v2 loop (5859f55) --------------------
+# ``ablate_ref`` is a frozen copy of the training path at 5859f55, before the hack API v2
+# hooks (tests/fixtures/reference_5859f55/README.md). Both loops run here, in this process
+# and on this CPU, so the comparison is exact on every machine: no digests of one CPU.
+REFERENCE = REPO / "tests/fixtures/reference_5859f55"
+sys.path.insert(0, str(REFERENCE))
+import ablate_ref  # noqa: E402
+import ablate_ref.config  # noqa: E402
+import ablate_ref.resolve  # noqa: E402
+import ablate_ref.train  # noqa: E402
+from ablate_ref import registry as ref_registry  # noqa: E402
+from ablate_ref.hacks import BUILTIN as REF_BUILTIN  # noqa: E402
+
+assert Path(ablate_ref.__file__).parent == REFERENCE / "ablate_ref"  # not an installed copy
+# Built-ins only: the frozen registry must not load the ``ablate.hacks`` entry points
+# (today's plugins import today's ``ablate``). This is the first half of its _discover().
+if not ref_registry._discovered:
+    ref_registry._discovered = True
+    for _cls in REF_BUILTIN:
+        ref_registry.register_hack(_cls, provider="ablate")
+
+STEPS = 6
+TIMING = ("images_per_s", "elapsed_s")  # the only logged fields that may differ
 
 
-def _platform_matches() -> bool:
-    return make_reference.platform() == REFERENCE["platform"]
+def config_for(config_cls: type, hacks: tuple[str, ...]):
+    """6 steps on synthetic data, 1 thread (the numbers do not depend on the core count)."""
+    return config_cls(dataset="fake", steps=STEPS, batch_size=16, seed=3, hacks=hacks, ngf=8,
+                      ndf=8, latent_dim=16, device="cpu", threads=1, log_every=2)
 
 
-@pytest.mark.skipif(not _platform_matches(), reason=(
-    f"reference weights were written with {REFERENCE['platform']}; float results of another "
-    "torch build or CPU instruction set may differ in the last bit"))
-@pytest.mark.parametrize("variant", list(make_reference.variants()))
+def variants() -> dict[str, tuple[str, ...]]:
+    """All-on, all-off and all-on minus each built-in (as at 5859f55): 13 variants."""
+    on = tuple(ref_registry.builtin_names())
+    out = {"all-on": on, "all-off": ()}
+    out.update({f"-{h}": tuple(x for x in on if x != h) for h in on})
+    return out
+
+
+def digest(run: Path) -> dict:
+    """sha256 (with dtype and shape) of every tensor of the saved generator, and every
+    logged record without its timings (losses, D(x), D(G(z)), step)."""
+    state = torch.load(run / "generator.pt")
+    tensors = {k: (str(v.dtype), tuple(v.shape), hashlib.sha256(v.contiguous().numpy().tobytes()).hexdigest())
+               for k, v in state.items()}
+    log = [{k: v for k, v in r.items() if k not in TIMING}
+           for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())]
+    return {"generator": tensors, "log": log}
+
+
+def test_builtins_are_those_of_the_reference():
+    assert registry.builtin_names() == ref_registry.builtin_names()
+
+
+@pytest.mark.parametrize("variant", list(variants()))
 def test_builtins_train_bit_for_bit_as_before_the_hooks(variant, tmp_path):
     """All-on, all-off and all-on minus each built-in, 6 steps on fake data: every tensor
-    of the saved generator and every logged loss equals the pre-v2 loop's (5859f55)."""
-    hacks = make_reference.variants()[variant]
-    train(resolve(make_reference.config_for(hacks)), tmp_path / "run")
-    got = make_reference.digest(tmp_path / "run")
-    want = REFERENCE["runs"][variant]
-    assert got["losses"] == want["losses"]
-    assert got["generator_sha256"] == want["generator_sha256"]
+    of the saved generator and every logged loss equals the pre-v2 loop's (5859f55), run
+    live beside today's loop."""
+    hacks = variants()[variant]
+    ablate_ref.train.train(ablate_ref.resolve.resolve(config_for(ablate_ref.config.TrainConfig, hacks)),
+                           tmp_path / "reference")
+    train(resolve(config_for(TrainConfig, hacks)), tmp_path / "today")
+    want, got = digest(tmp_path / "reference"), digest(tmp_path / "today")
+    assert len(want["log"]) == STEPS // 2 and all("loss_d" in r and "loss_g" in r for r in want["log"])
+    assert len(got["log"]) == len(want["log"])
+    for i, (g, w) in enumerate(zip(got["log"], want["log"])):
+        assert g == w, f"log record {i}: today {g} != reference {w}"
+    assert got["generator"].keys() == want["generator"].keys()
+    differ = [k for k in want["generator"] if got["generator"][k] != want["generator"][k]]
+    assert not differ, f"generator tensors that differ from the reference: {differ}"
 
 
 # ----- a plugin version bump retrains exactly the variants that enable it -------------
