@@ -139,11 +139,15 @@ def _attempt_group(claims: list[tuple[RunSpec, str]], store: Store, results_dir:
         _clean(tmps)
         if worker.disk_full(results_dir, exc):
             return [worker.halt(s, store, t, exc) for s, t in claims]
-        _say(f"a fused group of {len(claims)} failed ({type(exc).__name__}: {exc}); "
-             "training its members alone")
         beat.stop.set()
         worker.IN_RUN.clear()
-        return [worker.attempt(s, store, t, results_dir) for s, t in claims]
+        # Members taken over while this process was stopped are lost, not retrained.
+        gone = {s.key for s, t in claims if worker.taken_over(store, s.key, t)}
+        if len(gone) < len(claims):
+            _say(f"a fused group of {len(claims)} failed ({type(exc).__name__}: {exc}); "
+                 "training its members alone")
+        return [worker.lost(s, time.perf_counter() - t0) if s.key in gone
+                else worker.attempt(s, store, t, results_dir) for s, t in claims]
     finally:
         worker.IN_RUN.clear()
         beat.stop.set()

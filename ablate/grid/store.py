@@ -258,6 +258,10 @@ class Store:
                               (time.time(), key, token))
         return cur.rowcount == 1
 
+    def owns(self, key: str, token: str) -> bool:
+        """Whether ``token`` still holds ``key`` (False once another process took it over)."""
+        return self._owned(key, token)
+
     def _owned(self, key: str, token: str) -> bool:
         row = self._one("SELECT token, status FROM runs WHERE key=?", (key,))
         return row is not None and row["token"] == token and row["status"] == Status.RUNNING

@@ -9,7 +9,10 @@ through :func:`ablate.grid.groups.run_task`; a fused group reuses its pieces).
    Ctrl-C and SIGTERM are held back for those few milliseconds.
 
 A run that raises is ``failed``; one whose claim was taken over while it was stalled
-(``kill -STOP``, Ctrl-Z) commits nothing and leaves its tmp dir to the sweep; one that
+(``kill -STOP``, Ctrl-Z) is ``lost`` whatever it was doing when it woke (training,
+validating, evaluating, committing; another grid may have swept its tmp dir meanwhile,
+so its next write fails): it commits nothing, records nothing and writes only into its
+own tmp dir (named by its token), which the sweep removes; one that
 is stopped (Ctrl-C in the inline executor, SIGTERM in a pool worker) releases its
 claim; a full disk releases it too and tells the grid to stop. Nothing here ever
 deletes ``runs/<key>``.
@@ -200,9 +203,21 @@ def commit(spec: RunSpec, store: Store, token: str, tmp: Path, scored: Scored, w
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
     if not committed:  # taken over while stalled: the new owner commits; tmp is swept
-        return Outcome.of(spec, Status.LOST, wall_time_s=wall,
-                          error="the claim was taken over before the commit")
+        return lost(spec, wall)
     return Outcome.of(spec, status, diverged_step=result.diverged_step, wall_time_s=wall)
+
+
+def lost(spec: RunSpec, wall: float) -> Outcome:
+    """The outcome of a run whose claim another process took over while this one stalled."""
+    return Outcome.of(spec, Status.LOST, wall_time_s=wall,
+                      error="its claim was taken over while this process was stopped")
+
+
+def taken_over(store: Store, key: str, token: str) -> bool:
+    try:
+        return not store.owns(key, token)
+    except (sqlite3.Error, OSError):
+        return False  # the store cannot answer: let fail() decide (disk full halts)
 
 
 def abandon(store: Store, claims: list[tuple[RunSpec, str, Path]], exc: BaseException) -> None:
@@ -223,16 +238,25 @@ def abandon(store: Store, claims: list[tuple[RunSpec, str, Path]], exc: BaseExce
 
 def fail(spec: RunSpec, store: Store, token: str, tmp: Path, exc: Exception,
          wall: float) -> Outcome:
-    """Record a run that raised as ``failed`` (or, on a full disk, release it and halt)."""
+    """Record a run that raised as ``failed`` (or, on a full disk, release it and halt).
+
+    A run whose claim was taken over is ``lost``, not failed: its error is most likely
+    the sweep of its tmp dir by the new owner's grid while this process was stopped.
+    """
     results_dir = Path(spec.results_dir)
+    if taken_over(store, spec.key, token):
+        shutil.rmtree(tmp, ignore_errors=True)  # our own attempt's dir (it carries our token)
+        return lost(spec, wall)
     if disk_full(results_dir, exc):
         shutil.rmtree(tmp, ignore_errors=True)  # free what we took
         return halt(spec, store, token, exc)
     err = "".join(traceback.format_exception(exc))[-4000:]
     try:
-        store.fail(spec.key, token, err, wall_time_s=wall)
+        recorded = store.fail(spec.key, token, err, wall_time_s=wall)
     except (sqlite3.Error, OSError) as exc2:
         return halt(spec, store, token, exc2)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if not recorded:  # taken over between the check above and this transaction
+        return lost(spec, wall)
     return Outcome.of(spec, Status.FAILED, error=f"{type(exc).__name__}: {exc}")
