@@ -2,9 +2,10 @@
 
 A Recipe is a frozen value of plain, typed data (strings, numbers, tuples, small frozen
 dataclasses), so it can be hashed into a run key and written to ``config.json``. The
-*all-off* Recipe — the defaults below — is the naive baseline of DESIGN.md §1; each
-enabled hack returns a modified copy through :meth:`ablate.hack.Hack.apply`. The training
-loop and the model builder read every field and never a hack name.
+*all-off* Recipe — the defaults below — is the naive baseline of the README's table "The
+eleven hacks"; each enabled hack returns a modified copy through
+:meth:`ablate.hack.Hack.apply`. The training loop and the model builder read every field
+and never a hack name.
 
 Every field is read by the loop or the model builder, and every value is checked on
 construction (``Literal`` choices, ranges): a Recipe cannot hold a value nothing reads
@@ -68,7 +69,7 @@ class Optimizer:
 
 @dataclass(frozen=True)
 class Recipe:
-    """Every training choice, all-off (naive baseline) by default. See DESIGN.md §1."""
+    """Every training choice, all-off (naive baseline) by default (README, "The eleven hacks")."""
 
     # --- model structure -------------------------------------------------------------
     downsample: Downsample = "pool"  # D: 3x3 conv + 2x2 avg-pool instead of strided conv

@@ -173,7 +173,7 @@ def execute(store: Store, todo: list[RunSpec], executor: Executor, *, label: str
     from tqdm import tqdm  # import-time saving: only a running grid draws a bar
 
     done = Progress()
-    bar = tqdm(total=len(todo), desc=label, unit="run", disable=not progress,
+    bar = tqdm(total=len(todo), desc=label, unit="run", disable=not (progress and todo),
                dynamic_ncols=True, file=sys.stderr)
     say = (lambda m: tqdm.write(m, file=sys.stderr)) if progress else log  # under the bar
     with _handle_interrupts(say, executor.name == "inline") as stop:

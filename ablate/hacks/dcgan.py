@@ -1,4 +1,5 @@
-"""The seven DCGAN practices (Radford et al. 2015), as hacks 1–7 of DESIGN.md §1."""
+"""The seven DCGAN practices (Radford et al. 2015): hacks 1–7 of the README's table
+"The eleven hacks"."""
 
 from __future__ import annotations
 

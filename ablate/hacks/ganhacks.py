@@ -1,4 +1,5 @@
-"""Four of Soumith Chintala's "ganhacks" (NIPS 2016 talk), hacks 8–11 of DESIGN.md §1."""
+"""Four of Soumith Chintala's "ganhacks" (NIPS 2016 talk): hacks 8–11 of the README's table
+"The eleven hacks"."""
 
 from __future__ import annotations
 
