@@ -43,6 +43,9 @@ class TrainConfig:
     # It draws the curve in log.jsonl and picks generator_best.pt (never the test split).
     val_every: int = 0
     val_n: int = 2000  # samples per validation FID: cheap (~1 s on CPU), stable enough to rank
+    # A training checkpoint (train_state.pt) every checkpoint_every steps, to resume an
+    # interrupted run bit for bit; 0 = none. Not part of the run identity.
+    checkpoint_every: int = 1000
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "ngf", "ndf", "latent_dim", "log_every", "val_n"):
@@ -52,6 +55,8 @@ class TrainConfig:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.val_every < 0:
             raise ConfigError(f"val_every must be >= 0 (0 = off), got {self.val_every}")
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"checkpoint_every must be >= 0 (0 = off), got {self.checkpoint_every}")
         if not 0 <= self.seed <= 2**32 - 1:  # torch and numpy seeds; larger ones overflow
             raise ConfigError(f"seed must be in [0, {2**32 - 1}], got {self.seed}")
 

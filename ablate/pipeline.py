@@ -6,7 +6,8 @@
 validation curve, trains into ``out_dir`` (:func:`ablate.train.train`) and, when the
 run finished and ``protocol`` is given, writes ``metrics.json``
 (:func:`ablate.evaluate.evaluate_run`). A run that fails before training finished
-leaves no directory behind (one it created), so ``--out`` can be reused.
+leaves no directory behind (one it created), so ``--out`` can be reused, unless it wrote
+a training checkpoint: then the directory stays, to be resumed (``resume``).
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ import math
 import shutil
 import time
 from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
+
+from ablate.checkpoint import STATE_FILE
 
 from ablate.config import EvalProtocol, TrainConfig
 from ablate.environment import resolve_device
@@ -88,9 +92,13 @@ def validator(plan: TrainPlan) -> Validator | None:
                          resolve_device(config.device), seed=config.seed)
 
 
-def train_and_score(config: TrainConfig, protocol: EvalProtocol | None, out_dir: Path | str
-                    ) -> Scored:
-    """Train ``config`` into ``out_dir``; score it with ``protocol`` if it finished."""
+def train_and_score(config: TrainConfig, protocol: EvalProtocol | None, out_dir: Path | str,
+                    *, resume: Iterable[Path | str] = (), fingerprint: str = "",
+                    stop: Callable[[], bool] | None = None) -> Scored:
+    """Train ``config`` into ``out_dir``; score it with ``protocol`` if it finished.
+
+    ``resume``, ``fingerprint`` and ``stop`` are :func:`ablate.train.train`'s.
+    """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir} is a file, not a run directory; choose another --out")
@@ -100,9 +108,11 @@ def train_and_score(config: TrainConfig, protocol: EvalProtocol | None, out_dir:
     check_plan(plan)
     created = not out_dir.exists()
     try:
-        result = train(plan, out_dir, validator(plan))
-    except BaseException:  # incl. Ctrl-C: an unfinished run directory is worth nothing
-        if created and not (out_dir / "result.json").exists():
+        result = train(plan, out_dir, validator(plan), resume=resume, fingerprint=fingerprint,
+                       stop=stop)
+    except BaseException:  # incl. Ctrl-C: an unfinished run is worth only its checkpoint
+        if created and not (out_dir / "result.json").exists() \
+                and not (out_dir / STATE_FILE).exists():
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
     metrics, t0 = None, time.perf_counter()

@@ -11,14 +11,19 @@ targets, the discriminator-update strategy), the module wrappers, and the per-st
 Two paths, chosen once per run: when no enabled hack overrides a loss or augmentation
 hook (every built-in), each step does exactly the plain DCGAN work below and calls no
 hook; otherwise the D and G updates go through :class:`ablate.steps.HookedUpdates`.
+
+Every ``config.checkpoint_every`` steps the loop writes a training checkpoint
+(:mod:`ablate.checkpoint`); ``train(..., resume=[path])`` continues from one and ends bit
+for bit as the run would have ended uninterrupted.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ablate import checkpoint
 from ablate.artefacts import append_jsonl, write_atomic, write_json
 from ablate.config import TrainConfig
 from ablate.data import ImageSet, load, scale
@@ -43,6 +49,11 @@ Validator = Callable[[nn.Module], float]  # generator -> validation FID
 # generator, so the loop's stream (data order, latents, targets) is the same with or
 # without them.
 HOOK_SEED = 0x9E3779B97F4A7C15
+
+
+class StopRequested(Exception):  # noqa: N818 (a request, not an error)
+    """Raised by :func:`train` when its ``stop`` predicate says so (the grid: the run's
+    claim was taken over while its process was stopped)."""
 
 
 @dataclass(frozen=True)
@@ -169,11 +180,18 @@ def make_optimizer(params, spec: Optimizer, device: torch.device) -> torch.optim
 # --------------------------------------------------------------------------------------
 # The training run
 # --------------------------------------------------------------------------------------
-def prepare_out_dir(out_dir: Path) -> None:
-    """Refuse to overwrite a run directory that already holds files."""
+def prepare_out_dir(out_dir: Path, resuming: Path | None = None) -> None:
+    """Refuse to overwrite a run directory that already holds files (unless it holds the
+    checkpoint ``resuming`` of an unfinished run, which continues there)."""
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise ConfigError(f"run directory {out_dir} already exists and is not empty; "
-                          "choose another --out or remove it yourself")
+        if (out_dir / "result.json").exists():
+            raise ConfigError(f"run directory {out_dir} holds a finished run; "
+                              "choose another --out or remove it yourself")
+        if resuming is None or resuming.parent.resolve() != out_dir.resolve():
+            hint = (" (it holds a checkpoint: add --resume to continue it)"
+                    if (out_dir / checkpoint.STATE_FILE).exists() else "")
+            raise ConfigError(f"run directory {out_dir} already exists and is not empty{hint}; "
+                              "choose another --out or remove it yourself")
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -208,12 +226,25 @@ def sampling_generator(plan: TrainPlan, g: nn.Module) -> nn.Module:
     return out
 
 
-def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = None) -> TrainResult:
+def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = None, *,
+          resume: Iterable[Path | str] = (), fingerprint: str = "",
+          stop: Callable[[], bool] | None = None) -> TrainResult:
     """Train one GAN and write the run directory (see README: run directory).
 
     ``validate`` (``generator -> validation FID``) is called every
     ``config.val_every`` steps when given; it draws the validation curve in
     ``log.jsonl`` and picks ``generator_best.pt``.
+
+    Every ``config.checkpoint_every`` steps (0: never) the run's whole state is written
+    to ``out_dir/train_state.pt`` (:mod:`ablate.checkpoint`), which is removed when the
+    run ends. ``resume``: checkpoint files this run may continue from (they may lie in
+    another directory); the newest one this run wrote (same fingerprint: config, hacks,
+    Recipe, thread count, device, versions and ``fingerprint``, the grid's run key) is
+    loaded, ``log.jsonl`` and ``generator_best.pt`` are rewritten as they were at its
+    step, and the run continues there; none readable: it starts at step 0; readable ones
+    of other runs only: :class:`~ablate.checkpoint.CheckpointMismatch`, before anything
+    is written. ``stop`` is asked at every log and checkpoint boundary; when it says
+    True the run raises :class:`StopRequested`.
     """
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -228,7 +259,11 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
     g, d = build(plan, data.shape, device)
     g_sample = sampling_generator(plan, g)
     hooks = select_hooks(plan.hacks)
-    prepare_out_dir(out_dir)  # only now, after every check, is the run directory touched
+    digest, about = checkpoint.fingerprint(config, plan.hack_records, plan.recipe.to_dict(),
+                                           device, fingerprint)
+    resume = [Path(p) for p in resume]
+    found = checkpoint.pick(resume, digest, about) if resume else None
+    prepare_out_dir(out_dir, found and found[0])  # only now, after every check, is it touched
     write_json(out_dir / "config.json", resolved_config(plan, data, device))
 
     x_all = scale(data.images, recipe.data_range).to(device)
@@ -260,6 +295,28 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
     perm, cursor = torch.randperm(n_data, generator=gen, device=device), 0
     status, diverged_step, step = "done", None, 0
     t_train, t_window = time.perf_counter(), time.perf_counter()
+    records: list[dict] = []  # log.jsonl's records, for the checkpoint
+    resumed_from: list[int] = []
+    every = config.checkpoint_every
+    parts = {"g": g, "d": d, "g_sample": g_sample, "opt_g": opt_g, "opt_d": opt_d}
+    if found is not None:  # continue where the checkpoint left off
+        state = found[1]
+        step, cursor = state["step"], state["cursor"]
+        for name, part in parts.items():
+            if not (name == "g_sample" and g_sample is g):
+                part.load_state_dict(state[name])
+        gen.set_state(state["rng"]["loop"])
+        if ctx is not None:
+            ctx.rng.set_state(state["rng"]["hooks"])
+        checkpoint.set_global_rng(state["rng"]["global"])
+        checkpoint.load_hack_states(plan.hacks, state.get("hacks", {}))
+        perm, window = state["perm"].to(device), state["window"].to(device)
+        best_fid, best_step = state["best"]["fid"], state["best"]["step"]
+        records, resumed_from = list(state["log"]), [*state["resumed_from"], step]
+        now = time.perf_counter()
+        t_start, t_train = now - state["time"]["wall_s"], now - state["time"]["train_s"]
+        val_time = state["time"]["val_s"]
+        _restore_files(out_dir, records, state["best"]["state"])
     g.train()
     d.train()
     while step < config.steps:
@@ -300,6 +357,7 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
                 status, diverged_step = "diverged", step - n + int(bad[0]) + 1
                 record["diverged_step"] = diverged_step
             append_jsonl(out_dir / "log.jsonl", record)
+            records.append(record)
             t_window = now
             if status == "diverged":
                 break
@@ -310,11 +368,32 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
                 best_fid, best_step = val_fid, step
                 write_atomic(out_dir / "generator_best.pt",
                              lambda f: torch.save(g_sample.state_dict(), f))
-            append_jsonl(out_dir / "log.jsonl", {"step": step, "val_fid": val_fid,
-                                                 "val_n": config.val_n, "best_step": best_step})
+            record = {"step": step, "val_fid": val_fid, "val_n": config.val_n,
+                      "best_step": best_step}
+            append_jsonl(out_dir / "log.jsonl", record)
+            records.append(record)
             elapsed = time.perf_counter() - t_val
             val_time += elapsed
             t_window += elapsed  # keep validation out of the logged throughput
+        boundary = step % config.log_every == 0 or (every and step % every == 0)
+        if stop is not None and boundary and step < config.steps and stop():
+            raise StopRequested(f"stopped at step {step}")
+        if every and step % every == 0 and step < config.steps:
+            t_save = time.perf_counter()
+            now = t_save
+            checkpoint.save(out_dir / checkpoint.STATE_FILE, {
+                "format": checkpoint.FORMAT, "fingerprint": digest, "about": about,
+                "step": step, "resumed_from": resumed_from, "log": records,
+                "best": {"fid": best_fid, "step": best_step,
+                         "state": _best_state(out_dir, best_step)},
+                "time": {"wall_s": now - t_start, "train_s": now - t_train, "val_s": val_time},
+                **{name: part.state_dict() for name, part in parts.items()
+                   if not (name == "g_sample" and g_sample is g)},
+                "rng": {"loop": gen.get_state(), "global": checkpoint.global_rng(),
+                        "hooks": checkpoint.rng_state(ctx.rng if ctx is not None else None)},
+                "perm": perm, "cursor": cursor, "window": window,
+                "hacks": checkpoint.hack_states(plan.hacks)})
+            t_window += time.perf_counter() - t_save  # keep the write out of the throughput
     train_time = time.perf_counter() - t_train - val_time
 
     save_samples(g_sample, recipe, config.latent_dim, device, out_dir / "samples.png")
@@ -325,8 +404,28 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
         result.extra.update(best_step=best_step, best_val_fid=best_fid if best_step else None,
                             val_n=config.val_n, val_every=config.val_every,
                             val_time_s=round(val_time, 3))
+    if resumed_from:
+        result.extra["resumed_from"] = resumed_from
     write_json(out_dir / "result.json", dataclasses.asdict(result))
+    (out_dir / checkpoint.STATE_FILE).unlink(missing_ok=True)  # finished: no longer needed
     return result
+
+
+def _best_state(out_dir: Path, best_step: int | None) -> dict | None:
+    """generator_best.pt's state (written at ``best_step``), for the checkpoint."""
+    if best_step is None:
+        return None
+    return torch.load(out_dir / "generator_best.pt", map_location="cpu", weights_only=True)
+
+
+def _restore_files(out_dir: Path, records: list[dict], best: dict | None) -> None:
+    """``log.jsonl`` and ``generator_best.pt`` as they were at a checkpoint's step."""
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    write_atomic(out_dir / "log.jsonl", lambda f: f.write(text), mode="w")
+    if best is None:
+        (out_dir / "generator_best.pt").unlink(missing_ok=True)
+    else:
+        write_atomic(out_dir / "generator_best.pt", lambda f: torch.save(best, f))
 
 
 def save_samples(g: nn.Module, recipe: Recipe, latent_dim: int, device, path: Path) -> None:

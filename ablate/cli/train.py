@@ -59,6 +59,12 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-every", type=int, default=d.val_every,
                    help="validation FID every K steps; keeps generator_best.pt (0 = off)")
     p.add_argument("--val-n", type=int, default=d.val_n, help="samples per validation FID")
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, metavar="N",
+                   help="write a training checkpoint (train_state.pt) every N steps, to resume "
+                        "an interrupted run bit for bit (0 = off)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out from its checkpoint "
+                        "(train from step 0 if it has none)")
     p.add_argument("--eval", action=argparse.BooleanOptionalAction, default=True,
                    help="score the run at the end (ablate eval) and write metrics.json")
     p.add_argument("--eval-n", type=int, default=10_000, help="samples for the final evaluation")
@@ -77,7 +83,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         hacks=parse_hack_selection(args.hacks, args.off), params=parse_sets(args.set),
         ngf=args.ngf, ndf=args.ndf, device=args.device, threads=args.threads,
         precision=args.precision,
-        log_every=args.log_every, val_every=args.val_every, val_n=args.val_n)
+        log_every=args.log_every, val_every=args.val_every, val_n=args.val_n,
+        checkpoint_every=args.checkpoint_every)
 
 
 def variant_name(config: TrainConfig) -> str:
@@ -94,7 +101,7 @@ def default_out(plan) -> Path:
     defines the run (config, hacks with parameters and versions), so two different runs
     never share a default directory, while rerunning one finds its own."""
     cfg = dataclasses.asdict(plan.config)
-    for volatile in ("device", "threads", "log_every"):  # how it runs, not what it computes
+    for volatile in ("device", "threads", "log_every", "checkpoint_every"):  # how, not what
         cfg.pop(volatile)
     text = json.dumps({"train": cfg, "hacks": list(plan.hack_records)}, sort_keys=True, default=str)
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
@@ -105,6 +112,7 @@ def default_out(plan) -> Path:
 def run(args: argparse.Namespace) -> int:
     # Import-time saving: the training stack (torch, torchvision, torchmetrics) loads
     # only when a run is trained, not for `--help` or `--dry-run`.
+    from ablate.checkpoint import STATE_FILE
     from ablate.pipeline import train_and_score
     from ablate.resolve import resolve
     from ablate.train import resolved_config
@@ -119,7 +127,15 @@ def run(args: argparse.Namespace) -> int:
         protocol = protocol_for(args.eval_features, config.device, n=args.eval_n,
                                 val_every=config.val_every, val_n=config.val_n)
     out = args.out or default_out(plan)
-    scored = train_and_score(config, protocol, out)
+    state = out / STATE_FILE
+    try:
+        scored = train_and_score(config, protocol, out,
+                                 resume=[state] if args.resume and state.exists() else [])
+    except BaseException as exc:  # interrupted or crashed mid-run: say how to go on
+        if state.exists() and not isinstance(exc, ConfigError):
+            print(f"ablate: the run's checkpoint is in {out}; continue it with the same "
+                  f"command and --resume (--out {out})", file=sys.stderr)
+        raise
     print(json.dumps(dataclasses.asdict(scored.result), indent=2))
     if scored.metrics is not None:
         print_summary(scored.metrics)

@@ -1,0 +1,159 @@
+"""Training checkpoints: what a run saves every ``checkpoint_every`` steps to resume bit
+for bit (docs/design.md, "Checkpoints and resume").
+
+A checkpoint is one file, ``train_state.pt`` in the run's directory, written atomically
+(:func:`ablate.artefacts.write_atomic`: a kill during the write leaves the previous one).
+It is a dict (``torch.save``; loaded with ``weights_only=True``)::
+
+    {"format": 1, "fingerprint": str, "about": {"threads", "device", "torch", "ablate",
+                                                "extra"},
+     "step": int,                        # generator updates completed
+     "resumed_from": [int, ...],          # the steps earlier attempts resumed from
+     "log": [record, ...],                # every log.jsonl record so far
+     "best": {"fid", "step", "state"},    # generator_best.pt's state (None before any)
+     "time": {"wall_s", "train_s", "val_s"},
+     ... the trainer's own state (ablate.train: "g", "d", "g_sample", "opt_g", "opt_d",
+     "rng", "perm", "cursor", "window", "hacks"; ablate.fused: per member)}
+
+``fingerprint`` is a digest of everything a resumed run must share with the run that
+wrote it for the result to be the same: the training config (less where it runs and the
+checkpoint interval), the hacks with their parameters and versions, the Recipe, the
+torch thread count, the device type, the torch and ablate versions and the caller's
+``extra`` (the grid passes the run key). A checkpoint whose fingerprint differs is never
+resumed (:class:`CheckpointMismatch` says what differs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ablate.artefacts import write_atomic
+from ablate.environment import versions
+from ablate.errors import ConfigError
+
+STATE_FILE = "train_state.pt"
+FORMAT = 1
+# TrainConfig fields that say where or how often, not what: outside the fingerprint.
+VOLATILE = ("device", "threads", "checkpoint_every")
+
+
+class CheckpointMismatch(ConfigError):
+    """No given checkpoint was written by this run (another config, thread count, ...)."""
+
+
+def fingerprint(config: Any, hack_records: Iterable[dict], recipe: dict, device: torch.device,
+                extra: str = "") -> tuple[str, dict[str, Any]]:
+    """(digest, readable parts) of what a checkpoint must match to be resumed."""
+    train = {k: v for k, v in dataclasses.asdict(config).items() if k not in VOLATILE}
+    v = versions()
+    about = {"threads": torch.get_num_threads(), "device": device.type,
+             "torch": v.get("torch", torch.__version__), "ablate": v.get("ablate"), "extra": extra}
+    text = json.dumps({"train": train, "hacks": list(hack_records), "recipe": recipe, **about},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest(), about
+
+
+def save(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically (the old file stays until the rename)."""
+    write_atomic(path, lambda f: torch.save(state, f))
+
+
+def _load(path: Path, mmap: bool) -> dict[str, Any] | None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except FileNotFoundError:
+        return None  # swept meanwhile
+    except Exception as exc:  # noqa: BLE001 (truncated or foreign: not a checkpoint of ours)
+        print(f"ablate: ignoring the unreadable checkpoint {path} ({type(exc).__name__}: {exc})",
+              file=sys.stderr)
+        return None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        return None
+    return state
+
+
+def step_of(path: Path) -> int | None:
+    """The step a checkpoint file was written at (None: missing or unreadable); cheap."""
+    state = _load(Path(path), mmap=True)
+    return None if state is None else int(state["step"])
+
+
+def pick(paths: Iterable[Path], digest: str, about: dict[str, Any]) -> tuple[Path, dict] | None:
+    """The newest (highest step) checkpoint among ``paths`` made by this run, loaded.
+
+    None when ``paths`` holds no readable checkpoint; :class:`CheckpointMismatch` when
+    some exist but none has ``digest`` (the message names what differs).
+    """
+    found: list[tuple[int, Path, dict]] = []
+    for p in paths:
+        state = _load(Path(p), mmap=True)
+        if state is not None:
+            found.append((int(state["step"]), Path(p), state))
+    if not found:
+        return None
+    mine = [f for f in found if f[2]["fingerprint"] == digest]
+    if not mine:
+        step, p, state = max(found, key=lambda f: f[0])
+        raise CheckpointMismatch(f"the checkpoint {p} (step {step}) was written by another "
+                                 f"run: {differences(state.get('about', {}), about)}")
+    step, p, _ = max(mine, key=lambda f: f[0])
+    state = _load(p, mmap=False)
+    if state is None:  # removed between the look and the load: take the next one
+        return pick([q for _, q, _ in mine if q != p], digest, about)
+    return p, state
+
+
+def differences(theirs: dict[str, Any], ours: dict[str, Any]) -> str:
+    """What differs between two fingerprints' readable parts, in words."""
+    names = {"threads": "torch threads", "device": "device", "torch": "torch version",
+             "ablate": "ablate version", "extra": "run key"}
+    diffs = [f"{names.get(k, k)} {theirs.get(k)!r} there, {ours.get(k)!r} here"
+             for k in names if theirs.get(k) != ours.get(k)]
+    return "; ".join(diffs) or "the training configuration, hacks or Recipe differ"
+
+
+def rng_state(gen: torch.Generator | None) -> torch.Tensor | None:
+    return None if gen is None else gen.get_state()
+
+
+def global_rng() -> dict[str, Any]:
+    """The global CPU (and CUDA) random states, which plugin code may draw from."""
+    out: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_global_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state.get("cuda") is not None:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def hack_states(hacks: Iterable[Any]) -> dict[str, Any]:
+    """Per-run state of hacks that keep any outside their modules.
+
+    The Hack API keeps per-run state in the modules a hack returns (saved with G, D and
+    the sampling generator); a hack that has a ``state_dict()`` method is saved here too,
+    under its name, and given it back by ``load_state_dict(state)``.
+    """
+    out = {}
+    for h in hacks:
+        fn = getattr(h, "state_dict", None)
+        if callable(fn):
+            out[h.name] = fn()
+    return out
+
+
+def load_hack_states(hacks: Iterable[Any], states: dict[str, Any]) -> None:
+    for h in hacks:
+        if h.name in states and callable(getattr(h, "load_state_dict", None)):
+            h.load_state_dict(states[h.name])
