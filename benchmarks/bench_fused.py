@@ -15,7 +15,9 @@ same run and interleaved with the fused runs over ``--rounds``:
   threads each); their steady-state rates summed.
 
 The table prints each as a ratio, the step time per K (flat = launch-bound, linear in
-K = compute- or bandwidth-bound) and the share of the fp32 matmul roof reached.
+K = compute- or bandwidth-bound) and the share of the matmul roof reached: the fp32 roof,
+or the bf16 one with ``--roof bf16`` (default: the ``--precision`` trained; ``make bench``
+passes ``ablate doctor``'s verdict, bf16 where bf16 pays on the machine).
 
     python benchmarks/bench_fused.py --device cpu --ks 1 2 4 8 16 --steps 40 --pack 2
     python benchmarks/bench_fused.py --device cuda --ks 1 4 16 64 --steps 300 --pack 16
@@ -297,6 +299,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--all-off", action="store_true")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--roof", choices=["fp32", "bf16"], help="the roof the share is of (default: --precision)")
     p.add_argument("--pack", type=int, nargs="*", default=[], help="Ks to measure packing at")
     p.add_argument("--pack-threads", type=int, default=1)
     p.add_argument("--no-tf32", action="store_true", help="GPU: cuDNN/cuBLAS in full fp32")
@@ -357,7 +360,9 @@ def main() -> None:
 
         if args.device == "cpu":
             torch.set_num_threads(args.threads)
-        roof = matmul_roof(torch.device(args.device))
+        args.roof = args.roof or args.precision
+        roof = matmul_roof(torch.device(args.device),
+                           dtype=torch.bfloat16 if args.roof == "bf16" else torch.float32)
         flops = flops_per_step(args.dataset, args.ngf) / 64 if not args.all_off else None
     except Exception as exc:  # the table stands without the roof line
         print(f"(no roof figures: {type(exc).__name__}: {exc})")
@@ -369,7 +374,7 @@ def main() -> None:
     else:
         print(f"lone run: {lone_rate:.0f} img/s (given, not measured here)")
     if roof:
-        print(f"fp32 matmul roof {roof:.0f} GFLOP/s" + (f"; all-on {flops / 1e6:.1f} MFLOP per "
+        print(f"{args.roof} matmul roof {roof:.0f} GFLOP/s" + (f"; all-on {flops / 1e6:.1f} MFLOP per "
                                                          f"image (train step)" if flops else ""))
     cpu = args.device == "cpu"
     lone_cpu = statistics.median(r["img_per_cpu_s"] for r in lone) if lone else None

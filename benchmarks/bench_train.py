@@ -4,9 +4,11 @@ Both loops train the same all-on architecture (parameter counts are checked equa
 batch 64, on the same device and thread count, side by side in one process; rounds
 alternate A, B, A, B so that drift in machine load hits both. Prints images/s, the
 ratio, FLOPs per step (torch.utils.flop_counter) and achieved FLOP/s as a fraction
-of the fp32 matmul roof measured in the same run.
+of the fp32 matmul roof measured in the same run, and of the bf16 one with ``--roof
+bf16`` (the machine's real ceiling where bf16 pays: ``ablate doctor``; ``make bench``
+passes its verdict).
 
-    python benchmarks/bench_train.py [--device cpu|cuda] [--steps 60] [--rounds 3]
+    python benchmarks/bench_train.py [--device cpu|cuda] [--steps 60] [--rounds 3] [--roof bf16]
 
 The reference is pytorch/examples' dcgan/main.py loop: a torchvision dataset with
 ToTensor + Normalize transforms behind a DataLoader (shuffle, ``--workers``), BCELoss on
@@ -180,12 +182,13 @@ def flops_per_step(dataset: str, ngf: int) -> int:
     return counts[1] - counts[0]
 
 
-def matmul_roof(device: torch.device, n: int = 2048, reps: int = 15) -> float:
-    """fp32 GFLOP/s of an n^3 matmul, the best of ``reps``: the practical compute roof.
+def matmul_roof(device: torch.device, n: int = 2048, reps: int = 15,
+                dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of an n^3 matmul in ``dtype``, the best of ``reps``: the practical compute roof.
 
     The best (not the median) rate, so that a loaded moment cannot lower the roof and
     flatter the efficiency figures."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     times = []
     for _ in range(reps + 2):
         if device.type == "cuda":
@@ -218,6 +221,8 @@ def main() -> None:
                    help="DataLoader workers of the reference (pytorch/examples default: 2)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--configs", nargs="+", default=["28:64", "28:32", "32:64"])
+    p.add_argument("--roof", default="fp32", choices=["fp32", "bf16"],
+                   help="the right roof: bf16 where bf16 pays here (ablate doctor); the fp32 share is printed too")
     args = p.parse_args()
     device = torch.device(args.device)
     if args.threads:
@@ -226,8 +231,11 @@ def main() -> None:
     from ablate.data import load
 
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()}")
-    roof = matmul_roof(device)
-    print(f"fp32 2048^3 matmul roof: {roof:.0f} GFLOP/s")
+    roofs = {"fp32": matmul_roof(device)}
+    if args.roof == "bf16":
+        roofs["bf16"] = matmul_roof(device, dtype=torch.bfloat16)
+    print("; ".join(f"{k} 2048^3 matmul roof: {v:.0f} GFLOP/s" for k, v in roofs.items())
+          + (" (the right roof here: bf16 pays)" if args.roof == "bf16" else ""))
     for spec in args.configs:
         side, ngf = map(int, spec.split(":"))
         dataset = "fashion-mnist" if side == 28 else "bench-rgb32"
@@ -255,7 +263,7 @@ def main() -> None:
             print(f"  reference, {w} workers:    {med:8.0f} img/s  -> ratio {ours_med / med:.2f}x")
         print(f"  ratio vs the faster reference: {ours_med / best_ref:.2f}x")
         print(f"  FLOPs/step {flops / 1e9:.2f} GFLOP -> {achieved:.0f} GFLOP/s = "
-              f"{100 * achieved / roof:.0f}% of the matmul roof")
+              + ", ".join(f"{100 * achieved / v:.0f}% of the {k} matmul roof" for k, v in roofs.items()))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """`make bench`: every benchmark script in turn, on this machine's CPU.
 
-Each prints ratios measured side by side in one run; see benchmarks/README.md for the
-figures recorded on the development machine and on a lent H100.
+First ``ablate doctor``'s measurement (ablate.doctor.diagnose): which precision pays on
+this machine, and the bf16/fp32 ratios; the scripts that print a share of the roof are
+then given the right roof (bf16 where bf16 pays). Each script prints ratios measured side
+by side in one run; see benchmarks/README.md for the figures recorded on the development
+machine and on a lent H100.
 """
 
 import subprocess
@@ -9,6 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ROOF_SCRIPTS = {"bench_train.py", "bench_fused.py"}  # they print a share of the matmul roof
 SCRIPTS = [
     ["bench_step.py", "--ngf", "64"],
     ["bench_step.py", "--ngf", "32", "--all-off"],
@@ -23,9 +27,24 @@ SCRIPTS = [
     ["bench_hooks.py", "--ngf", "32", "--steps", "30", "--rounds", "5"],
 ]
 
+
+def precision_choice() -> str:
+    """Print ``ablate doctor``'s report for this CPU; return the precision that pays."""
+    from ablate.cli.doctor import report
+    from ablate.doctor import diagnose
+
+    print("===== ablate doctor (which precision pays here) =====", flush=True)
+    d = diagnose(device="cpu")
+    print(report(d), flush=True)
+    return d.precision
+
+
 if __name__ == "__main__":
     failed = 0
+    roof = precision_choice()
     for script, *args in SCRIPTS:
+        if script in ROOF_SCRIPTS and "--formulations" not in args:
+            args = [*args, "--roof", roof]
         print(f"\n===== {script} {' '.join(args)} =====", flush=True)
         failed |= subprocess.run([sys.executable, str(HERE / script), *args]).returncode
     sys.exit(failed)

@@ -17,7 +17,7 @@ import sys
 import warnings
 from types import ModuleType
 
-from ablate.cli import data, evaluate, grid, hacks, report, status, train
+from ablate.cli import data, doctor, evaluate, grid, hacks, report, status, train
 from ablate.errors import ConfigError
 from ablate.registry import PluginWarning
 
@@ -25,6 +25,7 @@ from ablate.registry import PluginWarning
 COMMANDS: dict[str, ModuleType] = {
     "hacks": hacks, "train": train, "data": data, "eval": evaluate, "grid": grid,
     "status": status, "report": report,
+    "doctor": doctor,
 }
 
 
