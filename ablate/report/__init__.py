@@ -7,9 +7,11 @@
 * :func:`build_report` ``(results, out_dir) -> Path`` is the same from loaded results.
 
 The report only reads the store. Regenerated from unchanged runs it rewrites every
-file with the same bytes. The statistics live in one module per job: ``effects`` (the
-pooled model), ``sequential`` (verdicts and the adaptive-seed looks), ``power``,
-``failures``, ``training``, ``factorial``, ``summary``.
+file with the same bytes, on any CPU, BLAS or thread count: the writers see the
+statistics rounded to 10 significant digits (:mod:`ablate.report.precision`). The
+statistics live in one module per job: ``effects`` (the pooled model), ``sequential``
+(verdicts and the adaptive-seed looks), ``power``, ``failures``, ``training``,
+``factorial``, ``summary``.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def build_report(results: Results, out_dir: Path | str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        ctx = context.compute(results, out_dir)
+        ctx = context.compute(results, out_dir).rounded()  # the writers see rounded numbers only
     meta = results.meta
     primary = ctx.primary
     head = [m for m in ctx.metrics if parse_metric(m)[0] == ctx.checkpoint and base_metric(m) != "kid_std"]
@@ -133,13 +135,15 @@ def _forest_frame(effects):
     """Effects with the plotted coordinates: ratios on the log scale, differences otherwise."""
     import numpy as np
 
+    from ablate.report import precision
+
     e = effects.copy()
     f = np.exp if (e["scale"] == "log").all() else (lambda x: x)
     for src, dst in (("estimate", "x"), ("ci_low", "low_x"), ("ci_high", "high_x"),
                      ("paired_low", "paired_low_x"), ("paired_high", "paired_high_x")):
         e[dst] = f(e[src].astype(float))
     e["seeds_text"] = [f"{a}/{b} seeds" for a, b in zip(e["n_on"], e["n_off"])]
-    return e
+    return precision.round_frame(e)  # exp() is a per-CPU kernel too
 
 
 def _mean_histograms(hists, variants: list[str]) -> dict:

@@ -19,7 +19,7 @@ import pandas as pd
 from scipy import special, stats
 
 from ablate.config import SeedPolicy
-from ablate.report import failures, power, sequential, summary, training
+from ablate.report import failures, power, precision, sequential, summary, training
 from ablate.report.columns import (
     base_metric,
     headline_checkpoint,
@@ -32,6 +32,9 @@ from ablate.report.results import Comparison, ExperimentMeta, Results
 from ablate.report.runs import RunArtefacts
 
 MAX_PLOTTED_VARIANTS = 40  # a per-variant figure stays readable (and finite) in large designs
+# The fields of ReportContext that hold statistics: what the writers see of them is rounded.
+STATISTICS = ("frame", "counts", "summary", "analysis", "effects", "secondary", "power", "flags",
+              "failure_tests", "curves", "by_step", "factorial")
 
 
 @dataclass
@@ -64,6 +67,12 @@ class ReportContext:
     @property
     def meta(self) -> ExperimentMeta:
         return self.results.meta
+
+    def rounded(self) -> ReportContext:
+        """The context as the writers see it: every statistic to 10 significant digits
+        (:mod:`ablate.report.precision`), so the report has the same bytes on every CPU,
+        BLAS and thread count. The verdicts in it were decided before, on full precision."""
+        return dataclasses.replace(self, **{name: precision.rounded(getattr(self, name)) for name in STATISTICS})
 
 
 def _effect_rows(frame: pd.DataFrame, meta: ExperimentMeta, result: sequential.Analysis,

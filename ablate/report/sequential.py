@@ -48,6 +48,7 @@ from ablate.errors import ConfigError
 from ablate.report.boundaries import boundaries, spent, t_of_z, z_of_t  # noqa: F401  (public here too)
 from ablate.report.columns import lower_is_better, primary_metric
 from ablate.report.effects import ContrastFit, fit_coded, model_data
+from ablate.report.precision import round_array
 from ablate.report.results import ExperimentMeta, parse_meta
 
 VERDICTS = ("helps", "hurts", "equivalent", "undecided")
@@ -267,16 +268,19 @@ def _reason(d: Decision, i: int, decided: dict, fit) -> str:
     show = pct if log else (lambda x: f"{x:+.3g}")
     if not np.isfinite(d.estimate) or not np.isfinite(d.ci_low):
         return f"{d.hack}: continues (not estimable at look {i}: too few finished runs)"
-    ci = f"[{show(d.ci_low)}, {show(d.ci_high)}]"
+    # Text for the report and `ablate status`: written from the numbers rounded as the
+    # report rounds them (report/precision.py), so it is the same on every CPU.
+    est, lo, hi, eq_lo, eq_hi = round_array([d.estimate, d.ci_low, d.ci_high, d.eq_low, d.eq_high])
+    ci = f"[{show(lo)}, {show(hi)}]"
     if d.hack in decided and decided[d.hack].look != i:
         return f"{d.hack}: {d.verdict} since look {decided[d.hack].look}"
     if d.verdict == "undecided":
-        return (f"{d.hack}: continues at look {i}: effect {show(d.estimate)}, could still be "
+        return (f"{d.hack}: continues at look {i}: effect {show(est)}, could still be "
                 f"anywhere in {ci} (includes no effect and effects beyond the SESOI)")
     if d.verdict == "equivalent":
-        return (f"{d.hack}: equivalent at look {i}: effect {show(d.estimate)}, TOST interval "
-                f"[{show(d.eq_low)}, {show(d.eq_high)}] inside the SESOI")
-    return f"{d.hack}: {d.verdict} at look {i}: effect {show(d.estimate)}, interval {ci} excludes no effect"
+        return (f"{d.hack}: equivalent at look {i}: effect {show(est)}, TOST interval "
+                f"[{show(eq_lo)}, {show(eq_hi)}] inside the SESOI")
+    return f"{d.hack}: {d.verdict} at look {i}: effect {show(est)}, interval {ci} excludes no effect"
 
 
 # --------------------------------------------------------------------------------------
