@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -40,6 +41,10 @@ from ablate.environment import versions
 from ablate.errors import ConfigError
 
 STATE_FILE = "train_state.pt"
+# A fused group's member keeps its previous checkpoint too: the members' files are
+# written one after another, so a kill between two writes leaves a step they all share.
+PREV_FILE = "train_state.prev.pt"
+STATE_FILES = (STATE_FILE, PREV_FILE)
 FORMAT = 1
 # TrainConfig fields that say where or how often, not what: outside the fingerprint.
 VOLATILE = ("device", "threads", "checkpoint_every")
@@ -61,9 +66,19 @@ def fingerprint(config: Any, hack_records: Iterable[dict], recipe: dict, device:
     return hashlib.sha256(text.encode()).hexdigest(), about
 
 
-def save(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically (the old file stays until the rename)."""
+def save(path: Path, state: dict[str, Any], keep_previous: bool = False) -> None:
+    """Write ``state`` to ``path`` atomically (the old file stays until the rename);
+    ``keep_previous``: first move the old file to :data:`PREV_FILE` beside it."""
+    path = Path(path)
+    if keep_previous and path.exists():
+        os.replace(path, path.with_name(PREV_FILE))
     write_atomic(path, lambda f: torch.save(state, f))
+
+
+def remove(directory: Path) -> None:
+    """Remove a finished run's checkpoint files."""
+    for name in STATE_FILES:
+        (Path(directory) / name).unlink(missing_ok=True)
 
 
 def _load(path: Path, mmap: bool) -> dict[str, Any] | None:
@@ -86,17 +101,28 @@ def step_of(path: Path) -> int | None:
     return None if state is None else int(state["step"])
 
 
+def readable(paths: Iterable[Path]) -> list[tuple[int, Path, dict]]:
+    """(step, path, state memory-mapped) of each readable checkpoint among ``paths``."""
+    out = []
+    for p in paths:
+        state = _load(Path(p), mmap=True)
+        if state is not None:
+            out.append((int(state["step"]), Path(p), state))
+    return out
+
+
+def load(path: Path) -> dict[str, Any] | None:
+    """A checkpoint, fully read (None: gone or unreadable)."""
+    return _load(Path(path), mmap=False)
+
+
 def pick(paths: Iterable[Path], digest: str, about: dict[str, Any]) -> tuple[Path, dict] | None:
     """The newest (highest step) checkpoint among ``paths`` made by this run, loaded.
 
     None when ``paths`` holds no readable checkpoint; :class:`CheckpointMismatch` when
     some exist but none has ``digest`` (the message names what differs).
     """
-    found: list[tuple[int, Path, dict]] = []
-    for p in paths:
-        state = _load(Path(p), mmap=True)
-        if state is not None:
-            found.append((int(state["step"]), Path(p), state))
+    found = readable(paths)
     if not found:
         return None
     mine = [f for f in found if f[2]["fingerprint"] == digest]
@@ -114,7 +140,7 @@ def pick(paths: Iterable[Path], digest: str, about: dict[str, Any]) -> tuple[Pat
 def differences(theirs: dict[str, Any], ours: dict[str, Any]) -> str:
     """What differs between two fingerprints' readable parts, in words."""
     names = {"threads": "torch threads", "device": "device", "torch": "torch version",
-             "ablate": "ablate version", "extra": "run key"}
+             "ablate": "ablate version", "extra": "run key", "fused": "fused group"}
     diffs = [f"{names.get(k, k)} {theirs.get(k)!r} there, {ours.get(k)!r} here"
              for k in names if theirs.get(k) != ours.get(k)]
     return "; ".join(diffs) or "the training configuration, hacks or Recipe differ"

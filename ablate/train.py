@@ -316,7 +316,7 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
         now = time.perf_counter()
         t_start, t_train = now - state["time"]["wall_s"], now - state["time"]["train_s"]
         val_time = state["time"]["val_s"]
-        _restore_files(out_dir, records, state["best"]["state"])
+        restore_files(out_dir, records, state["best"]["state"])
     g.train()
     d.train()
     while step < config.steps:
@@ -385,7 +385,7 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
                 "format": checkpoint.FORMAT, "fingerprint": digest, "about": about,
                 "step": step, "resumed_from": resumed_from, "log": records,
                 "best": {"fid": best_fid, "step": best_step,
-                         "state": _best_state(out_dir, best_step)},
+                         "state": best_state(out_dir, best_step)},
                 "time": {"wall_s": now - t_start, "train_s": now - t_train, "val_s": val_time},
                 **{name: part.state_dict() for name, part in parts.items()
                    if not (name == "g_sample" and g_sample is g)},
@@ -407,18 +407,18 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
     if resumed_from:
         result.extra["resumed_from"] = resumed_from
     write_json(out_dir / "result.json", dataclasses.asdict(result))
-    (out_dir / checkpoint.STATE_FILE).unlink(missing_ok=True)  # finished: no longer needed
+    checkpoint.remove(out_dir)  # finished: no longer needed
     return result
 
 
-def _best_state(out_dir: Path, best_step: int | None) -> dict | None:
+def best_state(out_dir: Path, best_step: int | None) -> dict | None:
     """generator_best.pt's state (written at ``best_step``), for the checkpoint."""
     if best_step is None:
         return None
     return torch.load(out_dir / "generator_best.pt", map_location="cpu", weights_only=True)
 
 
-def _restore_files(out_dir: Path, records: list[dict], best: dict | None) -> None:
+def restore_files(out_dir: Path, records: list[dict], best: dict | None) -> None:
     """``log.jsonl`` and ``generator_best.pt`` as they were at a checkpoint's step."""
     text = "".join(json.dumps(r) + "\n" for r in records)
     write_atomic(out_dir / "log.jsonl", lambda f: f.write(text), mode="w")

@@ -15,19 +15,26 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from ablate import Hack, checkpoint, registry
+from ablate import Hack, checkpoint, pipeline, registry
 from ablate.cli import main
 from ablate.config import EvalProtocol, TrainConfig
+from ablate.fused import train_group
+from ablate.grid import groups, worker
+from ablate.grid.keys import RunSpec
+from ablate.grid.rundirs import checkpoints, sweep_tmp
+from ablate.grid.store import Status, Store
 from ablate.pipeline import train_and_score, validator
 from ablate.resolve import resolve
 from ablate.train import StopRequested, train
 
+KEY = "0123456789abcdef"
 TIMINGS = {"images_per_s", "elapsed_s", "time_s", "timing_by_checkpoint_s", "run_dir"}
 EVAL = EvalProtocol(n=64, kid_subset_size=32, kid_subsets=2, batch_size=64, val_every=2, val_n=64)
 
@@ -100,15 +107,15 @@ class Interrupt(Exception):
     pass
 
 
-def _interrupting(plan, at: int):
-    """The run's validator, raising at its ``at``-th call (None: never)."""
+def _interrupting(plan, at: int | None, exc: type[BaseException] = Interrupt):
+    """The run's validator, raising ``exc`` at its ``at``-th call (None: never)."""
     real = validator(plan)
     calls = [0]
 
     def validate(g):
         calls[0] += 1
         if calls[0] == at:
-            raise Interrupt
+            raise exc
         return real(g)
 
     return validate
@@ -305,3 +312,325 @@ def test_pipeline_keeps_an_interrupted_run_with_a_checkpoint_only(tmp_path, monk
     with pytest.raises(Interrupt):
         train_and_score(_cfg(), None, tmp_path / "later")
     assert (tmp_path / "later" / checkpoint.STATE_FILE).exists()
+
+
+# ----- the grid ---------------------------------------------------------------------
+sys.path.insert(0, str(Path(__file__).parent))
+from gridutil import experiment, grid_cmd, rows, run_cli  # noqa: E402
+
+KILLER = '''
+import os
+import signal
+from pathlib import Path
+
+from ablate import Hack, register_hack
+
+
+@register_hack
+class Killer(Hack):
+    name = "test-killer"
+    source = "tests"
+    on = "SIGKILLs its process once at each step of $ABLATE_TEST_KILL_AT"
+    off = "nothing"
+
+    def after_step(self, ctx):
+        marker = Path(os.environ["ABLATE_TEST_KILL_MARKER"])
+        done = marker.read_text().split() if marker.exists() else []
+        at = os.environ.get("ABLATE_TEST_KILL_AT", "").split(",")
+        if str(ctx.step) in at and str(ctx.step) not in done:
+            marker.write_text(" ".join([*done, str(ctx.step)]))
+            os.kill(os.getpid(), signal.SIGKILL)  # like the OOM killer, or a power cut
+'''
+
+
+def _killer_env(tmp_path: Path, at: str) -> dict[str, str]:
+    """A plugin (entry point on PYTHONPATH) that SIGKILLs its process once at each step
+    in ``at`` (between checkpoints), whatever attempt reaches it first."""
+    site = tmp_path / "site"
+    meta = site / "ablate_test_killer-0.1.dist-info"
+    meta.mkdir(parents=True, exist_ok=True)
+    (site / "ablate_test_killer.py").write_text(KILLER)
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: ablate-test-killer\nVersion: 0.1\n")
+    (meta / "entry_points.txt").write_text("[ablate.hacks]\ntest-killer = ablate_test_killer\n")
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+            "ABLATE_TEST_KILL_AT": at, "ABLATE_TEST_KILL_MARKER": str(tmp_path / f"killed-{at}")}
+
+
+def _grid_exp(tmp_path: Path) -> Path:
+    """One all-on-like run (batch-norm + the killer), 20 steps, a checkpoint every 5,
+    validated every 5 and scored (tiny protocol)."""
+    return experiment(tmp_path, steps=20, scope='["batch-norm", "test-killer"]', replace={
+        'kind = "leave-one-out"': 'kind = "explicit"\n[design.variants]\n'
+                                  'bn = ["batch-norm", "test-killer"]',
+        "log_every = 10": "log_every = 2\ncheckpoint_every = 5",
+        "features = []": 'features = ["classifier"]\nn = 64\nkid_subset_size = 32\n'
+                         'kid_subsets = 2\nbatch_size = 64\nval_every = 5\nval_n = 64'})
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The grid's run uninterrupted (its killer never fires): runs/<key>/."""
+    tmp = tmp_path_factory.mktemp("reference")
+    res = tmp / "res"
+    out = run_cli(*grid_cmd(_grid_exp(tmp), res, "--executor", "inline", "--threads", "1")[3:],
+                  env=_killer_env(tmp, ""))
+    assert out.returncode == 0, out.stderr
+    (key,) = rows(res)
+    return res / "runs" / key
+
+
+def test_a_grid_whose_worker_is_killed_twice_resumes_each_time(tmp_path, reference):
+    """The pool worker is SIGKILLed at steps 7 and 13: each death is retried in the same
+    grid from the last checkpoint (5, then 10), and the run ends bit for bit as the
+    uninterrupted one; the dead attempts' tmp dirs are swept by the next grid."""
+    res = tmp_path / "res"
+    env = _killer_env(tmp_path, "7,13")
+    out = run_cli(*grid_cmd(_grid_exp(tmp_path), res, "--workers", "1", "--threads", "1")[3:],
+                  env=env)
+    assert out.returncode == 0, out.stderr
+    (key, row), = rows(res).items()
+    assert row["status"] == "done" and row["attempts"] == 3
+    run = json.loads((res / "runs" / key / "run.json").read_text())
+    assert run["resumed_from"] == [5, 10]
+    assert_same_run(reference, res / "runs" / key, metrics=True)
+    assert run_cli(*grid_cmd(_grid_exp(tmp_path), res, "--workers", "1", "--threads", "1")[3:],
+                   env=env).returncode == 0
+    assert not any((res / "tmp").iterdir())  # finished: the dead attempts' dirs are swept
+
+
+def test_a_grid_killed_mid_run_resumes_from_its_checkpoint_when_rerun(tmp_path, reference):
+    """The whole grid (inline executor) is SIGKILLed at step 13: its tmp dir keeps the
+    step-10 checkpoint through the next grid's sweep, and the rerun resumes from it."""
+    res = tmp_path / "res"
+    env = _killer_env(tmp_path, "13")
+    cmd = grid_cmd(_grid_exp(tmp_path), res, "--executor", "inline", "--threads", "1")[3:]
+    first = run_cli(*cmd, env=env)
+    assert first.returncode == -9, first.stderr
+    (dead,) = (res / "tmp").iterdir()
+    assert checkpoint.step_of(dead / checkpoint.STATE_FILE) == 10
+    second = run_cli(*cmd, env=env)
+    assert second.returncode == 0, second.stderr
+    (key,) = rows(res)
+    assert json.loads((res / "runs" / key / "run.json").read_text())["resumed_from"] == [10]
+    assert_same_run(reference, res / "runs" / key, metrics=True)
+    assert dead.exists()  # never written by the new owner; swept at the next start
+    assert run_cli(*cmd, env=env).returncode == 0
+    assert not dead.exists()
+
+
+def _spec(results: Path, **kw) -> RunSpec:
+    return RunSpec(key=KEY, variant="v", seed=3, config=_cfg(**kw), evaluation=(),
+                   results_dir=str(results))
+
+
+def test_a_taken_over_owner_stops_at_its_next_boundary(tmp_path, monkeypatch):
+    """Its heartbeat finds the claim gone; the loop stops at the next log boundary and the
+    attempt ends ``lost`` (it used to train to the end first)."""
+    monkeypatch.setenv("ABLATE_STALE_LOCAL_S", "1")  # heartbeats every 0.2 s
+    res = tmp_path / "res"
+    spec = _spec(res, steps=400, checkpoint_every=0)
+    calls = []
+
+    def validate(g):
+        calls.append(1)
+        if len(calls) == 1:
+            with Store(res) as other:  # a second grid takes the claim over
+                other.stale_local_s = -1.0
+                assert other.claim(KEY)
+        time.sleep(0.1)
+        return 1.0
+
+    monkeypatch.setattr(pipeline, "validator", lambda plan: validate)
+    with Store(res) as store:
+        out = worker.attempt(spec, store, store.claim(KEY), res)
+    assert out.status == Status.LOST, out
+    assert len(calls) < 40, len(calls)  # a few boundaries, not 200 validations
+
+
+def _state(path: Path, step: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.save(path, {"format": checkpoint.FORMAT, "fingerprint": "x", "step": step})
+
+
+def test_the_sweep_keeps_the_newest_checkpoint_of_an_unfinished_key(tmp_path):
+    res = tmp_path / "res"
+    other = "fedcba9876543210"
+    with Store(res) as store:
+        for key in (KEY, other):
+            store.claim(key)
+        assert store.commit(other, store.get(other)["token"], Status.DONE, lambda: None)
+        live = store.get(KEY)["token"]
+        tmp = res / "tmp"
+        _state(tmp / f"{KEY}-old" / checkpoint.STATE_FILE, 5)
+        _state(tmp / f"{KEY}-new" / checkpoint.STATE_FILE, 10)
+        (tmp / f"{KEY}-none").mkdir()
+        (tmp / f"{KEY}-{live}").mkdir()  # the live owner's (no checkpoint yet)
+        _state(tmp / f"{other}-dead" / checkpoint.STATE_FILE, 15)
+        assert sweep_tmp(store) == 3
+        assert sorted(p.name for p in tmp.iterdir()) == [f"{KEY}-{live}", f"{KEY}-new"]
+        assert checkpoints(res, KEY, live) == [tmp / f"{KEY}-new" / checkpoint.STATE_FILE]
+        # The live owner's own checkpoint supersedes the one it resumed from.
+        _state(tmp / f"{KEY}-{live}" / checkpoint.STATE_FILE, 15)
+        assert sweep_tmp(store) == 1 and not (tmp / f"{KEY}-new").exists()
+
+
+def test_abandon_keeps_a_tmp_dir_with_a_checkpoint(tmp_path):
+    res = tmp_path / "res"
+    spec = _spec(res)
+    with Store(res) as store:
+        token = store.claim(KEY)
+        tmp = res / "tmp" / f"{KEY}-{token}"
+        _state(tmp / checkpoint.STATE_FILE, 5)
+        worker.abandon(store, [(spec, token, tmp)], KeyboardInterrupt())
+        assert tmp.exists() and store.get(KEY)["status"] == "pending"
+        token = store.claim(KEY)
+        bare = res / "tmp" / f"{KEY}-{token}"
+        bare.mkdir()
+        worker.abandon(store, [(spec, token, bare)], KeyboardInterrupt())
+        assert not bare.exists()
+
+
+# ----- fused groups -----------------------------------------------------------------
+def _group(tmp_path: Path, name: str):
+    plans = [resolve(_cfg(registry.builtin_names(), seed=s)) for s in (0, 1)]
+    return plans, [tmp_path / f"{name}{i}" for i in range(2)]
+
+
+def _states(dirs):
+    return [[d / n for n in checkpoint.STATE_FILES] for d in dirs]
+
+
+def test_a_fused_group_resumes_bit_for_bit(tmp_path):
+    """Members of a fused group (K = 2) interrupted at step 6 and at step 8 (member 0's
+    validator raises) resume from steps 3 and 6 and end as the uninterrupted group's."""
+    plans, whole = _group(tmp_path, "whole")
+    train_group(plans, whole, [validator(p) for p in plans])
+    plans, cut = _group(tmp_path, "cut")
+    for at in (3, 3):
+        with pytest.raises(Interrupt):
+            train_group(plans, cut, [_interrupting(plans[0], at), validator(plans[1])],
+                        resume=_states(cut))
+    results = train_group(plans, cut, [validator(p) for p in plans], resume=_states(cut))
+    assert [r.extra["resumed_from"] for r in results] == [[3, 6], [3, 6]]
+    for a, b in zip(whole, cut):
+        assert_same_run(a, b)
+        assert not (b / checkpoint.PREV_FILE).exists()
+
+
+def test_a_fused_group_killed_between_its_members_writes_resumes_from_their_common_step(
+        tmp_path, monkeypatch):
+    """Killed after member 0 wrote its step-9 checkpoint and before member 1 did: the
+    group resumes from step 6 (member 0's previous checkpoint), bit for bit."""
+    plans, whole = _group(tmp_path, "whole")
+    train_group(plans, whole, [validator(p) for p in plans])
+    real, calls = checkpoint.save, []
+
+    def save(path, state, keep_previous=False):
+        calls.append(1)
+        if len(calls) == 6:
+            raise Interrupt
+        real(path, state, keep_previous)
+
+    monkeypatch.setattr(checkpoint, "save", save)
+    plans, cut = _group(tmp_path, "cut")
+    with pytest.raises(Interrupt):
+        train_group(plans, cut, [validator(p) for p in plans])
+    monkeypatch.setattr(checkpoint, "save", real)
+    assert [checkpoint.step_of(d / checkpoint.STATE_FILE) for d in cut] == [9, 6]
+    results = train_group(plans, cut, [validator(p) for p in plans], resume=_states(cut))
+    assert [r.extra["resumed_from"] for r in results] == [[6], [6]]
+    for a, b in zip(whole, cut):
+        assert_same_run(a, b)
+
+
+def test_a_fused_checkpoint_is_not_resumed_alone_nor_by_another_group(tmp_path, capsys):
+    plans, cut = _group(tmp_path, "cut")
+    with pytest.raises(Interrupt):
+        train_group(plans, cut, [_interrupting(plans[0], 3), validator(plans[1])])
+    with pytest.raises(checkpoint.CheckpointMismatch, match="fused group"):
+        train(plans[0], tmp_path / "alone", None, resume=_states(cut)[0])
+    other = [plans[1], plans[0]]  # the same members in another order: another group
+    results = train_group(other, [tmp_path / "o0", tmp_path / "o1"], None,
+                          resume=_states(cut)[::-1])
+    assert "starts at step 0" in capsys.readouterr().err
+    assert all("resumed_from" not in r.extra for r in results)
+
+
+def test_a_fused_grid_group_stopped_mid_run_resumes_on_its_next_claim(tmp_path, monkeypatch):
+    """The grid's fused group (run_group) is stopped at step 6 by Ctrl-C: the claims are
+    released but the members' tmp dirs keep their checkpoints; the next claim of the
+    group resumes from step 3, records it in run.json and commits the same runs as an
+    uninterrupted group (weights, log, metrics)."""
+    ev = tuple(EVAL.to_dict().items())
+
+    def specs(res: Path) -> list[RunSpec]:
+        return [RunSpec(key=f"{s:016x}", variant="all-on", seed=s,
+                        config=_cfg(registry.builtin_names(), seed=s), evaluation=ev,
+                        results_dir=str(res)) for s in (0, 1)]
+
+    ref, res = tmp_path / "ref", tmp_path / "res"
+    assert {o.status for o in groups.run_group(specs(ref))} == {Status.DONE}
+    stopping = [True]
+    monkeypatch.setattr(groups, "validator", lambda plan: _interrupting(
+        plan, 3 if stopping[0] and plan.config.seed == 0 else None, KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        groups.run_group(specs(res))
+    with Store(res) as store:
+        assert {r["status"] for r in store.runs()} == {"pending"}
+    assert len(list((res / "tmp").iterdir())) == 2
+    stopping[0] = False
+    assert {o.status for o in groups.run_group(specs(res))} == {Status.DONE}
+    for s in specs(res):
+        run = json.loads((res / "runs" / s.key / "run.json").read_text())
+        assert run["resumed_from"] == [3] and run["fused"]["k"] == 2
+        assert_same_run(ref / "runs" / s.key, res / "runs" / s.key, metrics=True)
+
+
+def test_status_shows_each_running_runs_step_and_an_eta(tmp_path, capsys):
+    """``ablate status``: a running run's step from its tmp dir's log, and the grid's ETA
+    from the finished runs' measured seconds per step."""
+    res = tmp_path / "res"
+    keys = [f"{i:016x}" for i in range(4)]
+    with Store(res) as store:
+        store.record_plan([{"variant": "v", "seed": i, "key": k, "hacks": [],
+                            "config": {"train": {"steps": 100}}} for i, k in enumerate(keys)])
+        store.claim(keys[0])
+        assert store.commit(keys[0], store.get(keys[0])["token"], Status.DONE, lambda: None,
+                            steps=100, wall_time_s=50.0)
+        token = store.claim(keys[1])
+    (res / "experiment.json").write_text(json.dumps({"experiment": {"name": "x"}}))
+    for name in ("config.json", "result.json", "run.json", "generator.pt"):
+        (res / "runs" / keys[0]).mkdir(parents=True, exist_ok=True)
+        (res / "runs" / keys[0] / name).write_text("{}")
+    log = res / "tmp" / f"{keys[1]}-{token}" / "log.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(json.dumps({"step": s, "loss_d": 1.0, "elapsed_s": s / 4}) + "\n"
+                           for s in (20, 40)) + json.dumps({"step": 40, "val_fid": 3.0}) + "\n")
+    from ablate.grid.status import print_status
+
+    assert print_status(res) == 0
+    out = capsys.readouterr().out
+    assert f"running: v seed 1 ({keys[1]}): step 40/100 (40%), 4.00 steps/s" in out
+    # 60 + 100 + 100 steps left at 0.5 s/step (the finished run), one at a time.
+    assert "ETA for the planned runs: 2 min (260 steps left, 1 at a time; 0.5 s/step" in out
+
+
+def test_budget_checkpoint_every_is_read_and_changes_no_key(tmp_path):
+    """``[budget] checkpoint_every`` reaches every run's TrainConfig, but not its key (keys
+    are built by inclusion; the committed keys are pinned by tests/test_keys.py)."""
+    from ablate.design import build_design
+    from ablate.experiment import load_experiment
+    from ablate.grid.keys import plan_runs
+
+    def plan(extra: str):
+        exp = load_experiment(experiment(tmp_path, name=f"e{len(extra)}.toml",
+                                         replace={"log_every = 10": f"log_every = 10{extra}"}))
+        return plan_runs(exp, build_design(exp.design, exp.hacks), tmp_path / "res")
+
+    plain, every5 = plan(""), plan("\ncheckpoint_every = 5")
+    assert {s.config.checkpoint_every for s in plain} == {1000}
+    assert {s.config.checkpoint_every for s in every5} == {5}
+    assert [s.key for s in plain] == [s.key for s in every5]
+    bad = run_cli("grid", str(experiment(tmp_path, name="bad.toml", replace={
+        "log_every = 10": "log_every = 10\ncheckpoint_every = -1"})), "--dry-run")
+    assert bad.returncode == 2 and "checkpoint_every must be >= 0" in bad.stderr, bad.stderr

@@ -48,7 +48,7 @@ KNOWN_RECIPE_FIELDS = frozenset({
     "fake_target", "label_flip_p", "d_update"})
 KNOWN_CONFIG_FIELDS = frozenset({
     "dataset", "steps", "batch_size", "seed", "hacks", "params", "ngf", "ndf", "latent_dim",
-    "device", "threads", "log_every", "precision", "val_every", "val_n"})
+    "device", "threads", "log_every", "precision", "val_every", "val_n", "checkpoint_every"})
 # The discriminator-update strategies the fused trainer implements (ablate.train's
 # D_UPDATES may grow; a strategy added there trains alone until it is fused too).
 FUSED_D_UPDATES = ("mixed", "separate")

@@ -102,6 +102,16 @@ class FusedSequential:
             parts.append(buffer[start:start + self.k * size].view(self.k, size)[rows].reshape(-1))
         return torch.cat(parts)
 
+    def join(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """A flat buffer laid out like ``flat`` from each member's own part
+        (``rows(buffer, [j])``, as a checkpoint keeps it): the inverse of :meth:`rows`."""
+        out, start = [], 0
+        for name in self.offsets:
+            size = torch.Size(self.shapes[name]).numel()
+            out += [part[start:start + size] for part in parts]
+            start += size
+        return torch.cat(out).to(self.flat.device)
+
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only the members at ``rows`` (a 1-d index tensor), in that order."""
         flat = self.rows(self.flat, rows)

@@ -16,12 +16,23 @@ field naming the group), ``log.jsonl``, ``samples.png``, ``generator.pt``,
 A group of one calls :func:`ablate.train.train` itself, so K = 1 is the lone trainer
 bit for bit. For K >= 2 a member matches its lone run up to floating-point summation
 order in the kernels (``tests/test_fused.py`` bounds the difference).
+
+Checkpoints: every ``checkpoint_every`` steps each member writes its own
+``train_state.pt`` (:mod:`ablate.checkpoint`) with its slices of the fused parameters,
+BatchNorm buffers and Adam moments, its random stream, data order, log and best
+checkpoint, plus the group's step, cursor and Adam step count; its previous one is kept
+as ``train_state.prev.pt``. A group resumes only as the same group (the same members
+in the same order: the fingerprint covers them all, since fused arithmetic depends on
+the group), from the newest step every member has; otherwise it starts at step 0.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ablate import checkpoint
 from ablate.artefacts import append_jsonl, write_atomic, write_json
 from ablate.data import load, scale
 from ablate.environment import resolve_device
@@ -39,8 +51,8 @@ from ablate.fused.grouping import fuse_blocker, fusable_key
 from ablate.fused.modules import FusedAdam, FusedSequential
 from ablate.fused.step import FusedOptions, GraphedStep, Step, Targets
 from ablate.models import sample_latent
-from ablate.train import (TrainPlan, TrainResult, Validator, build, resolved_config, save_samples,
-                          train)
+from ablate.train import (StopRequested, TrainPlan, TrainResult, Validator, best_state, build,
+                          resolved_config, restore_files, save_samples, train)
 
 FORMULATION = "grouped-conv"  # recorded in each member's config.json
 
@@ -62,18 +74,25 @@ class _Member:
     best_step: int | None = None
     val_time: float = 0.0
     result: TrainResult | None = field(default=None, repr=False)
+    digest: str = ""  # the checkpoint fingerprint (the member's and the group's)
+    about: dict[str, Any] = field(default_factory=dict)
+    records: list[dict] = field(default_factory=list)  # log.jsonl, for the checkpoint
+    resumed_from: list[int] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------
 # The group run
 # --------------------------------------------------------------------------------------
 def _check_group(plans: Sequence[TrainPlan], out_dirs: Sequence[Path],
-                 validates: Sequence[Validator | None]) -> None:
+                 validates: Sequence[Validator | None], resume: Sequence[list[Path]],
+                 fingerprints: Sequence[str]) -> None:
     if not plans:
         raise ConfigError("train_group needs at least one plan")
-    if len(out_dirs) != len(plans) or len(validates) != len(plans):
-        raise ConfigError(f"train_group: {len(plans)} plans, {len(out_dirs)} run directories and "
-                          f"{len(validates)} validators; pass one of each per plan")
+    if len(out_dirs) != len(plans) or len(validates) != len(plans) \
+            or len(resume) != len(plans) or len(fingerprints) != len(plans):
+        raise ConfigError(f"train_group: {len(plans)} plans, {len(out_dirs)} run directories, "
+                          f"{len(validates)} validators, {len(resume)} resume lists and "
+                          f"{len(fingerprints)} fingerprints; pass one of each per plan")
     if len(set(map(str, out_dirs))) != len(out_dirs):
         raise ConfigError("train_group: two members share a run directory; give each its own")
     keys = [fusable_key(p) for p in plans]
@@ -86,8 +105,9 @@ def _check_group(plans: Sequence[TrainPlan], out_dirs: Sequence[Path],
         raise ConfigError("train_group: the plans differ in more than per-member settings "
                           "(seed, init, Adam settings, latent prior, D targets, flips); "
                           "group them with ablate.fused.group_plans")
-    for out_dir in out_dirs:
-        if out_dir.exists() and any(out_dir.iterdir()):
+    for out_dir, paths in zip(out_dirs, resume):
+        own = {out_dir / name for name in checkpoint.STATE_FILES} & set(paths)
+        if out_dir.exists() and any(out_dir.iterdir()) and not own:
             raise ConfigError(f"run directory {out_dir} already exists and is not empty; "
                               "choose another or remove it yourself")
 
@@ -101,8 +121,10 @@ def _provenance(members: Sequence[_Member], options: FusedOptions) -> dict[str, 
 
 def train_group(plans: Sequence[TrainPlan], out_dirs: Sequence[Path | str],
                 validates: Sequence[Validator | None] | None = None,
-                options: FusedOptions = FusedOptions()  # noqa: B008 (frozen)
-                ) -> list[TrainResult]:
+                options: FusedOptions = FusedOptions(),  # noqa: B008 (frozen)
+                *, resume: Sequence[Sequence[Path | str]] | None = None,
+                fingerprints: Sequence[str] | None = None,
+                stop: Callable[[], bool] | None = None) -> list[TrainResult]:
     """Train ``plans`` in lockstep as one fused model; one run directory per member.
 
     ``plans`` must share a :func:`~ablate.fused.grouping.fusable_key` (use
@@ -110,18 +132,91 @@ def train_group(plans: Sequence[TrainPlan], out_dirs: Sequence[Path | str],
     run directory and ``validates[i]`` (``generator -> validation FID`` or None) is its
     validation callable, as for :func:`ablate.train.train`. Returns one
     :class:`~ablate.train.TrainResult` per member, in order. A group of one is the lone
-    trainer itself.
+    trainer itself. ``resume[i]`` (checkpoint files member ``i`` may continue from),
+    ``fingerprints[i]`` and ``stop`` are as for :func:`ablate.train.train`; the group
+    resumes only from a step every member has a checkpoint of, written by this group.
     """
     out_dirs = [Path(p) for p in out_dirs]
     validates = list(validates) if validates is not None else [None] * len(plans)
-    if len(plans) == 1 and len(out_dirs) == 1 and len(validates) == 1:
-        return [train(plans[0], out_dirs[0], validates[0])]
-    _check_group(plans, out_dirs, validates)
-    return _train_group(plans, out_dirs, validates, options)
+    resume_ = [[Path(p) for p in r] for r in resume] if resume is not None else [[] for _ in plans]
+    fps = list(fingerprints) if fingerprints is not None else [""] * len(plans)
+    if len(plans) == 1 and len(out_dirs) == 1 and len(validates) == 1 \
+            and len(resume_) == 1 and len(fps) == 1:
+        return [train(plans[0], out_dirs[0], validates[0], resume=resume_[0],
+                      fingerprint=fps[0], stop=stop)]
+    _check_group(plans, out_dirs, validates, resume_, fps)
+    return _train_group(plans, out_dirs, validates, options, resume_, fps, stop)
+
+
+def _fingerprints(members: Sequence[_Member], fingerprints: Sequence[str],
+                  options: FusedOptions, device: torch.device) -> None:
+    """Each member's checkpoint fingerprint: its own (as a lone run's) and the group's."""
+    own = [checkpoint.fingerprint(m.plan.config, m.plan.hack_records, m.plan.recipe.to_dict(),
+                                  device, extra) for m, extra in zip(members, fingerprints)]
+    text = json.dumps([[d for d, _ in own], FORMULATION, dataclasses.asdict(options)])
+    group = hashlib.sha256(text.encode()).hexdigest()
+    for m, (digest, about) in zip(members, own):
+        m.digest = hashlib.sha256(f"{digest}/{group}".encode()).hexdigest()
+        m.about = {**about, "fused": f"{group[:12]} (k={len(members)})"}
+
+
+def _pick_group(members: Sequence[_Member], resume: Sequence[list[Path]]
+                ) -> tuple[int, list[dict]] | None:
+    """The newest step every member has a checkpoint of from this group, loaded."""
+    if not any(resume):
+        return None
+    steps = []
+    for m, paths in zip(members, resume):
+        steps.append({s: p for s, p, st in checkpoint.readable(paths) if st["fingerprint"] == m.digest})
+    common = set.intersection(*(set(s) for s in steps))
+    if common:
+        step = max(common)
+        states = [checkpoint.load(s[step]) for s in steps]
+        if all(st is not None for st in states):
+            return step, states  # type: ignore[return-value]
+    if any(checkpoint.readable(paths) for paths in resume):
+        print(f"ablate: a fused group of {len(members)} starts at step 0: its members have no "
+              "checkpoint of one step written by this group", file=sys.stderr)
+    return None
+
+
+def _member_state(m: _Member, j: int, nets, opts, window: torch.Tensor, **shared: Any
+                  ) -> dict[str, Any]:
+    """Member ``m`` (column ``j``)'s checkpoint: its slices of the group's state."""
+    row = torch.tensor([j], device=window.device)
+    fused: dict[str, Any] = {"index": j, "window": window[:, j].clone()}
+    for name, net, opt in zip(("g", "d"), nets, opts):
+        fused[name] = {"flat": net.rows(net.flat, row),
+                       "buffers": {n: b.view(net.k, -1)[j].clone() for n, b in net.buffers.items()}}
+        fused[f"opt_{name}"] = {"exp_avg": net.rows(opt.exp_avg, row),
+                                "exp_avg_sq": net.rows(opt.exp_avg_sq, row),
+                                "steps": opt.steps.clone()}
+    return {"format": checkpoint.FORMAT, "fingerprint": m.digest, "about": m.about,
+            "resumed_from": m.resumed_from, "log": m.records,
+            "best": {"fid": m.best_fid, "step": m.best_step,
+                     "state": best_state(m.out_dir, m.best_step)},
+            "rng": {"loop": m.gen.get_state(), "global": checkpoint.global_rng()},
+            "perm": m.perm, "fused": fused, **shared}
+
+
+def _restore_group(states: list[dict], nets, opts) -> None:
+    """Load the members' slices (in group order) back into the fused nets and Adams."""
+    with torch.no_grad():
+        for name, net, opt in zip(("g", "d"), nets, opts):
+            parts = [st["fused"][name] for st in states]
+            net.flat.copy_(net.join([p["flat"] for p in parts]))
+            for n, b in net.buffers.items():
+                b.copy_(torch.cat([p["buffers"][n] for p in parts]))
+            o = [st["fused"][f"opt_{name}"] for st in states]
+            opt.exp_avg.copy_(net.join([x["exp_avg"] for x in o]))
+            opt.exp_avg_sq.copy_(net.join([x["exp_avg_sq"] for x in o]))
+            opt.steps.copy_(o[0]["steps"])
 
 
 def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
-                 validates: list[Validator | None], options: FusedOptions) -> list[TrainResult]:
+                 validates: list[Validator | None], options: FusedOptions,
+                 resume: list[list[Path]], fingerprints: list[str],
+                 stop: Callable[[], bool] | None) -> list[TrainResult]:
     t_start = time.perf_counter()
     config, recipe0 = plans[0].config, plans[0].recipe
     device = resolve_device(config.device)
@@ -150,6 +245,13 @@ def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
     if options.cuda_graph:
         step_fn = GraphedStep(step_fn)
     provenance = _provenance(members, options)
+    _fingerprints(members, fingerprints, options, device)
+    found = _pick_group(members, resume)
+    if found is None:
+        for m in members:
+            if m.out_dir.exists() and any(m.out_dir.iterdir()):
+                raise ConfigError(f"run directory {m.out_dir} is not empty and its checkpoint "
+                                  "cannot be resumed by this group; remove it yourself")
     for m in members:  # only now, after every check, are the run directories touched
         m.out_dir.mkdir(parents=True, exist_ok=True)
         write_json(m.out_dir / "config.json",
@@ -165,6 +267,24 @@ def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
     cursor, step, val_time = 0, 0, 0.0
     t_train = t_window = time.perf_counter()
     images_done = 0  # summed over members: the group's aggregate throughput
+    every = config.checkpoint_every
+    if found is not None:  # continue where the members' checkpoints left off
+        step, states = found
+        _restore_group(states, (G, D), (opt_g, opt_d))
+        window.copy_(torch.stack([st["fused"]["window"] for st in states], dim=1))
+        for m, st in zip(members, states):
+            m.gen.set_state(st["rng"]["loop"])
+            m.perm = st["perm"].to(device)
+            m.best_fid, m.best_step = st["best"]["fid"], st["best"]["step"]
+            m.val_time, m.records = st["time"]["val_s"], list(st["log"])
+            m.resumed_from = [*st["resumed_from"], step]
+            restore_files(m.out_dir, m.records, st["best"]["state"])
+        first = states[0]
+        checkpoint.set_global_rng(first["rng"]["global"])
+        cursor, images_done = first["cursor"], first["images_done"]
+        now = time.perf_counter()
+        t_start, t_train = now - first["time"]["wall_s"], now - first["time"]["train_s"]
+        t_window, val_time = now, first["time"]["group_val_s"]
 
     def finish(m: _Member, j: int) -> None:
         """Write member ``m`` (column ``j``) out as its lone run ends."""
@@ -181,7 +301,10 @@ def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
                                 val_time_s=round(m.val_time, 3))
         result.extra["fused"] = {"k": len(members), "index": m.index,
                                  "aggregate_images_per_s": images_done * bs / train_time}
+        if m.resumed_from:
+            result.extra["resumed_from"] = m.resumed_from
         write_json(m.out_dir / "result.json", dataclasses.asdict(result))
+        checkpoint.remove(m.out_dir)  # finished: no longer needed
         m.result = result
 
     while step < config.steps and active:
@@ -216,6 +339,7 @@ def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
                     m.status, m.diverged_step = "diverged", step - n + int(bad[0]) + 1
                     record["diverged_step"] = m.diverged_step
                 append_jsonl(m.out_dir / "log.jsonl", record)
+                m.records.append(record)
             t_window = now
             keep = [j for j, m in enumerate(active) if m.status != "diverged"]
             if len(keep) < len(active):  # diverged members stop here, as their lone runs do
@@ -241,13 +365,27 @@ def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
                     m.best_fid, m.best_step = val_fid, step
                     write_atomic(m.out_dir / "generator_best.pt",
                                  lambda f, g=g: torch.save(g.state_dict(), f))
-                append_jsonl(m.out_dir / "log.jsonl", {"step": step, "val_fid": val_fid,
-                                                       "val_n": config.val_n,
-                                                       "best_step": m.best_step})
+                record = {"step": step, "val_fid": val_fid, "val_n": config.val_n,
+                          "best_step": m.best_step}
+                append_jsonl(m.out_dir / "log.jsonl", record)
+                m.records.append(record)
                 m.val_time += time.perf_counter() - t_member
             elapsed = time.perf_counter() - t_val
             val_time += elapsed
             t_window += elapsed  # keep validation out of the logged throughput
+        boundary = step % config.log_every == 0 or (every and step % every == 0)
+        if stop is not None and active and boundary and step < config.steps and stop():
+            raise StopRequested(f"stopped at step {step}")
+        if every and active and step % every == 0 and step < config.steps:
+            t_save = now = time.perf_counter()
+            for j, m in enumerate(active):
+                state = _member_state(
+                    m, j, (G, D), (opt_g, opt_d), window, step=step, cursor=cursor,
+                    images_done=images_done,
+                    time={"wall_s": now - t_start, "train_s": now - t_train, "val_s": m.val_time,
+                          "group_val_s": val_time})
+                checkpoint.save(m.out_dir / checkpoint.STATE_FILE, state, keep_previous=True)
+            t_window += time.perf_counter() - t_save  # keep the writes out of the throughput
     for j, m in enumerate(active):
         finish(m, j)
     return [m.result for m in members]

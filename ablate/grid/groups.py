@@ -13,7 +13,9 @@ The store stays per run (docs/fused.md, "For the grid"):
    each, scores the finished ones together (:func:`ablate.fused.evaluate_group`), and
    commits each member exactly as a lone run is committed
    (:func:`ablate.grid.worker.commit`). A killed group leaves each member's claim with a
-   dead owner: the next grid reclaims and regroups the unfinished members.
+   dead owner: the next grid reclaims and regroups the unfinished members; a group of
+   the same members resumes from their checkpoints (``ablate.fused.trainer``), any
+   other grouping starts at step 0.
 4. A group that raises is not charged to its members: a CUDA out-of-memory error splits
    it in halves; any other error trains each member alone, so a run fails for its own
    reason (the group's error is logged to stderr).
@@ -36,6 +38,7 @@ from ablate.evaluate import evaluate_run
 from ablate.fused import evaluate_group, group_plans, max_group_size, train_group
 from ablate.grid import worker
 from ablate.grid.keys import RunSpec, Task
+from ablate.grid.rundirs import checkpoints
 from ablate.grid.store import Outcome, Status, Store
 from ablate.pipeline import Scored, check_plan, validator
 from ablate.resolve import resolve
@@ -121,7 +124,9 @@ def _attempt_group(claims: list[tuple[RunSpec, str]], store: Store, results_dir:
     try:
         try:
             plans = _plans(specs)
-            results = train_group(plans, tmps, [validator(p) for p in plans])
+            results = train_group(plans, tmps, [validator(p) for p in plans],
+                                  resume=[checkpoints(results_dir, s.key, t) for s, t in claims],
+                                  fingerprints=[s.key for s in specs], stop=beat.all_lost)
             train_wall = time.perf_counter() - t0
             scored = _score(specs, tmps, results)
         except torch.cuda.OutOfMemoryError:

@@ -13,6 +13,11 @@ rebuilt from the directories, and the two are checked against each other:
   report both and ``ablate grid --repair`` retrains exactly those;
 * a directory is never deleted: one that must make way (``--repair``, an incomplete
   leftover) is moved to ``broken/<key>-<time>/``.
+
+Unfinished attempts live in ``tmp/<key>-<token>/``. The sweep removes those no live
+claim owns, except, for a key not finished, the one holding the newest training
+checkpoint (``train_state.pt``): the key's next owner resumes from it
+(:func:`checkpoints`) and never writes into it.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ from ablate.grid.store import TERMINAL, Status, Store
 RUN_FILES = ("config.json", "result.json", "run.json")  # every finished run has these
 METRICS = "metrics.json"  # evaluated runs that finished training
 CHECKPOINT = "generator.pt"
+# ablate.checkpoint.STATE_FILES (not imported: no torch here): a run's training checkpoint
+# and, for a fused group's member, its previous one.
+TRAIN_STATES = ("train_state.pt", "train_state.prev.pt")
 
 
 def run_dir(results_dir: Path, key: str) -> Path:
@@ -108,18 +116,56 @@ def quarantine(results_dir: Path, path: Path) -> Path:
     return dest
 
 
+def attempt_dirs(results_dir: Path, key: str) -> list[Path]:
+    """Every attempt's tmp dir of ``key`` (``tmp/<key>-<token>/``), live or not."""
+    tmp = Path(results_dir) / "tmp"
+    return sorted(tmp.glob(f"{key}-*")) if tmp.is_dir() else []
+
+
+def checkpoints(results_dir: Path, key: str, token: str | None = None) -> list[Path]:
+    """The training checkpoints other attempts at ``key`` left (not ``token``'s own)."""
+    return [d / name for d in attempt_dirs(results_dir, key) if d.name != f"{key}-{token}"
+            for name in TRAIN_STATES if (d / name).is_file()]
+
+
+def _newest_checkpoint(dirs: list[Path]) -> Path | None:
+    """The dir whose checkpoint has the highest step (then the newest file)."""
+    from ablate.checkpoint import step_of  # torch: only where a checkpoint exists
+
+    best: tuple[int, float, Path] | None = None
+    for d in dirs:
+        for path in (d / name for name in TRAIN_STATES):
+            if not path.is_file():
+                continue
+            step = step_of(path)
+            try:
+                mtime = path.stat().st_mtime
+            except OSError:
+                continue
+            if step is not None and (best is None or (step, mtime) > best[:2]):
+                best = (step, mtime, d)
+    return best[2] if best else None
+
+
 def sweep_tmp(store: Store) -> int:
-    """Delete tmp dirs of attempts that are no longer live (killed, failed, lost claims)."""
+    """Delete tmp dirs of attempts that are no longer live (killed, failed, lost claims,
+    abandoned), but keep, for each key not finished, the dir with its newest training
+    checkpoint (its next owner resumes from it). Returns how many were deleted."""
     tmp = store.results_dir / "tmp"
     n = 0
     if not tmp.is_dir():
         return 0
+    by_key: dict[str, list[Path]] = {}
     for d in tmp.iterdir():
-        key, _, tok = d.name.rpartition("-")
+        by_key.setdefault(d.name.rpartition("-")[0], []).append(d)
+    for key, dirs in by_key.items():
         live = store.live_token(key)
-        if live is None or live != tok:
-            shutil.rmtree(d, ignore_errors=True)
-            n += 1
+        row = store.get(key) or {}
+        keep = None if row.get("status") in TERMINAL else _newest_checkpoint(dirs)
+        for d in dirs:
+            if d.name.rpartition("-")[2] != live and d != keep:
+                shutil.rmtree(d, ignore_errors=True)
+                n += 1
     return n
 
 

@@ -1,14 +1,18 @@
 """What ``ablate grid --dry-run`` and ``ablate status`` print. Both only read (the store
 is opened read-only), so both work on a read-only results directory; both cross-check
 the index with the run directories and say what ``--repair`` or ``--rebuild-index``
-would do.
+would do. ``ablate status`` also shows each running run's step (from the last line of
+its tmp dir's ``log.jsonl``) and an ETA for the grid from measured step rates.
 """
 
 from __future__ import annotations
 
+import json
+import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from ablate.artefacts import read_jsonl
 from ablate.errors import ConfigError
 from ablate.grid import rundirs
 from ablate.grid.keys import plan_runs
@@ -216,7 +220,73 @@ def print_status(results_dir: Path) -> int:
         if r["status"] == Status.FAILED:
             last = (r.get("error") or "").strip().splitlines()[-1:] or [""]
             print(f"failed: {r['variant']} seed {r['seed']} ({r['key']}): {last[0]}")
+    for line in progress_lines(results_dir, rows, len(live)):
+        print(line)
     return 0
+
+
+def _steps(row: dict) -> int | None:
+    """A planned run's step budget, from the identity stored with its row."""
+    try:
+        return int(json.loads(row.get("config") or "null")["train"]["steps"])
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+def run_progress(results_dir: Path, row: dict) -> tuple[int, float] | None:
+    """(step, seconds since its start) of an unfinished run, from the last training line
+    of its attempt's ``log.jsonl`` (``elapsed_s`` goes on across resumes)."""
+    logs = [results_dir / "tmp" / f"{row['key']}-{row.get('token')}" / "log.jsonl"]
+    logs += [d / "log.jsonl" for d in rundirs.attempt_dirs(results_dir, row["key"])]
+    best = None
+    for log in logs:
+        try:
+            records = [r for r in read_jsonl(log) if "elapsed_s" in r]
+        except OSError:
+            continue
+        if records and (best is None or records[-1]["step"] > best[0]):
+            best = (int(records[-1]["step"]), float(records[-1]["elapsed_s"]))
+    return best
+
+
+def _duration(seconds: float) -> str:
+    m = int(round(seconds / 60))
+    return f"{m // 60}h {m % 60:02d}m" if m >= 60 else f"{max(m, 1)} min"
+
+
+def progress_lines(results_dir: Path, rows: list[dict[str, Any]], n_live: int) -> list[str]:
+    """Each running run's step and rate, and an ETA for the planned runs left.
+
+    Seconds per step come from the finished runs (wall time incl. validation and
+    scoring, over steps: the median) or, before any finished, from the running runs'
+    logs; the runs left share ``max(1, running now)`` workers.
+    """
+    out, left_steps, rates = [], 0, []
+    for r in rows:
+        steps = _steps(r)
+        if r["status"] in ("running", "running?"):
+            at = run_progress(results_dir, r)
+            step = at[0] if at else 0
+            if at and at[0] and at[1] > 0:
+                rates.append(at[1] / at[0])
+            pct = f" ({100 * step / steps:.0f}%)" if steps else ""
+            rate = f", {at[0] / at[1]:.2f} steps/s" if at and at[1] > 0 else ""
+            note = " (owner gone; the next grid resumes it)" if r["status"] == "running?" else ""
+            out.append(f"{r['status']}: {r['variant']} seed {r['seed']} ({r['key']}): step "
+                       f"{step:,}/{steps:,}{pct}{rate}{note}" if steps else
+                       f"{r['status']}: {r['variant']} seed {r['seed']} ({r['key']}): step {step:,}")
+            left_steps += max(0, (steps or 0) - step)
+        elif r["status"] == "pending":
+            left_steps += steps or 0
+    done = [r["wall_time_s"] / r["steps"] for r in rows
+            if r["status"] in TERMINAL and r.get("wall_time_s") and r.get("steps")]
+    per_step = statistics.median(done) if done else statistics.median(rates) if rates else None
+    if left_steps and per_step:
+        source = (f"{per_step:.3g} s/step, median of {len(done)} finished run(s)" if done
+                  else f"{per_step:.3g} s/step from the running runs")
+        out.append(f"ETA for the planned runs: {_duration(left_steps * per_step / max(1, n_live))}"
+                   f" ({left_steps:,} steps left, {max(1, n_live)} at a time; {source})")
+    return out
 
 
 def _recorded_looks(results_dir: Path) -> list[dict]:

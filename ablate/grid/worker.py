@@ -16,6 +16,15 @@ own tmp dir (named by its token), which the sweep removes; one that
 is stopped (Ctrl-C in the inline executor, SIGTERM in a pool worker) releases its
 claim; a full disk releases it too and tells the grid to stop. Nothing here ever
 deletes ``runs/<key>``.
+
+Resume: a run writes a training checkpoint into its tmp dir every ``checkpoint_every``
+steps. An attempt that ends without finishing (killed, abandoned, lost) leaves it
+there; the key's next owner resumes from the newest one another attempt left
+(:func:`ablate.grid.rundirs.checkpoints`; read only, never written) and records the
+steps it resumed from in ``run.json`` (``resumed_from``). A checkpoint written by
+another thread count or code is not resumed: the run starts at step 0 and says why.
+A run whose claim was taken over stops at its next log or checkpoint boundary (the
+heartbeat thread sees the loss), not at its end.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import sys
 import threading
 import time
 import traceback
@@ -34,10 +44,11 @@ from typing import Any
 import torch
 
 from ablate.artefacts import fsync_dir, write_json
+from ablate.checkpoint import STATE_FILES, CheckpointMismatch
 from ablate.config import EvalProtocol
 from ablate.environment import resolve_device
 from ablate.grid.keys import CODE_VERSION, RunSpec
-from ablate.grid.rundirs import quarantine, run_dir
+from ablate.grid.rundirs import checkpoints, quarantine, run_dir
 from ablate.grid.store import Outcome, Status, Store, heartbeat_interval
 from ablate.pipeline import Scored, train_and_score
 
@@ -71,13 +82,19 @@ class Heartbeat(threading.Thread):
     """Refreshes claims' heartbeats from a thread with its own connection.
 
     One thread serves all the claims of a process (a fused group holds several); it
-    stops refreshing a claim that was taken over (the commit will say so).
+    stops refreshing a claim that was taken over (the commit will say so). Once every
+    claim is taken over, :meth:`all_lost` is True: the training loop asks it at each log
+    and checkpoint boundary and stops (no signal: the loop itself raises).
     """
 
     def __init__(self, results_dir: str, claims: list[tuple[str, str]]) -> None:
         super().__init__(daemon=True, name=f"heartbeat-{claims[0][0]}")
         self.results_dir, self.claims = results_dir, list(claims)
         self.stop = threading.Event()
+        self.lost = threading.Event()
+
+    def all_lost(self) -> bool:
+        return self.lost.is_set()
 
     def run(self) -> None:
         live = list(self.claims)
@@ -85,6 +102,8 @@ class Heartbeat(threading.Thread):
             with Store(self.results_dir) as store:
                 while live and not self.stop.wait(heartbeat_interval()):
                     live = [(k, t) for k, t in live if store.heartbeat(k, t)]
+                if not live and not self.stop.is_set():
+                    self.lost.set()
         except (sqlite3.Error, OSError):
             return  # a full disk: the claims go stale; the runs' own writes report it
 
@@ -162,7 +181,8 @@ def attempt(spec: RunSpec, store: Store, token: str, results_dir: Path) -> Outco
     IN_RUN.set()
     try:
         protocol = EvalProtocol.from_dict(dict(spec.evaluation)) if spec.evaluates else None
-        scored = train_and_score(spec.config, protocol, tmp)
+        scored = train_resumed(spec, protocol, tmp, checkpoints(results_dir, spec.key, token),
+                               beat.all_lost)
         return commit(spec, store, token, tmp, scored, time.perf_counter() - t0)
     except (Abandoned, KeyboardInterrupt) as exc:
         abandon(store, [(spec, token, tmp)], exc)
@@ -173,6 +193,22 @@ def attempt(spec: RunSpec, store: Store, token: str, results_dir: Path) -> Outco
         IN_RUN.clear()
         beat.stop.set()
         beat.join(timeout=10)  # its connection closes before the run is reported
+
+
+def train_resumed(spec: RunSpec, protocol: EvalProtocol | None, tmp: Path, resume: list[Path],
+                  stop) -> Scored:
+    """:func:`~ablate.pipeline.train_and_score` into ``tmp``, resumed from the newest of
+    ``resume`` this run wrote; from step 0 (saying why) if none was."""
+    try:
+        return train_and_score(spec.config, protocol, tmp, resume=resume, fingerprint=spec.key,
+                               stop=stop)
+    except CheckpointMismatch as exc:
+        say(f"run {spec.key} ({spec.variant}, seed {spec.seed}) starts at step 0: {exc}")
+    return train_and_score(spec.config, protocol, tmp, fingerprint=spec.key, stop=stop)
+
+
+def say(message: str) -> None:
+    print(f"ablate: {message}", file=sys.stderr, flush=True)
 
 
 def commit(spec: RunSpec, store: Store, token: str, tmp: Path, scored: Scored, wall: float,
@@ -189,7 +225,8 @@ def commit(spec: RunSpec, store: Store, token: str, tmp: Path, scored: Scored, w
     write_json(tmp / "run.json", {
         "key": spec.key, "variant": spec.variant, "seed": spec.seed,
         "code_version": CODE_VERSION, "token": token, "host": store.host, "pid": os.getpid(),
-        "threads": threads, "device": device, "eval_time_s": scored.eval_time_s, **run_info})
+        "threads": threads, "device": device, "eval_time_s": scored.eval_time_s,
+        "resumed_from": result.extra.get("resumed_from", []), **run_info})
     final = run_dir(results_dir, spec.key)
     status = Status(result.status)
     old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)  # no Ctrl-C mid-commit
@@ -221,7 +258,8 @@ def taken_over(store: Store, key: str, token: str) -> bool:
 
 
 def abandon(store: Store, claims: list[tuple[RunSpec, str, Path]], exc: BaseException) -> None:
-    """Ctrl-C or SIGTERM inside runs: release each claim, remove each tmp dir.
+    """Ctrl-C or SIGTERM inside runs: release each claim, remove each tmp dir that holds
+    no training checkpoint (one that does is left for the key's next owner to resume).
 
     SIGTERM (``Abandoned``) then leaves the pool without touching its queues.
     """
@@ -230,7 +268,8 @@ def abandon(store: Store, claims: list[tuple[RunSpec, str, Path]], exc: BaseExce
             try:
                 store.release(spec.key, token, "abandoned")
             finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+                if not any((tmp / name).exists() for name in STATE_FILES):
+                    shutil.rmtree(tmp, ignore_errors=True)
     finally:
         if isinstance(exc, Abandoned):
             os._exit(143)
