@@ -321,6 +321,7 @@ from gridutil import experiment, grid_cmd, rows, run_cli  # noqa: E402
 KILLER = '''
 import os
 import signal
+import time
 from pathlib import Path
 
 from ablate import Hack, register_hack
@@ -330,7 +331,7 @@ from ablate import Hack, register_hack
 class Killer(Hack):
     name = "test-killer"
     source = "tests"
-    on = "SIGKILLs its process once at each step of $ABLATE_TEST_KILL_AT"
+    on = "SIGKILLs its process (or sleeps) once at each step of $ABLATE_TEST_KILL_AT"
     off = "nothing"
 
     def after_step(self, ctx):
@@ -339,6 +340,8 @@ class Killer(Hack):
         at = os.environ.get("ABLATE_TEST_KILL_AT", "").split(",")
         if str(ctx.step) in at and str(ctx.step) not in done:
             marker.write_text(" ".join([*done, str(ctx.step)]))
+            if os.environ.get("ABLATE_TEST_KILL_MODE") == "sleep":
+                time.sleep(300)  # until the test's signal ends the job
             os.kill(os.getpid(), signal.SIGKILL)  # like the OOM killer, or a power cut
 '''
 

@@ -163,3 +163,43 @@ def test_slurm_executor_through_submitit_local_mode(tmp_path):
     finally:
         store.close()
     assert any((results / "slurm").iterdir())  # submitit's job logs
+
+
+def test_a_preempted_slurm_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path):
+    """Issue 17.1: SLURM warns a job with SIGUSR2 before preempting it (submitit's
+    ``job._interrupt()`` sends the same in local mode). The job training a run gets it at
+    step 7 (a plugin waits there): submitit calls the task's checkpoint hook, which
+    releases the claim and keeps the step-5 checkpoint; the job is requeued, claims the run
+    again, resumes from step 5 and ends bit for bit as the run uninterrupted."""
+    pytest.importorskip("submitit", reason="submitit is not installed: make test-executors")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from gridutil import grid_cmd, rows, run_cli, wait_for
+    from test_resume import _grid_exp, _killer_env, assert_same_run
+
+    ref = tmp_path / "ref"
+    (ref / "x").mkdir(parents=True)
+    out = run_cli(*grid_cmd(_grid_exp(ref / "x"), ref / "res", "--executor", "inline",
+                            "--threads", "1")[3:], env=_killer_env(ref / "x", ""))
+    assert out.returncode == 0, out.stderr
+    res = tmp_path / "res"
+    env = {**os.environ, **_killer_env(tmp_path, "7"), "ABLATE_TEST_KILL_MODE": "sleep"}
+    proc = subprocess.Popen(grid_cmd(_grid_exp(tmp_path), res, "--executor", "slurm",
+                                     "--address", "local", "--threads", "1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    marker = Path(env["ABLATE_TEST_KILL_MARKER"])
+    wait_for(marker.exists, what="the job at step 7", proc=proc)
+    (key, row), = rows(res).items()
+    os.kill(row["pid"], signal.SIGUSR2)  # what job._interrupt() sends
+    output = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, output
+    (key, row), = rows(res).items()
+    assert row["status"] == "done" and row["attempts"] == 2, row
+    store = Store(res)
+    try:
+        assert [e["detail"] for e in store.events("release")] == ["preempted"]
+        assert len({e["pid"] for e in store.events("claim")}) == 2  # the requeued job
+    finally:
+        store.close()
+    run = (res / "runs" / key / "run.json").read_text()
+    assert '"resumed_from": [\n    5\n  ]' in run
+    assert_same_run(ref / "res" / "runs" / key, res / "runs" / key, metrics=True)

@@ -33,7 +33,7 @@ from typing import Any
 from ablate.errors import ConfigError
 from ablate.grid.keys import Task
 from ablate.grid.store import Outcome, Status
-from ablate.grid.worker import install_worker_signals
+from ablate.grid.worker import install_worker_signals, release_for_requeue
 
 TaskFn = Callable[[Task], list[Outcome]]
 ABANDON_GRACE_S = 20.0  # abandoned workers get this long to release their claims, then SIGKILL
@@ -298,10 +298,35 @@ class RayExecutor(Executor):
                f"{self.threads} per run, {self.gpus_per_run} GPU per run"
 
 
+class Requeueable:
+    """A task function that submitit requeues when its job is preempted or times out.
+
+    submitit calls :meth:`checkpoint` from its SIGUSR2 handler (SLURM's warning before
+    preemption or the time limit; ``job._interrupt()`` in local mode): the claims the job
+    trains are released, their tmp dirs kept where they hold a training checkpoint, and
+    the same task is resubmitted; the requeued job claims the runs again and resumes from
+    those checkpoints (losing at most ``checkpoint_every`` steps).
+    """
+
+    def __init__(self, fn: TaskFn) -> None:
+        self.fn = fn
+
+    def __call__(self, task: Task) -> list[Outcome]:
+        return self.fn(task)
+
+    def checkpoint(self, task: Task) -> Any:
+        from submitit.helpers import DelayedSubmission
+
+        release_for_requeue()
+        return DelayedSubmission(self, task)
+
+
 class SlurmExecutor(Executor):
     """One SLURM job per run through submitit (``pip install 'ablate[slurm]'``).
 
-    ``cluster="local"`` runs the jobs as local processes (submitit's test mode).
+    ``cluster="local"`` runs the jobs as local processes (submitit's test mode). A
+    preempted or timed-out job is requeued and resumes from its runs' checkpoints
+    (:class:`Requeueable`).
     """
 
     name = "slurm"
@@ -325,7 +350,7 @@ class SlurmExecutor(Executor):
         self.jobs: dict[Any, Task] = {}
 
     def submit(self, fn, tasks):
-        jobs = self.ex.map_array(fn, tasks)  # one array per batch
+        jobs = self.ex.map_array(Requeueable(fn), tasks)  # one array per batch
         self.jobs.update(zip(jobs, tasks))
 
     @property

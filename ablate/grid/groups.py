@@ -121,6 +121,7 @@ def _attempt_group(claims: list[tuple[RunSpec, str]], store: Store, results_dir:
     beat.start()
     t0 = time.perf_counter()
     worker.IN_RUN.set()
+    worker.training([(str(results_dir), s.key, t, tmp) for (s, t), tmp in zip(claims, tmps)])
     try:
         try:
             plans = _plans(specs)
@@ -155,6 +156,7 @@ def _attempt_group(claims: list[tuple[RunSpec, str]], store: Store, results_dir:
                 else worker.attempt(s, store, t, results_dir) for s, t in claims]
     finally:
         worker.IN_RUN.clear()
+        worker.training([])
         beat.stop.set()
         beat.join(timeout=10)
     return _commit_members(claims, tmps, scored, store, t0, train_wall)

@@ -56,7 +56,12 @@ from ablate.pipeline import Scored, train_and_score
 # pid, so that a worker whose driver died runs nothing more.
 _DRIVER_PID: int | None = None
 IN_RUN = threading.Event()  # a pool worker is inside run_one (SIGTERM then abandons it)
-_HELD = {signal.SIGINT, signal.SIGTERM}  # signals held back during a commit
+# Signals held back during a commit (SIGUSR2: SLURM's preemption warning, which makes
+# submitit call executors.Requeueable.checkpoint -> release_for_requeue).
+_HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR2}
+# The claims this process is training now (results dir, key, token, tmp dir): what
+# release_for_requeue() gives back when the job is preempted.
+_TRAINING: list[tuple[str, str, str, Path]] = []
 _FREE_BYTES = 1 << 20  # below this, an error writing results is a full disk
 
 
@@ -179,6 +184,7 @@ def attempt(spec: RunSpec, store: Store, token: str, results_dir: Path) -> Outco
     beat.start()
     t0 = time.perf_counter()
     IN_RUN.set()
+    _TRAINING[:] = [(spec.results_dir, spec.key, token, tmp)]
     try:
         protocol = EvalProtocol.from_dict(dict(spec.evaluation)) if spec.evaluates else None
         scored = train_resumed(spec, protocol, tmp, checkpoints(results_dir, spec.key, token),
@@ -191,8 +197,31 @@ def attempt(spec: RunSpec, store: Store, token: str, results_dir: Path) -> Outco
         return fail(spec, store, token, tmp, exc, time.perf_counter() - t0)
     finally:
         IN_RUN.clear()
+        _TRAINING.clear()
         beat.stop.set()
         beat.join(timeout=10)  # its connection closes before the run is reported
+
+
+def training(claims: list[tuple[str, str, str, Path]]) -> None:
+    """Record the claims this process trains now (a fused group's, for instance)."""
+    _TRAINING[:] = claims
+
+
+def release_for_requeue(why: str = "preempted") -> int:
+    """The job is preempted and will be requeued: release the claims it is training,
+    keeping their tmp dirs where they hold a checkpoint (the requeued job resumes from
+    them). Returns how many claims were released."""
+    n = 0
+    for results_dir, key, token, tmp in list(_TRAINING):
+        try:
+            with Store(results_dir) as store:
+                n += store.release(key, token, why)
+        except (sqlite3.Error, OSError):
+            pass  # the claim goes stale; the next grid retakes it
+        if not any((tmp / name).exists() for name in STATE_FILES):
+            shutil.rmtree(tmp, ignore_errors=True)
+    _TRAINING.clear()
+    return n
 
 
 def train_resumed(spec: RunSpec, protocol: EvalProtocol | None, tmp: Path, resume: list[Path],
