@@ -49,6 +49,10 @@ Hooks must be functions of the hack's parameters and their inputs (keep per-run 
 in the modules you return, not on the hack): a run's identity is the enabled hacks'
 names, parameters and versions. Randomness in per-step hooks should come from
 ``ctx.rng`` (seeded from the run's seed, separate from the loop's own stream).
+Training checkpoints (:mod:`ablate.checkpoint`) save the modules' ``state_dict`` and
+``ctx.rng``, so per-run state kept as parameters or buffers survives a resume; a plain
+Python attribute does not (a hack that must keep one can define ``state_dict()`` and
+``load_state_dict(state)``, which checkpoints call).
 
 Old-style wrappers ``wrap_generator(self, module)`` (without the Recipe) keep working.
 

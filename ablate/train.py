@@ -315,7 +315,7 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
         records, resumed_from = list(state["log"]), [*state["resumed_from"], step]
         now = time.perf_counter()
         t_start, t_train = now - state["time"]["wall_s"], now - state["time"]["train_s"]
-        val_time = state["time"]["val_s"]
+        t_window, val_time = now, state["time"]["val_s"]
         restore_files(out_dir, records, state["best"]["state"])
     g.train()
     d.train()
