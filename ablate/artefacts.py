@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ablate.errors import ConfigError
+
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once: os.umask can only be read by setting it
@@ -72,3 +74,34 @@ def read_jsonl(path: Path | str) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return out
+
+
+def directory(text: str, flag: str = "results_dir") -> Path:
+    """A directory to write into (``results_dir``, ``--results-dir``, ``--out``). An empty
+    string would silently be the working directory, so it is refused ("." says that)."""
+    if not text.strip():
+        raise ConfigError(f"{flag} is blank, which would write into the working directory; "
+                          "give a directory (\".\" if you mean that one)")
+    if "\0" in text:
+        raise ConfigError(f"{flag} {text!r} contains a NUL character, which no path can hold")
+    return Path(text)
+
+
+def check_creatable(path: Path | str, flag: str) -> None:
+    """Refuse a directory that does not exist and cannot be created, leaving nothing behind.
+
+    A temporary directory is made and removed in its nearest existing parent: the only
+    reliable test (``os.access`` says yes to root under ``/proc``, where mkdir fails). An
+    existing directory is left to its writer's own check. ``flag`` names the setting.
+    """
+    path = Path(path)
+    parent = path.absolute()
+    if parent.exists():
+        return
+    while not parent.exists():
+        parent = parent.parent
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".ablate-probe-", dir=parent))
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path} cannot be created: {parent} is not a writable "
+                          f"directory ({exc.strerror}); choose another {flag}") from None

@@ -13,10 +13,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from ablate.errors import ConfigError
+from ablate.params import check_fields
 
 LATENT_DIM = 100  # DCGAN's z size
 PRECISIONS = ("fp32", "bf16")
 FEATURES = ("classifier", "inception")  # the feature nets FID/KID/PRDC can use
+REAL_SPLITS = ("test", "train")  # never "val": validation FID picks checkpoints with it
+MAX_SEED = 2**32 - 1  # seeds feed torch and numpy generators (numpy takes < 2**32)
+# Upper bounds that refuse typos before every run of a grid fails on them:
+MAX_STEPS = 100_000_000  # steps: 200x BigGAN's 500k
+MAX_WIDTH = 1024  # ngf, ndf: 16x DCGAN's 64 (G's widest layer has 4 x width channels)
+MAX_LATENT = 1024  # latent_dim: DCGAN 100, StyleGAN 512
+MAX_SAMPLES = 1_000_000  # n, val_n, n_stacked: 20x the usual 50k of Inception FID
+MAX_KID_SUBSETS = 10_000  # torchmetrics' default is 100
+
+
+def _bounded(obj: Any, where: str, keys: tuple[str, ...], low: int, high: int) -> None:
+    for key in keys:
+        if not low <= getattr(obj, key) <= high:
+            raise ConfigError(f"{where}{key} = {getattr(obj, key)}; valid: {low} .. {high}")
 
 
 @dataclass(frozen=True)
@@ -51,14 +66,20 @@ class TrainConfig:
         for key in ("steps", "batch_size", "ngf", "ndf", "latent_dim", "log_every", "val_n"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be a positive integer, got {getattr(self, key)}")
+        _bounded(self, "", ("steps",), 1, MAX_STEPS)
+        _bounded(self, "", ("ngf", "ndf"), 1, MAX_WIDTH)
+        _bounded(self, "", ("latent_dim",), 1, MAX_LATENT)
+        _bounded(self, "", ("val_n",), 1, MAX_SAMPLES)
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be a positive integer, got {self.threads}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.val_every < 0:
             raise ConfigError(f"val_every must be >= 0 (0 = off), got {self.val_every}")
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint_every must be >= 0 (0 = off), got {self.checkpoint_every}")
-        if not 0 <= self.seed <= 2**32 - 1:  # torch and numpy seeds; larger ones overflow
-            raise ConfigError(f"seed must be in [0, {2**32 - 1}], got {self.seed}")
+        if not 0 <= self.seed <= MAX_SEED:  # torch and numpy seeds; larger ones overflow
+            raise ConfigError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
 
     def param_dict(self) -> dict[str, dict[str, Any]]:
         """``params`` as ``{hack: {param: value}}``."""
@@ -97,12 +118,24 @@ class EvalProtocol:
         bad = [f for f in self.features if f not in FEATURES]
         if bad:
             raise ConfigError(f"unknown feature net(s) {bad}; valid: {', '.join(FEATURES)}")
+        check_fields(self, "EvalProtocol")  # types: n = nan or 1e400 is no sample count
         for key in ("n", "kid_subsets", "kid_subset_size", "pr_k", "dc_k", "n_stacked",
                     "val_n", "batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"EvalProtocol.{key} must be positive, got {getattr(self, key)}")
         if self.n < 2:
             raise ConfigError("EvalProtocol.n must be at least 2")
+        _bounded(self, "EvalProtocol.", ("n",), 2, MAX_SAMPLES)
+        _bounded(self, "EvalProtocol.", ("val_n", "n_stacked"), 1, MAX_SAMPLES)
+        _bounded(self, "EvalProtocol.", ("kid_subsets",), 1, MAX_KID_SUBSETS)
+        _bounded(self, "EvalProtocol.", ("pr_k", "dc_k"), 1, self.n - 1)  # k-NN among n samples
+        _bounded(self, "EvalProtocol.", ("seed",), 0, MAX_SEED)
+        if self.real_split not in REAL_SPLITS:
+            raise ConfigError(f"EvalProtocol.real_split must be one of {', '.join(REAL_SPLITS)}, "
+                              f"got {self.real_split!r} (val is kept for validation FID)")
+        if not 0 <= self.mode_min_frac <= 1:
+            raise ConfigError(f"EvalProtocol.mode_min_frac = {self.mode_min_frac}; valid: 0 .. 1 "
+                              "(a share of a class's real frequency)")
         if self.val_every < 0:
             raise ConfigError("EvalProtocol.val_every must be >= 0")
 

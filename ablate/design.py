@@ -166,9 +166,11 @@ def _fractional(spec: DesignSpec, hacks: tuple[str, ...]) -> Design:
     import pyDOE3
 
     k = len(hacks)
+    if k < 2:  # one factor has no fraction and no interaction to alias
+        raise ConfigError(f"[design]: a fractional factorial needs at least 2 hacks in scope, "
+                          f"got {k} ({', '.join(hacks)}); for one hack use kind = "
+                          "\"leave-one-out\" (on vs off)")
     if spec.method == "plackett-burman":
-        if k < 2:
-            raise ConfigError("[design]: a Plackett-Burman design needs at least 2 hacks")
         matrix = pyDOE3.pbdesign(k)
         return Design("fractional-factorial", hacks, _rows_to_variants(matrix, hacks),
                       resolution=3, aliasing=tuple(alias_chains(matrix, hacks)),
@@ -197,6 +199,10 @@ def _fractional(spec: DesignSpec, hacks: tuple[str, ...]) -> Design:
         raise ConfigError("[design]: the design repeats rows; check the generators")
     notes = (f"2^({k}-{k - int(np.log2(len(matrix)))}) fractional factorial, {len(matrix)} runs, "
              f"resolution {_roman(res) if res else 'full'}",)
+    if len(matrix) == 2 ** k:  # no fraction: say so (the dry run and the report print notes)
+        why = ("the generators give no fraction" if spec.generators else f"no smaller fraction "
+               f"of {k} hacks has resolution {_roman(spec.resolution)} or better")
+        notes = (f"the full factorial, all {len(matrix)} combinations: {why}",)
     return Design("fractional-factorial", hacks, _rows_to_variants(matrix, hacks), resolution=res,
                   aliasing=tuple(alias_chains(matrix, hacks)), notes=notes)
 

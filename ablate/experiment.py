@@ -53,9 +53,12 @@ from pathlib import Path
 from typing import Any
 
 from ablate import registry
-from ablate.config import AnalysisSpec, EvalProtocol, SeedPolicy, TrainConfig
+from ablate.artefacts import directory
+from ablate.config import MAX_SEED, AnalysisSpec, EvalProtocol, SeedPolicy, TrainConfig
 from ablate.data import dataset_spec
 from ablate.errors import ConfigError
+from ablate.execution import parse_table as parse_execution
+from ablate.params import check
 
 DESIGN_KINDS = ("leave-one-out", "add-one-in", "full-factorial", "fractional-factorial", "explicit")
 # TrainConfig fields an experiment may not set: they are per-run (seed, hacks, params)
@@ -114,6 +117,14 @@ class Experiment:
         """Whether runs are scored (an empty ``features`` list skips evaluation)."""
         return bool(self.evaluation) and bool(dict(self.evaluation).get("features", True))
 
+    def check_decidable(self) -> None:
+        """Adaptive seeds are decided on a metric (ablate.report.sequential): refuse an
+        experiment that scores nothing, before a grid writes anything."""
+        if self.policy.adaptive and not self.evaluates():
+            raise ConfigError(f"{self.source or self.name}: seeds = {{ min, max }} (adaptive) "
+                              "decides on a metric, but [evaluation] features = [] scores "
+                              "nothing: set features = [\"classifier\"] or give fixed seeds")
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (written to ``experiment.json`` in the results dir)."""
         params: dict[str, dict[str, Any]] = {}
@@ -143,30 +154,7 @@ _TOP_KEYS = {"name", "description", "results_dir", "seeds", "data", "model", "bu
              "evaluation", "design", "hacks", "execution", "analysis"}
 _SEED_POLICY_KEYS = {"min", "max", "step"}
 _ANALYSIS_KEYS = {"sesoi", "alpha", "metric"}
-_EXECUTION_KEYS = {"workers", "threads", "device", "executor", "fuse"}
-EXECUTORS = ("local", "inline", "ray", "slurm")
-MAX_SEED = 2**32 - 1  # seeds feed torch and numpy generators (numpy takes < 2**32)
 MAX_SEED_COUNT = 1000  # a count expands to a list; more seeds than this is a typo
-
-
-def _execution(table: dict) -> dict[str, Any]:
-    """Validate ``[execution]`` (defaults for the grid command's options)."""
-    _check_keys(table, _EXECUTION_KEYS, "[execution]")
-    for key in ("workers", "threads", "fuse"):
-        if key in table:
-            value = table[key]
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"[execution].{key} must be a positive integer, got {value!r}")
-    if "device" in table:
-        device = table["device"]
-        if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda")
-                                               or device.startswith("cuda:")
-                                               and device[5:].isdigit()):
-            raise ConfigError(f"[execution].device must be auto, cpu, cuda or cuda:N, got {device!r}")
-    if "executor" in table and table["executor"] not in EXECUTORS:
-        raise ConfigError(f"[execution].executor must be one of {', '.join(EXECUTORS)}, "
-                          f"got {table['executor']!r}")
-    return table
 
 
 def _check_keys(table: dict, valid: set[str], where: str) -> None:
@@ -182,15 +170,6 @@ def _table(doc: dict, name: str) -> dict:
     return value
 
 
-def _typed(value: Any, typ: type, where: str) -> Any:
-    ok = isinstance(value, typ) and not (typ is int and isinstance(value, bool))
-    if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not ok:
-        raise ConfigError(f"{where} must be {typ.__name__}, got {value!r}")
-    return value
-
-
 def _train_fields() -> dict[str, Any]:
     return {f.name: f for f in dataclasses.fields(TrainConfig)}
 
@@ -203,15 +182,15 @@ def _evaluation(table: dict, where: str) -> tuple[tuple[str, Any], ...]:
         if not isinstance(feats, list) or not all(isinstance(f, str) for f in feats):
             raise ConfigError(f"{where}.features must be a list of feature-net names, got {feats!r}")
         table["features"] = tuple(feats)
-    if table.get("features", ("x",)) == ():
-        _check_keys(table, {"features", "n"}, where)  # evaluation skipped
-        return tuple(sorted(table.items()))
-    valid = {f.name for f in dataclasses.fields(EvalProtocol)}
-    _check_keys(table, valid, where)
-    try:
-        proto = EvalProtocol.from_dict(table)
+    skipped = table.get("features", ("x",)) == ()
+    _check_keys(table, {"features", "n"} if skipped else
+                {f.name for f in dataclasses.fields(EvalProtocol)}, where)
+    try:  # skipped: n, if given, is still checked
+        proto = EvalProtocol.from_dict({k: v for k, v in table.items() if not skipped or k == "n"})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+    if skipped:
+        return tuple(sorted(table.items()))
     out = {}
     for k, v in dataclasses.asdict(proto).items():
         out[k] = tuple(v) if isinstance(v, list) else v
@@ -221,15 +200,17 @@ def _evaluation(table: dict, where: str) -> tuple[tuple[str, Any], ...]:
 def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experiment:
     """Validate a TOML document (already parsed) into an :class:`Experiment`."""
     _check_keys(doc, _TOP_KEYS, "experiment")
-    name = _typed(doc.get("name", stem), str, "name")
-    description = _typed(doc.get("description", ""), str, "description")
-    results_dir = Path(_typed(doc.get("results_dir", f"results/{stem}"), str, "results_dir"))
+    name = check(doc.get("name", stem), str, "name")
+    if not name.strip():
+        raise ConfigError("name is blank; give a name or leave it out (default: the file's stem)")
+    description = check(doc.get("description", ""), str, "description")
+    results_dir = directory(check(doc.get("results_dir", f"results/{stem}"), str, "results_dir"))
 
     data = _table(doc, "data")
     _check_keys(data, {"dataset"}, "[data]")
     if "dataset" not in data:
         raise ConfigError("[data]: missing key 'dataset'")
-    dataset = _typed(data["dataset"], str, "[data].dataset")
+    dataset = check(data["dataset"], str, "[data].dataset")
     dataset_spec(dataset)  # unknown datasets raise, listing the valid ones
 
     fields = _train_fields()
@@ -242,7 +223,7 @@ def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experim
         for key, value in table.items():
             default = fields[key].default
             typ = type(default) if default is not None and default is not dataclasses.MISSING else None
-            train[key] = _typed(value, typ, f"{where}.{key}") if typ in (int, float, str, bool) else value
+            train[key] = check(value, typ, f"{where}.{key}") if typ in (int, float, str, bool) else value
     try:  # TrainConfig validates ranges (positive steps, ...)
         TrainConfig(dataset=dataset, **train)
     except (TypeError, ValueError) as exc:
@@ -305,7 +286,7 @@ def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experim
                 raise ConfigError(f"[budget].{key} = {train[key]} contradicts "
                                   f"[evaluation].{key} = {eval_t[key]}; set it once")
             train[key] = eval_t[key]
-    execution = _execution(_table(doc, "execution"))
+    execution = parse_execution(_table(doc, "execution"))
     analysis = _analysis(doc["analysis"], evaluation) if "analysis" in doc else None
 
     return Experiment(name=name, dataset=dataset, seeds=tuple(seeds), hacks=scope, design=design,
@@ -340,9 +321,9 @@ def _analysis(table: Any, evaluation: tuple[tuple[str, Any], ...]) -> AnalysisSp
     kw: dict[str, Any] = {}
     for key in ("sesoi", "alpha"):
         if key in table:
-            kw[key] = _typed(table[key], float, f"[analysis].{key}")
+            kw[key] = check(table[key], float, f"[analysis].{key}")
     if "metric" in table:
-        metric = _typed(table["metric"], str, "[analysis].metric")
+        metric = check(table["metric"], str, "[analysis].metric")
         ev = dict(evaluation)
         parts = metric.split(".")
         features = ev.get("features") or ()
@@ -368,16 +349,16 @@ def _design_spec(table: dict) -> DesignSpec:
     kw: dict[str, Any] = {"kind": kind}
     for key in ("include_all_off", "include_all_on"):
         if key in table:
-            kw[key] = _typed(table[key], bool, f"[design].{key}")
+            kw[key] = check(table[key], bool, f"[design].{key}")
     if "method" in table:
-        kw["method"] = _typed(table["method"], str, "[design].method")
+        kw["method"] = check(table["method"], str, "[design].method")
         if kw["method"] not in ("fracfact", "plackett-burman"):
             raise ConfigError(f"[design].method: unknown method {kw['method']!r}; "
                               "valid: fracfact, plackett-burman")
     if "resolution" in table:
-        kw["resolution"] = _typed(table["resolution"], int, "[design].resolution")
+        kw["resolution"] = check(table["resolution"], int, "[design].resolution")
     if "generators" in table:
-        kw["generators"] = _typed(table["generators"], str, "[design].generators")
+        kw["generators"] = check(table["generators"], str, "[design].generators")
     if "variants" in table:
         raw = table["variants"]
         if not isinstance(raw, dict):
@@ -408,6 +389,8 @@ def load_experiment(path: Path | str) -> Experiment:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: TOML syntax error: {exc}") from exc
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(f"{path}: arrays or inline tables nested too deeply to parse") from None
     try:
         return parse_experiment(doc, path.stem, str(path))
     except ConfigError as exc:

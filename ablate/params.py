@@ -3,7 +3,9 @@
 A hack's ``Params`` and the :class:`~ablate.recipe.Recipe` declare their fields with
 ordinary annotations; this module checks a value against such an annotation:
 
-* ``bool``, ``int``, ``float``, ``str`` (a bool is not an int; an int is a float);
+* ``bool``, ``int``, ``float``, ``str`` (a bool is not an int; an int is a float; a float
+  is finite and within float32's range: nan, inf and 1e308 are refused; write
+  ``float | None`` for "no limit");
 * ``Literal["a", "b"]`` — one of the listed values;
 * ``X | None`` / ``Optional[X]`` and other unions — any arm;
 * ``tuple[X, Y]`` (fixed length) and ``tuple[X, ...]``, element by element;
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -29,6 +32,10 @@ from typing import Annotated, Any, Literal, Union
 from ablate.errors import ConfigError
 
 _NONE_WORDS = ("none", "null")
+# Floats feed float32 tensors: lr = 1e308 passed, then failed inside every run ("value
+# cannot be converted to type float without overflow"). A large value that fits (lr = 1e20)
+# is an experiment: the run diverges, an outcome the grid records.
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 @dataclass(frozen=True)
@@ -185,14 +192,24 @@ def _convert(value: Any, typ: Any, where: str, coerce: bool) -> Any:
                 pass
         raise _fail(value, typ, where)
     if typ is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if coerce and isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise _fail(value, typ, where)
+        number = None
+        try:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                number = float(value)
+            elif coerce and isinstance(value, str):
+                number = float(value.strip())
+        except ValueError:
+            pass
+        except OverflowError:  # an int beyond any float
+            number = math.inf
+        if number is None:
+            raise _fail(value, typ, where)
+        if not math.isfinite(number):  # nan or inf: no setting means that (`float | None` does)
+            raise _fail(value, typ, where, "not a finite number")
+        if abs(number) > FLOAT32_MAX:
+            raise _fail(value, typ, where, f"beyond ±{FLOAT32_MAX:.4g}, the float32 range that "
+                        "training computes in, where it would be inf")
+        return number
     if typ is str:
         if isinstance(value, str):
             return value

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from ablate.errors import ConfigError
-from ablate.params import Bounds, check_fields
+from ablate.params import FLOAT32_MAX, Bounds, check_fields
 
 Downsample = Literal["strided", "pool"]
 Upsample = Literal["transposed", "resize"]
@@ -65,6 +65,13 @@ class Optimizer:
 
     def __post_init__(self) -> None:
         check_fields(self, "Optimizer")
+        # Adam's first step is lr / (1 - beta1) (bias correction), computed in float32: a
+        # larger one fails inside every run. A large lr that fits (1e20) diverges, which
+        # the grid records as an outcome.
+        if self.lr / (1 - self.betas[0]) > FLOAT32_MAX:
+            raise ConfigError(f"Optimizer.lr = {self.lr}: Adam's first step lr / (1 - beta1) = "
+                              f"{self.lr / (1 - self.betas[0]):.4g} exceeds float32's "
+                              f"{FLOAT32_MAX:.4g}; valid: lr <= {FLOAT32_MAX * (1 - self.betas[0]):.4g}")
 
 
 @dataclass(frozen=True)

@@ -296,6 +296,9 @@ def expand(selection: Iterable[str], removed: Iterable[str] = ()) -> tuple[str, 
     Unknown names raise a :class:`ConfigError` listing the valid ones.
     """
     selection = list(selection)
+    if "none" in selection and len(selection) > 1:
+        raise ConfigError(f"'none' (no hacks) cannot be combined with other names, got "
+                          f"{selection}; give 'none' alone, or only the hacks you want")
     if "all" in selection and problems():
         raise ConfigError("'all' cannot be resolved: " + "; ".join(problems())
                           + " (list the hacks you want instead, e.g. 'builtin,spectral-norm')")

@@ -185,7 +185,7 @@ def test_parameter_values_are_coerced(values, expected):
     ({"pair": "0.1"}, "'pair' must be tuple[float, float]"),
     ({"many": "1,x"}, "'many'[1] must be int"),
     ({"p": 1.5}, "'p' must be float (>= 0.0 and <= 1.0), got 1.5 (out of range"),
-    ({"p": float("nan")}, "out of range"),
+    ({"p": float("nan")}, "'p' must be float, got nan (not a finite number)"),
     ({"n": 0}, "'n' must be int (> 0)"),
     ({"n": 2.5}, "'n' must be int"),
     ({"n": True}, "'n' must be int"),

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ablate import execution
 from ablate.config import EvalProtocol, parse_features
 
 HELP = "score a run: FID/KID, precision/recall, density/coverage, modes"
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from ablate.evaluate import METRICS_FILE, evaluate_run
     from ablate.resolve import read_config
 
-    if args.threads:
+    if execution.check_threads(args.threads, "--threads", "inline"):  # scores here
         torch.set_num_threads(args.threads)
     train_cfg = {}
     if (Path(args.run_dir) / "config.json").exists():  # record how the run was validated

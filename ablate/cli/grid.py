@@ -9,11 +9,12 @@ import sys
 import traceback
 from pathlib import Path
 
-from ablate.errors import ConfigError
+from ablate import execution
+from ablate.artefacts import check_creatable, directory
+from ablate.execution import EXECUTORS
 from ablate.report import write_report
 
 HELP = "train and score every run of an experiment (resumable)"
-EXECUTORS = ("local", "inline", "ray", "slurm")
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -26,7 +27,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
                         "are missing (their remains are moved to broken/)")
     p.add_argument("--rebuild-index", action="store_true",
                    help="move a corrupt runs.sqlite aside and rebuild the index from runs/*/")
-    p.add_argument("--results-dir", type=Path, default=None,
+    p.add_argument("--results-dir", default=None,
                    help="override the experiment's results directory")
     p.add_argument("--executor", choices=EXECUTORS, default=None,
                    help="where runs execute: local process pool (default), inline (this "
@@ -36,8 +37,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
                         "runs the job array as local processes (submitit's test mode)")
     p.add_argument("--partition", default=None, help="slurm: the partition to submit to")
     p.add_argument("--workers", type=int, default=None,
-                   help="parallel runs (default: one per GPU, else cores / threads)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per run")
+                   help="parallel runs (default: one per GPU, else cores / threads; at most "
+                        f"{execution.MAX_WORKERS}, and at most the cores for the local pool)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per run (at most the cores where runs execute here)")
     p.add_argument("--fuse", type=int, default=None, metavar="K",
                    help="train up to K runs that share an architecture as one fused model "
                         "(1: every run alone). Default: alone on the CPU, where fusion does "
@@ -48,14 +51,6 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
 
 
-def _positive(name: str, value: object) -> int | None:
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
     # Import-time saving (see ablate/cli/__init__.py): the grid stack loads torch.
     from ablate.experiment import load_experiment
@@ -64,23 +59,32 @@ def run(args: argparse.Namespace) -> int:
     from ablate.grid.status import print_dry_run
     from ablate.grid.worker import disk_full
 
-    # Validate everything before anything is written.
+    # Validate everything before anything is written (the rules: ablate.execution).
     exp0 = load_experiment(args.experiment)
-    exe_defaults = dict(exp0.execution)
-    device = args.device or exe_defaults.get("device", "auto")
-    threads = _positive("--threads", args.threads if args.threads is not None
-                        else exe_defaults.get("threads"))
-    workers = _positive("--workers", args.workers if args.workers is not None
-                        else exe_defaults.get("workers"))
-    fuse = _positive("--fuse", args.fuse if args.fuse is not None else exe_defaults.get("fuse"))
-    executor_name = args.executor or exe_defaults.get("executor", "local")
-    grid = prepare(args.experiment, args.results_dir, device=device, threads=threads,
+    defaults = dict(exp0.execution)
+
+    def setting(name: str) -> tuple[object, str]:  # (value, where it came from)
+        flag = getattr(args, name)
+        return (flag, f"--{name}") if flag is not None else (defaults.get(name), f"[execution].{name}")
+
+    executor_name = args.executor or defaults.get("executor", "local")
+    device, where = setting("device")
+    device = "auto" if device is None else execution.check_device(device, where)
+    threads = execution.check_threads(*setting("threads"), executor_name, args.address)
+    workers, note = execution.cap_workers(*setting("workers"), executor_name, args.address)
+    fuse = execution.positive(*setting("fuse"))
+    results_dir = directory(args.results_dir, "--results-dir") if args.results_dir is not None else None
+    grid = prepare(args.experiment, results_dir, device=device, threads=threads,
                    check_device=executor_name in ("local", "inline"))
     for warning in grid.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if note:
+        print(f"ablate: note: {note}", file=sys.stderr)
     if args.dry_run:
         print_dry_run(grid, fuse)
         return 0
+    check_creatable(grid.results_dir, "--results-dir" if results_dir else "results_dir")
+    grid.experiment.check_decidable()  # the statistics below decide adaptive looks on a metric
     executor = make_executor(executor_name, workers=workers, threads=threads, device=device,
                              address=args.address, results_dir=grid.results_dir,
                              partition=args.partition)

@@ -9,7 +9,8 @@ import json
 import sys
 from pathlib import Path
 
-from ablate import registry
+from ablate import execution, registry
+from ablate.artefacts import check_creatable, directory
 from ablate.cli.evaluate import print_summary, protocol_for
 from ablate.config import TrainConfig
 from ablate.errors import ConfigError
@@ -52,7 +53,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ngf", type=int, default=d.ngf)
     p.add_argument("--ndf", type=int, default=d.ndf)
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's; at most this machine's cores)")
     p.add_argument("--precision", default=d.precision, choices=["fp32", "bf16"],
                    help="bf16 autocasts G and D forward passes (a GPU speed option; off by default)")
     p.add_argument("--log-every", type=int, default=d.log_every)
@@ -70,7 +72,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-n", type=int, default=10_000, help="samples for the final evaluation")
     p.add_argument("--eval-features", default="auto",
                    help="classifier, inception, both, or auto (classifier on CPU, both on GPU)")
-    p.add_argument("--out", type=Path, default=None, help="run directory (default runs/<dataset>-<variant>-s<seed>-<config digest>)")
+    p.add_argument("--out", default=None, help="run directory (default runs/<dataset>-<variant>-s<seed>-<config digest>)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
 
@@ -78,6 +80,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     from ablate.data import dataset_spec
 
     dataset_spec(args.dataset)  # unknown datasets fail here, listing the valid ones
+    execution.check_threads(args.threads, "--threads", "inline")  # the run trains here
     return TrainConfig(
         dataset=args.dataset, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
         hacks=parse_hack_selection(args.hacks, args.off), params=parse_sets(args.set),
@@ -126,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
     if args.eval:
         protocol = protocol_for(args.eval_features, config.device, n=args.eval_n,
                                 val_every=config.val_every, val_n=config.val_n)
-    out = args.out or default_out(plan)
+    out = directory(args.out, "--out") if args.out is not None else default_out(plan)
+    check_creatable(out, "--out")
     state = out / STATE_FILE
     try:
         scored = train_and_score(config, protocol, out,
