@@ -181,7 +181,7 @@ def test_cli_train_refuses_existing_dir(tmp_path, capsys):
     (tmp_path / "done").mkdir()
     (tmp_path / "done/result.json").write_text("{}")
     code = main(["train", "--dataset", "fake", "--steps", "1", "--out", str(tmp_path / "done")])
-    assert code == 2 and "already exists" in capsys.readouterr().err
+    assert code == 2 and "holds a finished run" in capsys.readouterr().err
     assert (tmp_path / "done/result.json").read_text() == "{}"
 
 
