@@ -49,15 +49,53 @@ def diff(before: Recipe, after: Recipe) -> dict[str, tuple[Any, Any]]:
 def recipe_changes(plan_or_hacks: Any) -> dict[str, tuple[Any, Any]]:
     """What the enabled hacks change in the Recipe relative to all-off.
 
-    Accepts a :class:`~ablate.train.TrainPlan` (its folded Recipe) or hack instances
-    (folded here in :func:`fold_order`). Values are the Recipe's own (tuples stay tuples).
+    Accepts a :class:`~ablate.train.TrainPlan` (its folded Recipe and hacks) or hack
+    instances (folded here in :func:`fold_order`). Values are the Recipe's own (tuples
+    stay tuples). A field an enabled hack sets is listed even when the folded value is
+    the all-off one (a hack that sets ``d_update`` back to ``"mixed"`` over
+    ``separate-batches``: ``{"d_update": ("mixed", "mixed")}``).
     """
     recipe = getattr(plan_or_hacks, "recipe", None)
+    hacks = list(getattr(plan_or_hacks, "hacks", ())) if recipe is not None else list(plan_or_hacks)
     if recipe is None:
         recipe = Recipe()
-        for hack in fold_order(list(plan_or_hacks)):
+        for hack in fold_order(hacks):
             recipe = call_apply(hack, recipe)
-    return diff(Recipe(), recipe)
+    off, final = flatten(Recipe()), flatten(recipe)
+    fields = set(diff(Recipe(), recipe))
+    for h in hacks:
+        fields |= touched(h, [call_apply(o, Recipe()) for o in hacks if o is not h])
+    return {k: (off[k], final[k]) for k in off if k in fields}
+
+
+def touched(hack: Hack, others: Sequence[Recipe] = ()) -> set[str]:
+    """The Recipe fields ``hack`` sets: those its ``apply`` changes when folded into the
+    all-off Recipe or into any of ``others`` (what other enabled hacks make of all-off).
+    Folding into all-off alone misses a hack that sets a field back to its all-off value
+    (``d_update = "mixed"`` over ``separate-batches``)."""
+    out: set[str] = set()
+    for base in (Recipe(), *others):
+        out |= set(diff(base, call_apply(hack, base)))
+    return out
+
+
+def is_builtin(hack: Hack) -> bool:
+    """Whether ``hack`` is one of ablate's built-ins (defined in :mod:`ablate.hacks`;
+    checked by module name, so the training loop needs no registry)."""
+    return type(hack).__module__.split(".")[:2] == ["ablate", "hacks"]
+
+
+def _implicit(a: Hack, b: Hack) -> bool:
+    """A plugin overlapping a built-in overrides it without declaring so (API v1 plugins
+    predate ``overrides``; plugins fold after the built-ins, so their values win)."""
+    return not is_builtin(a) and is_builtin(b) and b.name not in type(a).overrides
+
+
+def shared_fields(a: Hack, b: Hack) -> list[str]:
+    """The Recipe fields both ``a`` and ``b`` set (see :func:`touched`)."""
+    fa = touched(a, [call_apply(b, Recipe())])
+    fb = touched(b, [call_apply(a, Recipe())])
+    return sorted(fa & fb)
 
 
 def changes_json(changes: dict[str, tuple[Any, Any]]) -> dict[str, list[Any]]:
@@ -88,19 +126,24 @@ def fold_order(hacks: Sequence[Hack]) -> list[Hack]:
 
 
 def check(hacks: Sequence[Hack]) -> None:
-    """Raise :class:`ConfigError` for undeclared overlaps between enabled hacks."""
-    changed = {h.name: set(diff(Recipe(), call_apply(h, Recipe()))) for h in hacks}
+    """Raise :class:`ConfigError` for undeclared overlaps between enabled hacks.
+
+    A plugin that sets a Recipe field a built-in also sets is no error: it overrides the
+    built-in implicitly (plugins fold after built-ins, as under API v1), and
+    :func:`overrides_in_effect` records it with a note."""
     for i, a in enumerate(hacks):
         for b in hacks[i + 1:]:
             if _overrides(a, b) or _overrides(b, a):
                 continue
-            fields = sorted(changed[a.name] & changed[b.name])
+            fields = shared_fields(a, b)
+            hooks = sorted(set(EXCLUSIVE_HOOKS) & type(a).hooks() & type(b).hooks())
+            if fields and not hooks and (_implicit(a, b) or _implicit(b, a)):
+                continue
             if fields:
                 raise ConfigError(
                     f"hacks {a.name!r} and {b.name!r} both set the Recipe field(s) "
                     f"{', '.join(fields)}; enable one of them, or declare "
                     f"overrides = ({b.name!r},) in {a.name!r} (or the reverse)")
-            hooks = sorted(set(EXCLUSIVE_HOOKS) & type(a).hooks() & type(b).hooks())
             if hooks:
                 raise ConfigError(
                     f"hacks {a.name!r} and {b.name!r} both replace {', '.join(hooks)}(); "
@@ -109,18 +152,37 @@ def check(hacks: Sequence[Hack]) -> None:
 
 
 def overrides_in_effect(hacks: Sequence[Hack]) -> list[dict[str, Any]]:
-    """Each declared override between two enabled hacks, with what it overrides:
-    ``[{"hack": "ttur", "overrides": "adam-dcgan", "fields": [...], "hooks": [...]}]``."""
+    """Each override between two enabled hacks, with what it overrides:
+    ``[{"hack": "ttur", "overrides": "adam-dcgan", "fields": [...], "hooks": [...]}]``.
+
+    Declared overrides are listed whether or not the two overlap. A plugin that sets a
+    field a built-in sets without declaring it is listed too, with ``"implicit": true``
+    and a one-line ``"note"`` (:func:`notes` gives the notes)."""
     out = []
     for a in hacks:
         for b in hacks:
-            if a is b or not _overrides(a, b):
+            if a is b:
                 continue
-            fields = set(diff(Recipe(), call_apply(a, Recipe()))) & set(diff(Recipe(), call_apply(b, Recipe())))
-            hooks = set(EXCLUSIVE_HOOKS) & type(a).hooks() & type(b).hooks()
-            out.append({"hack": a.name, "overrides": b.name, "fields": sorted(fields),
-                        "hooks": sorted(hooks)})
+            if _overrides(a, b):
+                fields = shared_fields(a, b)
+                hooks = set(EXCLUSIVE_HOOKS) & type(a).hooks() & type(b).hooks()
+                out.append({"hack": a.name, "overrides": b.name, "fields": fields,
+                            "hooks": sorted(hooks)})
+            elif _implicit(a, b) and not _overrides(b, a):
+                fields = shared_fields(a, b)
+                if fields:
+                    moot = "" if set(touched(b)) - set(fields) else \
+                        f"; {b.name!r} changes nothing else, so it has no effect in this run"
+                    out.append({"hack": a.name, "overrides": b.name, "fields": fields, "hooks": [],
+                                "implicit": True,
+                                "note": f"plugin hack {a.name!r} overrides built-in {b.name!r} on "
+                                        f"{', '.join(fields)} (plugins fold after built-ins){moot}"})
     return out
+
+
+def notes(hacks: Sequence[Hack]) -> list[str]:
+    """One line per implicit override (a plugin overriding a built-in it does not name)."""
+    return [o["note"] for o in overrides_in_effect(hacks) if o.get("implicit")]
 
 
 @dataclass(frozen=True)
@@ -138,11 +200,14 @@ class Hooks:
     g_penalty: tuple[Hack, ...] = ()
     after_step: tuple[Hack, ...] = ()
     sampling_generator: Hack | None = None
+    after_d_update: tuple[Hack, ...] = ()
 
     @property
     def per_step(self) -> bool:
-        """Whether any loss or augmentation hook is in use (else the loop's plain path)."""
-        return bool(self.augment or self.d_loss or self.d_penalty or self.g_loss or self.g_penalty)
+        """Whether any hook inside the D or G update is in use (loss, augmentation,
+        after-D-update; else the loop's plain path)."""
+        return bool(self.augment or self.d_loss or self.d_penalty or self.g_loss or self.g_penalty
+                    or self.after_d_update)
 
 
 def select_hooks(hacks: Iterable[Hack]) -> Hooks:
@@ -159,4 +224,5 @@ def select_hooks(hacks: Iterable[Hack]) -> Hooks:
 
     return Hooks(augment=users("augment"), d_loss=winner("d_loss"), d_penalty=users("d_penalty"),
                  g_loss=winner("g_loss"), g_penalty=users("g_penalty"),
-                 after_step=users("after_step"), sampling_generator=winner("sampling_generator"))
+                 after_step=users("after_step"), sampling_generator=winner("sampling_generator"),
+                 after_d_update=users("after_d_update"))

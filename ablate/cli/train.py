@@ -120,8 +120,12 @@ def run(args: argparse.Namespace) -> int:
     from ablate.resolve import resolve
     from ablate.train import resolved_config
 
+    from ablate.interactions import notes
+
     config = config_from_args(args)
     plan = resolve(config)
+    for note in notes(plan.hacks):  # a plugin overriding a built-in it does not name
+        print(f"ablate: note: {note}", file=sys.stderr)
     if args.dry_run:
         print(json.dumps(resolved_config(plan), indent=2))
         return 0
