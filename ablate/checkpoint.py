@@ -39,6 +39,7 @@ import torch
 from ablate.artefacts import write_atomic
 from ablate.environment import versions
 from ablate.errors import ConfigError
+from ablate.hack import call_hook
 
 STATE_FILE = "train_state.pt"
 # A fused group's member keeps its previous checkpoint too: the members' files are
@@ -167,19 +168,22 @@ def set_global_rng(state: dict[str, Any]) -> None:
 def hack_states(hacks: Iterable[Any]) -> dict[str, Any]:
     """Per-run state of hacks that keep any outside their modules.
 
-    The Hack API keeps per-run state in the modules a hack returns (saved with G, D and
-    the sampling generator); a hack that has a ``state_dict()`` method is saved here too,
-    under its name, and given it back by ``load_state_dict(state)``.
+    A hack keeps per-run state in the modules it returns (saved with G, D and the
+    sampling generator) or returns it from :meth:`~ablate.hack.Hack.state_dict` (None:
+    nothing to save); that is saved here under its name and given back by
+    ``load_state_dict(state)`` on resume. The loop's ``ctx.log`` window is saved with
+    the rest of the loop's state.
     """
     out = {}
     for h in hacks:
-        fn = getattr(h, "state_dict", None)
-        if callable(fn):
-            out[h.name] = fn()
+        if callable(getattr(h, "state_dict", None)):
+            state = call_hook(h, "state_dict")
+            if state is not None:
+                out[h.name] = state
     return out
 
 
 def load_hack_states(hacks: Iterable[Any], states: dict[str, Any]) -> None:
     for h in hacks:
         if h.name in states and callable(getattr(h, "load_state_dict", None)):
-            h.load_state_dict(states[h.name])
+            call_hook(h, "load_state_dict", states[h.name])

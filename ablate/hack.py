@@ -1,4 +1,4 @@
-"""The Hack base class: the plugin API.
+"""The Hack base class: the plugin API (v3).
 
 A hack is a class with metadata, typed parameters and hooks. Every hook's default is
 the identity (or "not used"), so a hack overrides only what it changes. The training
@@ -24,35 +24,50 @@ these hooks — otherwise the loop runs its plain path and calls none of them):
 
 4. ``recipe.d_steps`` times, a discriminator update. ``mixed``: one update on
    ``x = cat([real, fake])``; ``separate``: one update on ``real``, then one on
-   ``fake``. For each update:
+   ``fake``. For each update (``ctx.index`` 0, 1, ... within the step):
 
-   a. :meth:`Hack.augment` ``(x, ctx) -> x`` on D's input, real and fake alike
-      (every enabled hack's, in order; differentiable, same shape);
+   a. :meth:`Hack.augment` ``(x, ctx) -> x`` on D's input (every enabled hack's, in
+      order; differentiable, same shape); ``ctx.side`` says which batch it is:
+      ``"real"``, ``"fake"``, ``"mixed"`` (``ctx.n_real`` real rows first);
    b. D's forward pass; :class:`DContext` holds its inputs, outputs, targets and
       features (the input of D's last convolution);
    c. loss = :meth:`Hack.d_loss` ``(ctx)`` (replaces the adversarial loss; default:
       binary cross-entropy against the Recipe's targets) + the sum of every
-      :meth:`Hack.d_penalty` ``(ctx)`` (R1, gradient penalties); backward; step.
+      :meth:`Hack.d_penalty` ``(ctx)`` (R1, gradient penalties); backward; step;
+   d. :meth:`Hack.after_d_update` ``(ctx)`` of every enabled hack (weight clipping,
+      statistics of D's logits), with the update's :class:`DContext` (logits detached).
 
-5. The generator update on the last fake batch: :meth:`Hack.augment` on the fakes,
-   D's forward pass, loss = :meth:`Hack.g_loss` ``(ctx)`` (replaces the non-saturating
-   loss) + the sum of every :meth:`Hack.g_penalty` ``(ctx)``; backward; step.
+5. The generator update on the last fake batch: :meth:`Hack.augment` on the fakes
+   (``ctx.side == "g"``), D's forward pass, loss = :meth:`Hack.g_loss` ``(ctx)``
+   (replaces the non-saturating loss) + the sum of every :meth:`Hack.g_penalty`
+   ``(ctx)``; backward; step.
 6. :meth:`Hack.after_step` ``(ctx)`` for every enabled hack (EMA, schedules).
 
-At most one enabled hack may replace each of ``d_loss``, ``g_loss`` and
-``sampling_generator``, and no two may change the same Recipe field, unless one
-declares that it overrides the other (``overrides = ("other-hack",)``); the run's
-``config.json`` then records the override. Hooks that return the wrong type raise
-:class:`~ablate.errors.ConfigError` naming the hack and the hook.
+Every context carries the run: ``step`` (generator updates done before this one),
+``steps`` (the run's total), ``g``, ``d``, ``opt_g``, ``opt_d``, ``rng``, and
+``log(name, value)``, which writes the mean of a window's values as an extra key of
+``log.jsonl``'s record at the end of each log window (:class:`ablate.train.HackLog`).
 
-Hooks must be functions of the hack's parameters and their inputs (keep per-run state
-in the modules you return, not on the hack): a run's identity is the enabled hacks'
-names, parameters and versions. Randomness in per-step hooks should come from
-``ctx.rng`` (seeded from the run's seed, separate from the loop's own stream).
-Training checkpoints (:mod:`ablate.checkpoint`) save the modules' ``state_dict`` and
-``ctx.rng``, so per-run state kept as parameters or buffers survives a resume; a plain
-Python attribute does not (a hack that must keep one can define ``state_dict()`` and
-``load_state_dict(state)``, which checkpoints call).
+At most one enabled hack may replace each of ``d_loss``, ``g_loss`` and
+``sampling_generator``, and no two may set the same Recipe field, unless one
+declares that it overrides the other (``overrides = ("other-hack",)``); the run's
+``config.json`` then records the override. A plugin that sets a field a built-in sets
+overrides it without declaring so (plugins fold after built-ins; recorded as implicit).
+Hooks that return the wrong type raise :class:`~ablate.errors.ConfigError` naming the
+hack and the hook; any other exception raised inside a hook comes out as
+:class:`HookError` (a ConfigError) naming the hack and the hook, with the original as
+its cause.
+
+Per-run state: each run instantiates its enabled hacks afresh (``ablate.resolve``), so
+an instance belongs to one run. A run's identity is the enabled hacks' names,
+parameters and versions: hooks must be functions of those, their inputs and the state
+the run accumulates. Randomness in per-step hooks should come from ``ctx.rng`` (seeded
+from the run's seed, separate from the loop's own stream). Training checkpoints
+(:mod:`ablate.checkpoint`) save the modules' ``state_dict``, ``ctx.rng``, the
+``ctx.log`` window and what :meth:`Hack.state_dict` returns (given back through
+:meth:`Hack.load_state_dict` on resume): keep per-run state in parameters or buffers
+of the modules you return, or return it from ``state_dict()``; a plain attribute that
+``state_dict()`` does not return is lost on resume.
 
 Old-style wrappers ``wrap_generator(self, module)`` (without the Recipe) keep working.
 
@@ -99,7 +114,8 @@ if TYPE_CHECKING:  # annotations only: the registry (and `ablate hacks`) need no
 
 # Hook names, in call order. BUILD_HOOKS run once per run; STEP_HOOKS every step.
 BUILD_HOOKS = ("apply", "wrap_generator", "wrap_discriminator", "sampling_generator")
-STEP_HOOKS = ("augment", "d_loss", "d_penalty", "g_loss", "g_penalty", "after_step")
+STEP_HOOKS = ("augment", "d_loss", "d_penalty", "after_d_update", "g_loss", "g_penalty",
+              "after_step")
 HOOKS = BUILD_HOOKS + STEP_HOOKS
 # Hooks that replace something: at most one enabled hack may override each.
 EXCLUSIVE_HOOKS = ("d_loss", "g_loss", "sampling_generator")
@@ -108,6 +124,15 @@ EXCLUSIVE_HOOKS = ("d_loss", "g_loss", "sampling_generator")
 @dataclass(frozen=True)
 class NoParams:
     """Parameters of a hack that has none."""
+
+
+# Which batch :meth:`Hack.augment` receives (``StepContext.side``), and which sides a D
+# update holds (``DContext.side``).
+SIDES = ("real", "fake", "mixed", "g")
+
+
+def _discard(name: str, value: Any) -> None:
+    """``ctx.log`` of a context built outside the training loop: the value goes nowhere."""
 
 
 # --------------------------------------------------------------------------------------
@@ -124,6 +149,13 @@ class StepContext:
     :meth:`Hack.sampling_generator` returned another), ``opt_g``/``opt_d`` the Adam
     optimizers, ``rng`` a generator on the run's device for hooks' random draws.
     ``loss_d``/``loss_g`` hold the last losses (detached) in :meth:`Hack.after_step`.
+
+    ``side`` (in :meth:`Hack.augment`) says which batch it receives: ``"real"`` or
+    ``"fake"`` (a D update of separate batches), ``"mixed"`` (``cat([real, fake])``,
+    real first, ``n_real`` rows of it), or ``"g"`` (G's fakes in the generator update,
+    with gradient); ``index`` is the D update's index within the step (0, 1, ...;
+    separate batches count two updates per ``d_steps``). ``log(name, value)`` adds a
+    number to ``log.jsonl`` (averaged over the log window; :class:`ablate.train.HackLog`).
     """
 
     recipe: Recipe
@@ -138,6 +170,10 @@ class StepContext:
     step: int = 0
     loss_d: torch.Tensor | None = None
     loss_g: torch.Tensor | None = None
+    side: str | None = None
+    index: int = 0
+    n_real: int = 0
+    log: Callable[[str, Any], None] = _discard
 
 
 @dataclass
@@ -150,6 +186,12 @@ class DContext:
     convolution; None if D has none). With ``d_update = "separate"`` each update holds one
     side and the other side's fields are None. ``discriminate(x) -> (logits, features)``
     runs D (as the loop calls it, without augmentation) on any batch.
+
+    Run information (API v3): ``steps`` (the run's total generator updates), ``g``,
+    ``d``, ``opt_g``, ``opt_d`` (as in :class:`StepContext`), ``index`` (this D update's
+    index within the step), ``side`` (``"real"``, ``"fake"`` or ``"mixed"``) and
+    ``log(name, value)``. :meth:`Hack.after_d_update` receives the same context after
+    the optimizer step (the logits as D gave them before it).
     """
 
     step: int
@@ -164,6 +206,14 @@ class DContext:
     features_fake: torch.Tensor | None
     discriminate: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
     rng: torch.Generator
+    steps: int = 0
+    g: nn.Module | None = None
+    d: nn.Module | None = None
+    opt_g: Any = None
+    opt_d: Any = None
+    index: int = 0
+    side: str = "mixed"
+    log: Callable[[str, Any], None] = _discard
 
 
 @dataclass
@@ -174,7 +224,8 @@ class GContext:
     logits on it, ``features_fake`` D's features of it; ``real`` is the real batch of the
     last D update as D saw it (after augmentation, detached). ``discriminate`` as in
     :class:`DContext` (e.g. ``discriminate(ctx.real)`` for features of real data under
-    the current D).
+    the current D). Run information as in :class:`DContext`: ``steps``, ``g``, ``d``,
+    ``opt_g``, ``opt_d``, ``log(name, value)``.
     """
 
     step: int
@@ -185,6 +236,12 @@ class GContext:
     features_fake: torch.Tensor | None
     discriminate: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
     rng: torch.Generator
+    steps: int = 0
+    g: nn.Module | None = None
+    d: nn.Module | None = None
+    opt_g: Any = None
+    opt_d: Any = None
+    log: Callable[[str, Any], None] = _discard
 
 
 # --------------------------------------------------------------------------------------
@@ -253,6 +310,10 @@ class Hack:
         """A scalar added to D's loss (None: nothing this update)."""
         return None
 
+    def after_d_update(self, ctx: DContext) -> None:
+        """Called after each discriminator update's optimizer step (weight clipping,
+        statistics of D's logits). ``ctx`` is the update's :class:`DContext`."""
+
     def g_loss(self, ctx: GContext) -> torch.Tensor:
         """Replace G's adversarial (non-saturating) loss."""
         raise NotImplementedError  # never called unless overridden
@@ -263,6 +324,16 @@ class Hack:
 
     def after_step(self, ctx: StepContext) -> None:
         """Called after each generator update (EMA, schedules)."""
+
+    # ----- per-run state --------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any] | None:
+        """This hack's per-run state kept outside its modules (None: none), saved in the
+        run's training checkpoint and given back by :meth:`load_state_dict` on resume.
+        Values: tensors, numbers, strings, and lists/dicts of them."""
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (called before the first resumed step)."""
 
     # ----- introspection --------------------------------------------------------------
     @classmethod
@@ -344,12 +415,30 @@ def _jsonable(value: Any) -> Any:
 # --------------------------------------------------------------------------------------
 # Calling set-up hooks with type checks (the loop and resolve use these)
 # --------------------------------------------------------------------------------------
+class HookError(ConfigError):
+    """An exception raised inside a hack's hook, re-raised naming the hack and the hook
+    (a :class:`ConfigError`: ``ablate train`` exits 2, a grid fails only that run). The
+    original exception is its ``__cause__``."""
+
+
+def call_hook(hack: Hack, hook: str, *args: Any) -> Any:
+    """``hack.<hook>(*args)``; an exception other than :class:`ConfigError` comes out as
+    :class:`HookError` naming the hack, the hook and the original exception."""
+    try:
+        return getattr(hack, hook)(*args)
+    except ConfigError as exc:
+        if str(exc).startswith(f"hack {hack.name!r}"):
+            raise
+        raise ConfigError(f"hack {hack.name!r}: {hook}(): {exc}") from exc
+    except Exception as exc:
+        first = str(exc).strip().splitlines()
+        raise HookError(f"hack {hack.name!r}: {hook}() raised {type(exc).__name__}"
+                        f"{': ' + first[0] if first else ''}") from exc
+
+
 def call_apply(hack: Hack, recipe: Recipe) -> Recipe:
     """``hack.apply(recipe)``, checked: a Recipe comes back, bad values name the hack."""
-    try:
-        out = hack.apply(recipe)
-    except ConfigError as exc:
-        raise ConfigError(f"hack {hack.name!r}: apply(): {exc}") from exc
+    out = call_hook(hack, "apply", recipe)
     if not isinstance(out, Recipe):
         raise ConfigError(f"hack {hack.name!r}: apply() must return a Recipe, got "
                           f"{type(out).__name__} (return recipe.replace(...))")
@@ -361,8 +450,8 @@ def call_wrapper(hack: Hack, hook: str, module: nn.Module, recipe: Recipe) -> nn
     Recipe where the override takes it, checked to return an ``nn.Module``."""
     from torch import nn  # torch is loaded by now (modules exist); not at import time
 
-    method = getattr(hack, hook)
-    out = method(module, recipe) if type(hack).takes_recipe(hook) else method(module)
+    args = (module, recipe) if type(hack).takes_recipe(hook) else (module,)
+    out = call_hook(hack, hook, *args)
     if not isinstance(out, nn.Module):
         raise ConfigError(f"hack {hack.name!r}: {hook}() must return a torch.nn.Module, got "
                           f"{type(out).__name__} (return the module, modified or wrapped)")

@@ -1,7 +1,7 @@
 """The training loop's hook path: D and G updates that call the hacks' per-step hooks.
 
-:func:`ablate.train.train` uses these only when an enabled hack overrides a loss or
-augmentation hook (:attr:`ablate.interactions.Hooks.per_step`); otherwise it runs its
+:func:`ablate.train.train` uses these only when an enabled hack overrides a loss,
+augmentation or after-D-update hook (:attr:`ablate.interactions.Hooks.per_step`); otherwise it runs its
 plain updates and none of this code. The call order is documented in :mod:`ablate.hack`.
 With no hook overridden these updates compute what the plain path computes (the
 default losses are the same binary cross-entropies), at the cost of the bookkeeping.
@@ -9,15 +9,15 @@ default losses are the same binary cross-entropies), at the cost of the bookkeep
 
 from __future__ import annotations
 
+import dataclasses
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ablate.errors import ConfigError
-from ablate.hack import DContext, GContext, Hack, StepContext
+from ablate.hack import DContext, GContext, Hack, StepContext, call_hook
 from ablate.interactions import Hooks
-
 
 
 def last_conv(module: nn.Module) -> nn.Module | None:
@@ -52,10 +52,12 @@ def ns_g_loss(ctx: GContext) -> torch.Tensor:
 
 
 class HookedUpdates:
-    """D and G updates for one run through ``hooks``; ``loop`` supplies the step and rng.
+    """D and G updates for one run through ``hooks``; ``loop`` supplies the step, the
+    run's modules and optimizers, the rng and ``log``.
 
     :meth:`update_d` has the signature of :data:`ablate.train.D_UPDATES` entries;
-    :meth:`update_g` performs the G update on the last fake batch.
+    :meth:`update_g` performs the G update on the last fake batch. Every hook is called
+    through :func:`ablate.hack.call_hook` (an exception names the hack and the hook).
     """
 
     def __init__(self, hooks: Hooks, loop: StepContext, d_fwd: nn.Module, d_update: str,
@@ -64,7 +66,8 @@ class HookedUpdates:
         self.mixed = d_update == "mixed"
         self._features: list[torch.Tensor] = []
         self._last_real: torch.Tensor | None = None
-        uses_features = hooks.d_loss or hooks.d_penalty or hooks.g_loss or hooks.g_penalty
+        uses_features = hooks.d_loss or hooks.d_penalty or hooks.g_loss or hooks.g_penalty \
+            or hooks.after_d_update
         conv = last_conv(loop.d) if uses_features else None
         if conv is not None:  # keep a reference to the input of D's last conv; no copy
             conv.register_forward_hook(lambda _m, inputs, _out: self._features.append(inputs[0]))
@@ -76,28 +79,45 @@ class HookedUpdates:
         out = self.d_fwd(x)
         return out, (self._features[-1] if self._features else None)
 
-    def augment(self, x: torch.Tensor) -> torch.Tensor:
+    def augment(self, x: torch.Tensor, side: str, n_real: int = 0) -> torch.Tensor:
+        """Every augment hook on ``x``, the batch of ``side`` (``ctx.side``)."""
+        self.loop.side, self.loop.n_real = side, n_real
         for h in self.hooks.augment:
-            y = h.augment(x, self.loop)
+            y = call_hook(h, "augment", x, self.loop)
             if not isinstance(y, torch.Tensor) or y.shape != x.shape:
                 got = f"shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
                 raise ConfigError(f"hack {h.name!r}: augment() must return a tensor of D's input "
                                   f"shape {tuple(x.shape)}, got {got}")
             x = y
+        self.loop.side = None
         return x
 
     def _d_loss(self, ctx: DContext) -> torch.Tensor:
         h = self.hooks.d_loss
-        loss = bce_d_loss(ctx) if h is None else scalar(h.d_loss(ctx), h, "d_loss")
+        loss = bce_d_loss(ctx) if h is None else scalar(call_hook(h, "d_loss", ctx), h, "d_loss")
         for p in self.hooks.d_penalty:
-            term = scalar(p.d_penalty(ctx), p, "d_penalty", optional=True)
+            term = scalar(call_hook(p, "d_penalty", ctx), p, "d_penalty", optional=True)
             if term is not None:
                 loss = loss + term
         return loss
 
-    def _d_context(self, real, fake, out_real, out_fake, t_real, t_fake, f_real, f_fake) -> DContext:
-        return DContext(self.loop.step, self.loop.recipe, real, fake, out_real, out_fake, t_real,
-                        t_fake, f_real, f_fake, self.discriminate, self.loop.rng)
+    def _d_context(self, side, real, fake, out_real, out_fake, t_real, t_fake, f_real, f_fake
+                   ) -> DContext:
+        lp = self.loop
+        return DContext(lp.step, lp.recipe, real, fake, out_real, out_fake, t_real, t_fake,
+                        f_real, f_fake, self.discriminate, lp.rng, steps=lp.steps, g=lp.g, d=lp.d,
+                        opt_g=lp.opt_g, opt_d=lp.opt_d, index=lp.index, side=side, log=lp.log)
+
+    def _after_d_update(self, ctx: DContext) -> None:
+        """The optimizer has stepped: every after_d_update hook, then the next index."""
+        if self.hooks.after_d_update:
+            ctx = dataclasses.replace(
+                ctx, out_real=None if ctx.out_real is None else ctx.out_real.detach(),
+                out_fake=None if ctx.out_fake is None else ctx.out_fake.detach())
+            for h in self.hooks.after_d_update:
+                if call_hook(h, "after_d_update", ctx) is not None:
+                    raise ConfigError(f"hack {h.name!r}: after_d_update() must return None")
+        self.loop.index += 1
 
     # ----- the updates ----------------------------------------------------------------
     def update_d(self, d: nn.Module, opt: torch.optim.Optimizer, real: torch.Tensor,
@@ -106,29 +126,31 @@ class HookedUpdates:
         n = real.shape[0]
         if self.mixed:
             opt.zero_grad(set_to_none=True)
-            x = self.augment(torch.cat([real, fake]))
+            x = self.augment(torch.cat([real, fake]), "mixed", n)
             out, f = self.discriminate(x)
-            ctx = self._d_context(x[:n], x[n:], out[:n], out[n:], t_real, t_fake,
+            ctx = self._d_context("mixed", x[:n], x[n:], out[:n], out[n:], t_real, t_fake,
                                   None if f is None else f[:n], None if f is None else f[n:])
             loss = self._d_loss(ctx)
             loss.backward()
             opt.step()
             self._last_real = ctx.real.detach()
+            self._after_d_update(ctx)
             out = out.detach()
             return loss.detach(), out[:n], out[n:]
         losses, outs = [], []
         for side, batch, t in (("real", real, t_real), ("fake", fake, t_fake)):
             opt.zero_grad(set_to_none=True)
-            x = self.augment(batch)
+            x = self.augment(batch, side, n if side == "real" else 0)
             out, f = self.discriminate(x)
             if side == "real":
-                ctx = self._d_context(x, None, out, None, t, None, f, None)
+                ctx = self._d_context(side, x, None, out, None, t, None, f, None)
                 self._last_real = x.detach()
             else:
-                ctx = self._d_context(None, x, None, out, None, t, None, f)
+                ctx = self._d_context(side, None, x, None, out, None, t, None, f)
             loss = self._d_loss(ctx)
             loss.backward()
             opt.step()
+            self._after_d_update(ctx)
             losses.append(loss.detach())
             outs.append(out.detach())
         return (losses[0] + losses[1]) / 2, outs[0], outs[1]
@@ -136,14 +158,15 @@ class HookedUpdates:
     def update_g(self, fake: torch.Tensor) -> torch.Tensor:
         """One G update on ``fake`` (not detached); returns the loss (detached)."""
         self.opt_g.zero_grad(set_to_none=True)
-        x = self.augment(fake)
+        x = self.augment(fake, "g")
         out, f = self.discriminate(x)
-        ctx = GContext(self.loop.step, self.loop.recipe, self._last_real, x, out, f,
-                       self.discriminate, self.loop.rng)
+        lp = self.loop
+        ctx = GContext(lp.step, lp.recipe, self._last_real, x, out, f, self.discriminate, lp.rng,
+                       steps=lp.steps, g=lp.g, d=lp.d, opt_g=lp.opt_g, opt_d=lp.opt_d, log=lp.log)
         h = self.hooks.g_loss
-        loss = ns_g_loss(ctx) if h is None else scalar(h.g_loss(ctx), h, "g_loss")
+        loss = ns_g_loss(ctx) if h is None else scalar(call_hook(h, "g_loss", ctx), h, "g_loss")
         for p in self.hooks.g_penalty:
-            term = scalar(p.g_penalty(ctx), p, "g_penalty", optional=True)
+            term = scalar(call_hook(p, "g_penalty", ctx), p, "g_penalty", optional=True)
             if term is not None:
                 loss = loss + term
         loss.backward()

@@ -38,7 +38,7 @@ from ablate.config import TrainConfig
 from ablate.data import ImageSet, load, scale
 from ablate.environment import git_commit, hardware, resolve_device, versions
 from ablate.errors import ConfigError
-from ablate.hack import Hack, StepContext, call_wrapper
+from ablate.hack import Hack, StepContext, call_hook, call_wrapper
 from ablate.interactions import changes_json, overrides_in_effect, recipe_changes, select_hooks
 from ablate.models import build_models, fixed_latents, generate, sample_latent
 from ablate.recipe import Optimizer, Recipe
@@ -49,6 +49,48 @@ Validator = Callable[[nn.Module], float]  # generator -> validation FID
 # generator, so the loop's stream (data order, latents, targets) is the same with or
 # without them.
 HOOK_SEED = 0x9E3779B97F4A7C15
+
+
+# log.jsonl keys the loop writes itself: ``ctx.log`` may not use them.
+LOG_KEYS = frozenset({"step", "loss_d", "loss_g", "d_real", "d_fake", "images_per_s", "elapsed_s",
+                      "diverged_step", "val_fid", "val_n", "best_step"})
+
+
+class HackLog:
+    """``ctx.log(name, value)``: numbers hooks report, averaged over the log window.
+
+    Each call adds one value (a number or a one-element tensor; a tensor costs a host
+    sync); at the end of a log window the mean of each name's values since the previous
+    record is written as an extra key of the step's ``log.jsonl`` record (a name not
+    logged in a window is absent from it; a non-finite mean is written as null). The
+    window's values are part of the training checkpoint, so a resumed run logs the
+    same numbers bit for bit.
+    """
+
+    def __init__(self) -> None:
+        self.window: dict[str, list[float]] = {}
+
+    def __call__(self, name: str, value: Any) -> None:
+        if not isinstance(name, str) or not name or name in LOG_KEYS:
+            raise ConfigError(f"ctx.log(): bad name {name!r} (a non-empty string other than "
+                              f"the loop's own keys {', '.join(sorted(LOG_KEYS))})")
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                raise ConfigError(f"ctx.log({name!r}, ...): a number or a one-element tensor "
+                                  f"expected, got a tensor of shape {tuple(value.shape)}")
+            value = value.item()
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"ctx.log({name!r}, ...): a number expected, got {type(value).__name__}")
+        self.window.setdefault(name, []).append(float(value))
+
+    def flush(self) -> dict[str, float | None]:
+        """The window's means by name (in first-logged order); the window restarts."""
+        out = {}
+        for name, values in self.window.items():
+            mean = sum(values) / len(values)
+            out[name] = mean if math.isfinite(mean) else None
+        self.window = {}
+        return out
 
 
 class StopRequested(Exception):  # noqa: N818 (a request, not an error)
@@ -279,9 +321,11 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
     ctx = hooked = None
     update_d = D_UPDATES[recipe.d_update]
     after = hooks.after_step
+    hack_log = HackLog()
     if hooks.per_step or after:
         rng = torch.Generator(device).manual_seed((config.seed + HOOK_SEED) % 2**63)
-        ctx = StepContext(recipe, config.steps, g, d, g_sample, opt_g, opt_d, rng, device)
+        ctx = StepContext(recipe, config.steps, g, d, g_sample, opt_g, opt_d, rng, device,
+                          log=hack_log)
     if hooks.per_step:
         hooked = HookedUpdates(hooks, ctx, d_fwd, recipe.d_update, opt_g)
         update_d = hooked.update_d
@@ -310,6 +354,7 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
             ctx.rng.set_state(state["rng"]["hooks"])
         checkpoint.set_global_rng(state["rng"]["global"])
         checkpoint.load_hack_states(plan.hacks, state.get("hacks", {}))
+        hack_log.window = {k: list(v) for k, v in state.get("hack_log", {}).items()}
         perm, window = state["perm"].to(device), state["window"].to(device)
         best_fid, best_step = state["best"]["fid"], state["best"]["step"]
         records, resumed_from = list(state["log"]), [*state["resumed_from"], step]
@@ -321,7 +366,7 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
     d.train()
     while step < config.steps:
         if ctx is not None:
-            ctx.step = step
+            ctx.step, ctx.index = step, 0
         for _ in range(recipe.d_steps):
             if cursor + bs > n_data:  # a new epoch: sample without replacement
                 perm, cursor = torch.randperm(n_data, generator=gen, device=device), 0
@@ -343,7 +388,7 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
         if after:
             ctx.step, ctx.loss_d, ctx.loss_g = step, loss_d, loss_g.detach()
             for h in after:
-                if h.after_step(ctx) is not None:
+                if call_hook(h, "after_step", ctx) is not None:
                     raise ConfigError(f"hack {h.name!r}: after_step() must return None")
         if step % config.log_every == 0 or step == config.steps:
             n = (step - 1) % config.log_every + 1
@@ -353,6 +398,8 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
             means = [v if math.isfinite(v) else None for v in stats.mean(0).tolist()]
             record = {"step": step, **dict(zip(("loss_d", "loss_g", "d_real", "d_fake"), means)),
                       "images_per_s": n * bs / (now - t_window), "elapsed_s": now - t_train}
+            if hack_log.window:  # what hooks reported through ctx.log, as extra keys
+                record.update(hack_log.flush())
             if len(bad):
                 status, diverged_step = "diverged", step - n + int(bad[0]) + 1
                 record["diverged_step"] = diverged_step
@@ -392,12 +439,16 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
                 "rng": {"loop": gen.get_state(), "global": checkpoint.global_rng(),
                         "hooks": checkpoint.rng_state(ctx.rng if ctx is not None else None)},
                 "perm": perm, "cursor": cursor, "window": window,
-                "hacks": checkpoint.hack_states(plan.hacks)})
+                "hacks": checkpoint.hack_states(plan.hacks),
+                **({"hack_log": hack_log.window} if hack_log.window else {})})
             t_window += time.perf_counter() - t_save  # keep the write out of the throughput
     train_time = time.perf_counter() - t_train - val_time
 
     save_samples(g_sample, recipe, config.latent_dim, device, out_dir / "samples.png")
     write_atomic(out_dir / "generator.pt", lambda f: torch.save(g_sample.state_dict(), f))
+    # D as trained (after the wrappers), for hacks and analyses that need it; evaluation,
+    # the grid's adoption and committed results do not (*.pt is not committed).
+    write_atomic(out_dir / "discriminator.pt", lambda f: torch.save(d.state_dict(), f))
     result = TrainResult(status, step, diverged_step, time.perf_counter() - t_start, train_time,
                          step * bs / train_time, str(out_dir))
     if validate is not None:

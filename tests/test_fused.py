@@ -126,8 +126,9 @@ def test_group_of_one_is_the_lone_trainer_bit_for_bit(tmp_path):
     plan = resolve(_cfg(ALL_ON, 5, steps=20))
     [result] = train_group([plan], [tmp_path / "fused"])
     train(plan, tmp_path / "lone")
-    wa, wb = torch.load(tmp_path / "fused/generator.pt"), torch.load(tmp_path / "lone/generator.pt")
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    for name in ("generator.pt", "discriminator.pt"):  # D is saved beside G (issue 19)
+        wa, wb = torch.load(tmp_path / "fused" / name), torch.load(tmp_path / "lone" / name)
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), name
     strip = ("images_per_s", "elapsed_s")
     assert [{k: v for k, v in r.items() if k not in strip} for r in _log(tmp_path / "fused")] == \
         [{k: v for k, v in r.items() if k not in strip} for r in _log(tmp_path / "lone")]

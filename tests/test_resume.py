@@ -62,8 +62,9 @@ class _Counted(nn.Module):
 
 class Stateful(Hack):
     """State everywhere a plugin can keep it: a buffer in its G wrapper, an EMA copy of G
-    (the sampling generator), draws from ``ctx.rng`` and from the global RNG, and a
-    counter on the hack itself (saved through ``state_dict``/``load_state_dict``)."""
+    (the sampling generator), draws from ``ctx.rng`` and from the global RNG, a counter on
+    the hack itself (saved through ``state_dict``/``load_state_dict``), and numbers it
+    reports through ``ctx.log`` (averaged over log windows that checkpoints cut)."""
 
     name = "test-stateful"
     on = off = "test"
@@ -79,10 +80,13 @@ class Stateful(Hack):
         return copy.deepcopy(g)
 
     def augment(self, x, ctx):
-        return x + 0.05 * torch.randn(x.shape, generator=ctx.rng)
+        noise = 0.05 * torch.randn(x.shape, generator=ctx.rng)
+        ctx.log(f"noise_{ctx.side}", noise.std())
+        return x + noise
 
     def after_step(self, ctx):
         self.updates += 1
+        ctx.log("updates", self.updates)
         decay = 0.5 + 0.4 * float(torch.rand(())) / self.updates  # the global RNG
         with torch.no_grad():
             for e, p in zip(ctx.g_sample.state_dict().values(), ctx.g.state_dict().values()):
@@ -170,6 +174,10 @@ def test_interrupted_and_resumed_runs_end_bit_for_bit(tmp_path, hacks, request):
     train(plan, tmp_path / "whole", validator(plan))
     assert _resumed(resolve(_cfg(names)), tmp_path / "cut", [3, 3]) == [3, 6]
     assert_same_run(tmp_path / "whole", tmp_path / "cut")
+    if hacks == "stateful":  # ctx.log's keys, on every training record
+        train_log = [r for r in _log(tmp_path / "cut") if "loss_d" in r]
+        assert all({"noise_mixed", "noise_g", "updates"} <= r.keys() for r in train_log)
+        assert [r["updates"] for r in train_log] == [1.5 + 2 * i for i in range(6)]
 
 
 def test_resumed_once_at_each_point(tmp_path):

@@ -78,6 +78,7 @@ class _Member:
     about: dict[str, Any] = field(default_factory=dict)
     records: list[dict] = field(default_factory=list)  # log.jsonl, for the checkpoint
     resumed_from: list[int] = field(default_factory=list)
+    d: nn.Module | None = field(default=None, repr=False)  # its lone D: discriminator.pt
 
 
 # --------------------------------------------------------------------------------------
@@ -234,7 +235,7 @@ def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
         g_lone.append(g)
         d_lone.append(d)
         members.append(_Member(i, plan, out_dir, g, torch.Generator(device).manual_seed(plan.config.seed),
-                               validate if config.val_every else None))
+                               validate if config.val_every else None, d=d))
     G = FusedSequential(g_lone, device, options.channels_last)
     D = FusedSequential(d_lone, device, options.channels_last)
     del d_lone
@@ -292,6 +293,11 @@ def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
         g = G.load_member(j, m.g, step * recipe0.d_steps)
         save_samples(g, m.plan.recipe, latent_dim, device, m.out_dir / "samples.png")
         write_atomic(m.out_dir / "generator.pt", lambda f: torch.save(g.state_dict(), f))
+        # D's forward passes in training mode, as the lone loop counts them: each D update
+        # (two with separate batches) and the G update's.
+        d_passes = recipe0.d_steps * (2 if recipe0.d_update == "separate" else 1) + 1
+        d = D.load_member(j, m.d, step * d_passes)
+        write_atomic(m.out_dir / "discriminator.pt", lambda f: torch.save(d.state_dict(), f))
         result = TrainResult(m.status, step, m.diverged_step, time.perf_counter() - t_start,
                              train_time, step * bs / train_time, str(m.out_dir))
         if m.validate is not None:

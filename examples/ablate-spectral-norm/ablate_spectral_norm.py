@@ -5,8 +5,10 @@ It adds two hacks through the public API only:
 * ``spectral-norm`` — spectral normalisation of every D convolution (Miyato et al.
   2018), through the ``wrap_discriminator`` hook;
 * ``instance-noise`` — Gaussian noise added to every D input while training
-  (Sønderby et al. 2016; Arjovsky & Bottou 2017), annealed linearly to zero, also
-  through ``wrap_discriminator``.
+  (Sønderby et al. 2016; Arjovsky & Bottou 2017), annealed linearly to zero over the
+  run's generator steps, through ``augment`` (API v3: ``ctx.step``/``ctx.steps``).
+  Version 0.2.0: until 0.1.0 it was a ``wrap_discriminator`` that annealed per D
+  forward call, so its schedule depended on ``d_steps`` and separate batches.
 
 Installing this package (``pip install -e examples/ablate-spectral-norm``) registers
 both through the entry point in its pyproject.toml; ``ablate hacks`` then lists them.
@@ -20,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ablate import Hack, register_hack
+from ablate import Hack, StepContext, register_hack
 
 
 @register_hack
@@ -41,33 +43,30 @@ class SpectralNorm(Hack):
         return discriminator
 
 
-class _NoisyInput(nn.Module):
-    """Adds N(0, sigma^2) to D's input in training mode; sigma decays per call to 0."""
-
-    def __init__(self, inner: nn.Module, sigma: float, anneal_calls: int) -> None:
-        super().__init__()
-        self.inner, self.sigma, self.anneal_calls = inner, sigma, anneal_calls
-        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.sigma > 0:
-            frac = (1 - self.calls.float() / self.anneal_calls).clamp(min=0.0)
-            x = x + torch.randn_like(x) * (self.sigma * frac)
-            self.calls += 1
-        return self.inner(x)
+def noise_sigma(sigma: float, anneal: float, step: int, steps: int) -> float:
+    """The noise's standard deviation at generator step ``step`` of ``steps``: ``sigma``
+    at step 0, falling linearly to 0 at ``anneal * steps`` (and 0 after)."""
+    end = anneal * steps
+    return sigma * max(0.0, 1.0 - step / end) if end > 0 else 0.0
 
 
 @register_hack
 class InstanceNoise(Hack):
     name = "instance-noise"
     source = "Sønderby et al. 2016 (arXiv:1610.04490); ganhacks #13"
-    on = "Gaussian noise (sigma 0.1, annealed to 0) on every D input"
+    on = "Gaussian noise (sigma 0.1, annealed to 0 over the run's steps) on every D input"
     off = "clean D inputs"
+    # 0.2.0: annealed per generator step through augment (0.1.0: per D forward call).
+    version = "0.2.0"
 
     @dataclass(frozen=True)
     class Params:
         sigma: float = 0.1
-        anneal_calls: int = 2000  # D forward passes until the noise reaches zero
+        anneal: float = 1.0  # fraction of the run's steps until the noise reaches zero
 
-    def wrap_discriminator(self, discriminator: nn.Module) -> nn.Module:
-        return _NoisyInput(discriminator, self.params.sigma, self.params.anneal_calls)
+    def augment(self, x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        s = noise_sigma(self.params.sigma, self.params.anneal, ctx.step, ctx.steps)
+        if s == 0.0:
+            return x
+        noise = torch.randn(x.shape, generator=ctx.rng, device=ctx.rng.device, dtype=x.dtype)
+        return x + s * noise.to(x.device)
