@@ -1,6 +1,6 @@
-"""The second example package, examples/ablate-paper-tricks: seven GAN-paper tricks
+"""The second example package, examples/ablate-paper-tricks: nine GAN-paper tricks
 written against the public hook API, each checked against an independent computation
-of what it claims to do (issue 12, item 5)."""
+of what it claims to do (issue 12, item 5; weight-clipping and ada, API v3: issue 19)."""
 
 from __future__ import annotations
 
@@ -26,12 +26,13 @@ PACKAGE = REPO / "examples/ablate-paper-tricks"
 if importlib.util.find_spec("ablate_paper_tricks") is None:  # not installed: load it by path
     sys.path.insert(0, str(PACKAGE))
 import ablate_paper_tricks as tricks  # noqa: E402  (registers the seven hacks)
+from ablate_paper_tricks.ada import blit  # noqa: E402
 from ablate_paper_tricks.diffaugment import cutout, translate  # noqa: E402
 from ablate_paper_tricks.ema import ema_beta  # noqa: E402
 from ablate_paper_tricks.mbstd import MinibatchStd  # noqa: E402
 
 TRICKS = ["ttur", "r1-penalty", "minibatch-stddev", "generator-ema", "feature-matching",
-          "diffaugment", "hinge-loss"]
+          "diffaugment", "hinge-loss", "weight-clipping", "ada"]
 SHAPE = (1, 28, 28)
 
 
@@ -370,3 +371,115 @@ def test_declared_and_undeclared_loss_overlaps_between_tricks():
     hooks = select_hooks(plan.hacks)
     assert hooks.g_loss.name == "feature-matching" and hooks.d_loss.name == "hinge-loss"
     assert tricks.__all__  # the package exports its hack classes
+
+
+# ----- WGAN weight clipping (API v3: after_d_update) ------------------------------------
+CLIP_EVENTS: list[tuple[str, list[torch.Tensor]]] = []
+
+
+class _ClipSpy(Hack):
+    """Sorted before weight-clipping ("aa-..."): after each D update it sees D's weights
+    before the clip; at the next D or G loss, the weights the clip left."""
+
+    name = "aa-test-clip-spy"
+    on = off = "records D"
+
+    def _d(self, ctx):
+        return [p.detach().clone() for p in ctx.d.parameters()]
+
+    def after_d_update(self, ctx):
+        CLIP_EVENTS.append(("pre", self._d(ctx)))
+
+    def d_penalty(self, ctx):
+        CLIP_EVENTS.append(("post", self._d(ctx)))
+
+    def g_penalty(self, ctx):
+        CLIP_EVENTS.append(("post", self._d(ctx)))
+
+
+@pytest.mark.parametrize("builtin", [False, True])
+def test_weight_clipping_clips_d_after_every_d_update(register, tmp_path, builtin):
+    register(_ClipSpy)
+    CLIP_EVENTS.clear()
+    c = 0.02
+    hacks = (tuple(registry.builtin_names()) if builtin else ()) + ("weight-clipping", _ClipSpy.name)
+    steps = 3
+    train(resolve(_cfg(hacks, steps=steps, params=(("weight-clipping", "clip", c),))), tmp_path / "run")
+    kinds = [k for k, _ in CLIP_EVENTS]
+    updates = 2 if builtin else 1  # separate batches: two D updates a step
+    assert kinds.count("pre") == steps * updates
+    checked = bound = 0
+    for (k0, before), (k1, after) in itertools.pairwise(CLIP_EVENTS):
+        if (k0, k1) == ("pre", "post"):  # independently: clamp what the update left
+            assert all(torch.equal(a, b.clamp(-c, c)) for a, b in zip(after, before))
+            checked += 1
+            bound += any(bool((b.abs() > c).any()) for b in before)
+    assert checked == steps * updates and bound == checked  # the clip binds every time
+    saved = torch.load(tmp_path / "run/discriminator.pt")
+    assert all(float(v.abs().max()) <= c for k, v in saved.items() if v.is_floating_point()
+               and "running" not in k)
+
+
+# ----- ADA (API v3: per-run state, side-aware hooks, ctx.log) ---------------------------
+def test_ada_blit_is_a_flip_then_a_rotation_with_probability_p():
+    x = torch.rand(16, 1, 6, 6)
+    gen = torch.Generator().manual_seed(5)
+    assert torch.equal(blit(x, 0.0, torch.Generator().manual_seed(5)), x)
+    for p in (1.0, 0.5):
+        got = blit(x, p, torch.Generator().manual_seed(5))
+        gen = torch.Generator().manual_seed(5)  # the same draws, applied one sample at a time
+        u, k = torch.rand(16, 2, generator=gen), torch.randint(1, 4, (16,), generator=gen)
+        for i in range(16):
+            want = x[i].flip(-1) if u[i, 0] < p else x[i]
+            want = torch.rot90(want, int(k[i]), (1, 2)) if u[i, 1] < p else want
+            assert torch.equal(got[i], want), (p, i)
+        if p == 1.0:
+            assert not torch.equal(got, x)
+
+
+ADA_SEEN: list[tuple[str, torch.Tensor | None]] = []
+
+
+class _AdaSpy(Hack):
+    """Sorted after ada: records each D update's side and its real logits."""
+
+    name = "test-ada-spy"
+    on = off = "records D's logits"
+
+    def after_d_update(self, ctx):
+        ADA_SEEN.append((ctx.side, ctx.step, None if ctx.out_real is None else ctx.out_real.clone()))
+
+
+@pytest.mark.parametrize("separate", [False, True])
+def test_ada_adapts_p_from_the_signs_of_ds_real_logits(register, tmp_path, separate):
+    register(_AdaSpy)
+    ADA_SEEN.clear()
+    steps, interval, speed, target = 7, 2, 40, 0.6
+    hacks = ("ada", "test-ada-spy") + (("separate-batches",) if separate else ())
+    params = (("ada", "interval", interval), ("ada", "speed", speed), ("ada", "target", target),
+              ("ada", "p0", 0.3))
+    train(resolve(_cfg(hacks, steps=steps, params=params)), tmp_path / "run")
+    assert [s for s, _, _ in ADA_SEEN] == (["real", "fake"] if separate else ["mixed"]) * steps
+    # Independently: r_t over the real logits of each interval, p moved by n / speed.
+    p, want_p, want_rt = 0.3, [], {}
+    for step in range(1, steps + 1):
+        if step % interval == 0:
+            logits = torch.cat([o for _, s, o in ADA_SEEN if o is not None
+                                and step - interval <= s < step])
+            rt = float(logits.sign().mean())
+            want_rt[step] = rt
+            p = min(1.0, max(0.0, p + (1 if rt > target else -1 if rt < target else 0)
+                             * logits.numel() / speed))
+        want_p.append(p)
+    log = _log(tmp_path / "run")
+    assert [r["ada_p"] for r in log] == pytest.approx(want_p, abs=1e-12)
+    assert {r["step"]: r["ada_rt"] for r in log if "ada_rt" in r} == pytest.approx(want_rt)
+    assert len(set(want_p)) > 1  # p moved
+
+
+def test_ada_state_survives_a_checkpoint():
+    hack = registry.get_hack("ada")()
+    hack.p, hack.sign_sum, hack.n = 0.25, 3.0, 16
+    fresh = registry.get_hack("ada")()
+    fresh.load_state_dict(hack.state_dict())
+    assert (fresh.p, fresh.sign_sum, fresh.n) == (0.25, 3.0, 16)
