@@ -281,3 +281,31 @@ def test_mixed_model_column_uses_the_mixedlm_standard_error(sensitivity):
         assert r["mixed_estimate"] == pytest.approx(est, abs=1e-5)
         assert r["mixed_high"] - r["mixed_low"] == pytest.approx(2 * half, rel=1e-4)
         assert (r["mixed_low"], r["mixed_high"]) == pytest.approx((est - half, est + half), abs=1e-5)
+
+
+# --------------------------------------------------------------------------------------
+# Adaptive reports: what is not a repeated confidence interval says so
+# --------------------------------------------------------------------------------------
+def test_adaptive_report_labels_single_look_columns(tmp_path):
+    from ablate.report import build_report, tables
+
+    policy = {"seeds": list(range(6)), "adaptive": True, "min": 3, "max": 6, "step": 1}
+    root = make_results(tmp_path / "r", artefacts=False, noise_sd=0.1, rng_seed=1, seed_policy=policy,
+                        per_variant_seeds={"all-on": 4, "-leaky-relu": 4, "-label-smoothing": 4,
+                                           "-noisy-labels": 4})  # unbalanced: the mixed model is shown
+    out = tmp_path / "out"
+    build_report(Results.load(root), out)
+    header = (out / "tables" / "effects.md").read_text().split("\n")[2]
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    labelled = ["p (Holm; naive single-look)", "paired 95% CI (sensitivity; not a repeated CI)",
+                "paired p (naive single-look)", "incl. diverged (worst value; not a repeated CI)",
+                "mixed model (not a repeated CI)"]
+    assert set(labelled) <= set(cols), cols
+    assert {"adjusted 95% CI", "TOST interval"} <= set(cols)  # the repeated CIs keep their names
+    report = (out / "REPORT.md").read_text()
+    assert "only the adjusted and TOST intervals are repeated confidence intervals" in report
+    assert "naive single-look p values" in report and "paired p (naive single-look)" in report
+    # A fixed-seed report keeps the plain names.
+    e = pd.read_csv(out / "tables" / "effects.csv")
+    plain = list(tables.effects_display(e).columns)
+    assert "paired p" in plain and "mixed model" in plain and not set(labelled) & set(plain)

@@ -61,9 +61,11 @@ def build_report(results: Results, out_dir: Path | str) -> Path:
         f"Every metric per variant: centre, sd, 95% CI ({n_txt})")
     if not ctx.effects.empty:
         ctx.tables["effects"] = tables.write_table(
-            ctx.effects, tables.effects_display(ctx.effects), tdir, "effects",
+            ctx.effects, tables.effects_display(ctx.effects, adaptive=meta.seed_policy.adaptive), tdir, "effects",
             f"Hack verdicts on {label(primary)}: pooled model (log metric ~ variant + seed), Holm across "
-            f"hacks, SESOI ±{meta.analysis.sesoi:.0%}; paired t-test per hack as sensitivity")
+            f"hacks, SESOI ±{meta.analysis.sesoi:.0%}; paired t-test per hack as sensitivity"
+            + ("; adaptive seeds: only the adjusted and TOST intervals are repeated confidence intervals"
+               if meta.seed_policy.adaptive else ""))
     if not ctx.secondary.empty:
         ctx.tables["effects_all"] = tables.write_table(
             ctx.secondary, tables.effects_display(ctx.secondary, with_metric=True), tdir, "effects_all",

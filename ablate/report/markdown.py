@@ -269,6 +269,11 @@ def _effects(d: _Doc, ctx) -> None:
     d(f"Per hack, its design contrast (ON vs OFF variant) in the pooled model of {label(ctx.primary)}: the "
       "ratio ON/OFF, its multiplicity-adjusted 95% interval (agrees with the verdict), the TOST interval "
       "(inside ±SESOI: equivalent) and, as sensitivity, the paired t-test on the hack's own pairs.", "")
+    if ctx.meta.seed_policy.adaptive:
+        d("Adaptive seeds: only the adjusted and TOST intervals are repeated confidence intervals (they hold "
+          "over all looks and agree with the verdicts). The paired, worst-value and mixed-model intervals "
+          "are single-look intervals and the p values naive single-look p values, which ignore the looks "
+          "(labelled so in the table): read them as sensitivity, not as tests.", "")
     d.include_table(ctx.tables.get("effects"))
     d.figure("effect forest plot", ctx.figures.get("forest"),
              "Ratio ON/OFF per hack: thick, the adjusted interval of the pooled model, coloured by verdict; "

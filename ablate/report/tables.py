@@ -157,8 +157,18 @@ def _interval_text(scale: str, lo: float, hi: float) -> str:
     return interval(lo, hi)
 
 
-def effects_display(e: pd.DataFrame, with_metric: bool = False) -> pd.DataFrame:
-    """The verdict table: one row per hack (and metric)."""
+# Adaptive experiments: only the adjusted and TOST intervals are repeated confidence
+# intervals (valid over all looks); these columns are single-look numbers, and say so.
+SINGLE_LOOK = {"p (Holm)": "p (Holm; naive single-look)",
+               "paired 95% CI (sensitivity)": "paired 95% CI (sensitivity; not a repeated CI)",
+               "paired p": "paired p (naive single-look)",
+               "incl. diverged (worst value)": "incl. diverged (worst value; not a repeated CI)",
+               "mixed model": "mixed model (not a repeated CI)"}
+
+
+def effects_display(e: pd.DataFrame, with_metric: bool = False, adaptive: bool = False) -> pd.DataFrame:
+    """The verdict table: one row per hack (and metric). ``adaptive``: the columns that are
+    not repeated confidence intervals, and the single-look p values, are labelled so."""
     rows = []
     for _, r in e.iterrows():
         sc = r["scale"]
@@ -179,7 +189,8 @@ def effects_display(e: pd.DataFrame, with_metric: bool = False) -> pd.DataFrame:
             row["mixed model"] = (f"{_effect_text(sc, r['mixed_estimate'])} "
                                   f"{_interval_text(sc, r['mixed_low'], r['mixed_high'])}")
         rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    return out.rename(columns=SINGLE_LOOK) if adaptive else out
 
 
 def failures_display(t: pd.DataFrame) -> pd.DataFrame:
