@@ -404,3 +404,24 @@ def test_instance_noise_anneals_per_generator_step_whatever_d_steps(register, tm
         assert (w0, w1, step) == ("in", "out", step1)
         s = sigma * (1 - step / steps)  # independent of the D update and of d_steps
         assert torch.allclose(y, x + s * torch.randn(x.shape, generator=gen), atol=1e-7), (step, side)
+
+
+def test_an_exception_in_a_hook_fails_only_that_run_of_a_grid(register, tmp_path):
+    """In-process grid (inline executor): the variants that enable the raising hack fail,
+    naming it and its hook; the others finish."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from gridutil import experiment, rows
+
+    from ablate.grid.driver import prepare, run_grid
+    from ablate.grid.executors import InlineExecutor
+
+    register(_raising("after_step"))
+    exp = experiment(tmp_path, steps=2, seeds="[0]", scope='["batch-norm", "test-raise-after-step"]')
+    run_grid(prepare(exp, tmp_path / "res", threads=1), InlineExecutor(threads=1), progress=False,
+             log=lambda m: None)
+    got = sorted((r["status"], r["error"] is not None and
+                  "hack 'test-raise-after-step': after_step() raised ValueError: boom" in r["error"])
+                 for r in rows(tmp_path / "res").values())
+    assert got == [("done", False), ("done", False), ("failed", True), ("failed", True)]
