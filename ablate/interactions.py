@@ -4,10 +4,14 @@ which hack's hook the loop calls.
 * :func:`recipe_changes` — the Recipe fields a plan (or a set of hacks) changes relative
   to all-off, as ``{"g_optimizer.lr": (0.001, 0.0002), ...}`` (nested values by dotted
   path). ``config.json`` records it under ``"recipe_changes"``; the report shows it.
-* :func:`check` — two enabled hacks that change the same Recipe field (each folded
-  alone into the all-off Recipe), or that both replace an exclusive hook (``d_loss``,
-  ``g_loss``, ``sampling_generator``), are an error naming both, unless one lists the
-  other in ``overrides``. :func:`overrides_in_effect` says which overrides applied.
+* :func:`check` — two enabled hacks that set the same Recipe field (:func:`touched`:
+  what each changes folded into all-off or into what the other makes of all-off, so a
+  field set back to its all-off value counts), or that both replace an exclusive hook
+  (``d_loss``, ``g_loss``, ``sampling_generator``), are an error naming both, unless one
+  lists the other in ``overrides`` — or one is a plugin and the other a built-in whose
+  fields it sets: the plugin overrides it implicitly (plugins fold after built-ins, as
+  first-API plugins did). :func:`overrides_in_effect` says which overrides applied
+  (implicit ones with a note; :func:`notes`).
 * :func:`fold_order` — canonical order, except that a hack comes after the hacks it
   overrides (so its Recipe values win).
 * :func:`select_hooks` — the per-run :class:`Hooks`: which hacks' hooks the loop calls.
