@@ -8,9 +8,10 @@ targets, the discriminator-update strategy), the module wrappers, and the per-st
 (loss terms, augmentation, after-step callbacks, the sampled generator) whose call order
 :mod:`ablate.hack` documents.
 
-Two paths, chosen once per run: when no enabled hack overrides a loss or augmentation
-hook (every built-in), each step does exactly the plain DCGAN work below and calls no
-hook; otherwise the D and G updates go through :class:`ablate.steps.HookedUpdates`.
+Two paths, chosen once per run: when no enabled hack overrides a hook inside the D or G
+update (loss, penalty, augmentation, after-D-update; every built-in), each step does
+exactly the plain DCGAN work below and calls no hook (``after_step``, when overridden,
+is called after it); otherwise the D and G updates go through :class:`ablate.steps.HookedUpdates`.
 
 Every ``config.checkpoint_every`` steps the loop writes a training checkpoint
 (:mod:`ablate.checkpoint`); ``train(..., resume=[path])`` continues from one and ends bit
