@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gridutil import experiment, run_cli  # noqa: E402
+from gridutil import experiment  # noqa: E402
 
 from ablate import pipeline  # noqa: E402
+from ablate.cli import main  # noqa: E402
 from ablate.config import EvalProtocol, TrainConfig
 from ablate.grid import worker
 from ablate.grid.keys import RunSpec
@@ -132,15 +133,14 @@ def test_a_run_that_really_fails_is_still_failed(tmp_path, monkeypatch):
     assert row["status"] == "failed" and "boom" in row["error"]
 
 
-def test_a_grid_with_nothing_to_do_draws_no_progress_bar(tmp_path):
+def test_a_grid_with_nothing_to_do_draws_no_progress_bar(tmp_path, capsys):
     """Issue 16.6: a rerun over finished runs printed an empty bar (``0run [00:00, ?run/s]``)."""
     exp = experiment(tmp_path, steps=2, scope='["batch-norm"]')
-    args = ("grid", str(exp), "--results-dir", str(tmp_path / "res"), "--no-report",
-            "--executor", "inline")
-    first = run_cli(*args)
-    assert first.returncode == 0, first.stderr
-    assert "run/s" in first.stderr  # the bar is drawn while runs train
-    again = run_cli(*args)
-    assert again.returncode == 0, again.stderr
-    assert "trained 0 now" in again.stdout + again.stderr
-    assert "run/s" not in again.stderr and "0run" not in again.stderr, again.stderr
+    args = ["grid", str(exp), "--results-dir", str(tmp_path / "res"), "--no-report",
+            "--executor", "inline"]
+    assert main(args) == 0
+    assert "run/s" in capsys.readouterr().err  # the bar is drawn while runs train
+    assert main(args) == 0
+    out = capsys.readouterr()
+    assert "trained 0 now" in out.out + out.err
+    assert "run/s" not in out.err and "0run" not in out.err, out.err

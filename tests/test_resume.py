@@ -130,9 +130,14 @@ def _log(run: Path) -> list[dict]:
             for line in (run / "log.jsonl").read_text().splitlines()]
 
 
+# Provenance that names the code, not a result: it moves when anything under ablate/ is
+# committed or edited between the reference run and the resumed one (a shared checkout).
+CODE_PROVENANCE = {"git_commit"}
+
+
 def _no_timings(doc):
     if isinstance(doc, dict):
-        return {k: _no_timings(v) for k, v in doc.items() if k not in TIMINGS}
+        return {k: _no_timings(v) for k, v in doc.items() if k not in TIMINGS | CODE_PROVENANCE}
     return doc
 
 
