@@ -2,8 +2,10 @@
 
 A hack is a class with metadata, typed parameters and hooks. Every hook's default is
 the identity (or "not used"), so a hack overrides only what it changes. The training
-loop names no hack: it calls the enabled hacks' hooks, in canonical order (the eleven
-built-ins in the README's table order, then plugins sorted by name), at these points.
+loop names no hack: it calls the enabled hacks' hooks, in call order (canonical order —
+the eleven built-ins in the README's table order, then plugins sorted by name — except
+where hacks declare ``before``/``after``; :func:`ablate.registry.call_order`), at these
+points.
 
 Set-up, once per run (``ablate.resolve`` and ``ablate.train.build``):
 
@@ -262,6 +264,9 @@ class Hack:
         conflicts: names of hacks that cannot be enabled together with this one.
         overrides: names of hacks whose Recipe fields or exclusive hooks this one
             deliberately overrides when both are enabled (folded after them).
+        before / after: names of hacks whose hooks and wrappers this one's must run
+            before / after when both are enabled (call order; see
+            :func:`ablate.registry.call_order`). Names not enabled are ignored.
         version: the hack's version, part of run keys; None (default) takes the version
             of the distribution that provides it. Bump it when results change.
     """
@@ -273,6 +278,8 @@ class Hack:
     Params: ClassVar[type] = NoParams
     conflicts: ClassVar[tuple[str, ...]] = ()
     overrides: ClassVar[tuple[str, ...]] = ()
+    before: ClassVar[tuple[str, ...]] = ()
+    after: ClassVar[tuple[str, ...]] = ()
     version: ClassVar[str | None] = None
 
     def __init__(self, params: Any | None = None) -> None:
@@ -393,6 +400,8 @@ class Hack:
             "params": params,
             "conflicts": list(cls.conflicts),
             "overrides": list(cls.overrides),
+            "before": list(cls.before),
+            "after": list(cls.after),
             "hooks": [h for h in HOOKS if h in cls.hooks()],
         }
 

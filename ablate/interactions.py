@@ -12,7 +12,7 @@ which hack's hook the loop calls.
   fields it sets: the plugin overrides it implicitly (plugins fold after built-ins, as
   first-API plugins did). :func:`overrides_in_effect` says which overrides applied
   (implicit ones with a note; :func:`notes`).
-* :func:`fold_order` — canonical order, except that a hack comes after the hacks it
+* :func:`fold_order` — call order, except that a hack comes after the hacks it
   overrides (so its Recipe values win).
 * :func:`select_hooks` — the per-run :class:`Hooks`: which hacks' hooks the loop calls.
 """
@@ -114,7 +114,7 @@ def _overrides(a: Hack, b: Hack) -> bool:
 
 
 def fold_order(hacks: Sequence[Hack]) -> list[Hack]:
-    """``hacks`` (canonical order) with every hack moved after the hacks it overrides."""
+    """``hacks`` (call order) with every hack moved after the hacks it overrides."""
     remaining, out = list(hacks), []
     while remaining:
         for h in remaining:  # the first hack that overrides none of the remaining ones
@@ -193,7 +193,7 @@ def notes(hacks: Sequence[Hack]) -> list[str]:
 class Hooks:
     """The hooks the loop calls in one run, resolved once from the enabled hacks.
 
-    Tuples hold every hack overriding an additive hook (canonical order); the exclusive
+    Tuples hold every hack overriding an additive hook (call order); the exclusive
     hooks hold the one hack that replaces them (the overriding one where two do), or None.
     """
 
@@ -215,7 +215,7 @@ class Hooks:
 
 
 def select_hooks(hacks: Iterable[Hack]) -> Hooks:
-    """Resolve :class:`Hooks` for ``hacks`` (canonical order; :func:`check` passed)."""
+    """Resolve :class:`Hooks` for ``hacks`` (call order; :func:`check` passed)."""
     hacks = list(hacks)
     ordered = fold_order(hacks)  # an overriding hack comes last, so it wins below
 

@@ -5,9 +5,11 @@ through the entry-point group ``ablate.hacks``; each entry point names a module 
 registers its hacks with :func:`register_hack` on import) or a :class:`Hack` subclass.
 Discovery is lazy: it happens on the first lookup, never at ``import ablate``.
 
-Canonical order (hack tables, wrapper and hook order, run keys): the built-ins in the
-README's table order, then plugins sorted by name — never the order in which packages
-or entry points are discovered.
+Canonical order (hack tables, selections): the built-ins in the README's table order,
+then plugins sorted by name — never the order in which packages or entry points are
+discovered. Call order (wrappers, hooks, config.json's hack records, run keys) is
+canonical order with the enabled hacks' ``before``/``after`` declarations enforced
+(:func:`call_order`).
 
 Hygiene:
 
@@ -103,7 +105,7 @@ def validate_class(cls: Any) -> None:
     if not NAME_RE.match(name):
         raise ConfigError(f"{where}: hack name {name!r} must be lowercase words joined by "
                           "dashes, e.g. 'label-smoothing'")
-    for attr in ("conflicts", "overrides"):
+    for attr in ("conflicts", "overrides", "before", "after"):
         value = getattr(cls, attr)
         if not (isinstance(value, tuple) and all(isinstance(v, str) for v in value)):
             raise ConfigError(f"hack {name!r}: {attr} must be a tuple of hack names, got {value!r}")
@@ -318,10 +320,44 @@ def canonical(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(dict.fromkeys(names), key=lambda n: order.get(n, len(order))))
 
 
+def call_order(names: Iterable[str]) -> tuple[str, ...]:
+    """The enabled hacks in the order their hooks and wrappers run: canonical order, except
+    that each hack's declared ``before``/``after`` constraints among the enabled hacks hold.
+
+    A stable topological order: at each point the first hack in canonical order whose
+    every predecessor is placed comes next, so hacks without declarations (every built-in,
+    every plugin before v3's ordering) keep canonical order. A cycle is a
+    :class:`ConfigError` naming the hacks in it."""
+    names = list(canonical(names))
+    enabled = set(names)
+    preds: dict[str, set[str]] = {n: set() for n in names}
+    for n in names:
+        cls = get_hack(n)
+        for other in cls.before:
+            if other in enabled and other != n:
+                preds[other].add(n)
+        for other in cls.after:
+            if other in enabled and other != n:
+                preds[n].add(other)
+    out: list[str] = []
+    remaining = list(names)
+    while remaining:
+        for n in remaining:
+            if not preds[n] - set(out):
+                break
+        else:
+            cycle = ", ".join(repr(n) for n in remaining if preds[n] - set(out))
+            raise ConfigError(f"hacks {cycle} declare before/after orders that form a cycle; "
+                              "remove one of the 'before'/'after' declarations")
+        remaining.remove(n)
+        out.append(n)
+    return tuple(out)
+
+
 def instantiate(
     enabled: Iterable[str], params: dict[str, dict[str, Any]] | None = None
 ) -> list[Hack]:
-    """Instantiate the enabled hacks with their parameters, in canonical order.
+    """Instantiate the enabled hacks with their parameters, in call order (:func:`call_order`).
 
     ``params`` maps hack name -> {param: value}; parameters of hacks that are not
     enabled are validated but otherwise ignored. Conflicting hacks, and undeclared
@@ -332,7 +368,7 @@ def instantiate(
     params = params or {}
     for name in list(enabled) + list(params):
         get_hack(name)
-    enabled = list(canonical(enabled))
+    enabled = list(call_order(enabled))
     for name, values in params.items():
         get_hack(name).make_params(values)  # validate even when disabled
     for a in enabled:

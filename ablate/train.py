@@ -104,7 +104,7 @@ class TrainPlan:
     """A TrainConfig with its hacks resolved: what :func:`train` consumes.
 
     Built by :func:`ablate.resolve.resolve`; ``hacks`` are the enabled hack instances
-    in canonical order (their wrappers and hooks are called in that order), ``recipe``
+    in call order (their wrappers and hooks are called in that order), ``recipe``
     the all-off Recipe with every hack's ``apply`` folded in, and ``hack_records`` what
     ``config.json`` says of each hack (``name``, ``params``, ``provider``, ``version``).
     """
