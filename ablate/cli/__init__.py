@@ -17,14 +17,14 @@ import sys
 import warnings
 from types import ModuleType
 
-from ablate.cli import data, doctor, evaluate, grid, hacks, report, status, train
+from ablate.cli import compare, data, doctor, evaluate, grid, hacks, report, status, train
 from ablate.errors import ConfigError
 from ablate.registry import PluginWarning
 
 # Subcommand name -> module, in the order `ablate --help` lists them.
 COMMANDS: dict[str, ModuleType] = {
     "hacks": hacks, "train": train, "data": data, "eval": evaluate, "grid": grid,
-    "status": status, "report": report,
+    "status": status, "report": report, "compare": compare,
     "doctor": doctor,
 }
 

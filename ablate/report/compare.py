@@ -1,0 +1,381 @@
+"""``ablate compare``: one summary over several experiments' committed results.
+
+:func:`write_summary` ``(results_dirs, out_dir) -> Path`` reads, per results directory,
+``experiment.json`` (through :func:`~ablate.report.results.parse_meta`) and the effects
+table ``ablate report`` wrote (``tables/effects.csv``: one row per hack with the pooled
+model's contrast ``estimate`` on the log scale, its unadjusted standard error ``se`` and
+the multiplicity-adjusted interval ``ci_low``/``ci_high``) and writes
+
+* ``OUT/SUMMARY.md``: the experiments, and per primary metric one table with each hack's
+  verdict and ratio [adjusted interval] in each experiment beside the pooled ratio;
+* ``OUT/summary/tables/{experiments,by_experiment,pooled}.{csv,md,tex}``;
+* ``OUT/summary/figures/forest_<metric>.{png,pdf}``: one panel per hack.
+
+Pooling: per hack and primary metric, a random-effects meta-analysis of the experiments'
+log ratios with variance ``se**2``, by ``statsmodels.stats.meta_analysis.combine_effects``
+(DerSimonian–Laird, ``method_re="dl"``), with the usual truncation of τ² at 0 (statsmodels
+returns the untruncated moment estimate; where it is negative the random-effects result is
+the fixed-effect one, which it also computes). The pooled interval is an ordinary 95%
+normal interval (estimate ± 1.96·SE): not Holm-adjusted across hacks and not a repeated
+confidence interval. Experiments with different primary metrics (another metric or feature
+network) are never pooled together; a hack in one experiment is listed, not pooled.
+
+The numbers pass through :mod:`ablate.report.precision` before any file is written, and the
+figures carry no dates, so regenerating from the same results gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ablate.errors import ConfigError
+from ablate.grid.store import EXPERIMENT_JSON
+from ablate.report import precision, tables
+from ablate.report.columns import label, lower_is_better
+from ablate.report.results import ExperimentMeta, parse_meta
+
+__all__ = ["Experiment", "load_experiment", "pool", "write_summary"]
+
+SUMMARY_MD = "SUMMARY.md"
+SUMMARY_DIR = "summary"
+EFFECTS_CSV = Path("tables") / "effects.csv"
+Z = 1.959963984540054  # the 97.5% normal quantile
+METHOD = "DerSimonian-Laird (statsmodels combine_effects, method_re='dl', tau2 truncated at 0)"
+NEEDED = ("metric", "hack", "on", "off", "scale", "verdict", "n_on", "n_off", "estimate", "se",
+          "ci_low", "ci_high")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment's results as the summary reads them."""
+
+    name: str
+    path: Path
+    meta: ExperimentMeta
+    effects: pd.DataFrame
+
+
+def load_experiment(path: Path | str) -> Experiment:
+    """``experiment.json`` and ``tables/effects.csv`` of one results directory."""
+    path = Path(path)
+    ej = path / EXPERIMENT_JSON
+    if not ej.is_file():
+        raise ConfigError(f"{path} is not an experiment's results directory (no {EXPERIMENT_JSON}); "
+                          "pass folders written by `ablate grid`, e.g. results/default")
+    try:
+        meta = parse_meta(json.loads(ej.read_text()), str(ej))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{ej} is unreadable: {exc}") from exc
+    eff = path / EFFECTS_CSV
+    if not eff.is_file():
+        raise ConfigError(f"{path} has no report yet ({EFFECTS_CSV} missing): run `ablate report {path}` "
+                          "once its grid is finished")
+    effects = pd.read_csv(eff)
+    missing = [c for c in NEEDED if c not in effects.columns]
+    if missing:
+        raise ConfigError(f"{eff} lacks column(s) {missing}: rerun `ablate report {path}`")
+    return Experiment(meta.name, path, meta, effects)
+
+
+def pool(estimates, ses) -> dict:
+    """Random-effects (DerSimonian–Laird) pooled estimate of ``estimates`` with standard
+    errors ``ses``: estimate, se, 95% normal interval, τ², I², Cochran's Q and its df."""
+    from scipy import stats as sps
+    from statsmodels.stats.meta_analysis import combine_effects
+
+    eff = np.asarray(estimates, dtype=float)
+    var = np.asarray(ses, dtype=float) ** 2
+    with warnings.catch_warnings():  # its HKSJ scale (unused here) takes sqrt of a negative
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = combine_effects(eff, var, method_re="dl")
+    tau2 = float(res.tau2)
+    if tau2 > 0:
+        est, se = float(res.mean_effect_re), float(res.sd_eff_w_re)
+    else:  # truncated at 0: the random-effects model is the fixed-effect one
+        tau2, est, se = 0.0, float(res.mean_effect_fe), float(res.sd_eff_w_fe)
+    q, df = float(res.q), int(len(eff) - 1)
+    i2 = max(0.0, (q - df) / q) if q > 0 else 0.0
+    return {"k": len(eff), "estimate": est, "se": se, "ci_low": est - Z * se, "ci_high": est + Z * se,
+            "tau2": tau2, "i2": i2, "q": q, "q_df": df, "q_p": float(sps.chi2.sf(q, df)) if df else np.nan}
+
+
+# --------------------------------------------------------------------------------------
+# Frames
+# --------------------------------------------------------------------------------------
+def _width(train: dict) -> str:
+    g, d = train.get("ngf"), train.get("ndf")
+    return "–" if g is None and d is None else str(g) if g == d else f"G {g} / D {d}"
+
+
+def _level(meta: ExperimentMeta, hack: str, doc_params: dict) -> str:
+    p = doc_params.get(hack) or {}
+    return ", ".join(f"{k}={v}" for k, v in sorted(p.items())) if isinstance(p, dict) else str(p)
+
+
+def experiments_frame(exps: list[Experiment]) -> pd.DataFrame:
+    rows = []
+    for e in exps:
+        m = e.meta
+        metrics = sorted(set(e.effects["metric"]))
+        rows.append({
+            "experiment": e.name, "dataset": m.dataset, "steps": m.train.get("steps"),
+            "width": _width(m.train), "design": m.design_kind,
+            "seeds": f"{m.seed_policy.min}..{m.seed_policy.max} (adaptive)" if m.seed_policy.adaptive
+            else str(len(m.seeds)),
+            "primary_metric": ", ".join(metrics), "sesoi": m.analysis.sesoi, "alpha": m.analysis.alpha,
+            "hacks": len(e.effects)})
+    return pd.DataFrame(rows)
+
+
+def by_experiment_frame(exps: list[Experiment]) -> pd.DataFrame:
+    rows = []
+    for e in exps:
+        params = json.loads((e.path / EXPERIMENT_JSON).read_text()).get("experiment", {}).get("params") or {}
+        for r in e.effects.itertuples(index=False):
+            est, se = float(r.estimate), float(r.se)
+            rows.append({
+                "metric": r.metric, "hack": r.hack, "experiment": e.name, "dataset": e.meta.dataset,
+                "steps": e.meta.train.get("steps"), "width": _width(e.meta.train),
+                "design": e.meta.design_kind, "contrast": f"{r.on} vs {r.off}",
+                "seeds": f"{int(r.n_on)}/{int(r.n_off)}", "level": _level(e.meta, r.hack, params),
+                "scale": r.scale, "verdict": r.verdict, "estimate": est, "se": se,
+                "ci_low": float(r.ci_low), "ci_high": float(r.ci_high),
+                "z_low": est - Z * se, "z_high": est + Z * se})
+    return pd.DataFrame(rows)
+
+
+def pooled_frame(by: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (metric, hack), g in by.groupby(["metric", "hack"], sort=False):
+        g = g[np.isfinite(g["estimate"]) & np.isfinite(g["se"]) & (g["se"] > 0)]
+        row = {"metric": metric, "hack": hack, "scale": by.loc[by["metric"] == metric, "scale"].iloc[0],
+               "experiments": ";".join(g["experiment"]), "method": METHOD if len(g) > 1 else "not pooled"}
+        stats = pool(g["estimate"], g["se"]) if len(g) > 1 else {"k": len(g)}
+        for k in ("k", "estimate", "se", "ci_low", "ci_high", "tau2", "i2", "q", "q_df", "q_p"):
+            row[k] = stats.get(k, np.nan)
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out["k"] = out["k"].astype(int)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Display
+# --------------------------------------------------------------------------------------
+def _ratio(scale: str, x) -> str:
+    return tables._effect_text(scale, float(x)) if np.isfinite(x) else "–"
+
+
+def _ci(scale: str, lo, hi) -> str:
+    return tables._interval_text(scale, float(lo), float(hi))
+
+
+def _slug(metric: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", metric).strip("-")
+
+
+def main_table(by: pd.DataFrame, pooled: pd.DataFrame, metric: str, names: list[str]) -> pd.DataFrame:
+    """One row per hack: each experiment's verdict, ratio and adjusted interval, then the pooled
+    ratio, its 95% interval and the heterogeneity."""
+    rows = []
+    b = by[by["metric"] == metric]
+    for p in pooled[pooled["metric"] == metric].itertuples(index=False):
+        row = {"hack": p.hack}
+        for n in names:
+            r = b[(b["hack"] == p.hack) & (b["experiment"] == n)]
+            if r.empty:
+                row[n] = "–"
+            else:
+                r = r.iloc[0]
+                row[n] = f"{r['verdict']} {_ratio(r['scale'], r['estimate'])} {_ci(r['scale'], r['ci_low'], r['ci_high'])}"
+        if p.k > 1:
+            row["pooled (random effects)"] = f"{_ratio(p.scale, p.estimate)} {_ci(p.scale, p.ci_low, p.ci_high)}"
+            row["τ²"], row["I²"] = tables.num(p.tau2), f"{100 * p.i2:.0f}%"
+        else:
+            row["pooled (random effects)"], row["τ²"], row["I²"] = "one experiment: not pooled", "–", "–"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def experiments_display(x: pd.DataFrame) -> pd.DataFrame:
+    d = x.copy()
+    d["primary_metric"] = [label(m) for m in d["primary_metric"]]
+    d["sesoi"] = [f"±{s:.0%}" for s in d["sesoi"]]
+    return d
+
+
+def by_experiment_display(by: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for _, r in by.iterrows():
+        rows.append({"metric": label(r["metric"]), "hack": r["hack"], "experiment": r["experiment"],
+                     "dataset": r["dataset"], "steps": r["steps"], "width": r["width"], "design": r["design"],
+                     "contrast": r["contrast"], "seeds ON/OFF": r["seeds"], "level": r["level"] or "–",
+                     "verdict": r["verdict"], "ratio ON/OFF": _ratio(r["scale"], r["estimate"]),
+                     "adjusted 95% CI": _ci(r["scale"], r["ci_low"], r["ci_high"]),
+                     "unadjusted 95% CI (pooled)": _ci(r["scale"], r["z_low"], r["z_high"])})
+    return pd.DataFrame(rows)
+
+
+def pooled_display(p: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for _, r in p.iterrows():
+        one = r["k"] < 2
+        rows.append({"metric": label(r["metric"]), "hack": r["hack"], "experiments": r["k"],
+                     "pooled ratio": "–" if one else _ratio(r["scale"], r["estimate"]),
+                     "95% CI": "–" if one else _ci(r["scale"], r["ci_low"], r["ci_high"]),
+                     "τ²": "–" if one else tables.num(r["tau2"]),
+                     "I²": "–" if one else f"{100 * r['i2']:.0f}%",
+                     "Q (df)": "–" if one else f"{tables.num(r['q'])} ({int(r['q_df'])})",
+                     "p (Q)": "–" if one else tables.pval(r["q_p"])})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------
+# Figure
+# --------------------------------------------------------------------------------------
+def forest_panels(by: pd.DataFrame, pooled: pd.DataFrame, metric: str, names: list[str],
+                  figures_dir: Path, name: str) -> Path:
+    """One panel per hack: each experiment's ratio with its unadjusted 95% interval (the one
+    the pooling uses), coloured by its verdict, and the pooled ratio as a diamond."""
+    from ablate.report import figures
+
+    hacks = list(pooled.loc[pooled["metric"] == metric, "hack"])
+    b = by[by["metric"] == metric]
+    log = bool((b["scale"] == "log").all())
+    f = np.exp if log else (lambda v: v)
+    ncols = min(3, len(hacks))
+    nrows = math.ceil(len(hacks) / ncols)
+    rows_per = len(names) + 1
+    fig = figures._figure(4.2 * ncols, nrows * (0.28 * rows_per + 0.9) + 0.8)
+    axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False)
+    y_labels = names + ["pooled"]
+    for i, ax in enumerate(axes.ravel()):
+        if i >= len(hacks):
+            ax.set_visible(False)
+            continue
+        hack = hacks[i]
+        ax.axvline(1.0 if log else 0.0, color="k", lw=0.8)
+        for j, n in enumerate(names):
+            r = b[(b["hack"] == hack) & (b["experiment"] == n)]
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            c = figures._colour(r["verdict"])
+            ax.plot([f(r["z_low"]), f(r["z_high"])], [j, j], color=c, lw=2, alpha=0.7)
+            ax.plot(f(r["estimate"]), j, "o", color=c, ms=4)
+        p = pooled[(pooled["metric"] == metric) & (pooled["hack"] == hack)].iloc[0]
+        if p["k"] > 1:
+            j = len(names)
+            lo, est, hi = f(p["ci_low"]), f(p["estimate"]), f(p["ci_high"])
+            ax.fill([lo, est, hi, est], [j, j - 0.3, j, j + 0.3], color="k")
+        ax.set_yticks(range(rows_per), y_labels, fontsize=7)
+        ax.set_ylim(rows_per - 0.5, -0.5)
+        title = hack if p["k"] > 1 else f"{hack} (not pooled)"
+        ax.set_title(title + (f"  I²={100 * p['i2']:.0f}%" if p["k"] > 1 else ""), fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=7)
+    if log:
+        from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+        for ax in axes.ravel():  # one log axis for all panels, ticks at powers of 2
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(FixedLocator([0.125, 0.25, 0.5, 1, 2, 4, 8]))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+    better = "lower" if lower_is_better(metric) else "higher"
+    fig.supxlabel(f"{'ratio ON/OFF of ' if log else 'Δ '}{label(metric)} ({better} is better); each experiment "
+                  "with its unadjusted 95% interval (colour: its verdict), pooled random effects (DL) as a diamond",
+                  fontsize=8)
+    return figures.save(fig, figures_dir, name)
+
+
+# --------------------------------------------------------------------------------------
+# SUMMARY.md
+# --------------------------------------------------------------------------------------
+def _link(path: Path, out_dir: Path) -> str:
+    return Path(os.path.relpath(path, out_dir)).as_posix()
+
+
+def render(exps: list[Experiment], xs: pd.DataFrame, by: pd.DataFrame, pooled: pd.DataFrame,
+           figs: dict[str, Path], out_dir: Path) -> str:
+    names = [e.name for e in exps]
+    lines = ["# Summary across experiments", ""]
+    lines.append("Written by `ablate compare` from each experiment's committed report (`experiment.json` and "
+                "`tables/effects.csv`), nothing recomputed from the runs. Per hack: its verdict, ratio ON/OFF and "
+                "multiplicity-adjusted 95% interval in each experiment (as in that experiment's REPORT.md), and "
+                "a random-effects pooled ratio (DerSimonian–Laird on the log ratios, each weighted by the "
+                "unadjusted standard error of its pooled-model contrast) with an ordinary 95% interval — "
+                "not Holm-adjusted across hacks, not a repeated confidence interval — and the heterogeneity "
+                "τ² (between-experiment variance of the log ratio) and I².")
+    lines += ["", "## Experiments", ""]
+    xd = experiments_display(xs)
+    xd["experiment"] = [f"[{n}]({_link(e.path / 'REPORT.md', out_dir)})" for n, e in zip(xd["experiment"], exps)]
+    lines += [tables.to_markdown(xd), ""]
+    metrics = list(dict.fromkeys(by["metric"]))
+    if len(metrics) > 1:
+        lines += [f"The experiments have {len(metrics)} different primary metrics ("
+                  + ", ".join(label(m) for m in metrics) + "): their effects are not comparable and are "
+                  "pooled only within a metric, in separate sections below.", ""]
+    for metric in metrics:
+        used = [n for n in names if ((by["metric"] == metric) & (by["experiment"] == n)).any()]
+        p = pooled[pooled["metric"] == metric]
+        n_pooled = int((p["k"] > 1).sum())
+        lines += [f"## {label(metric)}", "",
+                  f"Experiments: {', '.join(used)}. {n_pooled} of {len(p)} hacks are in two or more of them "
+                  "and pooled; the others are listed, not pooled. Cells: verdict ×ratio [adjusted 95% CI].", "",
+                  tables.to_markdown(main_table(by, pooled, metric, used)), ""]
+        if metric in figs:
+            lines += [f"![forest plot]({_link(figs[metric], out_dir)})", ""]
+    lines += ["## Caveats", "",
+              "* The experiments differ in dataset, budget, design and reference (leave-one-out contrasts are "
+              "all-on vs all-on minus the hack; add-one-in ones are the hack alone vs all-off): a pooled ratio "
+              "averages over those settings, and a large I² says the effect depends on them.",
+              "* With two to four experiments per hack τ² is poorly estimated; the DerSimonian–Laird interval "
+              "ignores that uncertainty and is optimistic.",
+              "* An adaptive experiment's standard error is its final look's, treated as fixed-sample.",
+              "", "Tables: " + ", ".join(f"[`{n}`]({SUMMARY_DIR}/tables/{n}.md)" for n in ("experiments", "by_experiment", "pooled"))
+              + " (CSV and LaTeX beside them).", ""]
+    return "\n".join(lines)
+
+
+def write_summary(results_dirs: list[Path | str], out_dir: Path | str) -> Path:
+    """Read the experiments and write SUMMARY.md, summary/tables/ and summary/figures/."""
+    if not results_dirs:
+        raise ConfigError("ablate compare needs at least one results directory")
+    exps = sorted((load_experiment(d) for d in results_dirs), key=lambda e: e.name)
+    seen = [e.name for e in exps]
+    dup = sorted({n for n in seen if seen.count(n) > 1})
+    if dup:
+        raise ConfigError(f"experiment(s) {dup} given more than once")
+    out_dir = Path(out_dir)
+    xs = experiments_frame(exps)
+    by = precision.round_frame(by_experiment_frame(exps))
+    if by.empty:
+        raise ConfigError("the effects tables of " + ", ".join(seen) + " are empty: nothing to compare")
+    pooled = precision.round_frame(pooled_frame(by))
+    sdir = out_dir / SUMMARY_DIR
+    tdir, fdir = sdir / "tables", sdir / "figures"
+    tables.write_table(xs, experiments_display(xs), tdir, "experiments", "The experiments compared")
+    tables.write_table(by, by_experiment_display(by), tdir, "by_experiment",
+                       "Each hack in each experiment: verdict, ratio ON/OFF, adjusted 95% CI (as in its report) "
+                       "and the unadjusted 95% CI (estimate ± 1.96 SE) that the pooling uses")
+    tables.write_table(pooled, pooled_display(pooled), tdir, "pooled",
+                       "Random-effects pooled ratio per hack (DerSimonian–Laird on log ratios; ordinary 95% CI, "
+                       "not Holm-adjusted), τ², I² and Cochran's Q")
+    figs = {}
+    for metric in dict.fromkeys(by["metric"]):
+        used = [n for n in seen if ((by["metric"] == metric) & (by["experiment"] == n)).any()]
+        figs[metric] = forest_panels(by, pooled, metric, used, fdir, f"forest_{_slug(metric)}")
+    path = out_dir / SUMMARY_MD
+    tables.write_text(path, render(exps, xs, by, pooled, figs, out_dir))
+    return path
