@@ -27,8 +27,13 @@ data:
 	  || echo "note: could not install dataset-fashion-mnist; ablate will try to download it"; \
 	fi
 
+# After the grid, refresh results/SUMMARY.md (ablate compare) over every experiment under
+# results/ that has a report; one still running (no REPORT.md yet) is left out.
 ablation: install
 	$(VENV)/bin/ablate grid $(EXPERIMENT)
+	$(VENV)/bin/ablate compare --out results $$(for d in results/*/; do \
+	  [ -f "$$d/experiment.json" ] && [ -f "$$d/REPORT.md" ] && [ -f "$$d/tables/effects.csv" ] \
+	  && echo "$${d%/}"; done)
 
 test: install lint
 	$(PY) -m pytest -q
