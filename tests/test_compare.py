@@ -4,7 +4,6 @@ incomparable metrics kept apart, and a folder that is not an experiment."""
 
 from __future__ import annotations
 
-import filecmp
 import json
 import shutil
 from pathlib import Path
@@ -36,14 +35,15 @@ def dersimonian_laird(y, se):
     return mu, se_mu, mu - 1.959963984540054 * se_mu, mu + 1.959963984540054 * se_mu, tau2, i2, q
 
 
-@pytest.mark.parametrize("y, se", [
-    ([0.21, -0.16, 0.30, 0.05], [0.11, 0.025, 0.26, 0.15]),  # heterogeneous: tau2 > 0
-    ([0.02, 0.01, 0.03], [0.10, 0.12, 0.09]),  # homogeneous: tau2 truncated at 0
-    ([-1.1, 0.4], [0.2, 0.3]),
+@pytest.mark.parametrize("y, se, heterogeneous", [
+    ([0.21, -0.16, 0.30, 0.05], [0.11, 0.025, 0.26, 0.15], True),
+    ([0.02, 0.01, 0.03], [0.10, 0.12, 0.09], False),  # Q < df: tau2 truncated at 0 (fixed effect)
+    ([-1.1, 0.4], [0.2, 0.3], True),
 ])
-def test_pool_matches_hand_written_dersimonian_laird(y, se):
+def test_pool_matches_hand_written_dersimonian_laird(y, se, heterogeneous):
     got = pool(y, se)
     mu, se_mu, lo, hi, tau2, i2, q = dersimonian_laird(y, se)
+    assert (tau2 > 0) == heterogeneous
     np.testing.assert_allclose([got["estimate"], got["se"], got["ci_low"], got["ci_high"], got["q"]],
                                [mu, se_mu, lo, hi, q], rtol=1e-10, atol=1e-14)
     assert got["tau2"] == pytest.approx(tau2, rel=1e-10, abs=1e-15)
@@ -52,25 +52,29 @@ def test_pool_matches_hand_written_dersimonian_laird(y, se):
 
 
 def test_compare_cli_on_committed_results_is_byte_identical(tmp_path, capsys):
-    dirs = [str(ROOT / "results" / n) for n in COMMITTED]
-    for out in (tmp_path / "a", tmp_path / "b"):
-        assert main(["compare", *dirs, "--out", str(out)]) == 0
-    a, b = tmp_path / "a", tmp_path / "b"
-    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    # The inputs compare reads (experiment.json, tables/effects.csv), laid out as in results/,
+    # so SUMMARY.md's relative links are those of the committed one.
+    res = tmp_path / "results"
+    for n in COMMITTED:
+        (res / n / "tables").mkdir(parents=True)
+        shutil.copy(ROOT / "results" / n / "experiment.json", res / n / "experiment.json")
+        shutil.copy(ROOT / "results" / n / "tables" / "effects.csv", res / n / "tables" / "effects.csv")
+    dirs = [str(res / n) for n in COMMITTED]
+    assert main(["compare", *dirs, "--out", str(res)]) == 0
+    files = sorted(p.relative_to(res) for p in res.rglob("*")
+                   if p.is_file() and p.relative_to(res).parts[0] not in COMMITTED)
+    first = {f: (res / f).read_bytes() for f in files}
+    assert main(["compare", *reversed(dirs)]) == 0  # default --out: their parent; order does not matter
     assert Path("SUMMARY.md") in files
     for name in ("experiments", "by_experiment", "pooled"):
         for ext in ("csv", "md", "tex"):
             assert Path("summary/tables") / f"{name}.{ext}" in files
     assert Path("summary/figures/forest_best-classifier-fid.png") in files
     for f in files:
-        assert (a / f).read_bytes() == (b / f).read_bytes(), f
-    # The committed summary is this code's output on the committed results (links are
-    # relative to --out, so compare against the one written into results/ itself).
-    committed = ROOT / "results"
-    for f in files:
-        if f != Path("SUMMARY.md"):
-            assert filecmp.cmp(a / f, committed / f, shallow=False), f"{f} differs from the committed one"
-    pooled = pd.read_csv(a / "summary/tables/pooled.csv")
+        assert (res / f).read_bytes() == first[f], f"{f} changed when regenerated"
+        # the committed summary is this code's output on the committed results
+        assert first[f] == (ROOT / "results" / f).read_bytes(), f"{f} differs from the committed one"
+    pooled = pd.read_csv(res / "summary/tables/pooled.csv")
     sb = pooled[pooled["hack"] == "separate-batches"].iloc[0]
     assert sb["k"] == 3 and sb["tau2"] > 0 and 0 < sb["i2"] < 1
     assert (pooled.loc[pooled["hack"] == "ttur", "k"] == 1).all()
