@@ -92,7 +92,7 @@ def is_builtin(hack: Hack) -> bool:
 def _implicit(a: Hack, b: Hack) -> bool:
     """A plugin overlapping a built-in overrides it without declaring so (API v1 plugins
     predate ``overrides``; plugins fold after the built-ins, so their values win)."""
-    return not is_builtin(a) and is_builtin(b) and b.name not in type(a).overrides
+    return not is_builtin(a) and is_builtin(b) and not _overrides(a, b)
 
 
 def shared_fields(a: Hack, b: Hack) -> list[str]:
@@ -110,7 +110,7 @@ def changes_json(changes: dict[str, tuple[Any, Any]]) -> dict[str, list[Any]]:
 
 
 def _overrides(a: Hack, b: Hack) -> bool:
-    return b.name in type(a).overrides
+    return b.name.rpartition(":")[2] in type(a).overrides  # "provider:name" as "name"
 
 
 def fold_order(hacks: Sequence[Hack]) -> list[Hack]:

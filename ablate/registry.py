@@ -72,6 +72,8 @@ class _Failure:
 _REGISTRY: dict[str, type[Hack]] = {}
 _PROVIDERS: dict[str, str] = {}
 _DUPLICATES: dict[str, list[str]] = {}  # name -> "provider (module.Class)" of every claimant
+_CLAIMS: dict[str, dict[str, type[Hack]]] = {}  # clashing name -> {provider: class}
+_QUALIFIED: dict[str, type[Hack]] = {}  # "provider:name" -> its class, named so
 _FAILURES: list[_Failure] = []
 _discovered = False
 _loading: str | None = None  # the distribution whose entry point is being imported
@@ -155,6 +157,7 @@ def register_hack(cls: type[Hack] | None = None, *, provider: str | None = None)
             # Two plugins (or a plugin and ablate) claim the name: usable by neither,
             # whichever loaded first; using it raises this message (get_hack).
             _DUPLICATES.setdefault(name, [_describe_cls(existing, _PROVIDERS[name])]).append(claim)
+            _CLAIMS.setdefault(name, {_PROVIDERS[name]: existing})[prov] = hack_cls
             warnings.warn(_duplicate_message(name), PluginWarning, stacklevel=2)
             return hack_cls
         _REGISTRY[name] = hack_cls
@@ -169,11 +172,60 @@ def unregister_hack(name: str) -> None:
     _REGISTRY.pop(name, None)
     _PROVIDERS.pop(name, None)
     _DUPLICATES.pop(name, None)
+    _CLAIMS.pop(name, None)
+    for q in [q for q in _QUALIFIED if q.rpartition(":")[2] == name]:
+        del _QUALIFIED[q]
+        _PROVIDERS.pop(q, None)
 
 
 def _duplicate_message(name: str) -> str:
+    choices = " or ".join(repr(f"{p}:{name}") for p in _CLAIMS.get(name, {}))
+    pick = (f"; choose one by its provider-qualified name, {choices} (in --hacks, "
+            f"[hacks].scope and --set <provider>:{name}.<param>=...), or uninstall one of them"
+            if choices else "; uninstall one of them or rename the hack")
     return (f"hack name {name!r} is registered by more than one provider: "
-            f"{' and '.join(_DUPLICATES[name])}; uninstall one of them or rename the hack")
+            f"{' and '.join(_DUPLICATES[name])}{pick}")
+
+
+def _norm(provider: str) -> str:
+    """A distribution name compared as packaging does (case, '-', '_', '.' alike)."""
+    return re.sub(r"[-_.]+", "-", provider).lower()
+
+
+def base_name(name: str) -> str:
+    """``"name"`` of a provider-qualified ``"provider:name"`` (unchanged otherwise)."""
+    return name.rpartition(":")[2]
+
+
+def _qualified(name: str) -> type[Hack]:
+    """The class a provider-qualified name ``provider:name`` selects.
+
+    For a name two providers claim, a subclass of the chosen provider's class whose
+    ``name`` is the qualified name (so config.json, run keys, logs and errors say which);
+    for a name one provider holds, that class itself (the same run as the plain name)."""
+    prov, _, plain = name.rpartition(":")
+    if name in _QUALIFIED:
+        return _QUALIFIED[name]
+    if plain in _CLAIMS:
+        for p, cls in _CLAIMS[plain].items():
+            if _norm(p) == _norm(prov):
+                qualified = f"{p}:{plain}"
+                sub = type(cls.__name__, (cls,), {"name": qualified, "__module__": cls.__module__,
+                                                  "__qualname__": cls.__qualname__})
+                _QUALIFIED[qualified] = _QUALIFIED[name] = sub
+                _PROVIDERS[qualified] = _PROVIDERS[name] = p
+                return sub
+        raise ConfigError(f"unknown hack {name!r}: {plain!r} is provided by "
+                          f"{', '.join(_CLAIMS[plain])}, not {prov!r}; choose "
+                          + " or ".join(repr(f"{p}:{plain}") for p in _CLAIMS[plain]))
+    cls = _REGISTRY.get(plain)
+    if cls is None:
+        valid = ", ".join(hack_names())
+        raise ConfigError(f"unknown hack {name!r}; valid hacks: {valid}")
+    if _norm(_PROVIDERS[plain]) != _norm(prov):
+        raise ConfigError(f"unknown hack {name!r}: {plain!r} is provided by "
+                          f"{_PROVIDERS[plain]!r}, not {prov!r}")
+    return cls
 
 
 def _discover() -> None:
@@ -219,12 +271,13 @@ def problems() -> list[str]:
 
 def list_hacks() -> list[type[Hack]]:
     """Every usable hack class: built-ins in the README's table order, then plugins by
-    name (never by discovery order). Names claimed twice are left out (see problems())."""
+    name (never by discovery order). A name claimed twice is listed once per provider, as
+    ``provider:name`` (see problems())."""
     _discover()
     builtin = [cls for cls in BUILTIN if _REGISTRY.get(cls.name) is cls and cls.name not in _DUPLICATES]
-    plugins = sorted((c for n, c in _REGISTRY.items() if c not in builtin and n not in _DUPLICATES),
-                     key=lambda c: c.name)
-    return builtin + plugins
+    plugins = [c for n, c in _REGISTRY.items() if c not in builtin and n not in _DUPLICATES]
+    plugins += [_qualified(f"{p}:{n}") for n in _DUPLICATES for p in _CLAIMS.get(n, {})]
+    return builtin + sorted(plugins, key=lambda c: (base_name(c.name), c.name))
 
 
 def hack_names() -> list[str]:
@@ -279,6 +332,8 @@ def get_hack(name: str) -> type[Hack]:
     """Look up a hack class; unknown names raise an error listing the valid ones (and
     any plugin that failed to load); names claimed twice raise naming both providers."""
     _discover()
+    if ":" in name:
+        return _qualified(name)
     if name in _DUPLICATES:
         raise ConfigError(_duplicate_message(name))
     try:
@@ -308,9 +363,8 @@ def expand(selection: Iterable[str], removed: Iterable[str] = ()) -> tuple[str, 
     chosen: list[str] = []
     for item in selection:
         chosen += keywords.get(item, [item])
-    removed = list(removed)
-    for name in chosen + removed:
-        get_hack(name)
+    removed = [get_hack(n).name for n in removed]
+    chosen = [get_hack(n).name for n in chosen]
     return canonical(h for h in chosen if h not in removed)
 
 
@@ -331,12 +385,13 @@ def call_order(names: Iterable[str]) -> tuple[str, ...]:
     names = list(canonical(names))
     enabled = set(names)
     preds: dict[str, set[str]] = {n: set() for n in names}
+    by_base = {base_name(n): n for n in names}
     for n in names:
         cls = get_hack(n)
-        for other in cls.before:
+        for other in (by_base.get(o) for o in cls.before):
             if other in enabled and other != n:
                 preds[other].add(n)
-        for other in cls.after:
+        for other in (by_base.get(o) for o in cls.after):
             if other in enabled and other != n:
                 preds[n].add(other)
     out: list[str] = []
@@ -364,15 +419,19 @@ def instantiate(
     overlaps (two hacks setting one Recipe field or replacing one loss;
     :func:`ablate.interactions.check`), raise an error naming both.
     """
-    enabled = list(dict.fromkeys(enabled))
-    params = params or {}
-    for name in list(enabled) + list(params):
-        get_hack(name)
+    enabled = list(dict.fromkeys(get_hack(n).name for n in enabled))
+    params = {get_hack(k).name: v for k, v in (params or {}).items()}
+    plain = [base_name(n) for n in enabled]
+    for n in set(plain):
+        if plain.count(n) > 1:
+            both = " and ".join(repr(e) for e in enabled if base_name(e) == n)
+            raise ConfigError(f"hacks {both} are one hack name from two providers; enable one")
     enabled = list(call_order(enabled))
     for name, values in params.items():
         get_hack(name).make_params(values)  # validate even when disabled
     for a in enabled:
         for b in get_hack(a).conflicts:
+            b = next((e for e in enabled if base_name(e) == b), b)
             if b in enabled:
                 raise ConfigError(f"hacks {a!r} and {b!r} conflict; enable at most one of them")
     hacks = [get_hack(n)(get_hack(n).make_params(params.get(n))) for n in enabled]

@@ -4,6 +4,7 @@ run directories."""
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 import tomllib
@@ -55,7 +56,8 @@ def fresh(monkeypatch, tmp_path):
     site.mkdir()
     monkeypatch.syspath_prepend(str(site))
     for attr, value in (("_REGISTRY", {}), ("_PROVIDERS", {}), ("_DUPLICATES", {}),
-                        ("_FAILURES", []), ("_discovered", False)):
+                        ("_CLAIMS", {}), ("_QUALIFIED", {}), ("_FAILURES", []),
+                        ("_discovered", False)):
         monkeypatch.setattr(registry, attr, value)
     return site
 
@@ -74,6 +76,70 @@ def test_two_plugins_claiming_one_name_is_an_error_naming_both(fresh, capsys, fi
     assert main(["train", "--hacks", "builtin", "--dry-run"]) == 0  # other hacks still work
     assert main(["train", "--hacks", "builtin,dup-hack", "--dry-run"]) == 2
     assert "aaa-dist" in capsys.readouterr().err
+
+
+_PARAM = """
+        from dataclasses import dataclass
+
+        from ablate import Hack, register_hack
+
+        @register_hack
+        class H(Hack):
+            name = "dup-hack"
+            on, off = "on {dist}", "off"
+
+            @dataclass(frozen=True)
+            class Params:
+                p: float = {default}
+
+            def apply(self, recipe):
+                return recipe.replace(d_steps=1 + int(self.params.p > 1))
+"""
+
+
+def test_provider_qualified_names_pick_one_of_two_clashing_plugins(fresh, capsys, tmp_path):
+    _install(fresh, "aaa-dist", "1.0", _PARAM.format(dist="aaa", default=0.5))
+    _install(fresh, "zzz-dist", "2.0", _PARAM.format(dist="zzz", default=0.25))
+    with pytest.warns(registry.PluginWarning):
+        registry.list_hacks()
+    with pytest.raises(ConfigError) as err:  # the unqualified name lists the choices
+        registry.get_hack("dup-hack")
+    assert "'aaa-dist:dup-hack' or 'zzz-dist:dup-hack'" in str(err.value)
+    # ablate hacks lists both, qualified, with their providers
+    assert main(["hacks", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["aaa-dist:dup-hack"]["provider"] == "aaa-dist"
+    assert rows["zzz-dist:dup-hack"]["provider"] == "zzz-dist"
+    assert rows["zzz-dist:dup-hack"]["on"] == "on zzz" and rows["zzz-dist:dup-hack"]["version"] == "2.0"
+    # the qualified name selects that provider's class, in --hacks, --set and resolve
+    plan = resolve(TrainConfig(dataset="fake", hacks=("zzz_dist:dup-hack",),
+                               params=(("zzz-dist:dup-hack", "p", 2.0),)))
+    (hack,) = plan.hacks
+    assert hack.on == "on zzz" and hack.params.p == 2.0 and plan.recipe.d_steps == 2
+    assert plan.hack_records[0]["name"] == "zzz-dist:dup-hack"
+    assert plan.hack_records[0]["provider"] == "zzz-dist" and plan.hack_records[0]["version"] == "2.0"
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "fake", "--steps", "1", "--batch-size", "4", "--ngf", "8",
+                 "--ndf", "8", "--hacks", "aaa-dist:dup-hack", "--set", "aaa-dist:dup-hack.p=3",
+                 "--no-eval", "--out", str(out)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["hacks"] == [{"name": "aaa-dist:dup-hack", "params": {"p": 3.0},
+                             "provider": "aaa-dist", "version": "1.0"}]
+    from ablate.resolve import config_from_json
+    again = resolve(config_from_json(cfg))  # a run directory rebuilds with the same hack
+    assert again.hack_records == tuple(cfg["hacks"])
+    # [hacks].scope of an experiment file
+    exp = tmp_path / "exp.toml"
+    exp.write_text('seeds = [0]\n[data]\ndataset = "fake"\n[hacks]\n'
+                   'scope = ["zzz-dist:dup-hack"]\n[hacks.params]\n"zzz-dist:dup-hack" = { p = 0.75 }\n')
+    from ablate.experiment import load_experiment
+    assert load_experiment(exp).hacks == ("zzz-dist:dup-hack",)
+    # both at once, or a provider that does not provide it, are refused
+    with pytest.raises(ConfigError, match="two providers"):
+        registry.instantiate(["aaa-dist:dup-hack", "zzz-dist:dup-hack"])
+    with pytest.raises(ConfigError, match="not 'other-dist'"):
+        registry.get_hack("other-dist:dup-hack")
+    assert registry.get_hack("ablate:batch-norm") is registry.get_hack("batch-norm")
 
 
 def test_a_plugin_claiming_a_builtin_name_is_an_error_naming_both(fresh, capsys):
