@@ -15,7 +15,9 @@ Hygiene:
 
 * a name registered by two providers is an error naming both, whichever loaded first
   (raised at once for a direct :func:`register_hack` call; for two plugins, raised when
-  the name is used, so that other commands keep working);
+  the name is used, so that other commands keep working); each claimant stays usable by
+  its provider-qualified name ``<distribution>:<name>`` (:func:`get_hack`), which is
+  then the hack's name in the run;
 * ``all``, ``builtin`` and ``none`` are reserved (selection keywords); names are
   lowercase words joined by dashes;
 * ``Params`` must be a frozen dataclass whose every field has a default and a supported
