@@ -31,9 +31,10 @@ data:
 # results/ that has a report; one still running (no REPORT.md yet) is left out.
 ablation: install
 	$(VENV)/bin/ablate grid $(EXPERIMENT)
-	$(VENV)/bin/ablate compare --out results $$(for d in results/*/; do \
-	  [ -f "$$d/experiment.json" ] && [ -f "$$d/REPORT.md" ] && [ -f "$$d/tables/effects.csv" ] \
-	  && echo "$${d%/}"; done)
+	@dirs=$$(for d in results/*/; do [ -f "$$d/experiment.json" ] && [ -f "$$d/REPORT.md" ] \
+	  && [ -f "$$d/tables/effects.csv" ] && echo "$${d%/}"; done); \
+	if [ -n "$$dirs" ]; then echo "ablate compare --out results $$dirs" | tr '\n' ' '; echo; \
+	  $(VENV)/bin/ablate compare --out results $$dirs; fi
 
 test: install lint
 	$(PY) -m pytest -q
