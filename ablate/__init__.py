@@ -6,7 +6,7 @@ Public API for writing a hack plugin (see ``ablate.hack`` for the hooks and thei
 """
 
 from ablate.errors import ConfigError
-from ablate.hack import DContext, GContext, Hack, StepContext
+from ablate.hack import DContext, GContext, Hack, StepContext, WrapInfo
 from ablate.interactions import recipe_changes
 from ablate.params import Bounds
 from ablate.recipe import Activation, Init, Optimizer, Recipe
@@ -15,4 +15,4 @@ from ablate.version import __version__
 
 __all__ = ["Activation", "Bounds", "ConfigError", "DContext", "GContext", "Hack", "Init",
            "Optimizer", "Recipe", "StepContext", "build_recipe", "describe", "get_hack",
-           "list_hacks", "recipe_changes", "register_hack", "__version__"]
+           "WrapInfo", "list_hacks", "recipe_changes", "register_hack", "__version__"]

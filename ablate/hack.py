@@ -15,7 +15,9 @@ Set-up, once per run (``ablate.resolve`` and ``ablate.train.build``):
 2. :meth:`Hack.wrap_generator` / :meth:`Hack.wrap_discriminator` ``(module, recipe) ->
    module`` — wrap or modify the built, initialised G and D (spectral norm, a
    minibatch-stddev layer). They receive the final Recipe (its ``init``, and
-   ``d_update``: in ``mixed`` mode D sees ``cat([real, fake])``, real first).
+   ``d_update``: in ``mixed`` mode D sees ``cat([real, fake])``, real first), and a
+   :class:`WrapInfo` (batch size, image shape, ...) where the override has an ``info``
+   parameter.
 3. :meth:`Hack.sampling_generator` ``(generator, recipe) -> module`` — the generator
    used for ``samples.png``, validation FID, ``generator.pt`` / ``generator_best.pt``
    and so for evaluation (e.g. an EMA copy). It must have G's ``state_dict`` keys.
@@ -131,6 +133,27 @@ class NoParams:
 # Which batch :meth:`Hack.augment` receives (``StepContext.side``), and which sides a D
 # update holds (``DContext.side``).
 SIDES = ("real", "fake", "mixed", "g")
+
+
+@dataclass(frozen=True)
+class WrapInfo:
+    """What a wrapper (:meth:`Hack.wrap_generator`, :meth:`Hack.wrap_discriminator`,
+    :meth:`Hack.sampling_generator`) may need beyond the Recipe: the run's
+    ``batch_size`` (real images per D update, fakes per G update), ``image_shape``
+    ``(C, H, W)`` of D's input images, ``latent_dim`` (G's input ``(n, latent_dim, 1,
+    1)``), ``ngf``/``ndf``, ``d_batch`` (rows D receives in one forward pass of a D update:
+    ``2 * batch_size`` with ``d_update = "mixed"``, else ``batch_size``) and ``device``
+    (where the modules go after the wrappers). A wrapper receives it when its override
+    has a parameter named ``info`` (``def wrap_discriminator(self, d, recipe, info)``);
+    other signatures are called as before."""
+
+    batch_size: int
+    image_shape: tuple[int, int, int]
+    latent_dim: int
+    ngf: int
+    ndf: int
+    d_batch: int
+    device: str = "cpu"
 
 
 def _discard(name: str, value: Any) -> None:
@@ -353,8 +376,14 @@ class Hack:
         """Whether a wrapper override accepts the Recipe (old plugins take the module only)."""
         sig = inspect.signature(getattr(cls, hook))
         positional = [p for p in sig.parameters.values()
-                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                      and p.name != "info"]
         return len(positional) >= 3 or any(p.kind is p.VAR_POSITIONAL for p in sig.parameters.values())
+
+    @classmethod
+    def takes_info(cls, hook: str) -> bool:
+        """Whether a wrapper override has a parameter named ``info`` (a :class:`WrapInfo`)."""
+        return "info" in inspect.signature(getattr(cls, hook)).parameters
 
     # ----- parameters -----------------------------------------------------------------
     @classmethod
@@ -430,11 +459,11 @@ class HookError(ConfigError):
     original exception is its ``__cause__``."""
 
 
-def call_hook(hack: Hack, hook: str, *args: Any) -> Any:
+def call_hook(hack: Hack, hook: str, *args: Any, **kwargs: Any) -> Any:
     """``hack.<hook>(*args)``; an exception other than :class:`ConfigError` comes out as
     :class:`HookError` naming the hack, the hook and the original exception."""
     try:
-        return getattr(hack, hook)(*args)
+        return getattr(hack, hook)(*args, **kwargs)
     except ConfigError as exc:
         if str(exc).startswith(f"hack {hack.name!r}"):
             raise
@@ -454,13 +483,16 @@ def call_apply(hack: Hack, recipe: Recipe) -> Recipe:
     return out
 
 
-def call_wrapper(hack: Hack, hook: str, module: nn.Module, recipe: Recipe) -> nn.Module:
+def call_wrapper(hack: Hack, hook: str, module: nn.Module, recipe: Recipe,
+                 info: WrapInfo | None = None) -> nn.Module:
     """``hack.wrap_generator`` / ``wrap_discriminator`` / ``sampling_generator``, with the
-    Recipe where the override takes it, checked to return an ``nn.Module``."""
+    Recipe where the override takes it and ``info=`` where it has an ``info`` parameter,
+    checked to return an ``nn.Module``."""
     from torch import nn  # torch is loaded by now (modules exist); not at import time
 
     args = (module, recipe) if type(hack).takes_recipe(hook) else (module,)
-    out = call_hook(hack, hook, *args)
+    kwargs = {"info": info} if info is not None and type(hack).takes_info(hook) else {}
+    out = call_hook(hack, hook, *args, **kwargs)
     if not isinstance(out, nn.Module):
         raise ConfigError(f"hack {hack.name!r}: {hook}() must return a torch.nn.Module, got "
                           f"{type(out).__name__} (return the module, modified or wrapped)")

@@ -39,7 +39,7 @@ from ablate.config import TrainConfig
 from ablate.data import ImageSet, load, scale
 from ablate.environment import git_commit, hardware, resolve_device, versions
 from ablate.errors import ConfigError
-from ablate.hack import Hack, StepContext, call_hook, call_wrapper
+from ablate.hack import Hack, StepContext, WrapInfo, call_hook, call_wrapper
 from ablate.interactions import changes_json, overrides_in_effect, recipe_changes, select_hooks
 from ablate.models import build_models, fixed_latents, generate, sample_latent
 from ablate.recipe import Optimizer, Recipe
@@ -244,22 +244,34 @@ def build(plan: TrainPlan, shape: tuple[int, int, int], device: torch.device
     config, recipe = plan.config, plan.recipe
     torch.manual_seed(config.seed)
     g, d = build_models(recipe, shape, config.ngf, config.ndf, config.latent_dim)
+    info = wrap_info(plan, shape, device)
     for h in plan.hacks:
-        g = call_wrapper(h, "wrap_generator", g, recipe)
-        d = call_wrapper(h, "wrap_discriminator", d, recipe)
+        g = call_wrapper(h, "wrap_generator", g, recipe, info)
+        d = call_wrapper(h, "wrap_discriminator", d, recipe, info)
     # channels_last is oneDNN's fast convolution layout: 1.2x (all-on) to 1.5x (all-off)
     # per training step on the CPU (benchmarks/README.md); the numbers do not change.
     fmt = torch.channels_last
     return g.to(device, memory_format=fmt), d.to(device, memory_format=fmt)
 
 
-def sampling_generator(plan: TrainPlan, g: nn.Module) -> nn.Module:
+def wrap_info(plan: TrainPlan, shape: tuple[int, int, int], device: torch.device | str
+              ) -> WrapInfo:
+    """The :class:`~ablate.hack.WrapInfo` the wrappers of ``plan`` receive."""
+    c = plan.config
+    mult = 2 if plan.recipe.d_update == "mixed" else 1
+    return WrapInfo(batch_size=c.batch_size, image_shape=tuple(int(x) for x in shape),
+                    latent_dim=c.latent_dim, ngf=c.ngf, ndf=c.ndf, d_batch=mult * c.batch_size,
+                    device=str(device))
+
+
+def sampling_generator(plan: TrainPlan, g: nn.Module, info: WrapInfo | None = None
+                       ) -> nn.Module:
     """The generator to sample, validate and save: ``g``, or the module an enabled hack's
     :meth:`~ablate.hack.Hack.sampling_generator` returns (checked to load into G)."""
     hack = select_hooks(plan.hacks).sampling_generator
     if hack is None:
         return g
-    out = call_wrapper(hack, "sampling_generator", g, plan.recipe)
+    out = call_wrapper(hack, "sampling_generator", g, plan.recipe, info)
     want = {k: v.shape for k, v in g.state_dict().items()}
     got = {k: v.shape for k, v in out.state_dict().items()}
     if got != want:
@@ -300,7 +312,7 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
     if bs > n_data:
         raise ConfigError(f"batch size {bs} exceeds the {n_data} training images of {config.dataset}")
     g, d = build(plan, data.shape, device)
-    g_sample = sampling_generator(plan, g)
+    g_sample = sampling_generator(plan, g, wrap_info(plan, data.shape, device))
     hooks = select_hooks(plan.hacks)
     digest, about = checkpoint.fingerprint(config, plan.hack_records, plan.recipe.to_dict(),
                                            device, fingerprint)
