@@ -208,7 +208,9 @@ class DContext:
     ``real``/``fake`` are D's inputs after augmentation (``fake`` detached from G),
     ``out_real``/``out_fake`` D's logits, shape (n,), ``t_real``/``t_fake`` the Recipe's
     targets, ``features_real``/``features_fake`` D's features (the input of its last
-    convolution; None if D has none). With ``d_update = "separate"`` each update holds one
+    convolution; None if D has none); under a wrapper that packs k inputs per logit
+    (PacGAN) the logits, features and targets have one row per pack, real packs and fake
+    packs split apart (:func:`ablate.steps.split_packed`). With ``d_update = "separate"`` each update holds one
     side and the other side's fields are None. ``discriminate(x) -> (logits, features)``
     runs D (as the loop calls it, without augmentation) on any batch.
 

@@ -37,6 +37,38 @@ def scalar(value: object, hack: Hack, hook: str, optional: bool = False) -> torc
     return value.reshape(())
 
 
+def pack_size(n_in: int, n_out: int, n_real: int | None = None) -> int:
+    """How many of D's input rows one of its outputs covers (1 unless a wrapper packs
+    samples, as PacGAN does: ``n_in`` inputs, ``n_out`` logits). With ``n_real`` real rows
+    first, packs must not straddle the real/fake boundary."""
+    if n_out == n_in:
+        return 1
+    if n_out <= 0 or n_in % n_out or (n_real is not None and n_real % (n_in // n_out)):
+        raise ConfigError(
+            f"D returned {n_out} logits for {n_in} input rows"
+            + (f" ({n_real} real first)" if n_real is not None else "")
+            + "; a wrapper that packs samples must pack a whole number of rows per logit, "
+              "real and fake rows apart (the batch size a multiple of the pack size)")
+    return n_in // n_out
+
+
+def pack_targets(t: torch.Tensor, n_out: int) -> torch.Tensor:
+    """Targets of packed D outputs: the mean target of each pack of consecutive rows
+    (``t`` itself when nothing is packed)."""
+    if t.shape[0] == n_out:
+        return t
+    return t.reshape(n_out, -1).mean(1)
+
+
+def split_packed(y: torch.Tensor | None, n_real: int, n_in: int):
+    """``y`` (D's logits or features over ``n_in`` input rows, ``n_real`` real first,
+    possibly packed) split into its real and fake rows."""
+    if y is None:
+        return None, None
+    k = pack_size(n_in, y.shape[0], n_real)
+    return y[:n_real // k], y[n_real // k:]
+
+
 def bce_d_loss(ctx: DContext) -> torch.Tensor:
     """The default D loss: binary cross-entropy of the logits present against the targets."""
     outs = [o for o in (ctx.out_real, ctx.out_fake) if o is not None]
@@ -128,20 +160,26 @@ class HookedUpdates:
             opt.zero_grad(set_to_none=True)
             x = self.augment(torch.cat([real, fake]), "mixed", n)
             out, f = self.discriminate(x)
-            ctx = self._d_context("mixed", x[:n], x[n:], out[:n], out[n:], t_real, t_fake,
-                                  None if f is None else f[:n], None if f is None else f[n:])
+            # A packing D (PacGAN) gives one logit per pack: real packs first (issue 19).
+            n_in = x.shape[0]
+            o_real, o_fake = split_packed(out, n, n_in)
+            f_real, f_fake = split_packed(f, n, n_in)
+            ctx = self._d_context("mixed", x[:n], x[n:], o_real, o_fake,
+                                  pack_targets(t_real, o_real.shape[0]),
+                                  pack_targets(t_fake, o_fake.shape[0]), f_real, f_fake)
             loss = self._d_loss(ctx)
             loss.backward()
             opt.step()
             self._last_real = ctx.real.detach()
             self._after_d_update(ctx)
-            out = out.detach()
-            return loss.detach(), out[:n], out[n:]
+            return loss.detach(), o_real.detach(), o_fake.detach()
         losses, outs = [], []
         for side, batch, t in (("real", real, t_real), ("fake", fake, t_fake)):
             opt.zero_grad(set_to_none=True)
             x = self.augment(batch, side, n if side == "real" else 0)
             out, f = self.discriminate(x)
+            pack_size(x.shape[0], out.shape[0])
+            t = pack_targets(t, out.shape[0])
             if side == "real":
                 ctx = self._d_context(side, x, None, out, None, t, None, f, None)
                 self._last_real = x.detach()

@@ -43,7 +43,7 @@ from ablate.hack import Hack, StepContext, WrapInfo, call_hook, call_wrapper
 from ablate.interactions import changes_json, overrides_in_effect, recipe_changes, select_hooks
 from ablate.models import build_models, fixed_latents, generate, sample_latent
 from ablate.recipe import Optimizer, Recipe
-from ablate.steps import HookedUpdates
+from ablate.steps import HookedUpdates, pack_targets, split_packed
 
 Validator = Callable[[nn.Module], float]  # generator -> validation FID
 # Offset of the hooks' random stream from the run's seed: hooks draw from their own
@@ -168,6 +168,8 @@ def _targets(recipe: Recipe, n: int, gen: torch.Generator, device) -> tuple[torc
 
 def _d_loss(d: nn.Module, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     logits = d(x)
+    if logits.shape[0] != t.shape[0]:  # a packing D (PacGAN): one logit per pack
+        t = pack_targets(t, logits.shape[0])
     return F.binary_cross_entropy_with_logits(logits, t), logits.detach()
 
 
@@ -182,6 +184,8 @@ def _update_mixed(d, opt, real, fake, t_real, t_fake):
     loss.backward()
     opt.step()
     n = real.shape[0]
+    if logits.shape[0] != 2 * n:  # packed: real packs first (ablate.steps.split_packed)
+        return (loss.detach(), *split_packed(logits, n, 2 * n))
     return loss.detach(), logits[:n], logits[n:]
 
 
@@ -390,7 +394,9 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
             loss_d, out_real, out_fake = update_d(d_fwd, opt_d, real, fake.detach(), t_real, t_fake)
         if hooked is None:
             opt_g.zero_grad(set_to_none=True)
-            loss_g = F.binary_cross_entropy_with_logits(d_fwd(fake), ones)  # non-saturating loss
+            out_g = d_fwd(fake)  # one logit per image, or per pack under a packing D
+            loss_g = F.binary_cross_entropy_with_logits(  # non-saturating loss
+                out_g, ones if out_g.shape[0] == bs else ones[:out_g.shape[0]])
             loss_g.backward()
             opt_g.step()
         else:
