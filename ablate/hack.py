@@ -241,6 +241,7 @@ class DContext:
     index: int = 0
     side: str = "mixed"
     log: Callable[[str, Any], None] = _discard
+    previous: Callable[[DContext], torch.Tensor] | None = None
 
 
 @dataclass
@@ -253,6 +254,12 @@ class GContext:
     :class:`DContext` (e.g. ``discriminate(ctx.real)`` for features of real data under
     the current D). Run information as in :class:`DContext`: ``steps``, ``g``, ``d``,
     ``opt_g``, ``opt_d``, ``log(name, value)``.
+
+    ``previous(ctx) -> loss`` (in :meth:`Hack.g_loss`): the loss this hack replaces — the
+    g_loss of the enabled hack it overrides, else the non-saturating loss — computed on
+    the context given (e.g. ``dataclasses.replace(ctx, out_fake=..., fake=...)`` restricted
+    to some samples), so losses compose (top-k over hinge). :class:`DContext` has the same
+    for :meth:`Hack.d_loss` (default: the binary cross-entropy).
     """
 
     step: int
@@ -269,6 +276,7 @@ class GContext:
     opt_g: Any = None
     opt_d: Any = None
     log: Callable[[str, Any], None] = _discard
+    previous: Callable[[GContext], torch.Tensor] | None = None
 
 
 # --------------------------------------------------------------------------------------

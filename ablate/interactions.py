@@ -205,6 +205,10 @@ class Hooks:
     after_step: tuple[Hack, ...] = ()
     sampling_generator: Hack | None = None
     after_d_update: tuple[Hack, ...] = ()
+    # Every enabled hack replacing d_loss / g_loss, overridden first, the winner last: a
+    # replacing hook reaches the one it overrides through ctx.previous (composable losses).
+    d_loss_chain: tuple[Hack, ...] = ()
+    g_loss_chain: tuple[Hack, ...] = ()
 
     @property
     def per_step(self) -> bool:
@@ -222,6 +226,9 @@ def select_hooks(hacks: Iterable[Hack]) -> Hooks:
     def users(hook: str) -> tuple[Hack, ...]:
         return tuple(h for h in hacks if hook in type(h).hooks())
 
+    def chain(hook: str) -> tuple[Hack, ...]:
+        return tuple(h for h in ordered if hook in type(h).hooks())
+
     def winner(hook: str) -> Hack | None:
         found = [h for h in ordered if hook in type(h).hooks()]
         return found[-1] if found else None
@@ -229,4 +236,5 @@ def select_hooks(hacks: Iterable[Hack]) -> Hooks:
     return Hooks(augment=users("augment"), d_loss=winner("d_loss"), d_penalty=users("d_penalty"),
                  g_loss=winner("g_loss"), g_penalty=users("g_penalty"),
                  after_step=users("after_step"), sampling_generator=winner("sampling_generator"),
-                 after_d_update=users("after_d_update"))
+                 after_d_update=users("after_d_update"), d_loss_chain=chain("d_loss"),
+                 g_loss_chain=chain("g_loss"))

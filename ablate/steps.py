@@ -124,9 +124,25 @@ class HookedUpdates:
         self.loop.side = None
         return x
 
+    @staticmethod
+    def _chained(chain: tuple[Hack, ...], hook: str, default):
+        """The loss of the last hack in ``chain``, each hack's ``ctx.previous`` the loss of
+        the hack before it (the first one's: ``default``)."""
+        def link(i: int):
+            if i < 0:
+                return default
+            h, below = chain[i], link(i - 1)
+
+            def loss(ctx):
+                ctx = dataclasses.replace(ctx, previous=below)
+                return scalar(call_hook(h, hook, ctx), h, hook)
+            return loss
+        return link(len(chain) - 1)
+
     def _d_loss(self, ctx: DContext) -> torch.Tensor:
         h = self.hooks.d_loss
-        loss = bce_d_loss(ctx) if h is None else scalar(call_hook(h, "d_loss", ctx), h, "d_loss")
+        loss = bce_d_loss(ctx) if h is None else \
+            self._chained(self.hooks.d_loss_chain or (h,), "d_loss", bce_d_loss)(ctx)
         for p in self.hooks.d_penalty:
             term = scalar(call_hook(p, "d_penalty", ctx), p, "d_penalty", optional=True)
             if term is not None:
@@ -202,7 +218,8 @@ class HookedUpdates:
         ctx = GContext(lp.step, lp.recipe, self._last_real, x, out, f, self.discriminate, lp.rng,
                        steps=lp.steps, g=lp.g, d=lp.d, opt_g=lp.opt_g, opt_d=lp.opt_d, log=lp.log)
         h = self.hooks.g_loss
-        loss = ns_g_loss(ctx) if h is None else scalar(call_hook(h, "g_loss", ctx), h, "g_loss")
+        loss = ns_g_loss(ctx) if h is None else \
+            self._chained(self.hooks.g_loss_chain or (h,), "g_loss", ns_g_loss)(ctx)
         for p in self.hooks.g_penalty:
             term = scalar(call_hook(p, "g_penalty", ctx), p, "g_penalty", optional=True)
             if term is not None:
