@@ -337,6 +337,12 @@ class Hack:
         """The generator to sample, validate and save (same ``state_dict`` keys as G)."""
         return generator
 
+    def describe_wrap(self) -> dict[str, Any] | None:
+        """What this hack's wrappers changed that the Recipe does not say (a JSON-ready
+        dict, e.g. ``{"d": "PacGAN2: 2 images per D input"}``), recorded in the run's
+        config.json under ``"wrapped"``; called after the wrappers. None: nothing."""
+        return None
+
     # ----- per-step hooks -------------------------------------------------------------
     def augment(self, x: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         """Transform a batch of D inputs (real, fake or both); differentiable."""

@@ -39,7 +39,13 @@ def _activation(act: Activation) -> nn.Module:
 
 
 def _norm(kind: str, channels: int) -> list[nn.Module]:
-    return [nn.BatchNorm2d(channels)] if kind == "batch" else []
+    if kind == "batch":
+        return [nn.BatchNorm2d(channels)]
+    if kind == "instance":
+        return [nn.InstanceNorm2d(channels, affine=True)]
+    if kind == "layer":  # over (C, H, W) per sample
+        return [nn.GroupNorm(1, channels)]
+    return []
 
 
 def _up(kind: str, cin: int, cout: int, bias: bool) -> list[nn.Module]:
@@ -101,7 +107,7 @@ def initialise(module: nn.Module, init: Init) -> None:
             nn.init.normal_(m.weight, 0.0, init.std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d, nn.GroupNorm)):
             nn.init.normal_(m.weight, 1.0, init.std)
             nn.init.zeros_(m.bias)
 

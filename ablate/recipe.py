@@ -23,7 +23,7 @@ from ablate.params import FLOAT32_MAX, Bounds, check_fields
 
 Downsample = Literal["strided", "pool"]
 Upsample = Literal["transposed", "resize"]
-Norm = Literal["batch", "none"]
+Norm = Literal["batch", "none", "instance", "layer"]  # layer: GroupNorm(1, C)
 DataRange = Literal["symmetric", "unit"]
 Latent = Literal["gaussian", "uniform"]
 DUpdate = Literal["separate", "mixed"]
@@ -56,9 +56,11 @@ class Init:
 
 @dataclass(frozen=True)
 class Optimizer:
-    """An Adam optimizer's settings (the only family the eleven hacks vary)."""
+    """An optimizer's settings: Adam (the only family the eleven hacks vary), or RMSProp
+    (``lr``, ``weight_decay``; smoothing 0.99, no momentum; ``betas`` unused), as WGAN
+    with weight clipping uses."""
 
-    name: Literal["adam"] = "adam"
+    name: Literal["adam", "rmsprop"] = "adam"
     lr: Annotated[float, Bounds(gt=0.0)] = 1e-3  # torch.optim.Adam's default: what a practitioner gets without the hack
     betas: tuple[Beta, Beta] = (0.9, 0.999)
     weight_decay: NonNegative = 0.0
@@ -68,7 +70,7 @@ class Optimizer:
         # Adam's first step is lr / (1 - beta1) (bias correction), computed in float32: a
         # larger one fails inside every run. A large lr that fits (1e20) diverges, which
         # the grid records as an outcome.
-        if self.lr / (1 - self.betas[0]) > FLOAT32_MAX:
+        if self.name == "adam" and self.lr / (1 - self.betas[0]) > FLOAT32_MAX:
             raise ConfigError(f"Optimizer.lr = {self.lr}: Adam's first step lr / (1 - beta1) = "
                               f"{self.lr / (1 - self.betas[0]):.4g} exceeds float32's "
                               f"{FLOAT32_MAX:.4g}; valid: lr <= {FLOAT32_MAX * (1 - self.betas[0]):.4g}")

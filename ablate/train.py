@@ -218,8 +218,10 @@ class Autocast(nn.Module):
 
 
 def make_optimizer(params, spec: Optimizer, device: torch.device) -> torch.optim.Optimizer:
+    if spec.name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=spec.lr, weight_decay=spec.weight_decay, foreach=True)
     if spec.name != "adam":
-        raise ConfigError(f"unknown optimizer {spec.name!r}; valid: adam")
+        raise ConfigError(f"unknown optimizer {spec.name!r}; valid: adam, rmsprop")
     return torch.optim.Adam(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay,
                             foreach=True)
 
@@ -256,6 +258,15 @@ def build(plan: TrainPlan, shape: tuple[int, int, int], device: torch.device
     # per training step on the CPU (benchmarks/README.md); the numbers do not change.
     fmt = torch.channels_last
     return g.to(device, memory_format=fmt), d.to(device, memory_format=fmt)
+
+
+def describe_wrap(hack: Hack) -> dict[str, Any] | None:
+    """``hack.describe_wrap()`` after the wrappers ran, checked: None or a JSON-ready dict."""
+    out = call_hook(hack, "describe_wrap")
+    if out is not None and not isinstance(out, dict):
+        raise ConfigError(f"hack {hack.name!r}: describe_wrap() must return a dict or None, "
+                          f"got {type(out).__name__}")
+    return out
 
 
 def wrap_info(plan: TrainPlan, shape: tuple[int, int, int], device: torch.device | str
@@ -323,7 +334,11 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
     resume = [Path(p) for p in resume]
     found = checkpoint.pick(resume, digest, about) if resume else None
     prepare_out_dir(out_dir, found and found[0])  # only now, after every check, is it touched
-    write_json(out_dir / "config.json", resolved_config(plan, data, device))
+    run_config = resolved_config(plan, data, device)
+    wrapped = {h.name: w for h in plan.hacks if (w := describe_wrap(h)) is not None}
+    if wrapped:  # what wrappers changed beyond the Recipe (absent when nothing says so)
+        run_config["wrapped"] = wrapped
+    write_json(out_dir / "config.json", run_config)
 
     x_all = scale(data.images, recipe.data_range).to(device)
     gen = torch.Generator(device).manual_seed(config.seed)
