@@ -7,6 +7,8 @@ import os
 import pytest
 import torch
 
+from ablate import registry
+
 # Tests must be quick and reproducible on a 2-core machine.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -21,3 +23,19 @@ def _isolated_cache(tmp_path_factory):
         os.environ.pop("ABLATE_CACHE", None)
     else:
         os.environ["ABLATE_CACHE"] = old
+
+
+@pytest.fixture
+def register():
+    """Register test-only hack classes for one test; they never leak into the registry."""
+    names = []
+
+    def _register(*classes):
+        for cls in classes:
+            registry.register_hack(cls)
+            names.append(cls.name)
+        return classes[0] if len(classes) == 1 else classes
+
+    yield _register
+    for n in names:
+        registry.unregister_hack(n)

@@ -29,22 +29,6 @@ def _cfg(hacks=(), **kw) -> TrainConfig:
     return TrainConfig(**{**base, "hacks": tuple(hacks), **kw})
 
 
-@pytest.fixture
-def register():
-    """Register test-only hack classes for one test; they never leak into the registry."""
-    names = []
-
-    def _register(*classes):
-        for cls in classes:
-            registry.register_hack(cls)
-            names.append(cls.name)
-        return classes[0] if len(classes) == 1 else classes
-
-    yield _register
-    for n in names:
-        registry.unregister_hack(n)
-
-
 def _weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "generator.pt")
 

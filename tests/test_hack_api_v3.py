@@ -31,22 +31,6 @@ def _log(run: Path) -> list[dict]:
     return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture
-def register():
-    """Register test-only hack classes for one test; they never leak into the registry."""
-    names = []
-
-    def _register(*classes):
-        for cls in classes:
-            registry.register_hack(cls)
-            names.append(cls.name)
-        return classes[0] if len(classes) == 1 else classes
-
-    yield _register
-    for n in names:
-        registry.unregister_hack(n)
-
-
 def _train_cli(tmp_path, hacks, out="cli", extra=()) -> int:
     return main(["train", "--dataset", "fake", "--steps", "1", "--batch-size", "4", "--ngf", "8",
                  "--ndf", "8", "--hacks", hacks, "--no-eval", "--out", str(tmp_path / out), *extra])
