@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ablate.errors import ConfigError
-from ablate.params import check_fields
+from ablate.hacks.params import check_fields
 
 LATENT_DIM = 100  # DCGAN's z size
 PRECISIONS = ("fp32", "bf16")

@@ -1,6 +1,6 @@
 """Benchmark: classifier-feature evaluation of 10k generated samples vs cached real stats.
 
-Times FID, KID, PRDC and mode metrics (ablate.evaluate.score_samples) for N generated
+Times FID, KID, PRDC and mode metrics (ablate.metrics.evaluate.score_samples) for N generated
 samples against the cached real statistics of the test split, and prints the total
 seconds per 10k samples and each component's share. The classifier and the real
 statistics are prepared first (cached; their one-off cost is printed, not counted).
@@ -34,11 +34,12 @@ def main() -> None:
     threads = [int(t) for t in args.threads.split(",")]
     torch.set_num_threads(max(threads))
 
-    from ablate import data, registry
-    from ablate.evaluate import EvalProtocol, feature_nets
+    from ablate import data
+    from ablate.hacks import registry
+    from ablate.metrics.evaluate import EvalProtocol, feature_nets
     from ablate.metrics import fid as fidm
-    from ablate.models import LATENT_DIM, build_models
-    from ablate.resolve import load_run
+    from ablate.training.models import LATENT_DIM, build_models
+    from ablate.training.resolve import load_run
 
     if args.run:
         cfg, recipe, g = load_run(args.run)
@@ -69,7 +70,7 @@ def main() -> None:
 
 
 def _time(args, g, recipe, latent_dim, dataset, protocol, nets) -> None:
-    from ablate.evaluate import generator_sampler, score_samples
+    from ablate.metrics.evaluate import generator_sampler, score_samples
 
     best = None
     for r in range(args.repeat):

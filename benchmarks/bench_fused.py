@@ -9,7 +9,7 @@ CUDA-graph capture are excluded) and its peak memory (GPU: ``max_memory_allocate
 CPU: the child's peak resident set). Baselines, measured on the same device in the
 same run and interleaved with the fused runs over ``--rounds``:
 
-* **lone**: one ``ablate.train`` run (once per round). K separate lone runs one after
+* **lone**: one ``ablate.training.loop`` run (once per round). K separate lone runs one after
   another have this aggregate rate, whatever K.
 * **packing** (``--pack K ...``): K lone runs as concurrent processes (``--pack-threads``
   threads each); their steady-state rates summed.
@@ -50,7 +50,7 @@ NUMERIC = ("gaussian-init", "adam-dcgan", "gaussian-latent", "label-smoothing", 
 # --------------------------------------------------------------------------------------
 def member_configs(spec: dict) -> list:
     """K TrainConfigs that fuse: numeric variants of all-on (or all-off), then seeds."""
-    from ablate import registry
+    from ablate.hacks import registry
     from ablate.config import TrainConfig
 
     builtin = tuple(registry.builtin_names())
@@ -70,8 +70,8 @@ def child(spec: dict) -> dict:
     import torch
 
     from ablate.fused import FusedOptions, train_group
-    from ablate.resolve import resolve
-    from ablate.train import train
+    from ablate.training.resolve import resolve
+    from ablate.training.loop import train
 
     if spec["device"].startswith("cuda"):
         torch.backends.cudnn.allow_tf32 = spec["tf32"]
@@ -140,11 +140,11 @@ def formulations(args) -> None:
     import torch.nn.functional as F
     from torch.func import functional_call, stack_module_state, vmap
 
-    from ablate import registry
+    from ablate.hacks import registry
     from ablate.config import TrainConfig
     from ablate.fused.modules import FusedSequential
-    from ablate.resolve import resolve
-    from ablate.train import build
+    from ablate.training.resolve import resolve
+    from ablate.training.loop import build
 
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)

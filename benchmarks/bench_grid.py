@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 def experiment_text(base: Path) -> str:
     """default.toml's dataset, model, budget and evaluation with four explicit variants."""
     exp = tomllib.loads(base.read_text())
-    from ablate import registry
+    from ablate.hacks import registry
 
     on = registry.builtin_names()
     variants = {"all-on": on, "-strided-downsample": [h for h in on if h != "strided-downsample"],

@@ -9,7 +9,7 @@ only, from result.json) and the ratios:
 * after, plain path — today's ``train()`` (no enabled hack overrides a per-step hook, so
   the loop does the plain DCGAN work);
 * after, hook path — today's ``train()`` with one extra hack whose ``d_penalty`` returns
-  None: every step goes through the hooked D and G updates (``ablate.steps``), which is
+  None: every step goes through the hooked D and G updates (``ablate.training.steps``), which is
   what any loss/augmentation plugin pays on top of its own work.
 
 It also counts the aten operators each loop dispatches in a whole 5-step run (PyTorch's
@@ -35,8 +35,8 @@ import torch
 
 from ablate import Hack, registry
 from ablate.config import TrainConfig
-from ablate.resolve import resolve
-from ablate.train import train
+from ablate.training.resolve import resolve
+from ablate.training.loop import train
 
 REPO = Path(__file__).resolve().parent.parent
 

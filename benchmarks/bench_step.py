@@ -4,7 +4,7 @@ Times the all-on (or ``--all-off``) DCGAN step — G forward, two D updates (rea
 fake-only), one G update, batch 64 — with NCHW vs channels_last and foreach vs fused
 Adam, interleaving the variants over rounds so that load drift hits all alike, and
 prints ms/step and the speed-up over the plain NCHW + foreach step. This is the
-evidence for the choices in ``ablate.train`` (channels_last: kept; fused Adam: no gain).
+evidence for the choices in ``ablate.training.loop`` (channels_last: kept; fused Adam: no gain).
 
     python benchmarks/bench_step.py [--ngf 64] [--side 28|32] [--all-off]
 """
@@ -18,8 +18,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from ablate import registry
-from ablate.models import build_models
+from ablate.hacks import registry
+from ablate.training.models import build_models
 
 
 def make_step(recipe, shape, ngf: int, channels_last: bool, fused: bool):

@@ -33,12 +33,12 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from ablate import registry  # noqa: E402
+from ablate.hacks import registry  # noqa: E402
 from ablate.data import DatasetSpec, register_dataset  # noqa: E402
-from ablate.models import build_models  # noqa: E402
+from ablate.training.models import build_models  # noqa: E402
 from ablate.config import TrainConfig  # noqa: E402
-from ablate.resolve import resolve  # noqa: E402
-from ablate.train import train  # noqa: E402
+from ablate.training.resolve import resolve  # noqa: E402
+from ablate.training.loop import train  # noqa: E402
 
 NZ = 100
 
@@ -163,7 +163,7 @@ def _ablate_config(dataset: str, ngf: int, steps: int, device: torch.device) -> 
 
 
 def ablate_throughput(dataset: str, ngf: int, steps: int, device: torch.device) -> float:
-    """Steady-state images/s of ``ablate.train`` (the first log window is warm-up)."""
+    """Steady-state images/s of ``ablate.training.loop`` (the first log window is warm-up)."""
     with tempfile.TemporaryDirectory() as tmp:
         train(resolve(_ablate_config(dataset, ngf, steps + steps // 4, device)), Path(tmp) / "run")
         log = [json.loads(x) for x in (Path(tmp) / "run/log.jsonl").read_text().splitlines()]

@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from ablate.config import EvalProtocol, TrainConfig  # noqa: E402
-from ablate.design import build_design  # noqa: E402
-from ablate.experiment import load_experiment  # noqa: E402
+from ablate.experiment.design import build_design  # noqa: E402
+from ablate.experiment.spec import load_experiment  # noqa: E402
 
 
 def expand(args) -> tuple[list[tuple[str, TrainConfig]], EvalProtocol | None]:
@@ -66,8 +66,8 @@ def run_group(names: list[str], configs: list[TrainConfig], protocol: EvalProtoc
     import torch
 
     from ablate.fused import FusedOptions, evaluate_group, train_group
-    from ablate.pipeline import validator
-    from ablate.resolve import resolve
+    from ablate.experiment.pipeline import validator
+    from ablate.training.resolve import resolve
 
     if time.time() > deadline:
         return {"runs": names, "skipped": "deadline"}
@@ -112,9 +112,9 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    from ablate.evaluate import feature_nets
+    from ablate.metrics.evaluate import feature_nets
     from ablate.fused import group_plans
-    from ablate.resolve import resolve
+    from ablate.training.resolve import resolve
 
     runs, protocol = expand(args)
     plans = [resolve(c) for _, c in runs]

@@ -46,10 +46,10 @@ def main() -> None:
 
     import torch
 
-    from ablate import registry
+    from ablate.hacks import registry
     from ablate.config import EvalProtocol, TrainConfig
     from ablate.fused import evaluate_group, train_group
-    from ablate.resolve import resolve
+    from ablate.training.resolve import resolve
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,6 +1,6 @@
 """`make bench`: every benchmark script in turn, on this machine's CPU.
 
-First ``ablate doctor``'s measurement (ablate.doctor.diagnose): which precision pays on
+First ``ablate doctor``'s measurement (ablate.training.doctor.diagnose): which precision pays on
 this machine, and the bf16/fp32 ratios; the scripts that print a share of the roof are
 then given the right roof (bf16 where bf16 pays). Each script prints ratios measured side
 by side in one run; see benchmarks/README.md for the figures recorded on the development
@@ -31,7 +31,7 @@ SCRIPTS = [
 def precision_choice() -> str:
     """Print ``ablate doctor``'s report for this CPU; return the precision that pays."""
     from ablate.cli.doctor import report
-    from ablate.doctor import diagnose
+    from ablate.training.doctor import diagnose
 
     print("===== ablate doctor (which precision pays here) =====", flush=True)
     d = diagnose(device="cpu")

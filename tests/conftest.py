@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from ablate import registry
+from ablate.hacks import registry
 
 # Tests must be quick and reproducible on a 2-core machine.
 torch.set_num_threads(min(2, os.cpu_count() or 1))

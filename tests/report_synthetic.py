@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ablate.design import build_design
-from ablate.experiment import parse_experiment
+from ablate.experiment.design import build_design
+from ablate.experiment.spec import parse_experiment
 from ablate.grid.driver import Grid, write_experiment_meta
 from ablate.grid.store import Status, Store
 

@@ -18,7 +18,7 @@ from gridutil import events, experiment, rows  # noqa: E402
 from ablate.cli import main  # noqa: E402
 from ablate.config import AnalysisSpec, SeedPolicy  # noqa: E402
 from ablate.errors import ConfigError  # noqa: E402
-from ablate.experiment import load_experiment  # noqa: E402
+from ablate.experiment.spec import load_experiment  # noqa: E402
 from ablate.grid.driver import prepare, run_grid  # noqa: E402
 from ablate.grid.executors import InlineExecutor  # noqa: E402
 

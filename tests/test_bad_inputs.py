@@ -20,7 +20,7 @@ from ablate.cli import main  # noqa: E402
 from ablate.config import TrainConfig  # noqa: E402
 from ablate.errors import ConfigError  # noqa: E402
 from ablate.grid.store import load_frame  # noqa: E402
-from ablate.pipeline import train_and_score  # noqa: E402
+from ablate.experiment.pipeline import train_and_score  # noqa: E402
 
 GRID_FLAGS = ["--executor", "inline", "--no-report", "--no-progress"]
 

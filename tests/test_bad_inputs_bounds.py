@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from gridutil import experiment, no_traceback  # noqa: E402
 
 from ablate.cli import main  # noqa: E402
-from ablate.execution import cores  # noqa: E402
+from ablate.experiment.execution import cores  # noqa: E402
 
 GRID_FLAGS = ["--executor", "inline", "--no-report", "--no-progress"]
 SCORED = {"features = []": 'features = ["classifier"]'}

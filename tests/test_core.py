@@ -18,8 +18,8 @@ from ablate.cli import main
 from ablate.data import load
 from ablate.errors import ConfigError
 from ablate.config import TrainConfig
-from ablate.resolve import load_run, resolve
-from ablate.train import train
+from ablate.training.resolve import load_run, resolve
+from ablate.training.loop import train
 
 from formats import write_cifar10, write_mnist_like
 

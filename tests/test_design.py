@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from ablate import ConfigError
-from ablate.design import alias_chains, build_design, resolution
-from ablate.experiment import DesignSpec
-from ablate.registry import builtin_names
+from ablate.experiment.design import alias_chains, build_design, resolution
+from ablate.experiment.spec import DesignSpec
+from ablate.hacks.registry import builtin_names
 
 H3 = ("batch-norm", "adam-dcgan", "label-smoothing")
 

@@ -1,4 +1,4 @@
-"""``ablate doctor`` (ablate.doctor): measured roofs and step rates at tiny sizes, a verdict
+"""``ablate doctor`` (ablate.training.doctor): measured roofs and step rates at tiny sizes, a verdict
 that follows the measured ratio, the FLOPs of the timed step equal to a train() step's,
 and the CLI's text and JSON output."""
 
@@ -14,10 +14,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ablate import doctor
+from ablate.training import doctor
 from ablate.cli import main
-from ablate.resolve import resolve
-from ablate.train import train
+from ablate.training.resolve import resolve
+from ablate.training.loop import train
 
 TINY = {"matmul_n": 64, "reps": 2, "rounds": 2, "steps": 1}
 

@@ -10,8 +10,8 @@ import pytest
 
 from ablate import ConfigError
 from ablate.data import DATASETS
-from ablate.experiment import load_experiment
-from ablate.registry import builtin_names
+from ablate.experiment.spec import load_experiment
+from ablate.hacks.registry import builtin_names
 
 REPO = Path(__file__).resolve().parent.parent
 ABLATE = [sys.executable, "-c", "import sys; from ablate.cli import main; sys.exit(main())"]

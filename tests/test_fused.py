@@ -25,13 +25,13 @@ import torch
 from ablate import Hack, registry
 from ablate.config import EvalProtocol, TrainConfig
 from ablate.errors import ConfigError
-from ablate.evaluate import evaluate_run
+from ablate.metrics.evaluate import evaluate_run
 from ablate.fused import (FusedOptions, evaluate_group, fuse_blocker, fusable_key, group_plans,
                           max_group_size, member_memory, train_group)
 from ablate.fused.step import Targets
-from ablate.pipeline import validator
-from ablate.resolve import resolve
-from ablate.train import _targets, train
+from ablate.experiment.pipeline import validator
+from ablate.training.resolve import resolve
+from ablate.training.loop import _targets, train
 
 ALL_ON = tuple(registry.builtin_names())
 LOSS_RTOL = 5e-3  # logged window means (observed <= 1.1e-3 after 50 steps)

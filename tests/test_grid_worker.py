@@ -18,7 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from gridutil import experiment  # noqa: E402
 
-from ablate import pipeline  # noqa: E402
+from ablate.experiment import pipeline  # noqa: E402
 from ablate.cli import main  # noqa: E402
 from ablate.config import EvalProtocol, TrainConfig
 from ablate.grid import worker

@@ -16,9 +16,9 @@ from ablate import Hack, Recipe, recipe_changes, registry
 from ablate.cli import main
 from ablate.config import TrainConfig
 from ablate.errors import ConfigError
-from ablate.interactions import select_hooks
-from ablate.resolve import load_run, resolve
-from ablate.train import train
+from ablate.hacks.interactions import select_hooks
+from ablate.training.resolve import load_run, resolve
+from ablate.training.loop import train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -193,7 +193,7 @@ def test_sampling_generator_is_sampled_saved_and_loaded(register, tmp_path):
     register(Frozen)
     plan = resolve(_cfg(("test-frozen-copy",), steps=2))
     train(plan, tmp_path / "run")
-    from ablate.train import build
+    from ablate.training.loop import build
     g0, _ = build(plan, (1, 28, 28), torch.device("cpu"))  # the same seeded initial weights
     saved = _weights(tmp_path / "run")
     assert _same(saved, g0.state_dict())  # the copy never trained
@@ -270,7 +270,7 @@ def test_recipe_values_are_checked(change, message):
 
 
 def test_recipe_nested_values_are_checked():
-    from ablate.recipe import Init, Optimizer
+    from ablate.hacks.recipe import Init, Optimizer
     with pytest.raises(ConfigError, match="Optimizer.lr must be float"):
         Optimizer(lr=-1e-3)
     with pytest.raises(ConfigError, match=re.escape("Optimizer.betas[0] must be float")):
@@ -329,7 +329,7 @@ def test_two_hacks_setting_one_field_is_an_error_naming_both(register):
     assert resolve(_cfg(("adam-dcgan", "test-lr"))).recipe.g_optimizer.lr == 5e-4
     plan = resolve(_cfg(("adam-dcgan", "test-lr-override")))  # declared: it is folded last
     assert plan.recipe.g_optimizer.lr == 5e-4 and plan.recipe.g_optimizer.betas == (0.5, 0.999)
-    from ablate.train import resolved_config
+    from ablate.training.loop import resolved_config
     cfg = resolved_config(plan)
     assert cfg["overrides"] == [{"hack": "test-lr-override", "overrides": "adam-dcgan",
                                  "fields": ["g_optimizer.lr"], "hooks": []}]
@@ -386,6 +386,6 @@ def test_old_api_wrappers_still_work(register, tmp_path):
 
 def test_the_loop_names_no_hack():
     names = registry.hack_names()
-    for module in ("train.py", "steps.py", "models.py"):
+    for module in ("training/loop.py", "training/steps.py", "training/models.py"):
         text = (REPO / "ablate" / module).read_text()
         assert not [n for n in names if re.search(rf"['\"]{re.escape(n)}['\"]", text)], module

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ablate import registry
+from ablate.hacks import registry
 from ablate.cli import main
 from ablate.config import TrainConfig
-from ablate.resolve import resolve
-from ablate.train import train
+from ablate.training.resolve import resolve
+from ablate.training.loop import train
 
 REPO = Path(__file__).resolve().parent.parent
 

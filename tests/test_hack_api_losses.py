@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 from ablate import Hack, registry
 from ablate.config import TrainConfig
-from ablate.resolve import resolve
-from ablate.train import train
+from ablate.training.resolve import resolve
+from ablate.training.loop import train
 
 SEEN: list[tuple] = []
 

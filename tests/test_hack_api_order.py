@@ -9,8 +9,8 @@ from ablate import Hack, registry
 from ablate.cli import main
 from ablate.config import TrainConfig
 from ablate.errors import ConfigError
-from ablate.resolve import resolve
-from ablate.train import train
+from ablate.training.resolve import resolve
+from ablate.training.loop import train
 
 CALLS: list[str] = []
 

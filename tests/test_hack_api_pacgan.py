@@ -14,9 +14,9 @@ from torch import nn
 from ablate import Hack, registry
 from ablate.config import TrainConfig
 from ablate.errors import ConfigError
-from ablate.resolve import resolve
-from ablate.steps import pack_size, pack_targets, split_packed
-from ablate.train import train
+from ablate.training.resolve import resolve
+from ablate.training.steps import pack_size, pack_targets, split_packed
+from ablate.training.loop import train
 
 SEEN: list[dict] = []
 

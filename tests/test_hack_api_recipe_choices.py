@@ -15,8 +15,8 @@ from ablate import Hack, Optimizer, Recipe, registry
 from ablate.config import TrainConfig
 from ablate.errors import ConfigError
 from ablate.fused.grouping import fuse_blocker
-from ablate.resolve import resolve
-from ablate.train import train
+from ablate.training.resolve import resolve
+from ablate.training.loop import train
 
 OPTS: list = []
 

@@ -20,7 +20,7 @@ from ablate import Bounds, Hack, registry
 from ablate.cli import main
 from ablate.config import TrainConfig
 from ablate.errors import ConfigError
-from ablate.resolve import resolve
+from ablate.training.resolve import resolve
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -125,14 +125,14 @@ def test_provider_qualified_names_pick_one_of_two_clashing_plugins(fresh, capsys
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["hacks"] == [{"name": "aaa-dist:dup-hack", "params": {"p": 3.0},
                              "provider": "aaa-dist", "version": "1.0"}]
-    from ablate.resolve import config_from_json
+    from ablate.training.resolve import config_from_json
     again = resolve(config_from_json(cfg))  # a run directory rebuilds with the same hack
     assert again.hack_records == tuple(cfg["hacks"])
     # [hacks].scope of an experiment file
     exp = tmp_path / "exp.toml"
     exp.write_text('seeds = [0]\n[data]\ndataset = "fake"\n[hacks]\n'
                    'scope = ["zzz-dist:dup-hack"]\n[hacks.params]\n"zzz-dist:dup-hack" = { p = 0.75 }\n')
-    from ablate.experiment import load_experiment
+    from ablate.experiment.spec import load_experiment
     assert load_experiment(exp).hacks == ("zzz-dist:dup-hack",)
     # both at once, or a provider that does not provide it, are refused
     with pytest.raises(ConfigError, match="two providers"):
@@ -289,7 +289,7 @@ def test_params_classes_are_checked_at_registration():
 
 def test_experiment_files_check_parameter_types(tmp_path):
     """TOML values go through the same checks (a Literal typo is caught before any run)."""
-    from ablate.experiment import load_experiment
+    from ablate.experiment.spec import load_experiment
 
     text = (REPO / "experiments/smoke.toml").read_text()
     text += '\n[hacks.params.label-smoothing]\none_sided = "maybe"\n'

@@ -17,9 +17,9 @@ from torch import nn
 
 from ablate import DContext, GContext, Hack, Recipe, registry
 from ablate.config import TrainConfig
-from ablate.models import Discriminator, Generator
-from ablate.resolve import resolve
-from ablate.train import resolved_config, train
+from ablate.training.models import Discriminator, Generator
+from ablate.training.resolve import resolve
+from ablate.training.loop import resolved_config, train
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "examples/ablate-paper-tricks"
@@ -73,7 +73,7 @@ def test_trick_is_described_and_trains(name, tmp_path):
         cfg = json.loads((run / "config.json").read_text())
         record = next(h for h in cfg["hacks"] if h["name"] == name)
         assert record["version"] == row["version"] and record["provider"] == row["provider"]
-    assert "ablate_paper_tricks" not in (REPO / "ablate/train.py").read_text()
+    assert "ablate_paper_tricks" not in (REPO / "ablate/training/loop.py").read_text()
 
 
 def test_every_trick_uses_only_the_public_api():
@@ -367,7 +367,7 @@ def test_hinge_losses():
 
 def test_declared_and_undeclared_loss_overlaps_between_tricks():
     plan = resolve(_cfg(("hinge-loss", "feature-matching")))  # feature-matching declares it
-    from ablate.interactions import select_hooks
+    from ablate.hacks.interactions import select_hooks
     hooks = select_hooks(plan.hacks)
     assert hooks.g_loss.name == "feature-matching" and hooks.d_loss.name == "hinge-loss"
     assert tricks.__all__  # the package exports its hack classes

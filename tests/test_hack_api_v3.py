@@ -17,8 +17,8 @@ from ablate import Hack, recipe_changes, registry
 from ablate.cli import main
 from ablate.config import TrainConfig
 from ablate.errors import ConfigError
-from ablate.resolve import resolve
-from ablate.train import resolved_config, train
+from ablate.training.resolve import resolve
+from ablate.training.loop import resolved_config, train
 
 
 def _cfg(hacks=(), **kw) -> TrainConfig:
@@ -192,7 +192,7 @@ def test_hack_instances_are_per_run(register, tmp_path):
 def test_after_d_update_alone_takes_the_hooked_path_and_changes_nothing(register, tmp_path):
     """A no-op after_d_update switches to the hooked path; the run is bit for bit the
     plain one, and the plain path (no hack overriding it) never calls it."""
-    from ablate.interactions import select_hooks
+    from ablate.hacks.interactions import select_hooks
 
     class NoOp(Hack):
         name = "test-noop-after-d"
@@ -310,7 +310,7 @@ def test_ctx_log_refuses_bad_names_and_values_naming_the_hack(register, tmp_path
 # ----- item 5: D saved beside G -----------------------------------------------------
 def test_discriminator_is_saved_beside_the_generator(tmp_path):
     from ablate.grid.rundirs import RUN_FILES
-    from ablate.train import build
+    from ablate.training.loop import build
 
     plan = resolve(_cfg(tuple(registry.builtin_names())))
     train(plan, tmp_path / "run")
@@ -369,7 +369,7 @@ def test_instance_noise_anneals_per_generator_step_whatever_d_steps(register, tm
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples/ablate-spectral-norm"))
     from ablate_spectral_norm import noise_sigma
 
-    from ablate.train import HOOK_SEED
+    from ablate.training.loop import HOOK_SEED
 
     assert [noise_sigma(0.1, 1.0, s, 10) for s in (0, 5, 10, 12)] == [0.1, 0.05, 0.0, 0.0]
     assert noise_sigma(0.1, 0.5, 5, 10) == 0.0 and registry.version("instance-noise") == "0.2.0"

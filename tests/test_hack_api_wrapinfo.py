@@ -7,8 +7,8 @@ import pytest
 
 from ablate import Hack, WrapInfo, registry
 from ablate.config import TrainConfig
-from ablate.resolve import resolve
-from ablate.train import train
+from ablate.training.resolve import resolve
+from ablate.training.loop import train
 
 SEEN: dict[str, object] = {}
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from ablate import registry
+from ablate.hacks import registry
 from ablate.data import scale
-from ablate.models import Discriminator, Generator, build_models, sample_latent
-from ablate.recipe import Recipe
+from ablate.training.models import Discriminator, Generator, build_models, sample_latent
+from ablate.hacks.recipe import Recipe
 from ablate.config import TrainConfig
-from ablate.resolve import resolve
-from ablate.train import D_UPDATES, _targets, build, train
+from ablate.training.resolve import resolve
+from ablate.training.loop import D_UPDATES, _targets, build, train
 
 ALL = registry.hack_names()
 SHAPE = (1, 28, 28)

@@ -13,8 +13,8 @@ import pytest
 from ablate.config import TrainConfig
 from ablate.grid.driver import prepare
 from ablate.grid.keys import TRAIN_FIELDS, identity, key_of, run_key
-from ablate.resolve import resolve
-from ablate.train import resolved_config
+from ablate.training.resolve import resolve
+from ablate.training.loop import resolved_config
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = ["default", "mnist-5k-quick"]
@@ -49,7 +49,7 @@ def _config(**kw) -> TrainConfig:
 
 def test_a_provenance_field_in_config_json_changes_no_key(monkeypatch):
     """Keys are built by inclusion: whatever config.json gains, the key ignores."""
-    from ablate import train
+    from ablate.training import loop as train
 
     config = _config()
     before = key_of(config, {"features": []})

@@ -17,7 +17,7 @@ import torch
 
 from ablate import data
 from ablate.errors import ConfigError
-from ablate.evaluate import EvalProtocol, score_images
+from ablate.metrics.evaluate import EvalProtocol, score_images
 from ablate.metrics import classifier as clf
 from ablate.metrics import fid as fidm
 from ablate.metrics.features import extract_all
@@ -209,9 +209,9 @@ def test_protocol_validation_and_roundtrip():
 def test_train_with_validation_then_eval_writes_metrics(tmp_path, quick_classifier):
     from ablate.cli import main
     from ablate.config import TrainConfig
-    from ablate.pipeline import validator
-    from ablate.resolve import resolve
-    from ablate.train import train
+    from ablate.experiment.pipeline import validator
+    from ablate.training.resolve import resolve
+    from ablate.training.loop import train
 
     run = tmp_path / "run"
     cfg = TrainConfig(dataset=DS, steps=30, batch_size=32, ngf=8, ndf=8, device="cpu",

@@ -30,9 +30,9 @@ from ablate.grid import groups, worker
 from ablate.grid.keys import RunSpec
 from ablate.grid.rundirs import checkpoints, sweep_tmp
 from ablate.grid.store import Status, Store
-from ablate.pipeline import train_and_score, validator
-from ablate.resolve import resolve
-from ablate.train import StopRequested, train
+from ablate.experiment.pipeline import train_and_score, validator
+from ablate.training.resolve import resolve
+from ablate.training.loop import StopRequested, train
 
 KEY = "0123456789abcdef"
 TIMINGS = {"images_per_s", "elapsed_s", "time_s", "timing_by_checkpoint_s", "run_dir"}
@@ -211,12 +211,12 @@ def test_a_kill_during_the_checkpoint_write_leaves_the_previous_one(tmp_path):
     script = f"""
 import os, signal, torch
 torch.set_num_threads(1)
-from ablate import checkpoint
+from ablate.training import checkpoint
 from ablate.artefacts import write_atomic
 from ablate.config import TrainConfig
-from ablate.pipeline import validator
-from ablate.resolve import resolve
-from ablate.train import train
+from ablate.experiment.pipeline import validator
+from ablate.training.resolve import resolve
+from ablate.training.loop import train
 real, calls = checkpoint.save, []
 def save(path, state):
     calls.append(1)
@@ -317,11 +317,11 @@ def test_ablate_train_checkpoint_every_and_resume(tmp_path, monkeypatch, capsys)
 
 def test_pipeline_keeps_an_interrupted_run_with_a_checkpoint_only(tmp_path, monkeypatch):
     """train_and_score removes an unfinished directory unless it holds a checkpoint."""
-    monkeypatch.setattr("ablate.pipeline.validator", lambda plan: _interrupting(plan, 1))
+    monkeypatch.setattr("ablate.experiment.pipeline.validator", lambda plan: _interrupting(plan, 1))
     with pytest.raises(Interrupt):
         train_and_score(_cfg(), None, tmp_path / "early")  # step 2: no checkpoint yet
     assert not (tmp_path / "early").exists()
-    monkeypatch.setattr("ablate.pipeline.validator", lambda plan: _interrupting(plan, 3))
+    monkeypatch.setattr("ablate.experiment.pipeline.validator", lambda plan: _interrupting(plan, 3))
     with pytest.raises(Interrupt):
         train_and_score(_cfg(), None, tmp_path / "later")
     assert (tmp_path / "later" / checkpoint.STATE_FILE).exists()
@@ -634,8 +634,8 @@ def test_status_shows_each_running_runs_step_and_an_eta(tmp_path, capsys):
 def test_budget_checkpoint_every_is_read_and_changes_no_key(tmp_path):
     """``[budget] checkpoint_every`` reaches every run's TrainConfig, but not its key (keys
     are built by inclusion; the committed keys are pinned by tests/test_keys.py)."""
-    from ablate.design import build_design
-    from ablate.experiment import load_experiment
+    from ablate.experiment.design import build_design
+    from ablate.experiment.spec import load_experiment
     from ablate.grid.keys import plan_runs
 
     def plan(extra: str):

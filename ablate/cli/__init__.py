@@ -19,7 +19,7 @@ from types import ModuleType
 
 from ablate.cli import compare, data, doctor, evaluate, grid, hacks, report, status, train
 from ablate.errors import ConfigError
-from ablate.registry import PluginWarning
+from ablate.hacks.registry import PluginWarning
 
 # Subcommand name -> module, in the order `ablate --help` lists them.
 COMMANDS: dict[str, ModuleType] = {

@@ -1,5 +1,5 @@
 """``ablate doctor``: this machine's fp32 and bf16 roofs, ablate's training step in each
-precision, and which precision pays here (measured by :mod:`ablate.doctor`)."""
+precision, and which precision pays here (measured by :mod:`ablate.training.doctor`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def report(d) -> str:
-    """The text ``ablate doctor`` prints for a :class:`~ablate.doctor.Diagnosis`."""
+    """The text ``ablate doctor`` prints for a :class:`~ablate.training.doctor.Diagnosis`."""
     m = d.machine
     flags = " ".join(m.flags) or "none of amx_bf16, avx512_bf16, avx512f, avx2"
     where = f"{m.name} (CPU: {m.cpu})" if m.device.startswith("cuda") else m.name
@@ -49,7 +49,7 @@ def report(d) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ablate.doctor import diagnose  # import-time saving: loads torch
+    from ablate.training.doctor import diagnose  # import-time saving: loads torch
 
     d = diagnose(width=args.width, threads=args.threads, device=args.device)
     print(json.dumps(d.to_dict(), indent=2) if args.json else report(d))

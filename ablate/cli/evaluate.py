@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ablate import execution
+from ablate.experiment import execution
 from ablate.config import EvalProtocol, parse_features
 
 HELP = "score a run: FID/KID, precision/recall, density/coverage, modes"
@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     # them, so `ablate --help` and `ablate hacks` stay fast.
     import torch
 
-    from ablate.evaluate import METRICS_FILE, evaluate_run
-    from ablate.resolve import read_config
+    from ablate.metrics.evaluate import METRICS_FILE, evaluate_run
+    from ablate.training.resolve import read_config
 
     if execution.check_threads(args.threads, "--threads", "inline"):  # scores here
         torch.set_num_threads(args.threads)

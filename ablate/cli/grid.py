@@ -9,9 +9,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from ablate import execution
+from ablate.experiment import execution
 from ablate.artefacts import check_creatable, directory
-from ablate.execution import EXECUTORS
+from ablate.experiment.execution import EXECUTORS
 from ablate.report import write_report
 
 HELP = "train and score every run of an experiment (resumable)"
@@ -53,13 +53,13 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Import-time saving (see ablate/cli/__init__.py): the grid stack loads torch.
-    from ablate.experiment import load_experiment
+    from ablate.experiment.spec import load_experiment
     from ablate.grid.driver import prepare, run_grid
     from ablate.grid.executors import make_executor
     from ablate.grid.status import print_dry_run
     from ablate.grid.worker import disk_full
 
-    # Validate everything before anything is written (the rules: ablate.execution).
+    # Validate everything before anything is written (the rules: ablate.experiment.execution).
     exp0 = load_experiment(args.experiment)
     defaults = dict(exp0.execution)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ablate import registry
+from ablate.hacks import registry
 
 HELP = "list the registered hacks"
 

@@ -14,7 +14,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ablate.experiment import load_experiment  # import-time saving: loads torch
+    from ablate.experiment.spec import load_experiment  # import-time saving: loads torch
     from ablate.grid.status import print_status
 
     if args.results_dir:

@@ -9,7 +9,8 @@ import json
 import sys
 from pathlib import Path
 
-from ablate import execution, registry
+from ablate.experiment import execution
+from ablate.hacks import registry
 from ablate.artefacts import check_creatable, directory
 from ablate.cli.evaluate import print_summary, protocol_for
 from ablate.config import TrainConfig
@@ -115,12 +116,12 @@ def default_out(plan) -> Path:
 def run(args: argparse.Namespace) -> int:
     # Import-time saving: the training stack (torch, torchvision, torchmetrics) loads
     # only when a run is trained, not for `--help` or `--dry-run`.
-    from ablate.checkpoint import STATE_FILE
-    from ablate.pipeline import train_and_score
-    from ablate.resolve import resolve
-    from ablate.train import resolved_config
+    from ablate.training.checkpoint import STATE_FILE
+    from ablate.experiment.pipeline import train_and_score
+    from ablate.training.resolve import resolve
+    from ablate.training.loop import resolved_config
 
-    from ablate.interactions import notes
+    from ablate.hacks.interactions import notes
 
     config = config_from_args(args)
     plan = resolve(config)

@@ -20,8 +20,8 @@ from ablate.data import dataset_spec
 from ablate.environment import resolve_device
 from ablate.fused.modules import FusedAdam, FusedSequential
 from ablate.fused.step import FusedOptions, Step, Targets
-from ablate.models import sample_latent
-from ablate.train import TrainPlan, build
+from ablate.training.models import sample_latent
+from ablate.training.loop import TrainPlan, build
 
 
 @dataclass(frozen=True)

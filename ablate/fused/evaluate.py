@@ -1,7 +1,7 @@
 """Score several run directories together: one feature-net pass over all their samples.
 
 :func:`evaluate_group` writes each run's ``metrics.json`` with the same content as
-:func:`ablate.evaluate.evaluate_run` (same samples, same metrics, same protocol and
+:func:`ablate.metrics.evaluate.evaluate_run` (same samples, same metrics, same protocol and
 provenance fields; timings differ). What it shares: the feature networks, built
 once; the real statistics, loaded once per feature net; and the feature passes —
 each batch of generated images from every member goes through each net as one batch
@@ -31,12 +31,12 @@ from ablate.artefacts import read_json, write_json
 from ablate.config import EvalProtocol
 from ablate.environment import git_commit, resolve_device, versions
 from ablate.errors import ConfigError
-from ablate.evaluate import METRICS_FILE, feature_nets, generator_sampler, mode_summary
+from ablate.metrics.evaluate import METRICS_FILE, feature_nets, generator_sampler, mode_summary
 from ablate.metrics import fid as fidm
 from ablate.metrics.features import Passthrough
 from ablate.metrics.modes import predictions
 from ablate.metrics.prdc import prdc
-from ablate.resolve import load_run
+from ablate.training.resolve import load_run
 from ablate.data import is_stacked
 
 MAX_BATCH = 2048  # images per feature-net call across members (Inception at 299x299: ~2 GB of input)
@@ -70,7 +70,7 @@ def _metric_states(name: str, real: dict, protocol: EvalProtocol, dim: int, devi
 
 def _score_group(scorings: list[_Scoring], dataset: str, protocol: EvalProtocol,
                  device: torch.device, nets: dict, max_batch: int) -> tuple[list[dict | None], dict]:
-    """:func:`ablate.evaluate.score_samples` for several samplers at once.
+    """:func:`ablate.metrics.evaluate.score_samples` for several samplers at once.
 
     Returns each scoring's metrics (None where its generator gave non-finite images)
     and the shared provenance.
@@ -165,7 +165,7 @@ def evaluate_group(run_dirs: Sequence[Path | str], protocol: EvalProtocol | None
 
     The runs may come from any group (or none): runs of one dataset are scored
     together. Returns each run's ``metrics.json`` content, in order. Each document
-    matches :func:`ablate.evaluate.evaluate_run`'s for that run (its provenance adds
+    matches :func:`ablate.metrics.evaluate.evaluate_run`'s for that run (its provenance adds
     ``"evaluated_with"``, the number of runs scored together).
     """
     protocol = protocol or EvalProtocol()

@@ -7,7 +7,7 @@ TrainConfig and of the Recipe except the ones a fused model keeps per member —
 label flips). Unknown fields (a Recipe field a later hack API adds, say) count as
 structural, so a new field can only make fewer runs fuse, never fuse wrongly.
 
-A hack fuses only through :meth:`~ablate.hack.Hack.apply`: a hack that overrides any
+A hack fuses only through :meth:`~ablate.hacks.hack.Hack.apply`: a hack that overrides any
 other hook (module wrappers, and whatever hooks the hack API adds later — found by
 looking at the class, not by a list) trains alone, and :func:`fuse_blocker` says why.
 """
@@ -26,10 +26,10 @@ from torch import nn
 
 from ablate.data import dataset_spec
 from ablate.errors import ConfigError
-from ablate.hack import Hack
-from ablate.models import build_models
-from ablate.recipe import Optimizer
-from ablate.train import TrainPlan
+from ablate.hacks.hack import Hack
+from ablate.training.models import build_models
+from ablate.hacks.recipe import Optimizer
+from ablate.training.loop import TrainPlan
 
 log = logging.getLogger("ablate.fused")
 
@@ -49,7 +49,7 @@ KNOWN_RECIPE_FIELDS = frozenset({
 KNOWN_CONFIG_FIELDS = frozenset({
     "dataset", "steps", "batch_size", "seed", "hacks", "params", "ngf", "ndf", "latent_dim",
     "device", "threads", "log_every", "precision", "val_every", "val_n", "checkpoint_every"})
-# The discriminator-update strategies the fused trainer implements (ablate.train's
+# The discriminator-update strategies the fused trainer implements (ablate.training.loop's
 # D_UPDATES may grow; a strategy added there trains alone until it is fused too).
 FUSED_D_UPDATES = ("mixed", "separate")
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.recipe import Optimizer
+from ablate.hacks.recipe import Optimizer
 
 
 def _strides(shape: tuple[int, ...], channels_last: bool) -> tuple[int, ...]:
@@ -148,7 +148,7 @@ class FusedSequential:
         for a discriminator; a final ``Flatten(0)`` returns ``(B, K)`` logits."""
         k, params = self.k, self.params
         if self.channels_last and x.ndim == 4:
-            # oneDNN's (and cuDNN's) fast layout, as in the lone models (ablate.train.build).
+            # oneDNN's (and cuDNN's) fast layout, as in the lone models (ablate.training.loop.build).
             x = x.contiguous(memory_format=torch.channels_last)
         for i, m in enumerate(self.layers):
             kind = type(m)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ablate.config import TrainConfig
 from ablate.fused.modules import FusedAdam, FusedSequential
-from ablate.recipe import Recipe
+from ablate.hacks.recipe import Recipe
 
 _GRAPH_WARMUP = 3  # eager steps before the first CUDA-graph capture (cuDNN/cuBLAS set-up)
 
@@ -39,7 +39,7 @@ class FusedOptions:
 class Targets:
     """D targets for every member at once, from each member's own uniform draws.
 
-    The same arithmetic as :func:`ablate.train._targets` in float32 with per-member
+    The same arithmetic as :func:`ablate.training.loop._targets` in float32 with per-member
     constants, so each member's targets equal its lone run's bit for bit.
     """
 
@@ -63,7 +63,7 @@ class Targets:
         real = self.rl + self.rspan * u[:, 0]
         fake = self.fl + self.fspan * u[:, 1]
         flip_real, flip_fake = u[:, 2] < self.flip_p, u[:, 3] < self.flip_p
-        # A flipped target takes a draw from the other class's range (as ablate.train).
+        # A flipped target takes a draw from the other class's range (as ablate.training.loop).
         real_t = torch.where(flip_real, self.fl + self.fspan * u[:, 1].roll(1, -1), real)
         fake_t = torch.where(flip_fake, self.rl + self.rspan * u[:, 0].roll(1, -1), fake)
         return real_t.T, fake_t.T
@@ -125,7 +125,7 @@ class Step:
         if not self.bf16:
             return fwd
 
-        def run(x: torch.Tensor) -> torch.Tensor:  # as ablate.train.Autocast
+        def run(x: torch.Tensor) -> torch.Tensor:  # as ablate.training.loop.Autocast
             with torch.autocast(self.device_type, dtype=torch.bfloat16):
                 return fwd(x).float()
 

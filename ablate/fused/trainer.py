@@ -1,6 +1,6 @@
 """Train K runs of one architecture in lockstep as one fused model.
 
-:func:`train_group` is :func:`ablate.train.train` for a group of plans that share a
+:func:`train_group` is :func:`ablate.training.loop.train` for a group of plans that share a
 :func:`~ablate.fused.grouping.fusable_key`. Each member keeps its own seed (the same
 initialisation as its lone run), its own random stream (data order, latents, D
 targets and flips, drawn in the lone run's order from a generator seeded as the lone
@@ -11,14 +11,14 @@ removed from the group; the others go on.
 Each member writes an ordinary run directory — ``config.json`` (with a ``fused``
 field naming the group), ``log.jsonl``, ``samples.png``, ``generator.pt``,
 ``generator_best.pt`` when validated, ``result.json`` — which
-:func:`ablate.evaluate.evaluate_run` reads unchanged.
+:func:`ablate.metrics.evaluate.evaluate_run` reads unchanged.
 
-A group of one calls :func:`ablate.train.train` itself, so K = 1 is the lone trainer
+A group of one calls :func:`ablate.training.loop.train` itself, so K = 1 is the lone trainer
 bit for bit. For K >= 2 a member matches its lone run up to floating-point summation
 order in the kernels (``tests/test_fused.py`` bounds the difference).
 
 Checkpoints: every ``checkpoint_every`` steps each member writes its own
-``train_state.pt`` (:mod:`ablate.checkpoint`) with its slices of the fused parameters,
+``train_state.pt`` (:mod:`ablate.training.checkpoint`) with its slices of the fused parameters,
 BatchNorm buffers and Adam moments, its random stream, data order, log and best
 checkpoint, plus the group's step, cursor and Adam step count; its previous one is kept
 as ``train_state.prev.pt``. A group resumes only as the same group (the same members
@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ablate import checkpoint
+from ablate.training import checkpoint
 from ablate.artefacts import append_jsonl, write_atomic, write_json
 from ablate.data import load, scale
 from ablate.environment import resolve_device
@@ -50,8 +50,8 @@ from ablate.errors import ConfigError
 from ablate.fused.grouping import fuse_blocker, fusable_key
 from ablate.fused.modules import FusedAdam, FusedSequential
 from ablate.fused.step import FusedOptions, GraphedStep, Step, Targets
-from ablate.models import sample_latent
-from ablate.train import (StopRequested, TrainPlan, TrainResult, Validator, best_state, build,
+from ablate.training.models import sample_latent
+from ablate.training.loop import (StopRequested, TrainPlan, TrainResult, Validator, best_state, build,
                           resolved_config, restore_files, save_samples, train)
 
 FORMULATION = "grouped-conv"  # recorded in each member's config.json
@@ -131,10 +131,10 @@ def train_group(plans: Sequence[TrainPlan], out_dirs: Sequence[Path | str],
     ``plans`` must share a :func:`~ablate.fused.grouping.fusable_key` (use
     :func:`~ablate.fused.grouping.group_plans`); ``out_dirs[i]`` receives member ``i``'s
     run directory and ``validates[i]`` (``generator -> validation FID`` or None) is its
-    validation callable, as for :func:`ablate.train.train`. Returns one
-    :class:`~ablate.train.TrainResult` per member, in order. A group of one is the lone
+    validation callable, as for :func:`ablate.training.loop.train`. Returns one
+    :class:`~ablate.training.loop.TrainResult` per member, in order. A group of one is the lone
     trainer itself. ``resume[i]`` (checkpoint files member ``i`` may continue from),
-    ``fingerprints[i]`` and ``stop`` are as for :func:`ablate.train.train`; the group
+    ``fingerprints[i]`` and ``stop`` are as for :func:`ablate.training.loop.train`; the group
     resumes only from a step every member has a checkpoint of, written by this group.
     """
     out_dirs = [Path(p) for p in out_dirs]

@@ -20,15 +20,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ablate import registry
+from ablate.hacks import registry
 from ablate.artefacts import write_json
 from ablate.config import AnalysisSpec, EvalProtocol, SeedPolicy
 from ablate.data import load
-from ablate.design import Design, build_design
+from ablate.experiment.design import Design, build_design
 from ablate.environment import resolve_device
 from ablate.errors import ConfigError, DataUnavailable
-from ablate.evaluate import feature_nets
-from ablate.experiment import Experiment, load_experiment
+from ablate.metrics.evaluate import feature_nets
+from ablate.experiment.spec import Experiment, load_experiment
 from ablate.grid import rundirs
 from ablate.grid.executors import Executor
 from ablate.grid.groups import fuse_limit
@@ -45,8 +45,8 @@ from ablate.grid.store import (
     load_experiment_meta,
     load_frame,
 )
-from ablate.pipeline import check_plan
-from ablate.resolve import resolve
+from ablate.experiment.pipeline import check_plan
+from ablate.training.resolve import resolve
 
 
 def _stderr(message: str) -> None:

@@ -34,15 +34,15 @@ import torch
 
 from ablate.config import EvalProtocol
 from ablate.environment import resolve_device
-from ablate.evaluate import evaluate_run
+from ablate.metrics.evaluate import evaluate_run
 from ablate.fused import evaluate_group, group_plans, max_group_size, train_group
 from ablate.grid import worker
 from ablate.grid.keys import RunSpec, Task
 from ablate.grid.rundirs import checkpoints
 from ablate.grid.store import Outcome, Status, Store
-from ablate.pipeline import Scored, check_plan, validator
-from ablate.resolve import resolve
-from ablate.train import TrainPlan
+from ablate.experiment.pipeline import Scored, check_plan, validator
+from ablate.training.resolve import resolve
+from ablate.training.loop import TrainPlan
 
 GPU_CAP = 64  # beyond this a fused step stops getting cheaper per member (benchmarks/README.md)
 

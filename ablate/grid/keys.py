@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from ablate.config import TrainConfig
-from ablate.design import Design
+from ablate.experiment.design import Design
 from ablate.errors import ConfigError
-from ablate.experiment import Experiment
-from ablate.resolve import resolve
-from ablate.train import TrainPlan
+from ablate.experiment.spec import Experiment
+from ablate.training.resolve import resolve
+from ablate.training.loop import TrainPlan
 
 # Bump when a code change alters what a finished run means (training or metrics), so
 # old results are not mixed with new ones: every key changes and everything retrains.

@@ -37,7 +37,7 @@ from ablate.grid.store import TERMINAL, Status, Store
 RUN_FILES = ("config.json", "result.json", "run.json")  # every finished run has these
 METRICS = "metrics.json"  # evaluated runs that finished training
 CHECKPOINT = "generator.pt"
-# ablate.checkpoint.STATE_FILES (not imported: no torch here): a run's training checkpoint
+# ablate.training.checkpoint.STATE_FILES (not imported: no torch here): a run's training checkpoint
 # and, for a fused group's member, its previous one.
 TRAIN_STATES = ("train_state.pt", "train_state.prev.pt")
 
@@ -130,7 +130,7 @@ def checkpoints(results_dir: Path, key: str, token: str | None = None) -> list[P
 
 def _newest_checkpoint(dirs: list[Path]) -> Path | None:
     """The dir whose checkpoint has the highest step (then the newest file)."""
-    from ablate.checkpoint import step_of  # torch: only where a checkpoint exists
+    from ablate.training.checkpoint import step_of  # torch: only where a checkpoint exists
 
     best: tuple[int, float, Path] | None = None
     for d in dirs:

@@ -131,7 +131,7 @@ def _fuse_lines(todo: list, fuse: int | None) -> list[str]:
     from ablate.environment import resolve_device
     from ablate.fused import fuse_blocker
     from ablate.grid.groups import GPU_CAP, make_tasks
-    from ablate.resolve import resolve
+    from ablate.training.resolve import resolve
 
     on_gpu = resolve_device(todo[0].config.device).type == "cuda"
     if fuse is None and not on_gpu:

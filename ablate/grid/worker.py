@@ -2,7 +2,7 @@
 through :func:`ablate.grid.groups.run_task`; a fused group reuses its pieces).
 
 1. Claim the key in the store (atomic; a key another live process holds is left alone).
-2. Train and score into ``tmp/<key>-<token>/`` (:func:`ablate.pipeline.train_and_score`)
+2. Train and score into ``tmp/<key>-<token>/`` (:func:`ablate.experiment.pipeline.train_and_score`)
    and write ``run.json`` (key, variant, seed, code version, threads, device).
 3. Commit (:meth:`ablate.grid.store.Store.commit`): in one transaction, check the claim
    is still ours, rename the tmp dir to ``runs/<key>`` and mark the key finished.
@@ -44,13 +44,13 @@ from typing import Any
 import torch
 
 from ablate.artefacts import fsync_dir, write_json
-from ablate.checkpoint import STATE_FILES, CheckpointMismatch
+from ablate.training.checkpoint import STATE_FILES, CheckpointMismatch
 from ablate.config import EvalProtocol
 from ablate.environment import resolve_device
 from ablate.grid.keys import CODE_VERSION, RunSpec
 from ablate.grid.rundirs import checkpoints, quarantine, run_dir
 from ablate.grid.store import Outcome, Status, Store, heartbeat_interval
-from ablate.pipeline import Scored, train_and_score
+from ablate.experiment.pipeline import Scored, train_and_score
 
 # Set in local-pool workers by their initializer (ablate.grid.executors): the driver's
 # pid, so that a worker whose driver died runs nothing more.
@@ -226,7 +226,7 @@ def release_for_requeue(why: str = "preempted") -> int:
 
 def train_resumed(spec: RunSpec, protocol: EvalProtocol | None, tmp: Path, resume: list[Path],
                   stop) -> Scored:
-    """:func:`~ablate.pipeline.train_and_score` into ``tmp``, resumed from the newest of
+    """:func:`~ablate.experiment.pipeline.train_and_score` into ``tmp``, resumed from the newest of
     ``resume`` this run wrote; from step 0 (saying why) if none was."""
     try:
         return train_and_score(spec.config, protocol, tmp, resume=resume, fingerprint=spec.key,

@@ -1,14 +1,13 @@
-"""The eleven built-in hacks, in the order of the README's hack table.
+"""The plugin API and the eleven built-in hacks.
 
-:data:`BUILTIN` is the explicit list the registry registers first; the hack modules
-import only :mod:`ablate.hack` and :mod:`ablate.recipe`, never the registry.
+One home for what a hack author reads: :mod:`~ablate.hacks.hack` (the ``Hack`` base class,
+its hooks and contexts), :mod:`~ablate.hacks.recipe` (the architecture and optimisation
+fields hacks set), :mod:`~ablate.hacks.params` (typed hack parameters),
+:mod:`~ablate.hacks.registry` (names, providers, entry points),
+:mod:`~ablate.hacks.interactions` (how several hacks fold into one Recipe), and the
+built-ins in :mod:`~ablate.hacks.dcgan` and :mod:`~ablate.hacks.ganhacks`
+(:data:`ablate.hacks.builtin.BUILTIN` lists them). Plugins import from ``ablate`` itself.
+
+Importing this package loads nothing: plain configuration imports ``params`` from here
+without the hooks or torch.
 """
-
-from ablate.hacks.dcgan import (AdamDCGAN, BatchNorm, GaussianInit, LeakyReLU, StridedDownsample,
-                                StridedUpsample, TanhRange)
-from ablate.hacks.ganhacks import GaussianLatent, LabelSmoothing, NoisyLabels, SeparateBatches
-
-BUILTIN = (StridedDownsample, StridedUpsample, LeakyReLU, BatchNorm, GaussianInit, AdamDCGAN,
-           TanhRange, GaussianLatent, SeparateBatches, LabelSmoothing, NoisyLabels)
-
-__all__ = ["BUILTIN"]

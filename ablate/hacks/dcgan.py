@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ablate.hack import Hack
-from ablate.recipe import Activation, Init, Optimizer, Recipe
+from ablate.hacks.hack import Hack
+from ablate.hacks.recipe import Activation, Init, Optimizer, Recipe
 
 DCGAN = "Radford et al. 2015, DCGAN (arXiv:1511.06434)"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ablate.hack import Hack
-from ablate.recipe import Recipe
+from ablate.hacks.hack import Hack
+from ablate.hacks.recipe import Recipe
 
 GANHACKS = "Chintala et al. 2016, How to Train a GAN (github.com/soumith/ganhacks)"
 

@@ -11,5 +11,5 @@ Modules, by role:
 * :mod:`~ablate.metrics.modes` — class histograms, modes covered, KL;
 * :mod:`~ablate.metrics.prdc` — improved precision/recall and density/coverage.
 
-The whole evaluation of a run lives in :mod:`ablate.evaluate`.
+The whole evaluation of a run lives in :mod:`ablate.metrics.evaluate`.
 """

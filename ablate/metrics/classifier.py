@@ -7,7 +7,7 @@ training recipe, so changing any of them trains a new one. Training is determini
 (fixed seed, fixed batch order, fixed augmentation draws): on the same hardware and
 thread count it gives the same weights.
 
-The network sees images in [0, 1] (the range of :func:`ablate.models.generate` and of
+The network sees images in [0, 1] (the range of :func:`ablate.training.models.generate` and of
 ``data.scale(..., "unit")``) and normalises internally, so generated and real images
 always reach it in the range it was trained on.
 

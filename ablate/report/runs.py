@@ -17,7 +17,7 @@ import pandas as pd
 
 from ablate.artefacts import read_jsonl
 
-VAL_FID_KEY = "val_fid"  # ablate.train writes {"step", "val_fid", "val_n", "best_step"}
+VAL_FID_KEY = "val_fid"  # ablate.training.loop writes {"step", "val_fid", "val_n", "best_step"}
 
 
 class RunArtefacts:

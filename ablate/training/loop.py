@@ -2,19 +2,19 @@
 directory.
 
 The loop reads only the Recipe and calls the enabled hacks' hooks; it never sees hack
-names or the registry (:mod:`ablate.resolve` builds the plan). What a hack changes
+names or the registry (:mod:`ablate.training.resolve` builds the plan). What a hack changes
 arrives through the Recipe (model structure, optimizers, latent prior, data range,
 targets, the discriminator-update strategy), the module wrappers, and the per-step hooks
 (loss terms, augmentation, after-step callbacks, the sampled generator) whose call order
-:mod:`ablate.hack` documents.
+:mod:`ablate.hacks.hack` documents.
 
 Two paths, chosen once per run: when no enabled hack overrides a hook inside the D or G
 update (loss, penalty, augmentation, after-D-update; every built-in), each step does
 exactly the plain DCGAN work below and calls no hook (``after_step``, when overridden,
-is called after it); otherwise the D and G updates go through :class:`ablate.steps.HookedUpdates`.
+is called after it); otherwise the D and G updates go through :class:`ablate.training.steps.HookedUpdates`.
 
 Every ``config.checkpoint_every`` steps the loop writes a training checkpoint
-(:mod:`ablate.checkpoint`); ``train(..., resume=[path])`` continues from one and ends bit
+(:mod:`ablate.training.checkpoint`); ``train(..., resume=[path])`` continues from one and ends bit
 for bit as the run would have ended uninterrupted.
 """
 
@@ -33,17 +33,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate import checkpoint
+from ablate.training import checkpoint
 from ablate.artefacts import append_jsonl, write_atomic, write_json
 from ablate.config import TrainConfig
 from ablate.data import ImageSet, load, scale
 from ablate.environment import git_commit, hardware, resolve_device, versions
 from ablate.errors import ConfigError
-from ablate.hack import Hack, StepContext, WrapInfo, call_hook, call_wrapper
-from ablate.interactions import changes_json, overrides_in_effect, recipe_changes, select_hooks
-from ablate.models import build_models, fixed_latents, generate, sample_latent
-from ablate.recipe import Optimizer, Recipe
-from ablate.steps import HookedUpdates, pack_targets, split_packed
+from ablate.hacks.hack import Hack, StepContext, WrapInfo, call_hook, call_wrapper
+from ablate.hacks.interactions import changes_json, overrides_in_effect, recipe_changes, select_hooks
+from ablate.training.models import build_models, fixed_latents, generate, sample_latent
+from ablate.hacks.recipe import Optimizer, Recipe
+from ablate.training.steps import HookedUpdates, pack_targets, split_packed
 
 Validator = Callable[[nn.Module], float]  # generator -> validation FID
 # Offset of the hooks' random stream from the run's seed: hooks draw from their own
@@ -103,7 +103,7 @@ class StopRequested(Exception):  # noqa: N818 (a request, not an error)
 class TrainPlan:
     """A TrainConfig with its hacks resolved: what :func:`train` consumes.
 
-    Built by :func:`ablate.resolve.resolve`; ``hacks`` are the enabled hack instances
+    Built by :func:`ablate.training.resolve.resolve`; ``hacks`` are the enabled hack instances
     in call order (their wrappers and hooks are called in that order), ``recipe``
     the all-off Recipe with every hack's ``apply`` folded in, and ``hack_records`` what
     ``config.json`` says of each hack (``name``, ``params``, ``provider``, ``version``).
@@ -184,7 +184,7 @@ def _update_mixed(d, opt, real, fake, t_real, t_fake):
     loss.backward()
     opt.step()
     n = real.shape[0]
-    if logits.shape[0] != 2 * n:  # packed: real packs first (ablate.steps.split_packed)
+    if logits.shape[0] != 2 * n:  # packed: real packs first (ablate.training.steps.split_packed)
         return (loss.detach(), *split_packed(logits, n, 2 * n))
     return loss.detach(), logits[:n], logits[n:]
 
@@ -271,7 +271,7 @@ def describe_wrap(hack: Hack) -> dict[str, Any] | None:
 
 def wrap_info(plan: TrainPlan, shape: tuple[int, int, int], device: torch.device | str
               ) -> WrapInfo:
-    """The :class:`~ablate.hack.WrapInfo` the wrappers of ``plan`` receive."""
+    """The :class:`~ablate.hacks.hack.WrapInfo` the wrappers of ``plan`` receive."""
     c = plan.config
     mult = 2 if plan.recipe.d_update == "mixed" else 1
     return WrapInfo(batch_size=c.batch_size, image_shape=tuple(int(x) for x in shape),
@@ -282,7 +282,7 @@ def wrap_info(plan: TrainPlan, shape: tuple[int, int, int], device: torch.device
 def sampling_generator(plan: TrainPlan, g: nn.Module, info: WrapInfo | None = None
                        ) -> nn.Module:
     """The generator to sample, validate and save: ``g``, or the module an enabled hack's
-    :meth:`~ablate.hack.Hack.sampling_generator` returns (checked to load into G)."""
+    :meth:`~ablate.hacks.hack.Hack.sampling_generator` returns (checked to load into G)."""
     hack = select_hooks(plan.hacks).sampling_generator
     if hack is None:
         return g
@@ -306,13 +306,13 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
     ``log.jsonl`` and picks ``generator_best.pt``.
 
     Every ``config.checkpoint_every`` steps (0: never) the run's whole state is written
-    to ``out_dir/train_state.pt`` (:mod:`ablate.checkpoint`), which is removed when the
+    to ``out_dir/train_state.pt`` (:mod:`ablate.training.checkpoint`), which is removed when the
     run ends. ``resume``: checkpoint files this run may continue from (they may lie in
     another directory); the newest one this run wrote (same fingerprint: config, hacks,
     Recipe, thread count, device, versions and ``fingerprint``, the grid's run key) is
     loaded, ``log.jsonl`` and ``generator_best.pt`` are rewritten as they were at its
     step, and the run continues there; none readable: it starts at step 0; readable ones
-    of other runs only: :class:`~ablate.checkpoint.CheckpointMismatch`, before anything
+    of other runs only: :class:`~ablate.training.checkpoint.CheckpointMismatch`, before anything
     is written. ``stop`` is asked at every log and checkpoint boundary; when it says
     True the run raises :class:`StopRequested`.
     """
@@ -349,7 +349,7 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
     g_fwd, d_fwd = (Autocast(g, device.type), Autocast(d, device.type)) \
         if config.precision == "bf16" else (g, d)
     # Hooks: the plain path (no hook overridden) keeps ctx and hooked None and runs
-    # exactly the DCGAN step; otherwise the updates call the hooks (ablate.steps).
+    # exactly the DCGAN step; otherwise the updates call the hooks (ablate.training.steps).
     ctx = hooked = None
     update_d = D_UPDATES[recipe.d_update]
     after = hooks.after_step

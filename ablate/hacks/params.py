@@ -1,6 +1,6 @@
 """Typed values: validation and coercion of hack parameters and Recipe fields.
 
-A hack's ``Params`` and the :class:`~ablate.recipe.Recipe` declare their fields with
+A hack's ``Params`` and the :class:`~ablate.hacks.recipe.Recipe` declare their fields with
 ordinary annotations; this module checks a value against such an annotation:
 
 * ``bool``, ``int``, ``float``, ``str`` (a bool is not an int; an int is a float; a float

@@ -52,13 +52,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablate import registry
+from ablate.hacks import registry
 from ablate.artefacts import directory
 from ablate.config import MAX_SEED, AnalysisSpec, EvalProtocol, SeedPolicy, TrainConfig
 from ablate.data import dataset_spec
 from ablate.errors import ConfigError
-from ablate.execution import parse_table as parse_execution
-from ablate.params import check
+from ablate.experiment.execution import parse_table as parse_execution
+from ablate.hacks.params import check
 
 DESIGN_KINDS = ("leave-one-out", "add-one-in", "full-factorial", "fractional-factorial", "explicit")
 # TrainConfig fields an experiment may not set: they are per-run (seed, hacks, params)

@@ -6,7 +6,7 @@
 * **ablate's own training step**: the all-on DCGAN (every built-in hack) at a given
   width, batch 64, on ablate's synthetic ``fake`` data (1×28×28, Fashion-MNIST's shape,
   so no dataset is needed), once in fp32 and once under bf16 autocast — the
-  ``precision = "bf16"`` path of :mod:`ablate.train` (its :class:`~ablate.train.Autocast`
+  ``precision = "bf16"`` path of :mod:`ablate.training.loop` (its :class:`~ablate.training.loop.Autocast`
   wrapper) — built by ablate's own builders,
 
 and returns a frozen :class:`Diagnosis` whose ``verdict`` says which precision pays and
@@ -32,14 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from ablate import registry
+from ablate.hacks import registry
 from ablate.config import TrainConfig
 from ablate.data import load, scale
 from ablate.environment import hardware, resolve_device
-from ablate.interactions import select_hooks
-from ablate.models import sample_latent
-from ablate.resolve import resolve
-from ablate.train import D_UPDATES, Autocast, _targets, build, make_optimizer
+from ablate.hacks.interactions import select_hooks
+from ablate.training.models import sample_latent
+from ablate.training.resolve import resolve
+from ablate.training.loop import D_UPDATES, Autocast, _targets, build, make_optimizer
 
 # bf16 "pays" only from a 10% faster step: contended timings drift by a few percent, and
 # switching precision changes every run key (a new experiment), which a smaller gain
@@ -200,7 +200,7 @@ def matmul_rates(device: torch.device, n: int = 2048, reps: int = 5) -> tuple[fl
 
 
 def _step(config: TrainConfig, device: torch.device) -> Callable[[], None]:
-    """One training step of ablate's model as :func:`ablate.train.train` runs it.
+    """One training step of ablate's model as :func:`ablate.training.loop.train` runs it.
 
     Built by ablate's own builders (resolve, build, make_optimizer, Autocast); the body
     is train()'s plain path (the one every built-in hack takes), minus the run

@@ -12,7 +12,7 @@ It is a dict (``torch.save``; loaded with ``weights_only=True``)::
      "log": [record, ...],                # every log.jsonl record so far
      "best": {"fid", "step", "state"},    # generator_best.pt's state (None before any)
      "time": {"wall_s", "train_s", "val_s"},
-     ... the trainer's own state (ablate.train: "g", "d", "g_sample", "opt_g", "opt_d",
+     ... the trainer's own state (ablate.training.loop: "g", "d", "g_sample", "opt_g", "opt_d",
      "rng", "perm", "cursor", "window", "hacks"; ablate.fused: per member)}
 
 ``fingerprint`` is a digest of everything a resumed run must share with the run that
@@ -39,7 +39,7 @@ import torch
 from ablate.artefacts import write_atomic
 from ablate.environment import versions
 from ablate.errors import ConfigError
-from ablate.hack import call_hook
+from ablate.hacks.hack import call_hook
 
 STATE_FILE = "train_state.pt"
 # A fused group's member keeps its previous checkpoint too: the members' files are
@@ -169,7 +169,7 @@ def hack_states(hacks: Iterable[Any]) -> dict[str, Any]:
     """Per-run state of hacks that keep any outside their modules.
 
     A hack keeps per-run state in the modules it returns (saved with G, D and the
-    sampling generator) or returns it from :meth:`~ablate.hack.Hack.state_dict` (None:
+    sampling generator) or returns it from :meth:`~ablate.hacks.hack.Hack.state_dict` (None:
     nothing to save); that is saved here under its name and given back by
     ``load_state_dict(state)`` on resume. The loop's ``ctx.log`` window is saved with
     the rest of the loop's state.

@@ -1,8 +1,8 @@
 """Resolve a :class:`~ablate.config.TrainConfig`'s hack names into a
-:class:`~ablate.train.TrainPlan` (hack instances, the folded Recipe, what config.json
+:class:`~ablate.training.loop.TrainPlan` (hack instances, the folded Recipe, what config.json
 records of each hack), and rebuild a finished run's generator from its directory.
 
-This is the one place between the registry and the training loop: :mod:`ablate.train`
+This is the one place between the registry and the training loop: :mod:`ablate.training.loop`
 receives plans and never looks a hack up by name.
 """
 
@@ -14,13 +14,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ablate import registry
+from ablate.hacks import registry
 from ablate.config import TrainConfig
 from ablate.environment import resolve_device
 from ablate.errors import ConfigError
-from ablate.hack import Hack
-from ablate.recipe import Recipe
-from ablate.train import TrainPlan, build
+from ablate.hacks.hack import Hack
+from ablate.hacks.recipe import Recipe
+from ablate.training.loop import TrainPlan, build
 
 
 def resolve(config: TrainConfig) -> TrainPlan:

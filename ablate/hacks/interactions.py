@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ablate.errors import ConfigError
-from ablate.hack import EXCLUSIVE_HOOKS, Hack, call_apply
-from ablate.recipe import Recipe
+from ablate.hacks.hack import EXCLUSIVE_HOOKS, Hack, call_apply
+from ablate.hacks.recipe import Recipe
 
 
 def flatten(recipe: Recipe) -> dict[str, Any]:
@@ -53,7 +53,7 @@ def diff(before: Recipe, after: Recipe) -> dict[str, tuple[Any, Any]]:
 def recipe_changes(plan_or_hacks: Any) -> dict[str, tuple[Any, Any]]:
     """What the enabled hacks change in the Recipe relative to all-off.
 
-    Accepts a :class:`~ablate.train.TrainPlan` (its folded Recipe and hacks) or hack
+    Accepts a :class:`~ablate.training.loop.TrainPlan` (its folded Recipe and hacks) or hack
     instances (folded here in :func:`fold_order`). Values are the Recipe's own (tuples
     stay tuples). A field an enabled hack sets is listed even when the folded value is
     the all-off one (a hack that sets ``d_update`` back to ``"mixed"`` over

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ablate.errors import ConfigError
-from ablate.experiment import DesignSpec
+from ablate.experiment.spec import DesignSpec
 
 ALL_ON, ALL_OFF = "all-on", "all-off"
 

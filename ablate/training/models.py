@@ -20,7 +20,7 @@ from torch import nn
 
 from ablate.config import LATENT_DIM
 from ablate.data import unscale
-from ablate.recipe import Activation, Init, Recipe
+from ablate.hacks.recipe import Activation, Init, Recipe
 
 SAMPLE_SEED = 1234  # one latent batch shared by every run, so sample grids compare
 SAMPLE_COUNT = 64  # an 8x8 grid

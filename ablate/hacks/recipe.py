@@ -4,7 +4,7 @@ A Recipe is a frozen value of plain, typed data (strings, numbers, tuples, small
 dataclasses), so it can be hashed into a run key and written to ``config.json``. The
 *all-off* Recipe — the defaults below — is the naive baseline of the README's table "The
 eleven hacks"; each enabled hack returns a modified copy through
-:meth:`ablate.hack.Hack.apply`. The training loop and the model builder read every field
+:meth:`ablate.hacks.hack.Hack.apply`. The training loop and the model builder read every field
 and never a hack name.
 
 Every field is read by the loop or the model builder, and every value is checked on
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from ablate.errors import ConfigError
-from ablate.params import FLOAT32_MAX, Bounds, check_fields
+from ablate.hacks.params import FLOAT32_MAX, Bounds, check_fields
 
 Downsample = Literal["strided", "pool"]
 Upsample = Literal["transposed", "resize"]

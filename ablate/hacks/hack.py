@@ -4,13 +4,13 @@ A hack is a class with metadata, typed parameters and hooks. Every hook's defaul
 the identity (or "not used"), so a hack overrides only what it changes. The training
 loop names no hack: it calls the enabled hacks' hooks, in call order (canonical order —
 the eleven built-ins in the README's table order, then plugins sorted by name — except
-where hacks declare ``before``/``after``; :func:`ablate.registry.call_order`), at these
+where hacks declare ``before``/``after``; :func:`ablate.hacks.registry.call_order`), at these
 points.
 
-Set-up, once per run (``ablate.resolve`` and ``ablate.train.build``):
+Set-up, once per run (``ablate.training.resolve`` and ``ablate.training.loop.build``):
 
 1. :meth:`Hack.apply` ``(recipe) -> Recipe`` — fold the hack's choices into the all-off
-   :class:`~ablate.recipe.Recipe` (every built-in uses only this hook). A hack that
+   :class:`~ablate.hacks.recipe.Recipe` (every built-in uses only this hook). A hack that
    declares ``overrides = ("other",)`` is folded after ``other``.
 2. :meth:`Hack.wrap_generator` / :meth:`Hack.wrap_discriminator` ``(module, recipe) ->
    module`` — wrap or modify the built, initialised G and D (spectral norm, a
@@ -50,7 +50,7 @@ these hooks — otherwise the loop runs its plain path and calls none of them):
 Every context carries the run: ``step`` (generator updates done before this one),
 ``steps`` (the run's total), ``g``, ``d``, ``opt_g``, ``opt_d``, ``rng``, and
 ``log(name, value)``, which writes the mean of a window's values as an extra key of
-``log.jsonl``'s record at the end of each log window (:class:`ablate.train.HackLog`).
+``log.jsonl``'s record at the end of each log window (:class:`ablate.training.loop.HackLog`).
 
 At most one enabled hack may replace each of ``d_loss``, ``g_loss`` and
 ``sampling_generator``, and no two may set the same Recipe field, unless one
@@ -62,12 +62,12 @@ hack and the hook; any other exception raised inside a hook comes out as
 :class:`HookError` (a ConfigError) naming the hack and the hook, with the original as
 its cause.
 
-Per-run state: each run instantiates its enabled hacks afresh (``ablate.resolve``), so
+Per-run state: each run instantiates its enabled hacks afresh (``ablate.training.resolve``), so
 an instance belongs to one run. A run's identity is the enabled hacks' names,
 parameters and versions: hooks must be functions of those, their inputs and the state
 the run accumulates. Randomness in per-step hooks should come from ``ctx.rng`` (seeded
 from the run's seed, separate from the loop's own stream). Training checkpoints
-(:mod:`ablate.checkpoint`) save the modules' ``state_dict``, ``ctx.rng``, the
+(:mod:`ablate.training.checkpoint`) save the modules' ``state_dict``, ``ctx.rng``, the
 ``ctx.log`` window and what :meth:`Hack.state_dict` returns (given back through
 :meth:`Hack.load_state_dict` on resume): keep per-run state in parameters or buffers
 of the modules you return, or return it from ``state_dict()``; a plain attribute that
@@ -108,9 +108,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ablate import params as typed
+from ablate.hacks import params as typed
 from ablate.errors import ConfigError
-from ablate.recipe import Recipe
+from ablate.hacks.recipe import Recipe
 
 if TYPE_CHECKING:  # annotations only: the registry (and `ablate hacks`) need no torch
     import torch
@@ -180,7 +180,7 @@ class StepContext:
     real first, ``n_real`` rows of it), or ``"g"`` (G's fakes in the generator update,
     with gradient); ``index`` is the D update's index within the step (0, 1, ...;
     separate batches count two updates per ``d_steps``). ``log(name, value)`` adds a
-    number to ``log.jsonl`` (averaged over the log window; :class:`ablate.train.HackLog`).
+    number to ``log.jsonl`` (averaged over the log window; :class:`ablate.training.loop.HackLog`).
     """
 
     recipe: Recipe
@@ -210,7 +210,7 @@ class DContext:
     targets, ``features_real``/``features_fake`` D's features (the input of its last
     convolution; None if D has none); under a wrapper that packs k inputs per logit
     (PacGAN) the logits, features and targets have one row per pack, real packs and fake
-    packs split apart (:func:`ablate.steps.split_packed`). With ``d_update = "separate"`` each update holds one
+    packs split apart (:func:`ablate.training.steps.split_packed`). With ``d_update = "separate"`` each update holds one
     side and the other side's fields are None. ``discriminate(x) -> (logits, features)``
     runs D (as the loop calls it, without augmentation) on any batch.
 
@@ -293,13 +293,13 @@ class Hack:
         off: one line saying what the baseline does instead.
         Params: a frozen dataclass of typed parameters, each with a default (types:
             bool, int, float, str, Literal, unions with None, tuples,
-            ``Annotated[float, Bounds(...)]``; see :mod:`ablate.params`).
+            ``Annotated[float, Bounds(...)]``; see :mod:`ablate.hacks.params`).
         conflicts: names of hacks that cannot be enabled together with this one.
         overrides: names of hacks whose Recipe fields or exclusive hooks this one
             deliberately overrides when both are enabled (folded after them).
         before / after: names of hacks whose hooks and wrappers this one's must run
             before / after when both are enabled (call order; see
-            :func:`ablate.registry.call_order`). Names not enabled are ignored.
+            :func:`ablate.hacks.registry.call_order`). Names not enabled are ignored.
         version: the hack's version, part of run keys; None (default) takes the version
             of the distribution that provides it. Bump it when results change.
     """

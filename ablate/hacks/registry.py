@@ -21,7 +21,7 @@ Hygiene:
 * ``all``, ``builtin`` and ``none`` are reserved (selection keywords); names are
   lowercase words joined by dashes;
 * ``Params`` must be a frozen dataclass whose every field has a default and a supported
-  type (:mod:`ablate.params`);
+  type (:mod:`ablate.hacks.params`);
 * a plugin whose import fails gives a :class:`PluginWarning` naming it; using one of its
   hacks (or ``all``) is then an error that repeats why it failed.
 
@@ -43,12 +43,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ablate import interactions
-from ablate import params as typed
+from ablate.hacks import interactions
+from ablate.hacks import params as typed
 from ablate.errors import ConfigError
-from ablate.hack import Hack, call_apply
-from ablate.hacks import BUILTIN
-from ablate.recipe import Recipe
+from ablate.hacks.hack import Hack, call_apply
+from ablate.hacks.builtin import BUILTIN
+from ablate.hacks.recipe import Recipe
 from ablate.version import __version__
 
 ENTRY_POINT_GROUP = "ablate.hacks"
@@ -419,7 +419,7 @@ def instantiate(
     ``params`` maps hack name -> {param: value}; parameters of hacks that are not
     enabled are validated but otherwise ignored. Conflicting hacks, and undeclared
     overlaps (two hacks setting one Recipe field or replacing one loss;
-    :func:`ablate.interactions.check`), raise an error naming both.
+    :func:`ablate.hacks.interactions.check`), raise an error naming both.
     """
     enabled = list(dict.fromkeys(get_hack(n).name for n in enabled))
     params = {get_hack(k).name: v for k, v in (params or {}).items()}
@@ -443,7 +443,7 @@ def instantiate(
 
 def build_recipe(hacks: Iterable[Hack], base: Recipe | None = None) -> Recipe:
     """Fold the hacks' :meth:`Hack.apply` into the all-off Recipe (or ``base``), each
-    overriding hack after the hacks it overrides (:func:`ablate.interactions.fold_order`)."""
+    overriding hack after the hacks it overrides (:func:`ablate.hacks.interactions.fold_order`)."""
     recipe = base or Recipe()
     for hack in interactions.fold_order(list(hacks)):
         recipe = call_apply(hack, recipe)

@@ -1,11 +1,11 @@
 """The one flow the CLI and the grid share: resolve a config, check it, train, score.
 
 ``train_and_score(config, protocol, out_dir)`` resolves the hacks
-(:func:`ablate.resolve.resolve`), checks the folded Recipe's values
+(:func:`ablate.training.resolve.resolve`), checks the folded Recipe's values
 (:func:`check_plan`), builds the validation callable when the config asks for a
-validation curve, trains into ``out_dir`` (:func:`ablate.train.train`) and, when the
+validation curve, trains into ``out_dir`` (:func:`ablate.training.loop.train`) and, when the
 run finished and ``protocol`` is given, writes ``metrics.json``
-(:func:`ablate.evaluate.evaluate_run`). A run that fails before training finished
+(:func:`ablate.metrics.evaluate.evaluate_run`). A run that fails before training finished
 leaves no directory behind (one it created), so ``--out`` can be reused, unless it wrote
 a training checkpoint: then the directory stays, to be resumed (``resume``).
 """
@@ -21,15 +21,15 @@ from pathlib import Path
 
 import torch
 
-from ablate.checkpoint import STATE_FILE
+from ablate.training.checkpoint import STATE_FILE
 
 from ablate.config import EvalProtocol, TrainConfig
 from ablate.environment import resolve_device
 from ablate.errors import ConfigError
-from ablate.evaluate import ValidationFID, evaluate_run
-from ablate.recipe import Recipe
-from ablate.resolve import resolve
-from ablate.train import TrainPlan, TrainResult, Validator, train
+from ablate.metrics.evaluate import ValidationFID, evaluate_run
+from ablate.hacks.recipe import Recipe
+from ablate.training.resolve import resolve
+from ablate.training.loop import TrainPlan, TrainResult, Validator, train
 
 
 @dataclass
@@ -97,7 +97,7 @@ def train_and_score(config: TrainConfig, protocol: EvalProtocol | None, out_dir:
                     stop: Callable[[], bool] | None = None) -> Scored:
     """Train ``config`` into ``out_dir``; score it with ``protocol`` if it finished.
 
-    ``resume``, ``fingerprint`` and ``stop`` are :func:`ablate.train.train`'s.
+    ``resume``, ``fingerprint`` and ``stop`` are :func:`ablate.training.loop.train`'s.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():

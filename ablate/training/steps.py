@@ -1,8 +1,8 @@
 """The training loop's hook path: D and G updates that call the hacks' per-step hooks.
 
-:func:`ablate.train.train` uses these only when an enabled hack overrides a loss,
-augmentation or after-D-update hook (:attr:`ablate.interactions.Hooks.per_step`); otherwise it runs its
-plain updates and none of this code. The call order is documented in :mod:`ablate.hack`.
+:func:`ablate.training.loop.train` uses these only when an enabled hack overrides a loss,
+augmentation or after-D-update hook (:attr:`ablate.hacks.interactions.Hooks.per_step`); otherwise it runs its
+plain updates and none of this code. The call order is documented in :mod:`ablate.hacks.hack`.
 With no hook overridden these updates compute what the plain path computes (the
 default losses are the same binary cross-entropies), at the cost of the bookkeeping.
 """
@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ablate.errors import ConfigError
-from ablate.hack import DContext, GContext, Hack, StepContext, call_hook
-from ablate.interactions import Hooks
+from ablate.hacks.hack import DContext, GContext, Hack, StepContext, call_hook
+from ablate.hacks.interactions import Hooks
 
 
 def last_conv(module: nn.Module) -> nn.Module | None:
@@ -87,9 +87,9 @@ class HookedUpdates:
     """D and G updates for one run through ``hooks``; ``loop`` supplies the step, the
     run's modules and optimizers, the rng and ``log``.
 
-    :meth:`update_d` has the signature of :data:`ablate.train.D_UPDATES` entries;
+    :meth:`update_d` has the signature of :data:`ablate.training.loop.D_UPDATES` entries;
     :meth:`update_g` performs the G update on the last fake batch. Every hook is called
-    through :func:`ablate.hack.call_hook` (an exception names the hack and the hook).
+    through :func:`ablate.hacks.hack.call_hook` (an exception names the hack and the hook).
     """
 
     def __init__(self, hooks: Hooks, loop: StepContext, d_fwd: nn.Module, d_update: str,

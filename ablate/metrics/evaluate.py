@@ -3,7 +3,7 @@
 Public API::
 
     from ablate.config import EvalProtocol
-    from ablate.evaluate import evaluate_run
+    from ablate.metrics.evaluate import evaluate_run
     metrics = evaluate_run("runs/x", EvalProtocol(n=10_000, features=("classifier",)))
 
 ``evaluate_run`` scores the last checkpoint (``generator.pt``) and, when training kept
@@ -29,7 +29,7 @@ one, the best checkpoint by validation FID (``generator_best.pt``), and writes
                      "git_commit", "versions"}
     }
 
-Conventions: images reach every feature net in [0, 1] (``ablate.models.generate``'s
+Conventions: images reach every feature net in [0, 1] (``ablate.training.models.generate``'s
 range), quantised to 8 bits; real images are the ``test`` split (never ``val``, which
 is for checkpoint selection); N is recorded with every number because FID depends on
 it. Mode metrics (modes, kl) always use the classifier and appear under
@@ -57,8 +57,8 @@ from ablate.metrics import fid as fidm
 from ablate.metrics.classifier import classifier_features
 from ablate.metrics.modes import histogram, mode_metrics, predictions
 from ablate.metrics.prdc import prdc
-from ablate.models import generate, sample_latent
-from ablate.resolve import load_into, load_run
+from ablate.training.models import generate, sample_latent
+from ablate.training.resolve import load_into, load_run
 
 METRICS_FILE = "metrics.json"
 
