@@ -11,6 +11,7 @@ for each run of its task, never as an exception.
 
 from __future__ import annotations
 
+import abc
 import multiprocessing
 import os
 import signal
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.errors import ConfigError
+from ablate.experiment.execution import EXECUTORS
 from ablate.grid.keys import Task
 from ablate.grid.store import Outcome, Status
 from ablate.grid.worker import install_worker_signals, release_for_requeue
@@ -39,29 +41,44 @@ TaskFn = Callable[[Task], list[Outcome]]
 ABANDON_GRACE_S = 20.0  # abandoned workers get this long to release their claims, then SIGKILL
 
 
-class Executor:
-    """Runs ``fn(task)`` for tasks the driver submits, at most ``slots`` at a time."""
+class Executor(abc.ABC):
+    """Runs ``fn(task)`` for tasks the driver submits, at most ``slots`` at a time.
+
+    A subclass names itself (``name``, one of :data:`ablate.experiment.execution.EXECUTORS`)
+    and builds itself from the grid's settings (:meth:`from_settings`); :func:`make_executor`
+    looks it up in :data:`CLASSES`."""
 
     name = "base"
     slots = 1  # tasks in flight at once
     threads = 1  # torch threads per run
+    on_this_machine = True  # runs execute here: the driver may measure this machine for them
 
+    @classmethod
+    @abc.abstractmethod
+    def from_settings(cls, *, workers: int | None, threads: int | None, device: str,
+                      address: str | None, results_dir: Path | None,
+                      partition: str | None) -> Executor:
+        """The executor for the grid's settings (the ones it does not use are ignored)."""
+
+    @abc.abstractmethod
     def submit(self, fn: TaskFn, tasks: list[Task]) -> None:
-        raise NotImplementedError
+        """Start ``fn(task)`` for each task (the driver never exceeds ``slots``)."""
 
+    @abc.abstractmethod
     def poll(self, timeout: float) -> list[Outcome]:
         """Outcomes of the runs of tasks that ended, waiting up to ``timeout`` seconds."""
-        raise NotImplementedError
 
     @property
+    @abc.abstractmethod
     def in_flight(self) -> int:
-        raise NotImplementedError
+        """Tasks submitted whose outcomes :meth:`poll` has not returned yet."""
 
-    def abandon(self) -> None:
+    # Optional: an executor with nothing to stop or release keeps these do-nothing defaults.
+    def abandon(self) -> None:  # noqa: B027
         """Stop the running runs now; each releases its claim (second Ctrl-C)."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027
+        """Release the executor's resources (pool, Ray connection)."""
 
     def describe(self) -> str:
         return self.name
@@ -126,6 +143,10 @@ class InlineExecutor(Executor):
 
     name = "inline"
 
+    @classmethod
+    def from_settings(cls, *, threads, **_):
+        return cls(threads)
+
     def __init__(self, threads: int | None = None) -> None:
         import torch  # the runs need it anyway; read the process's thread count
 
@@ -157,6 +178,10 @@ class LocalExecutor(Executor):
     """
 
     name = "local"
+
+    @classmethod
+    def from_settings(cls, *, workers, threads, device, **_):
+        return cls(workers, threads, device)
 
     def __init__(self, workers: int | None = None, threads: int | None = None,
                  device: str = "auto") -> None:
@@ -245,8 +270,13 @@ class RayExecutor(Executor):
 
     name = "ray"
 
+    @classmethod
+    def from_settings(cls, *, workers, threads, device, address, **_):
+        return cls(address, threads, workers=workers, gpus_per_run=0 if device == "cpu" else None)
+
     def __init__(self, address: str | None = None, threads: int | None = None,
                  gpus_per_run: float | None = None, workers: int | None = None) -> None:
+        self.on_this_machine = address is None  # a local Ray instance
         try:
             import ray
         except ImportError as exc:
@@ -330,6 +360,13 @@ class SlurmExecutor(Executor):
     """
 
     name = "slurm"
+    on_this_machine = False
+
+    @classmethod
+    def from_settings(cls, *, workers, threads, device, address, results_dir, partition):
+        return cls(Path(results_dir or ".").resolve() / "slurm", threads,
+                   gpus_per_run=0 if device == "cpu" else 1, partition=partition,
+                   cluster="local" if address == "local" else None, workers=workers)
 
     def __init__(self, folder: Path, threads: int | None = None, gpus_per_run: int = 0,
                  timeout_min: int = 240, partition: str | None = None,
@@ -381,16 +418,17 @@ class SlurmExecutor(Executor):
 def make_executor(name: str, *, workers: int | None = None, threads: int | None = None,
                   device: str = "auto", address: str | None = None,
                   results_dir: Path | None = None, partition: str | None = None) -> Executor:
-    """The executor called ``name`` (local, inline, ray, slurm)."""
-    if name == "local":
-        return LocalExecutor(workers, threads, device)
-    if name == "inline":
-        return InlineExecutor(threads)
-    if name == "ray":
-        return RayExecutor(address, threads, workers=workers,
-                           gpus_per_run=0 if device == "cpu" else None)
-    if name == "slurm":
-        return SlurmExecutor(Path(results_dir or ".").resolve() / "slurm", threads,
-                             gpus_per_run=0 if device == "cpu" else 1, partition=partition,
-                             cluster="local" if address == "local" else None, workers=workers)
-    raise ConfigError(f"unknown executor {name!r}; valid executors: local, inline, ray, slurm")
+    """The executor called ``name`` (one of :data:`CLASSES`)."""
+    if name not in CLASSES:
+        raise ConfigError(f"unknown executor {name!r}; valid executors: {', '.join(CLASSES)}")
+    return CLASSES[name].from_settings(workers=workers, threads=threads, device=device,
+                                       address=address, results_dir=results_dir,
+                                       partition=partition)
+
+
+# The one list of executors: the names experiment files and --executor accept
+# (EXECUTORS, below the grid so that parsing an experiment needs no executor) are these.
+CLASSES: dict[str, type[Executor]] = {c.name: c for c in (LocalExecutor, InlineExecutor,
+                                                          RayExecutor, SlurmExecutor)}
+assert tuple(CLASSES) == EXECUTORS, "ablate.experiment.execution.EXECUTORS names every executor"
+

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,9 +37,11 @@ from ablate.metrics.evaluate import evaluate_run
 from ablate.fused import evaluate_group, group_plans, max_group_size, train_group
 from ablate.grid import worker
 from ablate.grid.keys import RunSpec, Task
+from ablate.layout import ExperimentDir
 from ablate.grid.rundirs import checkpoints
 from ablate.grid.store import Outcome, Status, Store
-from ablate.experiment.pipeline import Scored, check_plan, validator
+from ablate.experiment.pipeline import Scored, validator
+from ablate.messages import say, show_on_stderr
 from ablate.training.resolve import resolve
 from ablate.training.loop import TrainPlan
 
@@ -75,6 +76,7 @@ def make_tasks(specs: Sequence[RunSpec], max_k: int) -> list[Task]:
 
 def run_task(task: Task) -> list[Outcome]:
     """Run one task (a lone run or a fused group); one :class:`Outcome` per member."""
+    show_on_stderr()  # this process's notes reach the user (a worker process has no CLI)
     if len(task) == 1:
         return [worker.run_one(task[0])]
     return run_group(task)
@@ -116,7 +118,7 @@ def run_group(specs: Sequence[RunSpec]) -> list[Outcome]:
 def _attempt_group(claims: list[tuple[RunSpec, str]], store: Store, results_dir: Path
                    ) -> list[Outcome]:
     specs = [s for s, _ in claims]
-    tmps = [results_dir / "tmp" / f"{s.key}-{t}" for s, t in claims]
+    tmps = [ExperimentDir(results_dir).attempt(s.key, t).path for s, t in claims]
     beat = worker.Heartbeat(str(results_dir), [(s.key, t) for s, t in claims])
     beat.start()
     t0 = time.perf_counter()
@@ -135,7 +137,7 @@ def _attempt_group(claims: list[tuple[RunSpec, str]], store: Store, results_dir:
                 raise  # a lone run that does not fit: the fallback below records it
             _clean(tmps)
             half = len(claims) // 2
-            _say(f"a fused group of {len(claims)} ran out of GPU memory; training it in halves")
+            say(f"a fused group of {len(claims)} ran out of GPU memory; training it in halves")
             return (_attempt_group(claims[:half], store, results_dir)
                     + _attempt_group(claims[half:], store, results_dir))
     except (worker.Abandoned, KeyboardInterrupt) as exc:
@@ -150,7 +152,7 @@ def _attempt_group(claims: list[tuple[RunSpec, str]], store: Store, results_dir:
         # Members taken over while this process was stopped are lost, not retrained.
         gone = {s.key for s, t in claims if worker.taken_over(store, s.key, t)}
         if len(gone) < len(claims):
-            _say(f"a fused group of {len(claims)} failed ({type(exc).__name__}: {exc}); "
+            say(f"a fused group of {len(claims)} failed ({type(exc).__name__}: {exc}); "
                  "training its members alone")
         return [worker.lost(s, time.perf_counter() - t0) if s.key in gone
                 else worker.attempt(s, store, t, results_dir) for s, t in claims]
@@ -185,10 +187,7 @@ def _plans(specs: Sequence[RunSpec]) -> list[TrainPlan]:
     config = specs[0].config
     if config.threads:  # before anything builds a net, as train_and_score does
         torch.set_num_threads(config.threads)
-    plans = [resolve(s.config) for s in specs]
-    for p in plans:
-        check_plan(p)
-    return plans
+    return [resolve(s.config) for s in specs]
 
 
 def _score(specs: Sequence[RunSpec], tmps: Sequence[Path], results: Sequence
@@ -204,7 +203,7 @@ def _score(specs: Sequence[RunSpec], tmps: Sequence[Path], results: Sequence
             docs = evaluate_group([tmps[i] for i in done], protocol, spec0.config.device)
             metrics = dict(zip(done, docs))
     except Exception as exc:  # score each alone: a broken member must not sink the others
-        _say(f"scoring the group together failed ({type(exc).__name__}: {exc}); "
+        say(f"scoring the group together failed ({type(exc).__name__}: {exc}); "
              "scoring each member alone")
         for i in done:
             try:
@@ -224,6 +223,3 @@ def _clean(tmps: Sequence[Path]) -> None:
     for tmp in tmps:
         shutil.rmtree(tmp, ignore_errors=True)
 
-
-def _say(message: str) -> None:
-    print(f"ablate: {message}", file=sys.stderr)
