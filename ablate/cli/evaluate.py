@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ablate.experiment import execution
 from ablate.config import EvalProtocol, parse_features
+from ablate.layout import RunDir
 
 HELP = "score a run: FID/KID, precision/recall, density/coverage, modes"
 
@@ -46,18 +47,18 @@ def run(args: argparse.Namespace) -> int:
     # them, so `ablate --help` and `ablate hacks` stay fast.
     import torch
 
-    from ablate.metrics.evaluate import METRICS_FILE, evaluate_run
+    from ablate.metrics.evaluate import evaluate_run
     from ablate.training.resolve import read_config
 
     if execution.check_threads(args.threads, "--threads", "inline"):  # scores here
         torch.set_num_threads(args.threads)
     train_cfg = {}
-    if (Path(args.run_dir) / "config.json").exists():  # record how the run was validated
+    if RunDir(args.run_dir).config.exists():  # record how the run was validated
         train_cfg = read_config(args.run_dir).get("train") or {}  # bad JSON: exit 2
     protocol = protocol_for(args.features, args.device, n=args.n,
                             val_every=train_cfg.get("val_every", 0),
                             val_n=train_cfg.get("val_n", EvalProtocol.val_n))
     doc = evaluate_run(args.run_dir, protocol, args.device)
     print_summary(doc)
-    print(f"wrote {Path(args.run_dir) / METRICS_FILE}", file=sys.stderr)
+    print(f"wrote {RunDir(args.run_dir).metrics}", file=sys.stderr)
     return 0

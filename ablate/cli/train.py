@@ -15,6 +15,7 @@ from ablate.artefacts import check_creatable, directory
 from ablate.cli.evaluate import print_summary, protocol_for
 from ablate.config import TrainConfig
 from ablate.errors import ConfigError
+from ablate.layout import RunDir
 
 HELP = "train one variant"
 
@@ -148,6 +149,6 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(dataclasses.asdict(scored.result), indent=2))
     if scored.metrics is not None:
         print_summary(scored.metrics)
-        print(f"metrics: {out / 'metrics.json'}", file=sys.stderr)
-    print(f"samples: {out / 'samples.png'}", file=sys.stderr)
+        print(f"metrics: {RunDir(out).metrics}", file=sys.stderr)
+    print(f"samples: {RunDir(out).samples}", file=sys.stderr)
     return 0 if scored.result.status == "done" else 3

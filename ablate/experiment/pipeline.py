@@ -26,6 +26,7 @@ from ablate.training.checkpoint import STATE_FILE
 from ablate.config import EvalProtocol, TrainConfig
 from ablate.environment import resolve_device
 from ablate.errors import ConfigError
+from ablate.layout import RunDir
 from ablate.metrics.evaluate import ValidationFID, evaluate_run
 from ablate.hacks.recipe import Recipe
 from ablate.training.resolve import resolve
@@ -111,7 +112,7 @@ def train_and_score(config: TrainConfig, protocol: EvalProtocol | None, out_dir:
         result = train(plan, out_dir, validator(plan), resume=resume, fingerprint=fingerprint,
                        stop=stop)
     except BaseException:  # incl. Ctrl-C: an unfinished run is worth only its checkpoint
-        if created and not (out_dir / "result.json").exists() \
+        if created and not RunDir(out_dir).result.exists() \
                 and not (out_dir / STATE_FILE).exists():
             shutil.rmtree(out_dir, ignore_errors=True)
         raise

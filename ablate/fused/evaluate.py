@@ -27,11 +27,11 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from ablate.artefacts import read_json, write_json
 from ablate.config import EvalProtocol
 from ablate.environment import git_commit, resolve_device, versions
 from ablate.errors import ConfigError
-from ablate.metrics.evaluate import METRICS_FILE, feature_nets, generator_sampler, mode_summary
+from ablate.layout import RunDir
+from ablate.metrics.evaluate import feature_nets, generator_sampler, mode_summary
 from ablate.metrics import fid as fidm
 from ablate.metrics.features import Passthrough
 from ablate.metrics.modes import predictions
@@ -171,7 +171,7 @@ def evaluate_group(run_dirs: Sequence[Path | str], protocol: EvalProtocol | None
     protocol = protocol or EvalProtocol()
     run_dirs = [Path(p) for p in run_dirs]
     for run_dir in run_dirs:
-        if not (run_dir / "config.json").exists() or not (run_dir / "generator.pt").exists():
+        if not RunDir(run_dir).config.exists() or not RunDir(run_dir).generator.exists():
             raise ConfigError(f"{run_dir} is not a finished run directory "
                               "(needs config.json and generator.pt)")
     dev = resolve_device(str(device))
@@ -186,11 +186,11 @@ def evaluate_group(run_dirs: Sequence[Path | str], protocol: EvalProtocol | None
         steps: dict[tuple[int, str], Any] = {}
         for i in idx:
             cfg, recipe, g = loaded[i]
-            result = read_json(run_dirs[i] / "result.json") if (run_dirs[i] / "result.json").exists() else {}
+            result = RunDir(run_dirs[i]).read_result() if RunDir(run_dirs[i]).result.exists() else {}
             extra = result.get("extra") or {}
-            checkpoints = {"last": (run_dirs[i] / "generator.pt", result.get("steps"))}
-            if (run_dirs[i] / "generator_best.pt").exists():
-                checkpoints["best"] = (run_dirs[i] / "generator_best.pt", extra.get("best_step"))
+            checkpoints = {"last": (RunDir(run_dirs[i]).generator, result.get("steps"))}
+            if RunDir(run_dirs[i]).generator_best.exists():
+                checkpoints["best"] = (RunDir(run_dirs[i]).generator_best, extra.get("best_step"))
             for label, (path, step) in checkpoints.items():
                 gl = g if label == "last" else load_run(run_dirs[i], str(dev))[2]
                 gl.load_state_dict(torch.load(path, map_location=dev))
@@ -219,6 +219,6 @@ def evaluate_group(run_dirs: Sequence[Path | str], protocol: EvalProtocol | None
             prov.setdefault("features", {n: nets[n].provenance() for n in nets})
             doc = {**out, "protocol": protocol.to_dict(), "provenance": prov}
             if write:
-                write_json(run_dirs[i] / METRICS_FILE, doc)
+                RunDir(run_dirs[i]).write_metrics(doc)
             docs[i] = doc
     return docs  # type: ignore[return-value]

@@ -43,10 +43,11 @@ import torch
 from torch import nn
 
 from ablate.training import checkpoint
-from ablate.artefacts import append_jsonl, write_atomic, write_json
+from ablate.artefacts import write_atomic, write_json
 from ablate.data import load, scale
 from ablate.environment import resolve_device
 from ablate.errors import ConfigError
+from ablate.layout import RunDir
 from ablate.fused.grouping import fuse_blocker, fusable_key
 from ablate.fused.modules import FusedAdam, FusedSequential
 from ablate.fused.step import FusedOptions, GraphedStep, Step, Targets
@@ -255,7 +256,7 @@ def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
                                   "cannot be resumed by this group; remove it yourself")
     for m in members:  # only now, after every check, are the run directories touched
         m.out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(m.out_dir / "config.json",
+        write_json(RunDir(m.out_dir).config,
                    {**resolved_config(m.plan, data, device),
                     "fused": {**provenance, "index": m.index}})
 
@@ -291,13 +292,13 @@ def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
         """Write member ``m`` (column ``j``) out as its lone run ends."""
         train_time = time.perf_counter() - t_train - val_time
         g = G.load_member(j, m.g, step * recipe0.d_steps)
-        save_samples(g, m.plan.recipe, latent_dim, device, m.out_dir / "samples.png")
-        write_atomic(m.out_dir / "generator.pt", lambda f: torch.save(g.state_dict(), f))
+        save_samples(g, m.plan.recipe, latent_dim, device, RunDir(m.out_dir).samples)
+        write_atomic(RunDir(m.out_dir).generator, lambda f: torch.save(g.state_dict(), f))
         # D's forward passes in training mode, as the lone loop counts them: each D update
         # (two with separate batches) and the G update's.
         d_passes = recipe0.d_steps * (2 if recipe0.d_update == "separate" else 1) + 1
         d = D.load_member(j, m.d, step * d_passes)
-        write_atomic(m.out_dir / "discriminator.pt", lambda f: torch.save(d.state_dict(), f))
+        write_atomic(RunDir(m.out_dir).discriminator, lambda f: torch.save(d.state_dict(), f))
         result = TrainResult(m.status, step, m.diverged_step, time.perf_counter() - t_start,
                              train_time, step * bs / train_time, str(m.out_dir))
         if m.validate is not None:
@@ -309,7 +310,7 @@ def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
                                  "aggregate_images_per_s": images_done * bs / train_time}
         if m.resumed_from:
             result.extra["resumed_from"] = m.resumed_from
-        write_json(m.out_dir / "result.json", dataclasses.asdict(result))
+        RunDir(m.out_dir).write_result(dataclasses.asdict(result))
         checkpoint.remove(m.out_dir)  # finished: no longer needed
         m.result = result
 
@@ -344,7 +345,7 @@ def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
                 if len(bad):
                     m.status, m.diverged_step = "diverged", step - n + int(bad[0]) + 1
                     record["diverged_step"] = m.diverged_step
-                append_jsonl(m.out_dir / "log.jsonl", record)
+                RunDir(m.out_dir).append_log(record)
                 m.records.append(record)
             t_window = now
             keep = [j for j, m in enumerate(active) if m.status != "diverged"]
@@ -369,11 +370,11 @@ def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
                 val_fid = m.validate(g)
                 if val_fid < m.best_fid:  # NaN (non-finite samples) never becomes the best
                     m.best_fid, m.best_step = val_fid, step
-                    write_atomic(m.out_dir / "generator_best.pt",
+                    write_atomic(RunDir(m.out_dir).generator_best,
                                  lambda f, g=g: torch.save(g.state_dict(), f))
                 record = {"step": step, "val_fid": val_fid, "val_n": config.val_n,
                           "best_step": m.best_step}
-                append_jsonl(m.out_dir / "log.jsonl", record)
+                RunDir(m.out_dir).append_log(record)
                 m.records.append(record)
                 m.val_time += time.perf_counter() - t_member
             elapsed = time.perf_counter() - t_val

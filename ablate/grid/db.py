@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from ablate import layout
 from ablate.errors import ConfigError
 
-DB_NAME = "runs.sqlite"
+DB_NAME = layout.DB_NAME  # ablate.layout names it
 HEARTBEAT_S = 10.0  # a running claim refreshes its heartbeat this often (at most)
 # A claim from another host whose heartbeat is older than this is dead. Environment
 # override ABLATE_STALE_AFTER_S (shared filesystems with slow clocks want more).

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from ablate.hacks import registry
-from ablate.artefacts import write_json
 from ablate.config import AnalysisSpec, EvalProtocol, SeedPolicy
 from ablate.data import load
 from ablate.experiment.design import Design, build_design
@@ -35,8 +34,6 @@ from ablate.grid.groups import fuse_limit
 from ablate.grid.keys import CODE_VERSION, RunSpec, plan_runs
 from ablate.grid.schedule import Log, execute
 from ablate.grid.store import (
-    DB_NAME,
-    EXPERIMENT_JSON,
     TERMINAL,
     NoStore,
     Status,
@@ -47,6 +44,7 @@ from ablate.grid.store import (
 )
 from ablate.experiment.pipeline import check_plan
 from ablate.training.resolve import resolve
+from ablate.layout import ExperimentDir, ExperimentRecord
 
 
 def _stderr(message: str) -> None:
@@ -127,12 +125,11 @@ def write_experiment_meta(grid: Grid, n_runs: int, **extra: object) -> None:
         params = {k: v for hh, k, v in experiment.params if hh == h}
         hack_info[h] = {**cls.describe(), "provider": registry.provider(h),
                         "resolved_params": cls(cls.make_params(params)).params_dict()}
-    write_json(grid.results_dir / EXPERIMENT_JSON, {
-        "experiment": experiment.to_dict(), "design": design.to_dict(),
-        "hacks": list(design.hacks), "reference": design.reference(),
-        "variants": [v.to_dict(design.hacks) for v in design.variants],
-        "seeds": list(experiment.seeds), "runs": n_runs, "code_version": CODE_VERSION,
-        "hack_info": hack_info, **extra})
+    ExperimentDir(grid.results_dir).write_experiment(ExperimentRecord(
+        experiment=experiment.to_dict(), design=design.to_dict(), hacks=tuple(design.hacks),
+        reference=design.reference(), variants=tuple(v.to_dict(design.hacks) for v in design.variants),
+        seeds=tuple(experiment.seeds), runs=n_runs, code_version=CODE_VERSION, hack_info=hack_info,
+        extra=dict(extra)))
 
 
 def warm_up(experiment: Experiment, device: str, log: Log) -> None:
@@ -160,7 +157,7 @@ def check_threads(results_dir: Path, specs: list[RunSpec], threads: int, device:
     not part of the run key (that would change every committed key), so one results
     directory holds one thread count. Reads only.
     """
-    if device != "cpu" or not (results_dir / DB_NAME).exists() and not (results_dir / "runs").is_dir():
+    if device != "cpu" or not ExperimentDir(results_dir).db.exists() and not ExperimentDir(results_dir).runs.is_dir():
         return
     try:
         store: Store | None = Store(results_dir, readonly=True)
@@ -187,7 +184,7 @@ def check_threads(results_dir: Path, specs: list[RunSpec], threads: int, device:
 
 def _open_store(results_dir: Path, rebuild_index: bool, log: Log) -> Store:
     """The writer's store; ``rebuild_index`` moves a corrupt database aside first."""
-    path = results_dir / DB_NAME
+    path = ExperimentDir(results_dir).db
     if rebuild_index and path.exists():
         stamp = time.strftime("%Y%m%dT%H%M%S")
         for suffix in ("", "-wal", "-shm"):
@@ -344,7 +341,7 @@ def _notes(found: rundirs.Reconciled, results_dir: Path) -> list[str]:
                    "(adopted, not retrained)")
     if found.reopened:
         out.append(f"--repair: retraining {len(found.reopened)} run(s) whose directory, results "
-                   f"or checkpoint were missing (remains moved to {results_dir / 'broken'})")
+                   f"or checkpoint were missing (remains moved to {ExperimentDir(results_dir).broken})")
     elif found.missing:
         out.append(f"warning: {len(found.missing)} finished run(s) have lost their directory or "
                    f"result files ({', '.join(found.missing[:5])}); `--repair` retrains them")

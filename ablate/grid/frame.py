@@ -9,10 +9,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ablate import layout
 from ablate.errors import ConfigError
 from ablate.grid.db import NoStore, connect_readonly, planned_rows
 
-EXPERIMENT_JSON = "experiment.json"
+EXPERIMENT_JSON = layout.EXPERIMENT_JSON  # ablate.layout names it
 
 
 def flatten_metrics(metrics: dict | None) -> dict[str, float]:
@@ -57,7 +58,7 @@ def load_frame(results_dir: Path | str):
     results_dir = Path(results_dir).resolve()
     meta = load_experiment_meta(results_dir)
     scope = list(meta.get("hacks", []))
-    db = connect_readonly(results_dir / "runs.sqlite")
+    db = connect_readonly(layout.ExperimentDir(results_dir).db)
     try:
         rows = planned_rows(db)
     finally:
@@ -100,7 +101,7 @@ def load_experiment_meta(results_dir: Path | str) -> dict[str, Any]:
     (``{hack: {"on": variant, "off": reference}}``), ``code_version``, ``hack_info``
     (each hack's description and resolved parameters) and ``runs`` (planned count).
     """
-    path = Path(results_dir) / EXPERIMENT_JSON
+    path = layout.ExperimentDir(results_dir).experiment_json
     if not path.is_file():
         raise NoStore(f"{path} not found: {Path(results_dir)} is not (yet) the results "
                       "directory of a grid; run `ablate grid` on the experiment first")

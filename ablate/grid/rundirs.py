@@ -31,19 +31,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ablate import layout
 from ablate.grid.keys import CODE_VERSION, RunSpec
 from ablate.grid.store import TERMINAL, Status, Store
 
-RUN_FILES = ("config.json", "result.json", "run.json")  # every finished run has these
-METRICS = "metrics.json"  # evaluated runs that finished training
-CHECKPOINT = "generator.pt"
-# ablate.training.checkpoint.STATE_FILES (not imported: no torch here): a run's training checkpoint
-# and, for a fused group's member, its previous one.
-TRAIN_STATES = ("train_state.pt", "train_state.prev.pt")
+RUN_FILES = layout.RUN_FILES  # every finished run has these
+METRICS = layout.METRICS  # evaluated runs that finished training
+CHECKPOINT = layout.GENERATOR
+# a run's training checkpoint and, for a fused group's member, its previous one
+TRAIN_STATES = layout.TRAIN_STATES
 
 
 def run_dir(results_dir: Path, key: str) -> Path:
-    return Path(results_dir) / "runs" / key
+    return layout.ExperimentDir(results_dir).run(key).path
 
 
 def missing_files(path: Path, evaluates: bool) -> list[str]:
@@ -58,17 +58,13 @@ def missing_files(path: Path, evaluates: bool) -> list[str]:
 
 def _status(path: Path) -> str | None:
     try:
-        return json.loads((path / "result.json").read_text()).get("status")
+        return json.loads(layout.RunDir(path).result.read_text()).get("status")
     except (OSError, ValueError, AttributeError):
         return None
 
 
 def _read(path: Path, name: str) -> dict[str, Any] | None:
-    try:
-        doc = json.loads((path / name).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return doc if isinstance(doc, dict) else None
+    return layout.RunDir(path).read(name)
 
 
 def execution_of(path: Path) -> tuple[int | None, str | None]:
@@ -77,10 +73,10 @@ def execution_of(path: Path) -> tuple[int | None, str | None]:
     From ``run.json``; runs committed before it recorded them say it in ``config.json``
     (``train.threads``, ``device``).
     """
-    run = _read(path, "run.json") or {}
+    run = _read(path, layout.RUN_INFO) or {}
     if "threads" in run:
         return run.get("threads"), run.get("device")
-    cfg = _read(path, "config.json") or {}
+    cfg = _read(path, layout.CONFIG) or {}
     threads = (cfg.get("train") or {}).get("threads")
     device = cfg.get("device")
     return threads, (str(device).split(":")[0] if device else None)
@@ -88,7 +84,7 @@ def execution_of(path: Path) -> tuple[int | None, str | None]:
 
 def index_fields(path: Path, key: str, evaluates: bool) -> dict[str, Any] | None:
     """The store row of a complete run directory, or None if it is not one of ``key``."""
-    run, result = _read(path, "run.json"), _read(path, "result.json")
+    run, result = _read(path, layout.RUN_INFO), _read(path, layout.RESULT)
     if not run or not result or run.get("key") != key or run.get("code_version") != CODE_VERSION:
         return None
     if result.get("status") not in TERMINAL or missing_files(path, evaluates):
@@ -101,12 +97,12 @@ def index_fields(path: Path, key: str, evaluates: bool) -> dict[str, Any] | None
             "eval_time_s": run.get("eval_time_s"), "images_per_s": result.get("images_per_s"),
             "metrics": json.dumps(metrics) if metrics else None, "threads": threads,
             "device": device, "finished": path.stat().st_mtime,
-            "run_dir": str(Path("runs") / key)}
+            "run_dir": str(layout.ExperimentDir.run_rel(key))}
 
 
 def quarantine(results_dir: Path, path: Path) -> Path:
     """Move ``path`` to ``broken/<name>-<time>/`` (never delete a run directory)."""
-    dest = Path(results_dir) / "broken" / f"{path.name}-{time.strftime('%Y%m%dT%H%M%S')}"
+    dest = layout.ExperimentDir(results_dir).broken / f"{path.name}-{time.strftime('%Y%m%dT%H%M%S')}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     n = 1
     while dest.exists():
@@ -118,7 +114,7 @@ def quarantine(results_dir: Path, path: Path) -> Path:
 
 def attempt_dirs(results_dir: Path, key: str) -> list[Path]:
     """Every attempt's tmp dir of ``key`` (``tmp/<key>-<token>/``), live or not."""
-    tmp = Path(results_dir) / "tmp"
+    tmp = layout.ExperimentDir(results_dir).tmp
     return sorted(tmp.glob(f"{key}-*")) if tmp.is_dir() else []
 
 
@@ -151,7 +147,7 @@ def sweep_tmp(store: Store) -> int:
     """Delete tmp dirs of attempts that are no longer live (killed, failed, lost claims,
     abandoned), but keep, for each key not finished, the dir with its newest training
     checkpoint (its next owner resumes from it). Returns how many were deleted."""
-    tmp = store.results_dir / "tmp"
+    tmp = layout.ExperimentDir(store.results_dir).tmp
     n = 0
     if not tmp.is_dir():
         return 0
@@ -237,7 +233,7 @@ def finished_threads(store: Store | None, results_dir: Path) -> dict[int, int]:
     if store is not None:
         rows = [r for r in store.runs() if r["status"] in TERMINAL]
     else:
-        runs = Path(results_dir) / "runs"
+        runs = layout.ExperimentDir(results_dir).runs
         rows = [{"run_dir": str(p.relative_to(results_dir))} for p in
                 (sorted(runs.iterdir()) if runs.is_dir() else []) if _status(p) in TERMINAL]
     for row in rows:

@@ -48,11 +48,12 @@ from typing import Any
 
 import torch
 
-from ablate.artefacts import read_json, write_json
 from ablate.config import EvalProtocol
 from ablate.data import is_stacked
 from ablate.environment import git_commit, resolve_device, versions
 from ablate.errors import ConfigError
+from ablate import layout
+from ablate.layout import RunDir
 from ablate.metrics import fid as fidm
 from ablate.metrics.classifier import classifier_features
 from ablate.metrics.modes import histogram, mode_metrics, predictions
@@ -60,7 +61,7 @@ from ablate.metrics.prdc import prdc
 from ablate.training.models import generate, sample_latent
 from ablate.training.resolve import load_into, load_run
 
-METRICS_FILE = "metrics.json"
+METRICS_FILE = layout.METRICS  # ablate.layout names it; kept for importers
 
 
 # --------------------------------------------------------------------------------------
@@ -217,7 +218,7 @@ def evaluate_run(run_dir: Path | str, protocol: EvalProtocol | None = None,
     """Score ``run_dir``'s last (and best, if kept) generator; write ``metrics.json``."""
     run_dir = Path(run_dir)
     protocol = protocol or EvalProtocol()
-    if not (run_dir / "config.json").exists() or not (run_dir / "generator.pt").exists():
+    if not RunDir(run_dir).config.exists() or not RunDir(run_dir).generator.exists():
         raise ConfigError(f"{run_dir} is not a finished run directory "
                           "(needs config.json and generator.pt)")
     t0 = time.perf_counter()
@@ -225,15 +226,15 @@ def evaluate_run(run_dir: Path | str, protocol: EvalProtocol | None = None,
     cfg, recipe, g = load_run(run_dir, str(dev))
     dataset, latent_dim = cfg["train"]["dataset"], cfg["train"]["latent_dim"]
     try:
-        result = read_json(run_dir / "result.json") if (run_dir / "result.json").exists() else {}
+        result = RunDir(run_dir).read_result() if RunDir(run_dir).result.exists() else {}
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"{run_dir / 'result.json'} is unreadable ({exc})") from exc
+        raise ConfigError(f"{RunDir(run_dir).result} is unreadable ({exc})") from exc
     result = result if isinstance(result, dict) else {}
     nets = feature_nets(dataset, protocol.features, dev)
-    checkpoints = {"last": (run_dir / "generator.pt", result.get("steps"))}
+    checkpoints = {"last": (RunDir(run_dir).generator, result.get("steps"))}
     extra = result.get("extra") or {}
-    if (run_dir / "generator_best.pt").exists():
-        checkpoints["best"] = (run_dir / "generator_best.pt", extra.get("best_step"))
+    if RunDir(run_dir).generator_best.exists():
+        checkpoints["best"] = (RunDir(run_dir).generator_best, extra.get("best_step"))
     out: dict[str, Any] = {}
     provenance: dict[str, Any] = {}
     timing: dict[str, dict] = {}
@@ -255,7 +256,7 @@ def evaluate_run(run_dir: Path | str, protocol: EvalProtocol | None = None,
     provenance.setdefault("features", {n: nets[n].provenance() for n in nets})
     doc = {**out, "protocol": protocol.to_dict(), "provenance": provenance}
     if write:
-        write_json(run_dir / METRICS_FILE, doc)
+        RunDir(run_dir).write_metrics(doc)
     return doc
 
 

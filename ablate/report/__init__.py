@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ablate.errors import ConfigError
+from ablate.layout import ExperimentDir
 
 if TYPE_CHECKING:  # pandas, numpy and matplotlib load only when a report is built,
     from ablate.report.results import Results  # so importing ablate.report stays fast
@@ -50,7 +51,7 @@ def build_report(results: Results, out_dir: Path | str) -> Path:
     head = ([primary] if primary else []) + head + [m for m in ("val_fid_auc", "wall_time_s") if m in ctx.metrics]
 
     # ---- tables -----------------------------------------------------------------------
-    tdir = out_dir / "tables"
+    tdir = ExperimentDir(out_dir).tables
     n_txt = "N = " + "/".join(map(str, sorted(set(ctx.counts["n"].astype(int))))) + " seeds per variant"
     ctx.tables["variants"] = tables.write_table(
         tables.variant_numeric(ctx.counts, ctx.summary), tables.variant_display(ctx.counts, ctx.summary, head),
@@ -92,7 +93,7 @@ def build_report(results: Results, out_dir: Path | str) -> Path:
             f"({'log scale, ' if ctx.factorial.scale == 'log' else ''}seed-blocked, ±1 coding)")
 
     # ---- figures ----------------------------------------------------------------------
-    fdir = out_dir / "figures"
+    fdir = ExperimentDir(out_dir).figures
     from ablate.report.summary import variant_order
 
     variants = context.plotted_variants(variant_order(frame, meta), meta)
@@ -122,7 +123,7 @@ def build_report(results: Results, out_dir: Path | str) -> Path:
     _figure(ctx, "class_histograms", lambda: figures.class_histograms(
         _mean_histograms(hists, variants), fdir, _real_share(hists), "class_histograms"), not hists.empty)
 
-    path = out_dir / "REPORT.md"
+    path = ExperimentDir(out_dir).report
     tables.write_text(path, markdown.render(ctx))
     return path
 

@@ -38,16 +38,17 @@ import numpy as np
 import pandas as pd
 
 from ablate.errors import ConfigError
-from ablate.grid.store import EXPERIMENT_JSON
+from ablate import layout
+from ablate.layout import EXPERIMENT_JSON, ExperimentDir
 from ablate.report import precision, tables
 from ablate.report.columns import label, lower_is_better
 from ablate.report.results import ExperimentMeta, parse_meta
 
 __all__ = ["Experiment", "load_experiment", "pool", "write_summary"]
 
-SUMMARY_MD = "SUMMARY.md"
-SUMMARY_DIR = "summary"
-EFFECTS_CSV = Path("tables") / "effects.csv"
+SUMMARY_MD = layout.SUMMARY_MD
+SUMMARY_DIR = layout.SUMMARY_DIR
+EFFECTS_CSV = Path(layout.TABLES) / layout.EFFECTS_CSV  # relative to a results directory
 Z = 1.959963984540054  # the 97.5% normal quantile
 METHOD = "DerSimonian-Laird (statsmodels combine_effects, method_re='dl', tau2 truncated at 0)"
 NEEDED = ("metric", "hack", "on", "off", "scale", "verdict", "n_on", "n_off", "estimate", "se",
@@ -67,7 +68,7 @@ class Experiment:
 def load_experiment(path: Path | str) -> Experiment:
     """``experiment.json`` and ``tables/effects.csv`` of one results directory."""
     path = Path(path)
-    ej = path / EXPERIMENT_JSON
+    ej = ExperimentDir(path).experiment_json
     if not ej.is_file():
         raise ConfigError(f"{path} is not an experiment's results directory (no {EXPERIMENT_JSON}); "
                           "pass folders written by `ablate grid`, e.g. results/default")
@@ -75,7 +76,7 @@ def load_experiment(path: Path | str) -> Experiment:
         meta = parse_meta(json.loads(ej.read_text()), str(ej))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{ej} is unreadable: {exc}") from exc
-    eff = path / EFFECTS_CSV
+    eff = ExperimentDir(path).effects_csv
     if not eff.is_file():
         raise ConfigError(f"{path} has no report yet ({EFFECTS_CSV} missing): run `ablate report {path}` "
                           "once its grid is finished")
@@ -139,7 +140,7 @@ def experiments_frame(exps: list[Experiment]) -> pd.DataFrame:
 def by_experiment_frame(exps: list[Experiment]) -> pd.DataFrame:
     rows = []
     for e in exps:
-        params = json.loads((e.path / EXPERIMENT_JSON).read_text()).get("experiment", {}).get("params") or {}
+        params = json.loads(ExperimentDir(e.path).experiment_json.read_text()).get("experiment", {}).get("params") or {}
         for r in e.effects.itertuples(index=False):
             est, se = float(r.estimate), float(r.se)
             rows.append({
@@ -319,7 +320,7 @@ def render(exps: list[Experiment], xs: pd.DataFrame, by: pd.DataFrame, pooled: p
                 "τ² (between-experiment variance of the log ratio) and I².")
     lines += ["", "## Experiments", ""]
     xd = experiments_display(xs)
-    xd["experiment"] = [f"[{n}]({_link(e.path / 'REPORT.md', out_dir)})" for n, e in zip(xd["experiment"], exps)]
+    xd["experiment"] = [f"[{n}]({_link(ExperimentDir(e.path).report, out_dir)})" for n, e in zip(xd["experiment"], exps)]
     lines += [tables.to_markdown(xd), ""]
     metrics = list(dict.fromkeys(by["metric"]))
     if len(metrics) > 1:
@@ -364,7 +365,7 @@ def write_summary(results_dirs: list[Path | str], out_dir: Path | str) -> Path:
         raise ConfigError("the effects tables of " + ", ".join(seen) + " are empty: nothing to compare")
     pooled = precision.round_frame(pooled_frame(by))
     sdir = out_dir / SUMMARY_DIR
-    tdir, fdir = sdir / "tables", sdir / "figures"
+    tdir, fdir = sdir / layout.TABLES, sdir / layout.FIGURES
     tables.write_table(xs, experiments_display(xs), tdir, "experiments", "The experiments compared")
     tables.write_table(by, by_experiment_display(by), tdir, "by_experiment",
                        "Each hack in each experiment: verdict, ratio ON/OFF, adjusted 95% CI (as in its report) "

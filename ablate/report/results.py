@@ -27,18 +27,11 @@ import pandas as pd
 
 from ablate.config import AnalysisSpec, SeedPolicy
 from ablate.errors import ConfigError
-from ablate.grid.store import EXPERIMENT_JSON, load_frame
+from ablate.experiment.design import Comparison  # the design's type, re-exported for the report
+from ablate.grid.store import load_frame
+from ablate.layout import EXPERIMENT_JSON, ExperimentDir, ExperimentRecord, need
 
 __all__ = ["Comparison", "ExperimentMeta", "Results", "parse_meta"]
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """One hack's contrast: ``on`` has the hack, ``off`` (its reference) does not."""
-
-    hack: str
-    on: str
-    off: str
 
 
 @dataclass(frozen=True)
@@ -76,17 +69,6 @@ class ExperimentMeta:
         return {v: frozenset(h) for v, h in self.variants}
 
 
-def _need(doc: dict, key: str, typ: type | tuple[type, ...], where: str) -> Any:
-    if key not in doc:
-        raise ConfigError(f"{where}: missing key {key!r}; was it written by `ablate grid`? "
-                          "Rerun `ablate grid EXPERIMENT.toml` to rewrite it (finished runs are kept)")
-    value = doc[key]
-    if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
-        raise ConfigError(f"{where}: {key!r} has the wrong type ({type(value).__name__}); "
-                          "rerun `ablate grid EXPERIMENT.toml` to rewrite it")
-    return value
-
-
 def _spec(cls, doc: Any, where: str):
     """A frozen config dataclass from its dict (defaults where the file has none)."""
     if doc is None:
@@ -104,43 +86,38 @@ def _spec(cls, doc: Any, where: str):
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-def parse_meta(doc: dict, where: str = EXPERIMENT_JSON) -> ExperimentMeta:
-    """Parse the dict ``ablate.grid.driver.write_experiment_meta`` writes."""
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{where}: expected a JSON object")
-    exp = _need(doc, "experiment", dict, where)
-    design = _need(doc, "design", dict, where)
-    hacks = tuple(_need(doc, "hacks", list, where))
+def parse_meta(doc: dict | ExperimentRecord, where: str = EXPERIMENT_JSON) -> ExperimentMeta:
+    """The typed view of ``experiment.json`` (an :class:`~ablate.layout.ExperimentRecord`,
+    or its JSON object, which ``ablate.grid.driver.write_experiment_meta`` writes)."""
+    rec = doc if isinstance(doc, ExperimentRecord) else ExperimentRecord.from_json(doc, where)
+    exp, design, hacks = rec.experiment, rec.design, rec.hacks
     variants = []
-    for v in _need(design, "variants", list, f"{where}: design"):
+    for v in need(design, "variants", list, f"{where}: design"):
         if not isinstance(v, dict) or not isinstance(v.get("name"), str) \
                 or not isinstance(v.get("hacks"), list):
             raise ConfigError(f"{where}: design.variants entries need a name and a hacks list, got {v!r}")
         variants.append((v["name"], tuple(v["hacks"])))
     names = {v for v, _ in variants}
     comparisons = []
-    for c in _need(design, "comparisons", list, f"{where}: design"):
+    for c in need(design, "comparisons", list, f"{where}: design"):
         if not isinstance(c, dict) or not all(isinstance(c.get(k), str) for k in ("hack", "on", "off")):
             raise ConfigError(f"{where}: design.comparisons entries need hack, on and off, got {c!r}")
         if c["on"] not in names or c["off"] not in names:
             raise ConfigError(f"{where}: comparison {c!r} names a variant the design does not have")
         comparisons.append(Comparison(c["hack"], c["on"], c["off"]))
-    seeds = doc.get("seeds", exp.get("seeds", []))
-    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
-        raise ConfigError(f"{where}: 'seeds' must be a list of integers, got {seeds!r}")
     return ExperimentMeta(
-        name=str(_need(exp, "name", str, f"{where}: experiment")),
-        dataset=str(_need(exp, "dataset", str, f"{where}: experiment")),
-        design_kind=str(_need(design, "kind", str, f"{where}: design")),
+        name=str(need(exp, "name", str, f"{where}: experiment")),
+        dataset=str(need(exp, "dataset", str, f"{where}: experiment")),
+        design_kind=str(need(design, "kind", str, f"{where}: design")),
         hacks=hacks, variants=tuple(variants), comparisons=tuple(comparisons),
-        seeds=tuple(seeds),
-        analysis=_spec(AnalysisSpec, doc.get("analysis"), f"{where}: analysis"),
-        seed_policy=_spec(SeedPolicy, doc.get("seed_policy"), f"{where}: seed_policy"),
+        seeds=rec.seeds,
+        analysis=_spec(AnalysisSpec, rec.extra.get("analysis"), f"{where}: analysis"),
+        seed_policy=_spec(SeedPolicy, rec.extra.get("seed_policy"), f"{where}: seed_policy"),
         description=str(exp.get("description") or ""), source=exp.get("source"),
         resolution=design.get("resolution"), aliasing=tuple(design.get("aliasing") or ()),
         notes=tuple(design.get("notes") or ()), train=dict(exp.get("train") or {}),
         evaluation=dict(exp.get("evaluation") or {}),
-        code_version=str(doc.get("code_version", "")), hack_info=dict(doc.get("hack_info") or {}))
+        code_version=rec.code_version, hack_info=rec.hack_info)
 
 
 @dataclass(frozen=True)
@@ -159,7 +136,7 @@ class Results:
                 f"results dir {results_dir} does not exist; produce it with "
                 "`ablate grid experiments/<experiment>.toml` (it writes results/<experiment>/), "
                 "then run `ablate report results/<experiment>`")
-        path = results_dir / EXPERIMENT_JSON
+        path = ExperimentDir(results_dir).experiment_json
         try:
             doc = json.loads(path.read_text())
         except FileNotFoundError:

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ablate.artefacts import read_jsonl
+from ablate import layout
+from ablate.layout import RunDir
 
 VAL_FID_KEY = "val_fid"  # ablate.training.loop writes {"step", "val_fid", "val_n", "best_step"}
 
@@ -63,7 +64,7 @@ class RunArtefacts:
     # -- provenance -------------------------------------------------------------------
     def provenance(self) -> dict:
         """What the runs recorded: data, hardware, versions, git commits, device, protocol."""
-        configs = [c for _, c in self._each_json("config.json")]
+        configs = [c for _, c in self._each_json(layout.CONFIG)]
         out: dict = {"runs_with_config": len(configs)}
 
         def count(docs, key):
@@ -75,7 +76,7 @@ class RunArtefacts:
         trains = [c.get("train") or {} for c in configs]
         out["train"] = trains[0] if trains else {}
         out["latent_dim"] = sorted({t["latent_dim"] for t in trains if t.get("latent_dim")})
-        metrics = [m for _, m in self._each_json("metrics.json")]
+        metrics = [m for _, m in self._each_json(layout.METRICS)]
         out["protocol"] = count(metrics, "protocol")
         out["metrics_provenance"] = count(metrics, "provenance")
         out["mode_rule"] = sorted({str(m[c]["classifier"]["mode_rule"]) for m in metrics for c in ("last", "best")
@@ -91,12 +92,12 @@ class RunArtefacts:
         with_log = 0
         for _, row in self.rows():
             d = self.run_dir(row)
-            if d is None or not (d / "log.jsonl").is_file():
+            if d is None or not RunDir(d).log.is_file():
                 continue
             with_log += 1
             per_step: dict[int, float] = {}
             try:
-                records_ = read_jsonl(d / "log.jsonl")
+                records_ = RunDir(d).read_log()
             except (OSError, UnicodeDecodeError):
                 self.missing.append(f"`log.jsonl` unreadable in {d.name}")
                 continue
@@ -121,9 +122,9 @@ class RunArtefacts:
         for _, row in self.rows():
             d = self.run_dir(row)
             v = row["variant"]
-            if v in out or d is None or not (d / "samples.png").is_file():
+            if v in out or d is None or not RunDir(d).samples.is_file():
                 continue
-            out[v] = (int(row["seed"]), d / "samples.png")
+            out[v] = (int(row["seed"]), RunDir(d).samples)
         lacking = [v for v in variants if v not in out]
         if lacking:
             self.missing.append(f"no `samples.png` for {len(lacking)} variant(s): {', '.join(lacking)}")
@@ -134,7 +135,7 @@ class RunArtefacts:
         """Per finished run: key, variant, seed, ``counts`` and ``real_counts`` (arrays) from
         ``metrics.json`` at ``checkpoint`` (runs without histograms are left out)."""
         rows = []
-        for row, m in self._each_json("metrics.json"):
+        for row, m in self._each_json(layout.METRICS):
             ck = m.get(checkpoint)
             c = ck.get("classifier") if isinstance(ck, dict) else None
             gen, real = (c.get("class_counts"), c.get("real_class_counts")) if isinstance(c, dict) else (None, None)

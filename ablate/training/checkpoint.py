@@ -36,16 +36,16 @@ from typing import Any
 
 import torch
 
+from ablate import layout
 from ablate.artefacts import write_atomic
 from ablate.environment import versions
 from ablate.errors import ConfigError
 from ablate.hacks.hack import call_hook
 
-STATE_FILE = "train_state.pt"
-# A fused group's member keeps its previous checkpoint too: the members' files are
-# written one after another, so a kill between two writes leaves a step they all share.
-PREV_FILE = "train_state.prev.pt"
-STATE_FILES = (STATE_FILE, PREV_FILE)
+# The file names are ablate.layout's; a fused group's member keeps its previous checkpoint
+# too (the members' files are written one after another, so a kill between two writes
+# leaves a step they all share).
+STATE_FILE, PREV_FILE, STATE_FILES = layout.TRAIN_STATE, layout.TRAIN_STATE_PREV, layout.TRAIN_STATES
 FORMAT = 1
 # TrainConfig fields that say where or how often, not what: outside the fingerprint.
 VOLATILE = ("device", "threads", "checkpoint_every")

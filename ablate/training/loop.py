@@ -34,11 +34,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ablate.training import checkpoint
-from ablate.artefacts import append_jsonl, write_atomic, write_json
+from ablate.artefacts import write_atomic
 from ablate.config import TrainConfig
 from ablate.data import ImageSet, load, scale
 from ablate.environment import git_commit, hardware, resolve_device, versions
 from ablate.errors import ConfigError
+from ablate.layout import RunDir
 from ablate.hacks.hack import Hack, StepContext, WrapInfo, call_hook, call_wrapper
 from ablate.hacks.interactions import changes_json, overrides_in_effect, recipe_changes, select_hooks
 from ablate.training.models import build_models, fixed_latents, generate, sample_latent
@@ -233,7 +234,7 @@ def prepare_out_dir(out_dir: Path, resuming: Path | None = None) -> None:
     """Refuse to overwrite a run directory that already holds files (unless it holds the
     checkpoint ``resuming`` of an unfinished run, which continues there)."""
     if out_dir.exists() and any(out_dir.iterdir()):
-        if (out_dir / "result.json").exists():
+        if RunDir(out_dir).result.exists():
             raise ConfigError(f"run directory {out_dir} holds a finished run; "
                               "choose another --out or remove it yourself")
         if resuming is None or resuming.parent.resolve() != out_dir.resolve():
@@ -338,7 +339,7 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
     wrapped = {h.name: w for h in plan.hacks if (w := describe_wrap(h)) is not None}
     if wrapped:  # what wrappers changed beyond the Recipe (absent when nothing says so)
         run_config["wrapped"] = wrapped
-    write_json(out_dir / "config.json", run_config)
+    RunDir(out_dir).write_config(run_config)
 
     x_all = scale(data.images, recipe.data_range).to(device)
     gen = torch.Generator(device).manual_seed(config.seed)
@@ -437,7 +438,7 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
             if len(bad):
                 status, diverged_step = "diverged", step - n + int(bad[0]) + 1
                 record["diverged_step"] = diverged_step
-            append_jsonl(out_dir / "log.jsonl", record)
+            RunDir(out_dir).append_log(record)
             records.append(record)
             t_window = now
             if status == "diverged":
@@ -447,11 +448,11 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
             val_fid = validate(g_sample)
             if val_fid < best_fid:  # NaN (non-finite samples) never becomes the best
                 best_fid, best_step = val_fid, step
-                write_atomic(out_dir / "generator_best.pt",
+                write_atomic(RunDir(out_dir).generator_best,
                              lambda f: torch.save(g_sample.state_dict(), f))
             record = {"step": step, "val_fid": val_fid, "val_n": config.val_n,
                       "best_step": best_step}
-            append_jsonl(out_dir / "log.jsonl", record)
+            RunDir(out_dir).append_log(record)
             records.append(record)
             elapsed = time.perf_counter() - t_val
             val_time += elapsed
@@ -478,11 +479,11 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
             t_window += time.perf_counter() - t_save  # keep the write out of the throughput
     train_time = time.perf_counter() - t_train - val_time
 
-    save_samples(g_sample, recipe, config.latent_dim, device, out_dir / "samples.png")
-    write_atomic(out_dir / "generator.pt", lambda f: torch.save(g_sample.state_dict(), f))
+    save_samples(g_sample, recipe, config.latent_dim, device, RunDir(out_dir).samples)
+    write_atomic(RunDir(out_dir).generator, lambda f: torch.save(g_sample.state_dict(), f))
     # D as trained (after the wrappers), for hacks and analyses that need it; evaluation,
     # the grid's adoption and committed results do not (*.pt is not committed).
-    write_atomic(out_dir / "discriminator.pt", lambda f: torch.save(d.state_dict(), f))
+    write_atomic(RunDir(out_dir).discriminator, lambda f: torch.save(d.state_dict(), f))
     result = TrainResult(status, step, diverged_step, time.perf_counter() - t_start, train_time,
                          step * bs / train_time, str(out_dir))
     if validate is not None:
@@ -491,7 +492,7 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
                             val_time_s=round(val_time, 3))
     if resumed_from:
         result.extra["resumed_from"] = resumed_from
-    write_json(out_dir / "result.json", dataclasses.asdict(result))
+    RunDir(out_dir).write_result(dataclasses.asdict(result))
     checkpoint.remove(out_dir)  # finished: no longer needed
     return result
 
@@ -500,17 +501,17 @@ def best_state(out_dir: Path, best_step: int | None) -> dict | None:
     """generator_best.pt's state (written at ``best_step``), for the checkpoint."""
     if best_step is None:
         return None
-    return torch.load(out_dir / "generator_best.pt", map_location="cpu", weights_only=True)
+    return torch.load(RunDir(out_dir).generator_best, map_location="cpu", weights_only=True)
 
 
 def restore_files(out_dir: Path, records: list[dict], best: dict | None) -> None:
     """``log.jsonl`` and ``generator_best.pt`` as they were at a checkpoint's step."""
     text = "".join(json.dumps(r) + "\n" for r in records)
-    write_atomic(out_dir / "log.jsonl", lambda f: f.write(text), mode="w")
+    write_atomic(RunDir(out_dir).log, lambda f: f.write(text), mode="w")
     if best is None:
-        (out_dir / "generator_best.pt").unlink(missing_ok=True)
+        RunDir(out_dir).generator_best.unlink(missing_ok=True)
     else:
-        write_atomic(out_dir / "generator_best.pt", lambda f: torch.save(best, f))
+        write_atomic(RunDir(out_dir).generator_best, lambda f: torch.save(best, f))
 
 
 def save_samples(g: nn.Module, recipe: Recipe, latent_dim: int, device, path: Path) -> None:

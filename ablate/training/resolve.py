@@ -8,6 +8,7 @@ receives plans and never looks a hack up by name.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ablate.hacks import registry
 from ablate.config import TrainConfig
 from ablate.environment import resolve_device
 from ablate.errors import ConfigError
+from ablate.layout import RunDir
 from ablate.hacks.hack import Hack
 from ablate.hacks.recipe import Recipe
 from ablate.training.loop import TrainPlan, build
@@ -28,9 +30,19 @@ def resolve(config: TrainConfig) -> TrainPlan:
     overlaps), fold their Recipe changes (canonical order, overriding hacks last), and
     record what config.json says of each: name, parameters, provider and version."""
     hacks = registry.instantiate(config.hacks, config.param_dict())
-    recipe = registry.build_recipe(hacks)
+    recipe = scale_lr(registry.build_recipe(hacks), config.lr_scale)
     records = tuple(hack_record(h) for h in hacks)
     return TrainPlan(config=config, recipe=recipe, hacks=tuple(hacks), hack_records=records)
+
+
+def scale_lr(recipe: Recipe, scale: float) -> Recipe:
+    """``recipe`` with both optimizers' learning rates multiplied by ``scale`` (the
+    ``lr_scale`` axis); 1.0 returns it unchanged, so run keys stay as they were."""
+    if scale == 1.0:
+        return recipe
+    return recipe.replace(**{side: dataclasses.replace(opt, lr=opt.lr * scale)
+                             for side, opt in (("g_optimizer", recipe.g_optimizer),
+                                               ("d_optimizer", recipe.d_optimizer))})
 
 
 def hack_record(hack: Hack) -> dict:
@@ -54,7 +66,7 @@ def config_from_json(cfg: dict, device: str = "cpu") -> TrainConfig:
 
 def read_config(run_dir: Path | str) -> dict:
     """A run directory's ``config.json``; ConfigError if it is missing or not a run config."""
-    path = Path(run_dir) / "config.json"
+    path = RunDir(run_dir).config
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -89,7 +101,7 @@ def load_into(module: nn.Module, path: Path, device: torch.device) -> None:
         module.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError) as exc:
         first = str(exc).splitlines()
-        raise ConfigError(f"{path} does not fit the generator that {path.parent / 'config.json'} "
+        raise ConfigError(f"{path} does not fit the generator that {RunDir(path.parent).config} "
                           f"describes ({first[1].strip() if len(first) > 1 else first[0]}); "
                           "the checkpoint belongs to another run or architecture") from exc
 
@@ -103,13 +115,13 @@ def load_run(run_dir: Path | str, device: str = "cpu") -> tuple[dict, Recipe, nn
     try:
         shape = tuple(int(x) for x in cfg["data"]["shape"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"{run_dir / 'config.json'} has no valid data.shape ({exc})") from exc
+        raise ConfigError(f"{RunDir(run_dir).config} has no valid data.shape ({exc})") from exc
     if len(shape) != 3:
-        raise ConfigError(f"{run_dir / 'config.json'}: data.shape must be (C, H, W), got {shape}")
+        raise ConfigError(f"{RunDir(run_dir).config}: data.shape must be (C, H, W), got {shape}")
     try:
         g, _ = build(plan, shape, dev)
     except (RuntimeError, ValueError, KeyError) as exc:
-        raise ConfigError(f"{run_dir / 'config.json'} describes no buildable generator "
+        raise ConfigError(f"{RunDir(run_dir).config} describes no buildable generator "
                           f"({type(exc).__name__}: {exc})") from exc
-    load_into(g, run_dir / "generator.pt", dev)
+    load_into(g, RunDir(run_dir).generator, dev)
     return cfg, plan.recipe, g
