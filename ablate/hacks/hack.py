@@ -57,10 +57,11 @@ At most one enabled hack may replace each of ``d_loss``, ``g_loss`` and
 declares that it overrides the other (``overrides = ("other-hack",)``); the run's
 ``config.json`` then records the override. A plugin that sets a field a built-in sets
 overrides it without declaring so (plugins fold after built-ins; recorded as implicit).
-Hooks that return the wrong type raise :class:`~ablate.errors.ConfigError` naming the
-hack and the hook; any other exception raised inside a hook comes out as
-:class:`HookError` (a ConfigError) naming the hack and the hook, with the original as
-its cause.
+How hooks are called and checked (:mod:`ablate.hacks.hooks`): hooks that return the wrong
+type raise :class:`~ablate.errors.ConfigError` naming the hack and the hook; any other
+exception raised inside a hook comes out as :class:`HookError` (a ConfigError) naming the
+hack and the hook, with the original as its cause. Old-style wrappers
+``wrap_generator(self, module)`` (without the Recipe) keep working.
 
 Per-run state: each run instantiates its enabled hacks afresh (``ablate.training.resolve``), so
 an instance belongs to one run. A run's identity is the enabled hacks' names,
@@ -73,57 +74,27 @@ from the run's seed, separate from the loop's own stream). Training checkpoints
 of the modules you return, or return it from ``state_dict()``; a plain attribute that
 ``state_dict()`` does not return is lost on resume.
 
-Old-style wrappers ``wrap_generator(self, module)`` (without the Recipe) keep working.
-
-Example — an R1 penalty (Mescheder et al. 2018)::
-
-    from dataclasses import dataclass
-    import torch
-    from ablate import Hack, register_hack
-
-    @register_hack
-    class R1(Hack):
-        name = "r1"
-        source = "Mescheder et al. 2018"
-        on, off = "gamma/2 E|grad D(x)|^2 on real data", "no gradient penalty"
-
-        @dataclass(frozen=True)
-        class Params:
-            gamma: float = 10.0
-
-        def d_penalty(self, ctx):
-            if ctx.real is None:  # the fake-only update of separate batches
-                return None
-            x = ctx.real.detach().requires_grad_(True)
-            out, _ = ctx.discriminate(x)
-            (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
-            return self.params.gamma / 2 * grad.square().flatten(1).sum(1).mean()
+Example — an R1 penalty (Mescheder et al. 2018), a complete plugin: the README's "Writing a
+hack"; ``examples/ablate-paper-tricks/ablate_paper_tricks/r1.py`` ships one.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ablate.hacks import params as typed
-from ablate.errors import ConfigError
+from ablate.hacks import hooks as _hooks
+from ablate.hacks import metadata
 from ablate.hacks.recipe import Recipe
+
+# Hook names and dispatch live in ablate.hacks.hooks; importable from here as before.
+from ablate.hacks.hooks import (BUILD_HOOKS, EXCLUSIVE_HOOKS, HOOKS, STEP_HOOKS, HookError,  # noqa: F401
+                                call_apply, call_hook, call_wrapper)
 
 if TYPE_CHECKING:  # annotations only: the registry (and `ablate hacks`) need no torch
     import torch
     from torch import nn
-
-# Hook names, in call order. BUILD_HOOKS run once per run; STEP_HOOKS every step.
-BUILD_HOOKS = ("apply", "wrap_generator", "wrap_discriminator", "sampling_generator")
-STEP_HOOKS = ("augment", "d_loss", "d_penalty", "after_d_update", "g_loss", "g_penalty",
-              "after_step")
-HOOKS = BUILD_HOOKS + STEP_HOOKS
-# Hooks that replace something: at most one enabled hack may override each.
-EXCLUSIVE_HOOKS = ("d_loss", "g_loss", "sampling_generator")
-
 
 @dataclass(frozen=True)
 class NoParams:
@@ -390,126 +361,33 @@ class Hack:
     @classmethod
     def takes_recipe(cls, hook: str) -> bool:
         """Whether a wrapper override accepts the Recipe (old plugins take the module only)."""
-        sig = inspect.signature(getattr(cls, hook))
-        positional = [p for p in sig.parameters.values()
-                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-                      and p.name != "info"]
-        return len(positional) >= 3 or any(p.kind is p.VAR_POSITIONAL for p in sig.parameters.values())
+        return _hooks.takes_recipe(getattr(cls, hook))
 
     @classmethod
     def takes_info(cls, hook: str) -> bool:
         """Whether a wrapper override has a parameter named ``info`` (a :class:`WrapInfo`)."""
-        return "info" in inspect.signature(getattr(cls, hook)).parameters
+        return _hooks.takes_info(getattr(cls, hook))
 
-    # ----- parameters -----------------------------------------------------------------
+    # ----- parameters (ablate.hacks.metadata) ----------------------------------------
     @classmethod
     def param_fields(cls) -> dict[str, tuple[Any, Any]]:
         """``{param: (type, default)}`` with types resolved from annotations."""
-        types_ = typed.field_types(cls.Params)
-        return {f.name: (types_[f.name], f.default) for f in dataclasses.fields(cls.Params)}
+        return metadata.param_fields(cls)
 
     @classmethod
     def make_params(cls, values: dict[str, Any] | None = None) -> Any:
         """Build ``Params`` from ``values`` (CLI strings and TOML values are coerced by
         type); every parameter, defaults included, is checked against its type."""
-        values = dict(values or {})
-        fields = cls.param_fields()
-        unknown = sorted(set(values) - set(fields))
-        if unknown:
-            valid = ", ".join(sorted(fields)) or "(none)"
-            raise ConfigError(
-                f"hack {cls.name!r} has no parameter {unknown[0]!r}; valid parameters: {valid}"
-            )
-        kwargs = {}
-        for key, (typ, default) in fields.items():
-            where = f"hack {cls.name!r}: parameter {key!r}"
-            kwargs[key] = (typed.coerce(values[key], typ, where) if key in values
-                           else typed.check(default, typ, where + " (its default)"))
-        try:
-            return cls.Params(**kwargs)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"hack {cls.name!r}: bad parameters {values}: {exc}") from exc
+        return metadata.make_params(cls, values)
 
     @classmethod
     def describe(cls) -> dict[str, Any]:
         """Metadata as a JSON-ready dict (``registry.describe`` adds provider and version)."""
-        params = {
-            k: {"type": typed.type_name(t), "default": _jsonable(d)}
-            for k, (t, d) in cls.param_fields().items()
-        }
-        return {
-            "name": cls.name,
-            "source": cls.source,
-            "on": cls.on,
-            "off": cls.off,
-            "params": params,
-            "conflicts": list(cls.conflicts),
-            "overrides": list(cls.overrides),
-            "before": list(cls.before),
-            "after": list(cls.after),
-            "hooks": [h for h in HOOKS if h in cls.hooks()],
-        }
+        return metadata.describe(cls)
 
     def params_dict(self) -> dict[str, Any]:
         """This instance's parameters as a JSON-ready dict."""
-        return _jsonable(dataclasses.asdict(self.params))
+        return metadata.params_dict(self)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.params!r})"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value
-
-
-# --------------------------------------------------------------------------------------
-# Calling set-up hooks with type checks (the loop and resolve use these)
-# --------------------------------------------------------------------------------------
-class HookError(ConfigError):
-    """An exception raised inside a hack's hook, re-raised naming the hack and the hook
-    (a :class:`ConfigError`: ``ablate train`` exits 2, a grid fails only that run). The
-    original exception is its ``__cause__``."""
-
-
-def call_hook(hack: Hack, hook: str, *args: Any, **kwargs: Any) -> Any:
-    """``hack.<hook>(*args)``; an exception other than :class:`ConfigError` comes out as
-    :class:`HookError` naming the hack, the hook and the original exception."""
-    try:
-        return getattr(hack, hook)(*args, **kwargs)
-    except ConfigError as exc:
-        if str(exc).startswith(f"hack {hack.name!r}"):
-            raise
-        raise ConfigError(f"hack {hack.name!r}: {hook}(): {exc}") from exc
-    except Exception as exc:
-        first = str(exc).strip().splitlines()
-        raise HookError(f"hack {hack.name!r}: {hook}() raised {type(exc).__name__}"
-                        f"{': ' + first[0] if first else ''}") from exc
-
-
-def call_apply(hack: Hack, recipe: Recipe) -> Recipe:
-    """``hack.apply(recipe)``, checked: a Recipe comes back, bad values name the hack."""
-    out = call_hook(hack, "apply", recipe)
-    if not isinstance(out, Recipe):
-        raise ConfigError(f"hack {hack.name!r}: apply() must return a Recipe, got "
-                          f"{type(out).__name__} (return recipe.replace(...))")
-    return out
-
-
-def call_wrapper(hack: Hack, hook: str, module: nn.Module, recipe: Recipe,
-                 info: WrapInfo | None = None) -> nn.Module:
-    """``hack.wrap_generator`` / ``wrap_discriminator`` / ``sampling_generator``, with the
-    Recipe where the override takes it and ``info=`` where it has an ``info`` parameter,
-    checked to return an ``nn.Module``."""
-    from torch import nn  # torch is loaded by now (modules exist); not at import time
-
-    args = (module, recipe) if type(hack).takes_recipe(hook) else (module,)
-    kwargs = {"info": info} if info is not None and type(hack).takes_info(hook) else {}
-    out = call_hook(hack, hook, *args, **kwargs)
-    if not isinstance(out, nn.Module):
-        raise ConfigError(f"hack {hack.name!r}: {hook}() must return a torch.nn.Module, got "
-                          f"{type(out).__name__} (return the module, modified or wrapped)")
-    return out

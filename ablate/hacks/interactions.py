@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ablate.errors import ConfigError
-from ablate.hacks.hack import EXCLUSIVE_HOOKS, Hack, call_apply
+from ablate.hacks.hack import Hack
+from ablate.hacks.hooks import EXCLUSIVE_HOOKS, call_apply
 from ablate.hacks.recipe import Recipe
 
 

@@ -1,5 +1,8 @@
 """Hack registry: name -> Hack class, with provider and version; entry-point discovery.
 
+The name tables live here (one module holds the registry's state); what hacks' providers,
+qualified names and versions are is :mod:`ablate.hacks.providers`'s.
+
 Built-in hacks (:data:`ablate.hacks.BUILTIN`) register first. Third-party hacks register
 through the entry-point group ``ablate.hacks``; each entry point names a module (which
 registers its hacks with :func:`register_hack` on import) or a :class:`Hack` subclass.
@@ -17,7 +20,7 @@ Hygiene:
   (raised at once for a direct :func:`register_hack` call; for two plugins, raised when
   the name is used, so that other commands keep working); each claimant stays usable by
   its provider-qualified name ``<distribution>:<name>`` (:func:`get_hack`), which is
-  then the hack's name in the run;
+  then the hack's name in the run (:func:`ablate.hacks.providers.qualified_class`);
 * ``all``, ``builtin`` and ``none`` are reserved (selection keywords); names are
   lowercase words joined by dashes;
 * ``Params`` must be a frozen dataclass whose every field has a default and a supported
@@ -27,72 +30,41 @@ Hygiene:
 
 Versions: a hack's ``version`` attribute if set; else its distribution's version
 (``ablate``'s for the built-ins); else, for a hack defined outside any installed
-distribution, ``src-`` and a hash of its module's source, so editing it changes the key.
+distribution, ``src-`` and a hash of its module's source, so editing it changes the key
+(:func:`ablate.hacks.providers.distribution_version`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import importlib.metadata
-import inspect
 import re
-import sys
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
+from ablate.errors import ConfigError
 from ablate.hacks import interactions
 from ablate.hacks import params as typed
-from ablate.errors import ConfigError
-from ablate.hacks.hack import Hack, call_apply
 from ablate.hacks.builtin import BUILTIN
+from ablate.hacks.hack import Hack
+from ablate.hacks.hooks import call_apply
+from ablate.hacks.providers import BUILTIN_PROVIDER, ENTRY_POINT_GROUP, PluginWarning  # noqa: F401
+from ablate.hacks.providers import (Failure, base_name, describe_cls, distribution_version,
+                                    duplicate_message, entry_points, module_provider, norm,
+                                    qualified_class)
 from ablate.hacks.recipe import Recipe
-from ablate.version import __version__
 
-ENTRY_POINT_GROUP = "ablate.hacks"
 KEYWORDS = ("all", "builtin", "none")  # hack-selection keywords (CLI and experiment files)
-BUILTIN_PROVIDER = "ablate"
 NAME_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-
-
-class PluginWarning(UserWarning):
-    """A hack plugin could not be loaded, or two plugins claim one name."""
-
-
-@dataclass(frozen=True)
-class _Failure:
-    provider: str
-    entry_point: str  # "name = value"
-    error: str
-
-    def __str__(self) -> str:
-        return f"plugin {self.provider} (entry point {self.entry_point}) failed to load: {self.error}"
-
 
 _REGISTRY: dict[str, type[Hack]] = {}
 _PROVIDERS: dict[str, str] = {}
 _DUPLICATES: dict[str, list[str]] = {}  # name -> "provider (module.Class)" of every claimant
 _CLAIMS: dict[str, dict[str, type[Hack]]] = {}  # clashing name -> {provider: class}
 _QUALIFIED: dict[str, type[Hack]] = {}  # "provider:name" -> its class, named so
-_FAILURES: list[_Failure] = []
+_FAILURES: list[Failure] = []
 _discovered = False
 _loading: str | None = None  # the distribution whose entry point is being imported
-
-
-def _describe_cls(cls: type[Hack], provider: str) -> str:
-    return f"{provider} ({cls.__module__}.{cls.__qualname__})"
-
-
-def _module_provider(cls: type[Hack]) -> str:
-    """The distribution that ships ``cls``'s top-level package, else that package's name."""
-    top = cls.__module__.split(".")[0]
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.module.split(".")[0] == top and ep.dist is not None:
-            return ep.dist.name
-    dists = importlib.metadata.packages_distributions().get(top)
-    return dists[0] if dists else top
 
 
 def validate_class(cls: Any) -> None:
@@ -145,20 +117,20 @@ def register_hack(cls: type[Hack] | None = None, *, provider: str | None = None)
         validate_class(hack_cls)
         if _loading is None and not _discovered:
             _discover()  # so that a direct registration sees every plugin's names
-        prov = provider or _loading or _module_provider(hack_cls)
+        prov = provider or _loading or module_provider(hack_cls)
         name = hack_cls.name
         existing = _REGISTRY.get(name)
         if existing is hack_cls:  # the same class again (a module two entry points name)
             return hack_cls
         if existing is not None or name in _DUPLICATES:
-            claim = _describe_cls(hack_cls, prov)
+            claim = describe_cls(hack_cls, prov)
             if _loading is None:  # a direct call: the caller's own code, fail at once
-                holder = " and ".join(_DUPLICATES.get(name, [])) or _describe_cls(existing, _PROVIDERS[name])
+                holder = " and ".join(_DUPLICATES.get(name, [])) or describe_cls(existing, _PROVIDERS[name])
                 raise ConfigError(f"hack name {name!r} is already registered by {holder}; "
                                   f"{claim} cannot register it too: choose another name")
             # Two plugins (or a plugin and ablate) claim the name: usable by neither,
             # whichever loaded first; using it raises this message (get_hack).
-            _DUPLICATES.setdefault(name, [_describe_cls(existing, _PROVIDERS[name])]).append(claim)
+            _DUPLICATES.setdefault(name, [describe_cls(existing, _PROVIDERS[name])]).append(claim)
             _CLAIMS.setdefault(name, {_PROVIDERS[name]: existing})[prov] = hack_cls
             warnings.warn(_duplicate_message(name), PluginWarning, stacklevel=2)
             return hack_cls
@@ -181,22 +153,7 @@ def unregister_hack(name: str) -> None:
 
 
 def _duplicate_message(name: str) -> str:
-    choices = " or ".join(repr(f"{p}:{name}") for p in _CLAIMS.get(name, {}))
-    pick = (f"; choose one by its provider-qualified name, {choices} (in --hacks, "
-            f"[hacks].scope and --set <provider>:{name}.<param>=...), or uninstall one of them"
-            if choices else "; uninstall one of them or rename the hack")
-    return (f"hack name {name!r} is registered by more than one provider: "
-            f"{' and '.join(_DUPLICATES[name])}{pick}")
-
-
-def _norm(provider: str) -> str:
-    """A distribution name compared as packaging does (case, '-', '_', '.' alike)."""
-    return re.sub(r"[-_.]+", "-", provider).lower()
-
-
-def base_name(name: str) -> str:
-    """``"name"`` of a provider-qualified ``"provider:name"`` (unchanged otherwise)."""
-    return name.rpartition(":")[2]
+    return duplicate_message(name, _DUPLICATES[name], _CLAIMS.get(name, {}))
 
 
 def _qualified(name: str) -> type[Hack]:
@@ -210,10 +167,9 @@ def _qualified(name: str) -> type[Hack]:
         return _QUALIFIED[name]
     if plain in _CLAIMS:
         for p, cls in _CLAIMS[plain].items():
-            if _norm(p) == _norm(prov):
+            if norm(p) == norm(prov):
                 qualified = f"{p}:{plain}"
-                sub = type(cls.__name__, (cls,), {"name": qualified, "__module__": cls.__module__,
-                                                  "__qualname__": cls.__qualname__})
+                sub = qualified_class(cls, qualified)
                 _QUALIFIED[qualified] = _QUALIFIED[name] = sub
                 _PROVIDERS[qualified] = _PROVIDERS[name] = p
                 return sub
@@ -224,7 +180,7 @@ def _qualified(name: str) -> type[Hack]:
     if cls is None:
         valid = ", ".join(hack_names())
         raise ConfigError(f"unknown hack {name!r}; valid hacks: {valid}")
-    if _norm(_PROVIDERS[plain]) != _norm(prov):
+    if norm(_PROVIDERS[plain]) != norm(prov):
         raise ConfigError(f"unknown hack {name!r}: {plain!r} is provided by "
                           f"{_PROVIDERS[plain]!r}, not {prov!r}")
     return cls
@@ -240,9 +196,7 @@ def _discover() -> None:
     try:
         for cls in BUILTIN:
             register_hack(cls, provider=BUILTIN_PROVIDER)
-        for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP),
-                         key=lambda e: (e.dist.name if e.dist else "", e.name)):
-            dist = ep.dist.name if ep.dist is not None else ep.module
+        for dist, ep in entry_points():
             _loading = dist
             before = set(_REGISTRY)
             try:
@@ -252,7 +206,7 @@ def _discover() -> None:
             except Exception as exc:  # a broken plugin must not take the harness down
                 for name in set(_REGISTRY) - before:  # roll back its half-registered hacks
                     unregister_hack(name)
-                failure = _Failure(dist, f"{ep.name} = {ep.value}", f"{type(exc).__name__}: {exc}")
+                failure = Failure(dist, f"{ep.name} = {ep.value}", f"{type(exc).__name__}: {exc}")
                 _FAILURES.append(failure)
                 warnings.warn(f"{failure}; its hacks are unavailable", PluginWarning,
                               stacklevel=2)
@@ -304,24 +258,7 @@ def version(name: str) -> str:
     cls = get_hack(name)
     if cls.version is not None:
         return cls.version
-    prov = _PROVIDERS[name]
-    if prov == BUILTIN_PROVIDER:
-        return __version__
-    try:
-        return importlib.metadata.version(prov)
-    except importlib.metadata.PackageNotFoundError:
-        return _source_version(cls)
-
-
-def _source_version(cls: type[Hack]) -> str:
-    module = sys.modules.get(cls.__module__)
-    try:
-        text = inspect.getsource(module) if module is not None else None
-    except (OSError, TypeError):
-        text = None
-    if text is None:  # defined interactively: nothing stable to hash
-        return "unversioned"
-    return "src-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+    return distribution_version(cls, _PROVIDERS[name])
 
 
 def describe(name: str) -> dict[str, Any]:

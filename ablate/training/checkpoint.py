@@ -40,7 +40,7 @@ from ablate import layout
 from ablate.artefacts import write_atomic
 from ablate.environment import versions
 from ablate.errors import ConfigError
-from ablate.hacks.hack import call_hook
+from ablate.hacks.hooks import call_hook
 
 # The file names are ablate.layout's; a fused group's member keeps its previous checkpoint
 # too (the members' files are written one after another, so a kill between two writes

@@ -40,7 +40,8 @@ from ablate.data import ImageSet, load, scale
 from ablate.environment import git_commit, hardware, resolve_device, versions
 from ablate.errors import ConfigError
 from ablate.layout import RunDir
-from ablate.hacks.hack import Hack, StepContext, WrapInfo, call_hook, call_wrapper
+from ablate.hacks.hack import Hack, StepContext, WrapInfo
+from ablate.hacks.hooks import call_hook, call_wrapper
 from ablate.hacks.interactions import changes_json, overrides_in_effect, recipe_changes, select_hooks
 from ablate.training.models import build_models, fixed_latents, generate, sample_latent
 from ablate.hacks.recipe import Optimizer, Recipe

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ablate.errors import ConfigError
-from ablate.hacks.hack import DContext, GContext, Hack, StepContext, call_hook
+from ablate.hacks.hack import DContext, GContext, Hack, StepContext
+from ablate.hacks.hooks import call_hook
 from ablate.hacks.interactions import Hooks
 
 
