@@ -364,6 +364,11 @@ def test_default_run_directories_never_collide():
         assert len(dirs) == 6
         assert out(builtin) == out(builtin, device="cpu", threads=1)  # same run, same directory
         assert out(builtin).name.startswith("fake-all-on-s0-")
+        # one identity function: the digest is the grid's run key of the same run
+        from ablate.grid.keys import key_of
+
+        key, _ = key_of(TrainConfig(dataset="fake", hacks=builtin), {})
+        assert out(builtin).name.endswith("-" + key[:8])
     finally:
         registry.unregister_hack("test-plugin-one")
         registry.unregister_hack("test-plugin-two")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -101,15 +100,14 @@ def variant_name(config: TrainConfig) -> str:
     return "+".join(config.hacks) if len(config.hacks) <= 3 else f"{len(config.hacks)}hacks"
 
 
-def default_out(plan) -> Path:
-    """``runs/<dataset>-<variant>-s<seed>-<digest>``: the digest covers everything that
-    defines the run (config, hacks with parameters and versions), so two different runs
-    never share a default directory, while rerunning one finds its own."""
-    cfg = dataclasses.asdict(plan.config)
-    for volatile in ("device", "threads", "log_every", "checkpoint_every"):  # how, not what
-        cfg.pop(volatile)
-    text = json.dumps({"train": cfg, "hacks": list(plan.hack_records)}, sort_keys=True, default=str)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+def default_out(plan, protocol=None) -> Path:
+    """``runs/<dataset>-<variant>-s<seed>-<digest>``: the digest is the start of the run's
+    key (:func:`ablate.grid.keys.run_key`, the one identity function), so two different
+    runs never share a default directory, while rerunning one finds its own."""
+    from ablate.grid.keys import identity, run_key
+
+    evaluation = dataclasses.asdict(protocol) if protocol is not None else {}
+    digest = run_key(identity(plan, evaluation))[:8]
     c = plan.config
     return Path("runs") / f"{c.dataset}-{variant_name(c)}-s{c.seed}-{digest}"
 
@@ -135,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     if args.eval:
         protocol = protocol_for(args.eval_features, config.device, n=args.eval_n,
                                 val_every=config.val_every, val_n=config.val_n)
-    out = directory(args.out, "--out") if args.out is not None else default_out(plan)
+    out = directory(args.out, "--out") if args.out is not None else default_out(plan, protocol)
     check_creatable(out, "--out")
     state = out / STATE_FILE
     try:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ablate.errors import ConfigError
+from ablate.experiment.axes import Axis, Level, label, levels, named
 from ablate.experiment.spec import DesignSpec
 
 ALL_ON, ALL_OFF = "all-on", "all-off"
@@ -29,22 +30,35 @@ ALL_ON, ALL_OFF = "all-on", "all-off"
 
 @dataclass(frozen=True)
 class Variant:
-    """One hack combination: a name and the set of enabled hacks."""
+    """One hack combination: a name and the set of enabled hacks (and, with ``[axes]``,
+    the level of the axes it is planned at; ``()`` without axes)."""
 
     name: str
     hacks: frozenset[str]
+    level: Level = ()
 
     def to_dict(self, scope: tuple[str, ...]) -> dict:
-        return {"name": self.name, "hacks": [h for h in scope if h in self.hacks]}
+        out: dict = {"name": self.name, "hacks": [h for h in scope if h in self.hacks]}
+        if self.level:  # absent without axes: experiment.json stays as it was
+            out["level"] = {name: value for name, value in self.level}
+        return out
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """The paired comparison that measures one hack: ``on`` vs ``off`` variant."""
+    """The paired comparison that measures one hack: ``on`` vs ``off`` variant (within
+    one level of the axes, named by ``level``; ``""`` without axes)."""
 
     hack: str
     on: str  # variant with the hack
     off: str  # its reference variant, identical but for the hack
+    level: str = ""
+
+    def to_dict(self) -> dict:
+        out = {"hack": self.hack, "on": self.on, "off": self.off}
+        if self.level:
+            out["level"] = self.level
+        return out
 
 
 @dataclass(frozen=True)
@@ -64,13 +78,38 @@ class Design:
     def to_dict(self) -> dict:
         return {"kind": self.kind, "hacks": list(self.hacks),
                 "variants": [v.to_dict(self.hacks) for v in self.variants],
-                "comparisons": [c.__dict__ for c in self.comparisons],
+                "comparisons": [c.to_dict() for c in self.comparisons],
                 "resolution": self.resolution, "aliasing": list(self.aliasing),
                 "notes": list(self.notes)}
 
 
-def build_design(spec: DesignSpec, hacks: tuple[str, ...]) -> Design:
-    """Turn a ``[design]`` table and the hacks in scope into variants."""
+def build_design(spec: DesignSpec, hacks: tuple[str, ...], axes: tuple[Axis, ...] = ()) -> Design:
+    """Turn a ``[design]`` table and the hacks in scope into variants, crossed with the
+    levels of ``axes`` (each variant at each level, comparisons within a level)."""
+    design = _build(spec, hacks)
+    return cross(design, axes) if axes else design
+
+
+def cross(design: Design, axes: tuple[Axis, ...]) -> Design:
+    """``design`` at every level of ``axes``: variants ``<name> @ <level>``, and each
+    comparison made again within each level. One-factor designs only: a factorial
+    design's regression has no per-level form here."""
+    if not design.comparisons or design.kind in ("full-factorial", "fractional-factorial"):
+        raise ConfigError(f"[axes] need a one-factor design (leave-one-out, add-one-in, or "
+                          f"explicit variants that differ by one hack); [design].kind = "
+                          f"{design.kind!r} has no per-level comparisons")
+    variants, comps = [], []
+    for level in levels(axes):
+        variants += [Variant(named(v.name, level), v.hacks, level) for v in design.variants]
+        comps += [Comparison(c.hack, named(c.on, level), named(c.off, level), label(level))
+                  for c in design.comparisons]
+    notes = design.notes + (f"crossed with {len(levels(axes))} levels of "
+                            f"{', '.join(a.name for a in axes)}",)
+    return Design(design.kind, design.hacks, tuple(variants), tuple(comps), design.resolution,
+                  design.aliasing, notes)
+
+
+def _build(spec: DesignSpec, hacks: tuple[str, ...]) -> Design:
     hacks = tuple(hacks)
     k = len(hacks)
     if spec.kind != "explicit" and k == 0:

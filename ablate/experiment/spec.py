@@ -54,30 +54,20 @@ from typing import Any
 
 from ablate.hacks import registry
 from ablate.artefacts import directory
-from ablate.config import MAX_SEED, AnalysisSpec, EvalProtocol, SeedPolicy, TrainConfig
+from ablate.config import MAX_SEED, AnalysisSpec, SeedPolicy, TrainConfig
 from ablate.data import dataset_spec
 from ablate.errors import ConfigError
+from ablate.experiment.axes import Axis, parse_axes
+from ablate.experiment.tables import (MAX_SEED_COUNT, DesignSpec, check_keys,
+                                      parse_analysis, parse_design, parse_evaluation,
+                                      parse_seed_policy, table_of)
 from ablate.experiment.execution import parse_table as parse_execution
 from ablate.hacks.params import check
 
-DESIGN_KINDS = ("leave-one-out", "add-one-in", "full-factorial", "fractional-factorial", "explicit")
 # TrainConfig fields an experiment may not set: they are per-run (seed, hacks, params)
 # or per-machine (device, threads), which the grid command decides.
 _RESERVED_TRAIN = {"dataset", "seed", "hacks", "params", "device", "threads"}
 _MODEL_KEYS = {"ngf", "ndf", "latent_dim"}
-
-
-@dataclass(frozen=True)
-class DesignSpec:
-    """The ``[design]`` table."""
-
-    kind: str = "leave-one-out"
-    include_all_off: bool = True  # leave-one-out: also train the naive baseline
-    include_all_on: bool = True  # add-one-in: also train the full recipe
-    method: str = "fracfact"  # fractional-factorial: "fracfact" or "plackett-burman"
-    resolution: int = 4  # fractional-factorial (fracfact): IV keeps main effects clear of 2FIs
-    generators: str | None = None  # fractional-factorial: explicit pyDOE3 generator string
-    variants: tuple[tuple[str, tuple[str, ...]], ...] = ()  # explicit: (name, hacks)
 
 
 @dataclass(frozen=True)
@@ -100,6 +90,8 @@ class Experiment:
     execution: tuple[tuple[str, Any], ...] = field(default=())
     seed_policy: SeedPolicy | None = None  # None: fixed, the seeds above
     analysis: AnalysisSpec | None = None  # the [analysis] table, if given
+    axes: tuple[Axis, ...] = ()  # [axes]: the design crossed with these levels
+    reuse: tuple[Path, ...] = ()  # results dirs whose finished runs of the same key are copied
 
     @property
     def policy(self) -> SeedPolicy:
@@ -144,6 +136,9 @@ class Experiment:
                        for k, v in dataclasses.asdict(self.design).items()},
             "results_dir": str(self.results_dir),
             "execution": dict(self.execution),
+            # absent when unused, so experiment.json of experiments without them is unchanged
+            **({"axes": {a.name: list(a.levels) for a in self.axes}} if self.axes else {}),
+            **({"reuse": [str(p) for p in self.reuse]} if self.reuse else {}),
         }
 
 
@@ -151,63 +146,24 @@ class Experiment:
 # Parsing
 # --------------------------------------------------------------------------------------
 _TOP_KEYS = {"name", "description", "results_dir", "seeds", "data", "model", "budget",
-             "evaluation", "design", "hacks", "execution", "analysis"}
-_SEED_POLICY_KEYS = {"min", "max", "step"}
-_ANALYSIS_KEYS = {"sesoi", "alpha", "metric"}
-MAX_SEED_COUNT = 1000  # a count expands to a list; more seeds than this is a typo
-
-
-def _check_keys(table: dict, valid: set[str], where: str) -> None:
-    for key in table:
-        if key not in valid:
-            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}")
-
-
-def _table(doc: dict, name: str) -> dict:
-    value = doc.get(name, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"[{name}] must be a table, got {type(value).__name__}")
-    return value
+             "evaluation", "design", "hacks", "execution", "analysis", "axes", "reuse"}
 
 
 def _train_fields() -> dict[str, Any]:
     return {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
-def _evaluation(table: dict, where: str) -> tuple[tuple[str, Any], ...]:
-    """Validate ``[evaluation]`` against :class:`~ablate.config.EvalProtocol`."""
-    table = dict(table)
-    if "features" in table:
-        feats = table["features"]
-        if not isinstance(feats, list) or not all(isinstance(f, str) for f in feats):
-            raise ConfigError(f"{where}.features must be a list of feature-net names, got {feats!r}")
-        table["features"] = tuple(feats)
-    skipped = table.get("features", ("x",)) == ()
-    _check_keys(table, {"features", "n"} if skipped else
-                {f.name for f in dataclasses.fields(EvalProtocol)}, where)
-    try:  # skipped: n, if given, is still checked
-        proto = EvalProtocol.from_dict({k: v for k, v in table.items() if not skipped or k == "n"})
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
-    if skipped:
-        return tuple(sorted(table.items()))
-    out = {}
-    for k, v in dataclasses.asdict(proto).items():
-        out[k] = tuple(v) if isinstance(v, list) else v
-    return tuple(sorted(out.items()))
-
-
 def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experiment:
     """Validate a TOML document (already parsed) into an :class:`Experiment`."""
-    _check_keys(doc, _TOP_KEYS, "experiment")
+    check_keys(doc, _TOP_KEYS, "experiment")
     name = check(doc.get("name", stem), str, "name")
     if not name.strip():
         raise ConfigError("name is blank; give a name or leave it out (default: the file's stem)")
     description = check(doc.get("description", ""), str, "description")
     results_dir = directory(check(doc.get("results_dir", f"results/{stem}"), str, "results_dir"))
 
-    data = _table(doc, "data")
-    _check_keys(data, {"dataset"}, "[data]")
+    data = table_of(doc, "data")
+    check_keys(data, {"dataset"}, "[data]")
     if "dataset" not in data:
         raise ConfigError("[data]: missing key 'dataset'")
     dataset = check(data["dataset"], str, "[data].dataset")
@@ -215,10 +171,10 @@ def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experim
 
     fields = _train_fields()
     train: dict[str, Any] = {}
-    model = _table(doc, "model")
-    _check_keys(model, _MODEL_KEYS & set(fields), "[model]")
-    budget = _table(doc, "budget")
-    _check_keys(budget, set(fields) - _RESERVED_TRAIN - _MODEL_KEYS, "[budget]")
+    model = table_of(doc, "model")
+    check_keys(model, _MODEL_KEYS & set(fields), "[model]")
+    budget = table_of(doc, "budget")
+    check_keys(budget, set(fields) - _RESERVED_TRAIN - _MODEL_KEYS, "[budget]")
     for where, table in (("[model]", model), ("[budget]", budget)):
         for key, value in table.items():
             default = fields[key].default
@@ -235,7 +191,7 @@ def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experim
                           "or an adaptive range (seeds = { min = 3, max = 10 })")
     policy = None
     if isinstance(seeds, dict):
-        policy = _seed_policy(seeds)
+        policy = parse_seed_policy(seeds)
         seeds = list(policy.seeds)
     elif isinstance(seeds, int) and not isinstance(seeds, bool):
         if not 1 <= seeds <= MAX_SEED_COUNT:
@@ -250,8 +206,8 @@ def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experim
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds: duplicate seeds in {seeds}")
 
-    hacks_t = _table(doc, "hacks")
-    _check_keys(hacks_t, {"scope", "params"}, "[hacks]")
+    hacks_t = table_of(doc, "hacks")
+    check_keys(hacks_t, {"scope", "params"}, "[hacks]")
     scope = hacks_t.get("scope", "all")
     if isinstance(scope, str):
         scope = [scope]
@@ -276,9 +232,9 @@ def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experim
             raise ConfigError(f"[hacks.params].{hack}: {exc}") from exc
         params.extend((hack, k, v) for k, v in sorted(values.items()))
 
-    design = _design_spec(_table(doc, "design"))
-    eval_t = _table(doc, "evaluation")
-    evaluation = _evaluation(eval_t, "[evaluation]")
+    design = parse_design(table_of(doc, "design"))
+    eval_t = table_of(doc, "evaluation")
+    evaluation = parse_evaluation(eval_t, "[evaluation]")
     # Validation-FID settings live in the protocol but act during training.
     for key in ("val_every", "val_n"):
         if key in eval_t and key in fields:
@@ -286,93 +242,20 @@ def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experim
                 raise ConfigError(f"[budget].{key} = {train[key]} contradicts "
                                   f"[evaluation].{key} = {eval_t[key]}; set it once")
             train[key] = eval_t[key]
-    execution = parse_execution(_table(doc, "execution"))
-    analysis = _analysis(doc["analysis"], evaluation) if "analysis" in doc else None
+    execution = parse_execution(table_of(doc, "execution"))
+    analysis = parse_analysis(doc["analysis"], evaluation) if "analysis" in doc else None
+    axes = parse_axes(doc["axes"], scope) if "axes" in doc else ()
+    reuse = doc.get("reuse", [])
+    if not isinstance(reuse, list) or not all(isinstance(p, str) for p in reuse):
+        raise ConfigError(f"reuse must be a list of results directories whose finished runs "
+                          f"may be copied, e.g. reuse = [\"results/fashion-mnist-1k\"]; got {reuse!r}")
+    reuse = tuple(directory(p, "reuse") for p in reuse)
 
     return Experiment(name=name, dataset=dataset, seeds=tuple(seeds), hacks=scope, design=design,
                       train=tuple(sorted(train.items())), params=tuple(params),
                       evaluation=evaluation, description=description, results_dir=results_dir,
                       source=source, execution=tuple(sorted(execution.items())),
-                      seed_policy=policy, analysis=analysis)
-
-
-def _seed_policy(table: dict) -> SeedPolicy:
-    """``seeds = { min = 3, max = 10, step = 1 }``: adaptive seeds."""
-    _check_keys(table, _SEED_POLICY_KEYS, "seeds")
-    for key in ("min", "max"):
-        if key not in table:
-            raise ConfigError(f"seeds: an adaptive range needs '{key}', e.g. seeds = {{ min = 3, max = 10 }}")
-    values = {}
-    for key in _SEED_POLICY_KEYS & set(table):
-        value = table[key]
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(f"seeds.{key} must be an integer, got {value!r}")
-        values[key] = value
-    if values["max"] > MAX_SEED_COUNT:
-        raise ConfigError(f"seeds.max = {values['max']}; valid: 2 .. {MAX_SEED_COUNT}")
-    return SeedPolicy(seeds=tuple(range(max(values["max"], 0))), adaptive=True, **values)
-
-
-def _analysis(table: Any, evaluation: tuple[tuple[str, Any], ...]) -> AnalysisSpec:
-    """``[analysis]``: sesoi, alpha and the primary metric, checked against the protocol."""
-    if not isinstance(table, dict):
-        raise ConfigError(f"[analysis] must be a table, got {type(table).__name__}")
-    _check_keys(table, _ANALYSIS_KEYS, "[analysis]")
-    kw: dict[str, Any] = {}
-    for key in ("sesoi", "alpha"):
-        if key in table:
-            kw[key] = check(table[key], float, f"[analysis].{key}")
-    if "metric" in table:
-        metric = check(table["metric"], str, "[analysis].metric")
-        ev = dict(evaluation)
-        parts = metric.split(".")
-        features = ev.get("features") or ()
-        if len(parts) != 3 or parts[0] not in ("last", "best") or not parts[2]:
-            raise ConfigError(f"[analysis].metric = {metric!r}; valid: <checkpoint>.<feature net>"
-                              ".<metric> with checkpoint last or best, e.g. \"best.classifier.fid\"")
-        if parts[1] not in features:
-            raise ConfigError(f"[analysis].metric = {metric!r} names feature net {parts[1]!r}, "
-                              f"but [evaluation].features = {list(features)}")
-        if parts[0] == "best" and not ev.get("val_every"):
-            raise ConfigError(f"[analysis].metric = {metric!r}: a best checkpoint needs "
-                              "[evaluation].val_every > 0; use last.<...> or set val_every")
-        kw["metric"] = metric
-    return AnalysisSpec(**kw)
-
-
-def _design_spec(table: dict) -> DesignSpec:
-    valid = {f.name for f in dataclasses.fields(DesignSpec)}
-    _check_keys(table, valid, "[design]")
-    kind = table.get("kind", "leave-one-out")
-    if kind not in DESIGN_KINDS:
-        raise ConfigError(f"[design].kind: unknown design {kind!r}; valid designs: {', '.join(DESIGN_KINDS)}")
-    kw: dict[str, Any] = {"kind": kind}
-    for key in ("include_all_off", "include_all_on"):
-        if key in table:
-            kw[key] = check(table[key], bool, f"[design].{key}")
-    if "method" in table:
-        kw["method"] = check(table["method"], str, "[design].method")
-        if kw["method"] not in ("fracfact", "plackett-burman"):
-            raise ConfigError(f"[design].method: unknown method {kw['method']!r}; "
-                              "valid: fracfact, plackett-burman")
-    if "resolution" in table:
-        kw["resolution"] = check(table["resolution"], int, "[design].resolution")
-    if "generators" in table:
-        kw["generators"] = check(table["generators"], str, "[design].generators")
-    if "variants" in table:
-        raw = table["variants"]
-        if not isinstance(raw, dict):
-            raise ConfigError("[design.variants] must be a table of name = [hacks]")
-        out = []
-        for vname, hacks in raw.items():
-            if not isinstance(hacks, list) or not all(isinstance(h, str) for h in hacks):
-                raise ConfigError(f"[design.variants].{vname} must be a list of hack names")
-            out.append((vname, tuple(hacks)))
-        kw["variants"] = tuple(out)
-    if kind == "explicit" and not kw.get("variants"):
-        raise ConfigError("[design]: kind = \"explicit\" needs a [design.variants] table "
-                          "of name = [hacks]")
-    return DesignSpec(**kw)
+                      seed_policy=policy, analysis=analysis, axes=axes, reuse=reuse)
 
 
 def load_experiment(path: Path | str) -> Experiment:

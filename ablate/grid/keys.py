@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.config import TrainConfig
+from ablate.experiment.axes import apply_level
 from ablate.experiment.design import Design
 from ablate.errors import ConfigError
 from ablate.experiment.spec import Experiment
@@ -129,9 +130,11 @@ def plan_runs(experiment: Experiment, design: Design, results_dir: Path | str,
         for v in design.variants:
             if counts is not None and seed >= counts.get(v.name, 0):
                 continue
+            params, train = experiment.params, experiment.train_kwargs()
+            if v.level:  # [axes]: this variant's level of each axis
+                params, train = apply_level(v.level, v.hacks, params, train)
             config = TrainConfig(dataset=experiment.dataset, seed=seed, hacks=tuple(sorted(v.hacks)),
-                                 params=experiment.params, device=device, threads=threads,
-                                 **experiment.train_kwargs())
+                                 params=params, device=device, threads=threads, **train)
             try:
                 key, ident = key_of(config, evaluation)
             except ConfigError as exc:
