@@ -12,6 +12,7 @@ from pathlib import Path
 from ablate.experiment import execution
 from ablate.artefacts import check_creatable, directory
 from ablate.experiment.execution import EXECUTORS
+from ablate.messages import show_on_stderr
 from ablate.report import write_report
 
 HELP = "train and score every run of an experiment (resumable)"
@@ -56,8 +57,10 @@ def run(args: argparse.Namespace) -> int:
     from ablate.experiment.spec import load_experiment
     from ablate.grid.driver import prepare, run_grid
     from ablate.grid.executors import make_executor
-    from ablate.grid.status import print_dry_run
+    from ablate.grid.status import dry_run_lines
     from ablate.grid.worker import disk_full
+
+    show_on_stderr()  # the workers' notes (ablate.messages), as `ablate: ...` lines
 
     # Validate everything before anything is written (the rules: ablate.experiment.execution).
     exp0 = load_experiment(args.experiment)
@@ -81,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     if note:
         print(f"ablate: note: {note}", file=sys.stderr)
     if args.dry_run:
-        print_dry_run(grid, fuse)
+        for line in dry_run_lines(grid, fuse):
+            print(line)
         return 0
     check_creatable(grid.results_dir, "--results-dir" if results_dir else "results_dir")
     grid.experiment.check_decidable()  # the statistics below decide adaptive looks on a metric
@@ -100,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = run_grid(grid, executor, next_look=next_look, retry_failed=args.retry_failed,
                            repair=args.repair, rebuild_index=args.rebuild_index,
-                           progress=not args.no_progress, fuse=fuse)
+                           progress=not args.no_progress, fuse=fuse, log=_stderr)
     except (OSError, sqlite3.Error) as exc:  # the driver's own writes: a full disk
         if not disk_full(grid.results_dir, exc):
             raise
@@ -131,6 +135,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_report:
         ok = write_report_safely(results) and ok
     return 0 if ok else 1
+
+
+def _stderr(message: str) -> None:
+    """The grid's own messages (plan, cross-check, looks, failures), one line each."""
+    print(message, file=sys.stderr)
 
 
 def write_report_safely(results: Path) -> bool:

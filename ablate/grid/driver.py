@@ -12,8 +12,8 @@ seeds run in looks (see :func:`run_grid`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -33,6 +33,7 @@ from ablate.grid.executors import Executor
 from ablate.grid.groups import fuse_limit
 from ablate.grid.keys import CODE_VERSION, RunSpec, plan_runs
 from ablate.grid.schedule import Log, execute
+from ablate.grid.status import reconciled_lines
 from ablate.grid.store import (
     TERMINAL,
     NoStore,
@@ -46,9 +47,8 @@ from ablate.experiment.pipeline import check_plan
 from ablate.training.resolve import resolve
 from ablate.layout import ExperimentDir, ExperimentRecord
 
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
+# Without a ``log`` (the CLI passes its printer), the grid's messages go to logging.
+_quiet = logging.getLogger(__name__).info
 
 
 @dataclass(frozen=True)
@@ -206,7 +206,7 @@ NextLook = Callable[..., Any]  # (frame, meta, policy, analysis, look_index) -> 
 
 def run_grid(grid: Grid, executor: Executor, *, next_look: NextLook | None = None,
              retry_failed: bool = False, repair: bool = False, rebuild_index: bool = False,
-             progress: bool = True, poll_s: float = 2.0, log: Log = _stderr,
+             progress: bool = True, poll_s: float = 2.0, log: Log = _quiet,
              fuse: int | None = None) -> GridSummary:
     """Train every unfinished key of ``grid``'s plan; wait for keys other processes hold.
 
@@ -314,7 +314,7 @@ def _run_look(store: Store, grid: Grid, specs: list[RunSpec], executor: Executor
         f"{len(finished)} already finished, {len(todo)} to run"
         + (f" ({len(failed)} failed, skipped without --retry-failed)" if failed else "")
         + f"; executor: {executor.describe()}")
-    for note in _notes(found, results_dir):
+    for note in reconciled_lines(found, results_dir, done=True):
         log(note)
     if todo and experiment.evaluates():
         warm_up(experiment, todo[0].config.device, log)
@@ -332,20 +332,3 @@ def _run_look(store: Store, grid: Grid, specs: list[RunSpec], executor: Executor
 
 def _fuse_reason(fuse: int | None) -> str:
     return "--fuse" if fuse is not None else "measured from GPU memory"
-
-
-def _notes(found: rundirs.Reconciled, results_dir: Path) -> list[str]:
-    out = []
-    if found.adopted:
-        out.append(f"indexed {len(found.adopted)} finished run dir(s) the store did not list "
-                   "(adopted, not retrained)")
-    if found.reopened:
-        out.append(f"--repair: retraining {len(found.reopened)} run(s) whose directory, results "
-                   f"or checkpoint were missing (remains moved to {ExperimentDir(results_dir).broken})")
-    elif found.missing:
-        out.append(f"warning: {len(found.missing)} finished run(s) have lost their directory or "
-                   f"result files ({', '.join(found.missing[:5])}); `--repair` retrains them")
-    if found.no_checkpoint and not found.reopened:
-        out.append(f"note: {len(found.no_checkpoint)} finished run(s) have no checkpoint "
-                   "(generator.pt); their metrics are intact; `--repair` retrains them")
-    return out

@@ -1,8 +1,10 @@
-"""What ``ablate grid --dry-run`` and ``ablate status`` print. Both only read (the store
-is opened read-only), so both work on a read-only results directory; both cross-check
-the index with the run directories and say what ``--repair`` or ``--rebuild-index``
-would do. ``ablate status`` also shows each running run's step (from the last line of
-its tmp dir's ``log.jsonl``) and an ETA for the grid from measured step rates.
+"""What ``ablate grid --dry-run`` and ``ablate status`` show, as lines of text (the CLI
+prints them: ablate/cli/grid.py, ablate/cli/status.py). Both only read (the store is
+opened read-only), so both work on a read-only results directory; both cross-check the
+index with the run directories and say what ``--repair`` or ``--rebuild-index`` would
+do (:func:`reconciled_lines`, which also words what the grid did). ``ablate status``
+also shows each running run's step (from the last line of its tmp dir's ``log.jsonl``)
+and an ETA for the grid from measured step rates.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from ablate.artefacts import read_jsonl
 from ablate.errors import ConfigError
 from ablate.grid import rundirs
 from ablate.grid.keys import plan_runs
+from ablate.layout import ExperimentDir
 from ablate.grid.store import (
     DB_NAME,
     TERMINAL,
@@ -47,8 +50,8 @@ def _open(results_dir: Path) -> Store | None:
         return None
 
 
-def print_dry_run(grid: Grid, fuse: int | None = None) -> None:
-    """Print what ``ablate grid`` would do (plan, state, fused groups); writes nothing."""
+def dry_run_lines(grid: Grid, fuse: int | None = None) -> list[str]:
+    """What ``ablate grid`` would do (plan, state, fused groups); writes nothing."""
     experiment, design, results_dir, specs = grid.experiment, grid.design, grid.results_dir, grid.specs
     policy, looks = experiment.policy, _recorded_looks(results_dir)
     if policy.adaptive and looks:  # where the grid stands: the plan of its next look
@@ -70,57 +73,55 @@ def print_dry_run(grid: Grid, fuse: int | None = None) -> None:
                          if rundirs.index_fields(rundirs.run_dir(results_dir, s.key), s.key,
                                                  s.evaluates)]
     done |= set(found.adopted)
-    print(f"experiment: {experiment.name}  ({experiment.source})")
+    out = []
+    out.append(f"experiment: {experiment.name}  ({experiment.source})")
     if experiment.description:
-        print(f"  {experiment.description}")
-    print(f"dataset: {experiment.dataset}   model/budget: "
+        out.append(f"  {experiment.description}")
+    out.append(f"dataset: {experiment.dataset}   model/budget: "
           + ", ".join(f"{k}={v}" for k, v in sorted(train.items())))
     ev = experiment.evaluation_dict()
     ev_text = ", ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in ev.items())
-    print(f"evaluation: {ev_text if experiment.evaluates() else 'none (features = [])'}")
+    out.append(f"evaluation: {ev_text if experiment.evaluates() else 'none (features = [])'}")
     seeds = (f"adaptive, {policy.min} to {policy.max} per variant (looks at "
              f"{', '.join(map(str, policy.looks()))} seeds)" if policy.adaptive
              else str(list(experiment.seeds)))
-    print(f"seeds: {seeds}   hacks in scope ({len(design.hacks)}): " + ", ".join(design.hacks))
+    out.append(f"seeds: {seeds}   hacks in scope ({len(design.hacks)}): " + ", ".join(design.hacks))
     if experiment.analysis:
         a = experiment.analysis
-        print(f"analysis: sesoi={a.sesoi}, alpha={a.alpha}, metric={a.metric or 'default'}")
+        out.append(f"analysis: sesoi={a.sesoi}, alpha={a.alpha}, metric={a.metric or 'default'}")
     if experiment.params:
-        print("fixed hack parameters: " + ", ".join(f"{h}.{k}={v}" for h, k, v in experiment.params))
-    print(f"design: {design.kind}" + (f", resolution {design.resolution}" if design.resolution else ""))
+        out.append("fixed hack parameters: " + ", ".join(f"{h}.{k}={v}" for h, k, v in experiment.params))
+    out.append(f"design: {design.kind}" + (f", resolution {design.resolution}" if design.resolution else ""))
     for note in design.notes:
-        print(f"  {note}")
-    print(f"variants ({len(design.variants)}):")
+        out.append(f"  {note}")
+    out.append(f"variants ({len(design.variants)}):")
     w = max(len(v.name) for v in design.variants)
     for v in design.variants:
         ks = [s.key for s in specs if s.variant == v.name]
         state = f"{sum(k in done for k in ks)}/{len(ks)} done"
-        print(f"  {v.name:<{w}}  [{state}]  on: {_short(v.hacks, design.hacks)}")
+        out.append(f"  {v.name:<{w}}  [{state}]  on: {_short(v.hacks, design.hacks)}")
     if design.comparisons:
-        print("effect of each hack = (variant with it) vs (reference without it):")
+        out.append("effect of each hack = (variant with it) vs (reference without it):")
         for c in design.comparisons:
-            print(f"  {c.hack}: {c.on} vs {c.off}")
+            out.append(f"  {c.hack}: {c.on} vs {c.off}")
     if design.aliasing:
-        print("aliasing (main effects and two-factor interactions):")
+        out.append("aliasing (main effects and two-factor interactions):")
         for a in design.aliasing[:40]:
-            print(f"  {a}")
+            out.append(f"  {a}")
         if len(design.aliasing) > 40:
-            print(f"  ... {len(design.aliasing) - 40} more chains")
+            out.append(f"  ... {len(design.aliasing) - 40} more chains")
     elif design.kind == "fractional-factorial":
-        print("aliasing: none among main effects and two-factor interactions")
+        out.append("aliasing: none among main effects and two-factor interactions")
     shape = (f"{len(design.variants)} variants x {len(experiment.seeds)} seeds" if not policy.adaptive
              else f"look {len(looks) + 1 if looks and not looks[-1]['done'] else max(len(looks), 1)}"
                   f" of at most {len(policy.looks())}")
-    print(f"runs: {len(specs)} ({shape}), "
+    out.append(f"runs: {len(specs)} ({shape}), "
           f"{len(keys)} distinct keys, {len(done)} already finished, {len(keys - done)} to run")
-    for line in _look_lines({"looks": looks, "max_looks": len(policy.looks())}):
-        print(line)
-    for line in _cross_check_lines(found):
-        print(line)
-    for line in _fuse_lines([s for s in {s.key: s for s in specs}.values() if s.key not in done],
-                            fuse):
-        print(line)
-    print(f"results: {results_dir}")
+    out += _look_lines({"looks": looks, "max_looks": len(policy.looks())})
+    out += reconciled_lines(found, results_dir, done=False)
+    out += _fuse_lines([s for s in {s.key: s for s in specs}.values() if s.key not in done], fuse)
+    out.append(f"results: {results_dir}")
+    return out
 
 
 def _fuse_lines(todo: list, fuse: int | None) -> list[str]:
@@ -155,36 +156,49 @@ def _fuse_lines(todo: list, fuse: int | None) -> list[str]:
     return lines
 
 
-def _cross_check_lines(found: rundirs.Reconciled) -> list[str]:
+def reconciled_lines(found: rundirs.Reconciled, results_dir: Path, *, done: bool) -> list[str]:
+    """What cross-checking the index with the run directories found, in one place for
+    both readers: as ``ablate grid`` reports what it did (``done``), or as ``ablate
+    status`` and the dry run say what a grid would do (read-only: nothing reopened)."""
     out = []
     if found.adopted:
-        out.append(f"{len(found.adopted)} finished run dir(s) are not in the index; "
+        out.append(f"indexed {len(found.adopted)} finished run dir(s) the store did not list "
+                   "(adopted, not retrained)" if done else
+                   f"{len(found.adopted)} finished run dir(s) are not in the index; "
                    "`ablate grid` indexes them (no retraining)")
-    if found.missing:
+    if found.reopened:
+        out.append(f"--repair: retraining {len(found.reopened)} run(s) whose directory, results "
+                   f"or checkpoint were missing (remains moved to {ExperimentDir(results_dir).broken})")
+    elif found.missing and done:
+        out.append(f"warning: {len(found.missing)} finished run(s) have lost their directory or "
+                   f"result files ({', '.join(found.missing[:5])}); `--repair` retrains them")
+    elif found.missing:
         out.append(f"missing: {len(found.missing)} finished run(s) lost their directory or "
                    f"result files ({', '.join(found.missing[:5])}"
                    f"{', ...' if len(found.missing) > 5 else ''}); `ablate grid --repair` retrains them")
-    if found.no_checkpoint:
-        out.append(f"no checkpoint: {len(found.no_checkpoint)} finished run(s) have no "
+    if found.no_checkpoint and not found.reopened:
+        out.append(f"note: {len(found.no_checkpoint)} finished run(s) have no checkpoint "
+                   "(generator.pt); their metrics are intact; `--repair` retrains them" if done else
+                   f"no checkpoint: {len(found.no_checkpoint)} finished run(s) have no "
                    "generator.pt (metrics intact; committed results omit checkpoints); "
                    "`ablate grid --repair` retrains them")
     return out
 
 
-def print_status(results_dir: Path) -> int:
+def status_lines(results_dir: Path) -> list[str]:
+    """``ablate status``: each variant's runs by state, the cross-check with the run
+    directories, failures, running runs' steps and an ETA. Reads only."""
     results_dir = Path(results_dir)
     if not (results_dir / DB_NAME).exists():
         n = len(list((results_dir / "runs").glob("*/run.json"))) if (results_dir / "runs").is_dir() else 0
-        print(f"no run index in {results_dir}" + (
+        return [f"no run index in {results_dir}" + (
             f", but {n} run directories: `ablate grid <experiment>` indexes them (no retraining)"
-            if n else " (run `ablate grid` first)"))
-        return 0
+            if n else " (run `ablate grid` first)")]
     meta = load_experiment_meta(results_dir)
     store = _open(results_dir)
     if store is None:
-        print(f"{results_dir / DB_NAME} is empty: `ablate grid <experiment>` rebuilds the index "
-              "from the run directories (no retraining)")
-        return 0
+        return [f"{results_dir / DB_NAME} is empty: `ablate grid <experiment>` rebuilds the index "
+                "from the run directories (no retraining)"]
     with store:
         rows = store.planned_runs()
         live = {r["key"] for r in rows if r["status"] == Status.RUNNING and store.live_token(r["key"])}
@@ -199,10 +213,8 @@ def print_status(results_dir: Path) -> int:
         by_var.setdefault(r["variant"], []).append(r)
     cols = ["done", "diverged", "failed", "running", "running?", "pending", "missing"]
     w = max([len(v) for v in by_var] + [7])
-    print(f"{meta['experiment']['name']}: {results_dir}")
-    for line in _look_lines(meta):
-        print(line)
-    print(f"{'variant':<{w}}  " + "  ".join(f"{c:>8}" for c in cols) + "   wall/run")
+    out = [f"{meta['experiment']['name']}: {results_dir}", *_look_lines(meta)]
+    out.append(f"{'variant':<{w}}  " + "  ".join(f"{c:>8}" for c in cols) + "   wall/run")
     total = dict.fromkeys(cols, 0)
     for v in sorted(by_var, key=lambda n: order.index(n) if n in order else len(order)):
         rs = by_var[v]
@@ -211,18 +223,16 @@ def print_status(results_dir: Path) -> int:
             total[k] += c[k]
         walls = [r["wall_time_s"] for r in rs if r.get("wall_time_s") and r["status"] in TERMINAL]
         wall = f"{sum(walls) / len(walls):8.1f}s" if walls else ""
-        print(f"{v:<{w}}  " + "  ".join(f"{c[k]:>8}" for k in cols) + f"   {wall}")
-    print(f"{'total':<{w}}  " + "  ".join(f"{total[k]:>8}" for k in cols))
-    print(f"{total['done'] + total['diverged']}/{len(rows)} runs finished")
-    for line in _cross_check_lines(found):
-        print(line)
+        out.append(f"{v:<{w}}  " + "  ".join(f"{c[k]:>8}" for k in cols) + f"   {wall}")
+    out.append(f"{'total':<{w}}  " + "  ".join(f"{total[k]:>8}" for k in cols))
+    out.append(f"{total['done'] + total['diverged']}/{len(rows)} runs finished")
+    out += reconciled_lines(found, results_dir, done=False)
     for r in rows:
         if r["status"] == Status.FAILED:
             last = (r.get("error") or "").strip().splitlines()[-1:] or [""]
-            print(f"failed: {r['variant']} seed {r['seed']} ({r['key']}): {last[0]}")
-    for line in progress_lines(results_dir, rows, len(live)):
-        print(line)
-    return 0
+            out.append(f"failed: {r['variant']} seed {r['seed']} ({r['key']}): {last[0]}")
+    out += progress_lines(results_dir, rows, len(live))
+    return out
 
 
 def _steps(row: dict) -> int | None:

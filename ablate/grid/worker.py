@@ -34,7 +34,6 @@ import os
 import shutil
 import signal
 import sqlite3
-import sys
 import threading
 import time
 import traceback
@@ -50,6 +49,7 @@ from ablate.environment import resolve_device
 from ablate.grid.keys import CODE_VERSION, RunSpec
 from ablate.grid.rundirs import checkpoints, quarantine, run_dir
 from ablate.grid.store import Outcome, Status, Store, heartbeat_interval
+from ablate.messages import say
 from ablate.experiment.pipeline import Scored, train_and_score
 
 # Set in local-pool workers by their initializer (ablate.grid.executors): the driver's
@@ -234,10 +234,6 @@ def train_resumed(spec: RunSpec, protocol: EvalProtocol | None, tmp: Path, resum
     except CheckpointMismatch as exc:
         say(f"run {spec.key} ({spec.variant}, seed {spec.seed}) starts at step 0: {exc}")
     return train_and_score(spec.config, protocol, tmp, fingerprint=spec.key, stop=stop)
-
-
-def say(message: str) -> None:
-    print(f"ablate: {message}", file=sys.stderr, flush=True)
 
 
 def commit(spec: RunSpec, store: Store, token: str, tmp: Path, scored: Scored, wall: float,
