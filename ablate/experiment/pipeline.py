@@ -1,8 +1,8 @@
-"""The one flow the CLI and the grid share: resolve a config, check it, train, score.
+"""The one flow the CLI and the grid share: resolve a config, train, score.
 
 ``train_and_score(config, protocol, out_dir)`` resolves the hacks
-(:func:`ablate.training.resolve.resolve`), checks the folded Recipe's values
-(:func:`check_plan`), builds the validation callable when the config asks for a
+(:func:`ablate.training.resolve.resolve`; the Recipe refuses a bad value on construction,
+and the fold names the hack that set it), builds the validation callable when the config asks for a
 validation curve, trains into ``out_dir`` (:func:`ablate.training.loop.train`) and, when the
 run finished and ``protocol`` is given, writes ``metrics.json``
 (:func:`ablate.metrics.evaluate.evaluate_run`). A run that fails before training finished
@@ -12,7 +12,6 @@ a training checkpoint: then the directory stays, to be resumed (``resume``).
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -28,7 +27,6 @@ from ablate.environment import resolve_device
 from ablate.errors import ConfigError
 from ablate.layout import RunDir
 from ablate.metrics.evaluate import ValidationFID, evaluate_run
-from ablate.hacks.recipe import Recipe
 from ablate.training.resolve import resolve
 from ablate.training.loop import TrainPlan, TrainResult, Validator, train
 
@@ -40,48 +38,6 @@ class Scored:
     result: TrainResult
     metrics: dict | None  # metrics.json's content; None when not evaluated
     eval_time_s: float = 0.0
-
-
-def recipe_problems(recipe: Recipe) -> list[str]:
-    """Values of a Recipe that no optimizer or initialiser accepts, as messages."""
-    out = []
-    for name in ("g_optimizer", "d_optimizer"):
-        opt = getattr(recipe, name)
-        if not (math.isfinite(opt.lr) and opt.lr >= 0):
-            out.append(f"{name}.lr = {opt.lr}; valid: a finite lr >= 0")
-        for i, b in enumerate(opt.betas):
-            if not 0 <= b < 1:
-                out.append(f"{name}.betas[{i}] = {b}; valid: 0 <= beta < 1")
-        if not (math.isfinite(opt.weight_decay) and opt.weight_decay >= 0):
-            out.append(f"{name}.weight_decay = {opt.weight_decay}; valid: >= 0")
-    if recipe.init.kind == "normal" and not (math.isfinite(recipe.init.std) and recipe.init.std >= 0):
-        out.append(f"init.std = {recipe.init.std}; valid: a finite std >= 0")
-    for name in ("real_target", "fake_target"):
-        lo, hi = getattr(recipe, name)
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-            out.append(f"{name} = ({lo}, {hi}); valid: finite bounds, low <= high")
-    if not 0 <= recipe.label_flip_p <= 1:
-        out.append(f"label_flip_p = {recipe.label_flip_p}; valid: 0 <= p <= 1")
-    if recipe.d_steps < 1:
-        out.append(f"d_steps = {recipe.d_steps}; valid: >= 1")
-    return out
-
-
-def check_plan(plan: TrainPlan) -> None:
-    """Raise ConfigError naming the hack (and its parameters) that made a Recipe value
-    invalid (a negative learning rate, betas outside [0, 1), a negative init std, ...)."""
-    recipe = Recipe()
-    for hack in plan.hacks:  # fold again, hack by hack, to blame the one that broke it
-        before = set(recipe_problems(recipe))
-        recipe = hack.apply(recipe)
-        new = [p for p in recipe_problems(recipe) if p not in before]
-        if new:
-            params = ", ".join(f"{hack.name}.{k}={v}" for k, v in hack.params_dict().items())
-            raise ConfigError(f"hack {hack.name!r} ({params}) gives an invalid recipe: "
-                              + "; ".join(new))
-    problems = recipe_problems(plan.recipe)
-    if problems:
-        raise ConfigError("invalid recipe: " + "; ".join(problems))
 
 
 def validator(plan: TrainPlan) -> Validator | None:
@@ -106,7 +62,6 @@ def train_and_score(config: TrainConfig, protocol: EvalProtocol | None, out_dir:
     if config.threads:  # before anything builds a net (the classifier may train here)
         torch.set_num_threads(config.threads)
     plan = resolve(config)  # validates hack names, parameters and conflicts first
-    check_plan(plan)
     created = not out_dir.exists()
     try:
         result = train(plan, out_dir, validator(plan), resume=resume, fingerprint=fingerprint,

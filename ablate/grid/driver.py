@@ -28,7 +28,7 @@ from ablate.environment import resolve_device
 from ablate.errors import ConfigError, DataUnavailable
 from ablate.metrics.evaluate import feature_nets
 from ablate.experiment.spec import Experiment, load_experiment
-from ablate.grid import rundirs
+from ablate.grid import reuse, rundirs
 from ablate.grid.executors import Executor
 from ablate.grid.groups import fuse_limit
 from ablate.grid.keys import CODE_VERSION, RunSpec, plan_runs
@@ -43,7 +43,6 @@ from ablate.grid.store import (
     load_experiment_meta,
     load_frame,
 )
-from ablate.experiment.pipeline import check_plan
 from ablate.training.resolve import resolve
 from ablate.layout import ExperimentDir, ExperimentRecord
 
@@ -94,13 +93,13 @@ def prepare(path: Path | str, results_dir: Path | str | None = None, *, device: 
     try:
         if check_device:
             resolve_device(device)
-        design = build_design(experiment.design, experiment.hacks)
+        design = build_design(experiment.design, experiment.hacks, experiment.axes)
         policy = experiment.policy
         counts = {v.name: policy.looks()[0] for v in design.variants} if policy.adaptive else None
         specs = plan_runs(experiment, design, results, counts, device=device, threads=threads)
         for s in {s.variant: s for s in specs}.values():
             try:
-                check_plan(resolve(s.config))
+                resolve(s.config)  # a bad hack value fails here, naming the hack
             except ConfigError as exc:
                 raise ConfigError(f"variant {s.variant!r}: {exc}") from exc
         try:
@@ -231,7 +230,7 @@ def run_grid(grid: Grid, executor: Executor, *, next_look: NextLook | None = Non
                           "`ablate grid --dry-run` read it, a grid needs --results-dir elsewhere")
     specs = [replace(s, retry_failed=retry_failed) for s in grid.specs]
     config0 = specs[0].config
-    device = resolve_device(config0.device).type if executor.name in ("local", "inline") \
+    device = resolve_device(config0.device).type if executor.on_this_machine \
         else config0.device
     check_threads(results_dir, specs, executor.threads, device)
     counts = {v.name: policy.looks()[0] for v in grid.design.variants} if policy.adaptive else None
@@ -298,6 +297,11 @@ def _run_look(store: Store, grid: Grid, specs: list[RunSpec], executor: Executor
     swept = rundirs.sweep_tmp(store)
     if swept:
         log(f"removed {swept} unfinished run dir(s) left by killed or superseded runs")
+    if experiment.reuse:  # finished runs of the same keys elsewhere: copied, then indexed
+        copied = reuse.import_runs(store, specs, experiment.reuse)
+        if copied:
+            log(f"copied {len(copied)} finished run(s) of the same keys from "
+                f"{', '.join(map(str, experiment.reuse))} (reuse): not trained again")
     found = rundirs.reconcile(store, specs, repair=repair)
     unique = list({s.key: s for s in specs}.values())
     status = {s.key: (store.get(s.key) or {}).get("status") for s in unique}
@@ -318,7 +322,7 @@ def _run_look(store: Store, grid: Grid, specs: list[RunSpec], executor: Executor
         log(note)
     if todo and experiment.evaluates():
         warm_up(experiment, todo[0].config.device, log)
-    max_k = fuse_limit(todo[0], fuse) if todo and executor.name in ("local", "inline") \
+    max_k = fuse_limit(todo[0], fuse) if todo and executor.on_this_machine \
         else (fuse or 1)  # a remote executor's device is not this machine's to measure
     if max_k > 1:
         log(f"fused training: groups of at most {max_k} runs ({_fuse_reason(fuse)})")

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from ablate.artefacts import read_jsonl
 from ablate.errors import ConfigError
-from ablate.grid import rundirs
+from ablate.experiment.axes import label
+from ablate.grid import reuse, rundirs
 from ablate.grid.keys import plan_runs
-from ablate.layout import ExperimentDir
+from ablate.layout import RUN_INFO, ExperimentDir, RunDir
 from ablate.grid.store import (
     DB_NAME,
     TERMINAL,
@@ -68,11 +69,12 @@ def dry_run_lines(grid: Grid, fuse: int | None = None) -> list[str]:
         with store:
             done = {k for k in keys if (store.get(k) or {}).get("status") in TERMINAL}
             found = rundirs.check(store, specs)
-    elif (results_dir / "runs").is_dir():  # no index: what `ablate grid` would adopt
+    elif ExperimentDir(results_dir).runs.is_dir():  # no index: what `ablate grid` would adopt
         found.adopted = [s.key for s in {s.key: s for s in specs}.values()
                          if rundirs.index_fields(rundirs.run_dir(results_dir, s.key), s.key,
                                                  s.evaluates)]
     done |= set(found.adopted)
+    reused = set(reuse.reusable(None, [s for s in specs if s.key not in done], experiment.reuse))
     out = []
     out.append(f"experiment: {experiment.name}  ({experiment.source})")
     if experiment.description:
@@ -98,7 +100,8 @@ def dry_run_lines(grid: Grid, fuse: int | None = None) -> list[str]:
     w = max(len(v.name) for v in design.variants)
     for v in design.variants:
         ks = [s.key for s in specs if s.variant == v.name]
-        state = f"{sum(k in done for k in ks)}/{len(ks)} done"
+        state = f"{sum(k in done for k in ks)}/{len(ks)} done" + (
+            f", {sum(k in reused for k in ks)} to copy" if reused else "")
         out.append(f"  {v.name:<{w}}  [{state}]  on: {_short(v.hacks, design.hacks)}")
     if design.comparisons:
         out.append("effect of each hack = (variant with it) vs (reference without it):")
@@ -115,13 +118,32 @@ def dry_run_lines(grid: Grid, fuse: int | None = None) -> list[str]:
     shape = (f"{len(design.variants)} variants x {len(experiment.seeds)} seeds" if not policy.adaptive
              else f"look {len(looks) + 1 if looks and not looks[-1]['done'] else max(len(looks), 1)}"
                   f" of at most {len(policy.looks())}")
+    copied = (f"{len(reused)} finished in a reuse directory (copied, not trained: "
+              f"{', '.join(map(str, experiment.reuse))}), " if experiment.reuse else "")
     out.append(f"runs: {len(specs)} ({shape}), "
-          f"{len(keys)} distinct keys, {len(done)} already finished, {len(keys - done)} to run")
+          f"{len(keys)} distinct keys, {len(done)} already finished, {copied}"
+          f"{len(keys - done - reused)} to run")
+    out += _level_lines(design, specs, done, reused)
     out += _look_lines({"looks": looks, "max_looks": len(policy.looks())})
     out += reconciled_lines(found, results_dir, done=False)
-    out += _fuse_lines([s for s in {s.key: s for s in specs}.values() if s.key not in done], fuse)
+    out += _fuse_lines([s for s in {s.key: s for s in specs}.values()
+                       if s.key not in done | reused], fuse)
     out.append(f"results: {results_dir}")
     return out
+
+
+def _level_lines(design, specs, done: set[str], reused: set[str]) -> list[str]:
+    """Per level of ``[axes]``: its runs, finished, to copy, to run (runs shared by several
+    levels, whose variants do not use the axis, count in each)."""
+    by_level: dict[str, set[str]] = {}
+    level_of = {v.name: label(v.level) for v in design.variants if v.level}
+    for s in specs:
+        if s.variant in level_of:
+            by_level.setdefault(level_of[s.variant], set()).add(s.key)
+    out = [f"  level {name}: {len(ks)} distinct keys, {len(ks & done)} finished, "
+           + (f"{len(ks & reused)} to copy, " if reused else "") + f"{len(ks - done - reused)} to run"
+           for name, ks in by_level.items()]
+    return (["levels:"] + out) if out else []
 
 
 def _fuse_lines(todo: list, fuse: int | None) -> list[str]:
@@ -190,7 +212,8 @@ def status_lines(results_dir: Path) -> list[str]:
     directories, failures, running runs' steps and an ETA. Reads only."""
     results_dir = Path(results_dir)
     if not (results_dir / DB_NAME).exists():
-        n = len(list((results_dir / "runs").glob("*/run.json"))) if (results_dir / "runs").is_dir() else 0
+        runs = ExperimentDir(results_dir).runs
+        n = len(list(runs.glob(f"*/{RUN_INFO}"))) if runs.is_dir() else 0
         return [f"no run index in {results_dir}" + (
             f", but {n} run directories: `ablate grid <experiment>` indexes them (no retraining)"
             if n else " (run `ablate grid` first)")]
@@ -246,8 +269,8 @@ def _steps(row: dict) -> int | None:
 def run_progress(results_dir: Path, row: dict) -> tuple[int, float] | None:
     """(step, seconds since its start) of an unfinished run, from the last training line
     of its attempt's ``log.jsonl`` (``elapsed_s`` goes on across resumes)."""
-    logs = [results_dir / "tmp" / f"{row['key']}-{row.get('token')}" / "log.jsonl"]
-    logs += [d / "log.jsonl" for d in rundirs.attempt_dirs(results_dir, row["key"])]
+    logs = [ExperimentDir(results_dir).attempt(row["key"], row.get("token")).log]
+    logs += [RunDir(d).log for d in rundirs.attempt_dirs(results_dir, row["key"])]
     best = None
     for log in logs:
         try:

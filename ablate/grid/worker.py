@@ -42,7 +42,8 @@ from typing import Any
 
 import torch
 
-from ablate.artefacts import fsync_dir, write_json
+from ablate.artefacts import fsync_dir
+from ablate.layout import ExperimentDir, RunDir
 from ablate.training.checkpoint import STATE_FILES, CheckpointMismatch
 from ablate.config import EvalProtocol
 from ablate.environment import resolve_device
@@ -179,7 +180,7 @@ def run_one(spec: RunSpec) -> Outcome:
 
 def attempt(spec: RunSpec, store: Store, token: str, results_dir: Path) -> Outcome:
     """Train, score and commit a run this process has claimed (``token``)."""
-    tmp = results_dir / "tmp" / f"{spec.key}-{token}"
+    tmp = ExperimentDir(results_dir).attempt(spec.key, token).path
     beat = Heartbeat(spec.results_dir, [(spec.key, token)])
     beat.start()
     t0 = time.perf_counter()
@@ -247,7 +248,7 @@ def commit(spec: RunSpec, store: Store, token: str, tmp: Path, scored: Scored, w
     result = scored.result
     threads = torch.get_num_threads()  # what the run trained with (results depend on it)
     device = resolve_device(spec.config.device).type
-    write_json(tmp / "run.json", {
+    RunDir(tmp).write_run_info({
         "key": spec.key, "variant": spec.variant, "seed": spec.seed,
         "code_version": CODE_VERSION, "token": token, "host": store.host, "pid": os.getpid(),
         "threads": threads, "device": device, "eval_time_s": scored.eval_time_s,
