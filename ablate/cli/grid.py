@@ -77,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
     workers, note = execution.cap_workers(*setting("workers"), executor_name, args.address)
     fuse = execution.positive(*setting("fuse"))
     results_dir = directory(args.results_dir, "--results-dir") if args.results_dir is not None else None
-    grid = prepare(args.experiment, results_dir, device=device, threads=threads,
-                   check_device=executor_name in ("local", "inline"))
+    grid = prepare(exp0, results_dir, device=device, threads=threads,  # the file is read once
+                   check_device=execution.here(executor_name, args.address))
     for warning in grid.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if note:

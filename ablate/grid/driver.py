@@ -78,14 +78,15 @@ class GridSummary:
     look_reasons: tuple[str, ...] = ()  # ... and why the grid stopped or continues
 
 
-def prepare(path: Path | str, results_dir: Path | str | None = None, *, device: str = "auto",
-            threads: int | None = None, check_device: bool = True) -> Grid:
-    """Load, validate and expand an experiment; writes nothing.
+def prepare(path: Experiment | Path | str, results_dir: Path | str | None = None, *,
+            device: str = "auto", threads: int | None = None, check_device: bool = True) -> Grid:
+    """Load (unless given an :class:`Experiment` already read), validate and expand an
+    experiment; writes nothing.
 
     Every variant's hacks, parameters and Recipe values are checked, the batch size
     against the dataset, and (``check_device``) that the device exists here.
     """
-    experiment = load_experiment(path)
+    experiment = path if isinstance(path, Experiment) else load_experiment(path)
     results = Path(results_dir) if results_dir else experiment.results_dir
     if results.exists() and not results.is_dir():
         raise ConfigError(f"results directory {results} is a file; choose another --results-dir")
