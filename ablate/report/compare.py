@@ -117,9 +117,12 @@ def _width(train: dict) -> str:
     return "–" if g is None and d is None else str(g) if g == d else f"G {g} / D {d}"
 
 
-def _level(meta: ExperimentMeta, hack: str, doc_params: dict) -> str:
+def _level(meta: ExperimentMeta, hack: str, doc_params: dict, axes_level: str = "") -> str:
+    """The hack's parameters (``hack`` the real hack of a row ``<hack> @ <level>``), and the
+    level of the experiment's ``[axes]`` the row was measured at."""
     p = doc_params.get(hack) or {}
-    return ", ".join(f"{k}={v}" for k, v in sorted(p.items())) if isinstance(p, dict) else str(p)
+    text = ", ".join(f"{k}={v}" for k, v in sorted(p.items())) if isinstance(p, dict) else str(p)
+    return "; ".join(x for x in (text, f"at {axes_level}" if axes_level else "") if x)
 
 
 def experiments_frame(exps: list[Experiment]) -> pd.DataFrame:
@@ -147,7 +150,8 @@ def by_experiment_frame(exps: list[Experiment]) -> pd.DataFrame:
                 "metric": r.metric, "hack": r.hack, "experiment": e.name, "dataset": e.meta.dataset,
                 "steps": e.meta.train.get("steps"), "width": _width(e.meta.train),
                 "design": e.meta.design_kind, "contrast": f"{r.on} vs {r.off}",
-                "seeds": f"{int(r.n_on)}/{int(r.n_off)}", "level": _level(e.meta, r.hack, params),
+                "seeds": f"{int(r.n_on)}/{int(r.n_off)}",
+                "level": _level(e.meta, e.meta.hack_of(r.hack), params, e.meta.level_of(r.hack)),
                 "scale": r.scale, "verdict": r.verdict, "estimate": est, "se": se,
                 "ci_low": float(r.ci_low), "ci_high": float(r.ci_high),
                 "z_low": est - Z * se, "z_high": est + Z * se})

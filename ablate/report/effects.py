@@ -102,6 +102,47 @@ class PooledFit:
         return float(stats.shapiro(r).pvalue)
 
 
+def cells(frame: pd.DataFrame) -> dict[str, str]:
+    """Variants that are the same runs: ``{variant: its cell}``, the cell named by the first
+    variant (frame order) sharing its run keys; ``{}`` when no run is shared.
+
+    With ``[axes]``, a variant that does not enable an axis' hack has one run key at every
+    level of that axis: several variant names, one run condition. The models count such a
+    run once, in one cell (:func:`model_data`); without axes every variant has runs of its own.
+    """
+    if "key" not in frame or not frame["key"].dropna().duplicated().any():
+        return {}
+    parent: dict[str, str] = {}
+    order = {v: i for i, v in enumerate(dict.fromkeys(frame["variant"]))}
+
+    def root(v: str) -> str:
+        while parent.setdefault(v, v) != v:
+            v = parent[v]
+        return v
+
+    first: dict[str, str] = {}
+    for v, k in zip(frame["variant"], frame["key"]):
+        a = root(v)
+        if k in first and (b := root(first[k])) != a:
+            parent[max(a, b, key=order.get)] = min(a, b, key=order.get)
+        first.setdefault(k, v)
+    return {v: root(v) for v in parent if root(v) != v}
+
+
+def in_cells(frame: pd.DataFrame, alias: dict[str, str], subset: tuple[str, ...] = ("key",)) -> pd.DataFrame:
+    """``frame`` with each variant renamed to its cell and shared runs kept once."""
+    if not alias:
+        return frame
+    out = frame.assign(variant=frame["variant"].map(lambda v: alias.get(v, v)))
+    return out.drop_duplicates(list(subset)).reset_index(drop=True)
+
+
+def cell_comparisons(comparisons, alias: dict[str, str]) -> list[Comparison]:
+    """The comparisons between cells (names kept; ON and OFF read through ``alias``)."""
+    return [c if not alias else Comparison(c.hack, alias.get(c.on, c.on), alias.get(c.off, c.off), c.level)
+            for c in comparisons]
+
+
 def model_data(frame: pd.DataFrame, metric: str, log: bool | None = None,
                diverged: str = "exclude") -> tuple[pd.DataFrame, bool, int]:
     """The runs a model of ``metric`` uses: variant, seed, y (test scale).
@@ -109,10 +150,12 @@ def model_data(frame: pd.DataFrame, metric: str, log: bool | None = None,
     ``diverged="worst"`` enters each diverged run with the worst finished value of the
     experiment (the largest y for lower-is-better metrics, else the smallest): the stated
     rule that keeps a hack that prevents divergence from looking neutral.
-    Returns (data, log scale used, number of imputed runs).
+    Returns (data, log scale used, number of imputed runs). A run planned under several
+    variant names (``[axes]``) is one row, named by its cell (:func:`cells`).
     """
     from ablate.report.columns import lower_is_better
 
+    frame = in_cells(frame, cells(frame))  # a run shared by several variant names counts once
     done = finished(frame)
     x = pd.to_numeric(done[metric], errors="coerce").astype(float)
     ok = np.isfinite(x)
@@ -200,7 +243,7 @@ def fit_pooled(frame: pd.DataFrame, comparisons: tuple[Comparison, ...] | list[C
     if data.empty:
         return None
     return fit_arrays(metric, log, data["variant"].to_numpy(), data["seed"].to_numpy(),
-                      data["y"].to_numpy(float), list(comparisons), imputed)
+                      data["y"].to_numpy(float), cell_comparisons(comparisons, cells(frame)), imputed)
 
 
 def fit_mixed(frame: pd.DataFrame, comparisons, metric: str, log: bool | None = None) -> dict[str, tuple]:
@@ -221,7 +264,7 @@ def fit_mixed(frame: pd.DataFrame, comparisons, metric: str, log: bool | None = 
             return {}
     out = {}
     cov = fit.cov_params().loc[X.columns, X.columns]
-    for c in comparisons:
+    for c in cell_comparisons(comparisons, cells(frame)):
         if c.on in X.columns and c.off in X.columns:
             L = (X.columns == c.on).astype(float) - (X.columns == c.off).astype(float)
             out[c.hack] = (float(L @ fit.fe_params[X.columns].to_numpy()), float(np.sqrt(L @ cov.to_numpy() @ L)))

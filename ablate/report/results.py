@@ -56,6 +56,19 @@ class ExperimentMeta:
     evaluation: dict[str, Any] = dataclasses.field(default_factory=dict)
     code_version: str = ""
     hack_info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # ``[axes]`` (absent without them): {axis: levels}, each variant's level {axis: value},
+    # and per comparison row name ``"<hack> @ <level>"`` the real hack it measures
+    axes: dict[str, tuple] = dataclasses.field(default_factory=dict)
+    variant_levels: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    row_hacks: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def hack_of(self, row: str) -> str:
+        """The real hack of a comparison row (``noisy-labels @ lr_scale=2`` -> ``noisy-labels``)."""
+        return self.row_hacks.get(row, row)
+
+    def level_of(self, row: str) -> str:
+        """The level label of a comparison row (``""`` without axes)."""
+        return next((c.level for c in self.comparisons if c.hack == row), "")
 
     @property
     def variant_names(self) -> tuple[str, ...]:
@@ -91,20 +104,33 @@ def parse_meta(doc: dict | ExperimentRecord, where: str = EXPERIMENT_JSON) -> Ex
     or its JSON object, which ``ablate.grid.driver.write_experiment_meta`` writes)."""
     rec = doc if isinstance(doc, ExperimentRecord) else ExperimentRecord.from_json(doc, where)
     exp, design, hacks = rec.experiment, rec.design, rec.hacks
-    variants = []
+    variants, levels = [], {}
     for v in need(design, "variants", list, f"{where}: design"):
         if not isinstance(v, dict) or not isinstance(v.get("name"), str) \
                 or not isinstance(v.get("hacks"), list):
             raise ConfigError(f"{where}: design.variants entries need a name and a hacks list, got {v!r}")
         variants.append((v["name"], tuple(v["hacks"])))
+        if isinstance(v.get("level"), dict):
+            levels[v["name"]] = dict(v["level"])
     names = {v for v, _ in variants}
-    comparisons = []
+    comparisons, row_hacks = [], {}
     for c in need(design, "comparisons", list, f"{where}: design"):
         if not isinstance(c, dict) or not all(isinstance(c.get(k), str) for k in ("hack", "on", "off")):
             raise ConfigError(f"{where}: design.comparisons entries need hack, on and off, got {c!r}")
         if c["on"] not in names or c["off"] not in names:
             raise ConfigError(f"{where}: comparison {c!r} names a variant the design does not have")
-        comparisons.append(Comparison(c["hack"], c["on"], c["off"]))
+        level = c.get("level")
+        if level is not None and not isinstance(level, str):
+            raise ConfigError(f"{where}: design.comparisons level must be a string, got {c!r}")
+        if level:  # one comparison of the hack per level of the axes: its row is "<hack> @ <level>"
+            row = f"{c['hack']} @ {level}"
+            row_hacks[row] = c["hack"]
+            comparisons.append(Comparison(row, c["on"], c["off"], level))
+        else:
+            comparisons.append(Comparison(c["hack"], c["on"], c["off"]))
+    axes = exp.get("axes") or {}
+    if not isinstance(axes, dict) or not all(isinstance(v, list) for v in axes.values()):
+        raise ConfigError(f"{where}: experiment.axes must be a table of axis = [levels], got {axes!r}")
     return ExperimentMeta(
         name=str(need(exp, "name", str, f"{where}: experiment")),
         dataset=str(need(exp, "dataset", str, f"{where}: experiment")),
@@ -117,7 +143,8 @@ def parse_meta(doc: dict | ExperimentRecord, where: str = EXPERIMENT_JSON) -> Ex
         resolution=design.get("resolution"), aliasing=tuple(design.get("aliasing") or ()),
         notes=tuple(design.get("notes") or ()), train=dict(exp.get("train") or {}),
         evaluation=dict(exp.get("evaluation") or {}),
-        code_version=rec.code_version, hack_info=rec.hack_info)
+        code_version=rec.code_version, hack_info=rec.hack_info,
+        axes={k: tuple(v) for k, v in axes.items()}, variant_levels=levels, row_hacks=row_hacks)
 
 
 @dataclass(frozen=True)

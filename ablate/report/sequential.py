@@ -47,7 +47,7 @@ from ablate.config import AnalysisSpec, SeedPolicy
 from ablate.errors import ConfigError
 from ablate.report.boundaries import boundaries, spent, t_of_z, z_of_t  # noqa: F401  (public here too)
 from ablate.report.columns import lower_is_better, primary_metric
-from ablate.report.effects import ContrastFit, fit_coded, model_data
+from ablate.report.effects import ContrastFit, cell_comparisons, cells, fit_coded, model_data
 from ablate.report.precision import round_array
 from ablate.report.results import ExperimentMeta, parse_meta
 
@@ -136,17 +136,22 @@ def _run_looks(frame: pd.DataFrame, meta: ExperimentMeta, policy: SeedPolicy, an
     data, log, _ = model_data(frame, metric)
     counts = {v: int(n) for v, n in frame.groupby("variant")["seed"].nunique().items()}
     return decide_arrays(data["variant"].to_numpy(), data["seed"].to_numpy(), data["y"].to_numpy(float),
-                         meta, policy, analysis, metric, log, upto, counts)
+                         meta, policy, analysis, metric, log, upto, counts, cells(frame))
 
 
 def decide_arrays(v_all: np.ndarray, s_all: np.ndarray, y_all: np.ndarray, meta: ExperimentMeta,
                   policy: SeedPolicy, analysis: AnalysisSpec, metric: str, log: bool = True,
-                  upto: int | None = None, counts: dict[str, int] | None = None) -> Analysis:
+                  upto: int | None = None, counts: dict[str, int] | None = None,
+                  alias: dict[str, str] | None = None) -> Analysis:
     """The looks on finished runs given as arrays (variant, seed, value on the test
     scale): what :func:`analyse` and :func:`next_look` do after reading the frame, and
     what the error-rate simulation calls directly. ``counts``: seeds per variant for a
-    fixed design's :class:`Look` (default: those in the arrays)."""
+    fixed design's :class:`Look` (default: those in the arrays). ``alias``: variant -> its
+    cell where variants share runs (``[axes]``; :func:`~ablate.report.effects.cells`): the
+    arrays then name cells, and a cell has the seeds of its most-seeded variant."""
     comparisons = list(meta.comparisons)
+    alias = alias or {}
+    in_cells = cell_comparisons(comparisons, alias)
     m = len(comparisons)
     planned = policy.looks() if policy.adaptive else (None,)
     n_max = policy.max if policy.adaptive else None
@@ -170,8 +175,12 @@ def decide_arrays(v_all: np.ndarray, s_all: np.ndarray, y_all: np.ndarray, meta:
         if n_max is None:
             keep = np.ones(len(y_all), bool)
         else:
-            keep = s_all < np.array([alloc.get(v, planned[i - 1]) for v in vnames])[vidx]
-        fit = (fit_coded(metric, log, vnames, vidx[keep], snames, sidx[keep], y_all[keep], comparisons)
+            cell_alloc = dict(alloc)
+            for v, n in alloc.items():
+                if v in alias:
+                    cell_alloc[alias[v]] = max(cell_alloc.get(alias[v], 0), n)
+            keep = s_all < np.array([cell_alloc.get(v, planned[i - 1]) for v in vnames])[vidx]
+        fit = (fit_coded(metric, log, vnames, vidx[keep], snames, sidx[keep], y_all[keep], in_cells)
                if keep.any() else None)
         margin = _margin(fit, analysis)
         # Every boundary up to look i depends only on the fractions up to i: computing
