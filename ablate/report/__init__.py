@@ -123,6 +123,9 @@ def build_report(results: Results, out_dir: Path | str) -> Path:
     _figure(ctx, "class_histograms", lambda: figures.class_histograms(
         _mean_histograms(hists, variants), fdir, _real_share(hists), "class_histograms"), not hists.empty)
 
+    from ablate.report import across
+
+    across.write(ctx, tdir, fdir, lambda name, draw, when: _figure(ctx, name, draw, when))
     path = ExperimentDir(out_dir).report
     tables.write_text(path, markdown.render(ctx))
     return path

@@ -19,14 +19,22 @@ import pandas as pd
 from scipy import special, stats
 
 from ablate.config import SeedPolicy
-from ablate.report import failures, power, precision, sequential, summary, training
+from ablate.report import failures, levels, power, precision, sequential, summary, training
 from ablate.report.columns import (
     base_metric,
     headline_checkpoint,
     metric_columns,
     parse_metric,
 )
-from ablate.report.effects import fit_mixed, fit_pooled, holm, paired_test
+from ablate.report.effects import (
+    cell_comparisons,
+    cells,
+    fit_mixed,
+    fit_pooled,
+    holm,
+    in_cells,
+    paired_test,
+)
 from ablate.report.factorial import FactorialFit, factorial_effects
 from ablate.report.results import Comparison, ExperimentMeta, Results
 from ablate.report.runs import RunArtefacts
@@ -34,7 +42,7 @@ from ablate.report.runs import RunArtefacts
 MAX_PLOTTED_VARIANTS = 40  # a per-variant figure stays readable (and finite) in large designs
 # The fields of ReportContext that hold statistics: what the writers see of them is rounded.
 STATISTICS = ("frame", "counts", "summary", "analysis", "effects", "secondary", "power", "flags",
-              "failure_tests", "curves", "by_step", "factorial")
+              "failure_tests", "curves", "by_step", "factorial", "levels", "level_verdicts")
 
 
 @dataclass
@@ -60,6 +68,8 @@ class ReportContext:
     factorial: FactorialFit | None
     provenance: dict
     runs: RunArtefacts
+    levels: pd.DataFrame = field(default_factory=pd.DataFrame)  # [axes]: one row per (hack, level)
+    level_verdicts: pd.DataFrame = field(default_factory=pd.DataFrame)  # [axes]: one row per hack
     tables: dict[str, dict[str, Path]] = field(default_factory=dict)
     figures: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -96,6 +106,8 @@ def _effect_rows(frame: pd.DataFrame, meta: ExperimentMeta, result: sequential.A
                "seeds": ",".join(map(str, d.seeds)), "estimate": d.estimate, "se": d.se, "df": d.df,
                "ci_low": d.ci_low, "ci_high": d.ci_high, "eq_low": d.eq_low, "eq_high": d.eq_high,
                "level": d.level, "eq_level": d.eq_level, "also_different": d.also_different, "p": float(p)}
+        if meta.axes:  # the row is "<hack> @ <level>": its real hack and level, for readers of the CSV
+            row.update(base_hack=meta.hack_of(d.hack), at_level=meta.level_of(d.hack))
         row.update(paired_test(frame, Comparison(d.hack, d.on, d.off), metric, scale == "log"))
         if worst is not None and (c := worst.contrast(d.hack)) is not None:
             lo, hi = c.interval(d.level)
@@ -145,7 +157,8 @@ def compute(results: Results, out_dir: Path) -> ReportContext:
     flags = failures.run_flags(frame, runs.class_counts(checkpoint), checkpoint, stacked,
                                float(meta.evaluation.get("mode_min_frac", 0.1)))
     if len(flags) and flags["js"].notna().any():
-        frame = frame.merge(flags[["key", "js"]].rename(columns={"js": f"{checkpoint}.classifier.js"}),
+        js = flags[["key", "js"]].drop_duplicates("key")  # [axes]: a shared run is one key
+        frame = frame.merge(js.rename(columns={"js": f"{checkpoint}.classifier.js"}),
                             on="key", how="left")
     curves = runs.val_curves()
     if len(curves):
@@ -172,14 +185,21 @@ def compute(results: Results, out_dir: Path) -> ReportContext:
                 if paired:
                     pw.append({"analysis": "paired t per hack (sensitivity)", "metric": primary, **paired})
         tests = failures.hack_tests(frame, flags, list(meta.comparisons))
-        by_step = (training.effects_by_step(curves, list(meta.comparisons), meta.analysis.alpha)
+        alias = cells(frame)  # [axes]: a run planned under several variant names counts once
+        by_step = (training.effects_by_step(in_cells(curves, alias, ("variant", "seed", "step")),
+                                            cell_comparisons(meta.comparisons, alias), meta.analysis.alpha)
                    if len(curves) and meta.comparisons else pd.DataFrame())
+        per_level = het = pd.DataFrame()
+        if meta.axes and len(effects):
+            per_level = levels.per_level(effects, meta)
+            het = levels.robust(per_level, levels.heterogeneity(frame, meta, primary), meta.analysis.alpha)
         fact = (factorial_effects(frame, meta, primary, meta.analysis.alpha)
                 if primary and meta.is_factorial else None)
     ctx = ReportContext(results=results, out_dir=out_dir, frame=frame, metrics=metrics, primary=primary,
                         checkpoint=checkpoint, counts=counts, summary=summ, analysis=result,
                         effects=effects, secondary=secondary, power=pw, flags=flags, failure_tests=tests,
-                        curves=curves, by_step=by_step, factorial=fact, provenance=runs.provenance(), runs=runs)
+                        curves=curves, by_step=by_step, factorial=fact, provenance=runs.provenance(), runs=runs,
+                        levels=per_level, level_verdicts=het)
     if not metrics or primary is None or parse_metric(primary)[0] is None:
         ctx.notes.append("no quality metrics in the run store (were the runs evaluated?)")
     return ctx

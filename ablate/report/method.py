@@ -3,7 +3,7 @@ sequential design, each named with its reference, in the numbers of this experim
 
 from __future__ import annotations
 
-from ablate.report import effects, failures
+from ablate.report import across, effects, failures
 
 REFERENCES = (
     "Holm, S. (1979). A simple sequentially rejective multiple test procedure. *Scand. J. Statist.* 6:65–70.",
@@ -48,7 +48,8 @@ def section(d, ctx) -> None:
       "*equivalent within ±SESOI* when two one-sided tests (TOST, Schuirmann 1987) reject |log ratio| ≥ "
       f"log(1 + SESOI) (both: a real but negligible effect, reported as equivalent), and is otherwise "
       "*undecided*, with the interval of what it could still be.",
-      f"- **Multiplicity**: Holm's step-down procedure (Holm 1979) across the {m} hacks, separately for the "
+      f"- **Multiplicity**: Holm's step-down procedure (Holm 1979) across the {m} "
+      + ("(hack, level) comparisons" if meta.axes else "hacks") + ", separately for the "
       f"difference and the equivalence tests, each family at α = {alpha}: a hypothesis is tested at α/m = "
       f"{alpha / max(m, 1):.3g}, and the level of each rejected one is shared among those left. The "
       "intervals in the tables are at the level each hypothesis was last tested at, so an interval "
@@ -81,4 +82,4 @@ def section(d, ctx) -> None:
       "se·(t_{1−α/2m} + t_{0.8}) on the model's residual df, stated as a decrease and as an increase; the "
       "paired test's from the noncentral t distribution.",
       "- **Factorial designs**: OLS on ±1-coded hacks with seed blocks; an interaction is estimated only if "
-      "it is not aliased.", "", "References:", "", *[f"- {r}" for r in REFERENCES], "")
+      "it is not aliased.", *across.method_lines(ctx), "", "References:", "", *[f"- {r}" for r in REFERENCES], "")
