@@ -223,3 +223,31 @@ def test_adaptive_look_covers_every_level_comparison(tmp_path):
     # the replayed decisions are those of the report's analysis on the same runs
     a = sequential.analyse(sub, res.meta)
     assert [d.hack for d in a.decisions] == [c.hack for c in res.meta.comparisons]
+
+
+def test_a_cell_gets_the_seeds_of_its_most_seeded_variant_name():
+    """Adaptive looks: A @ 1 and A @ 2 are one run condition (one cell, named A @ 1). After
+    look 1, h @ 1 is decided and h @ 2 is not, so only A @ 2 is given seed 4; the run the grid
+    trains for it is the cell's, and look 2 must use it (5 runs OFF, not A @ 1's 4)."""
+    from ablate.config import AnalysisSpec, SeedPolicy
+    from ablate.report.results import Comparison, ExperimentMeta
+    from ablate.report.sequential import decide_arrays
+
+    meta = ExperimentMeta(
+        name="x", dataset="fake", design_kind="add-one-in", hacks=("h",),
+        variants=(("A @ 1", ()), ("B @ 1", ("h",)), ("A @ 2", ()), ("B @ 2", ("h",))),
+        comparisons=(Comparison("h @ 1", "B @ 1", "A @ 1", "1"), Comparison("h @ 2", "B @ 2", "A @ 2", "2")),
+        seeds=tuple(range(5)), axes={"h.p": (1, 2)}, row_hacks={"h @ 1": "h", "h @ 2": "h"})
+    rng = np.random.default_rng(0)
+    v, s, y = [], [], []
+    for name, mu in (("A @ 1", 0.0), ("B @ 1", 2.0), ("B @ 2", 0.1)):  # the arrays name the cell
+        v += [name] * 5
+        s += list(range(5))
+        y += list(mu + rng.normal(0, 0.05, 5))
+    policy = SeedPolicy(seeds=tuple(range(5)), adaptive=True, min=4, max=5, step=1)
+    a = decide_arrays(np.array(v), np.array(s), np.array(y), meta, policy, AnalysisSpec(),
+                      "best.classifier.fid", True, alias={"A @ 2": "A @ 1"})
+    d1, d2 = a.decisions
+    assert (d1.verdict, d1.look, d1.n_on, d1.n_off) == ("hurts", 1, 4, 4)
+    assert a.looks[0].seeds == {"A @ 1": 4, "B @ 1": 4, "A @ 2": 5, "B @ 2": 5}
+    assert (d2.n_on, d2.n_off) == (5, 5)
