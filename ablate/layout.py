@@ -267,7 +267,7 @@ class ExperimentRecord:
 
     ``experiment`` is the parsed experiment file (``Experiment.to_dict()``), ``design`` the
     expanded design (``Design.to_dict()``: kind, hacks, variants, comparisons
-    ``{hack, on, off}``, resolution, aliasing, notes), ``hacks`` the hacks in scope in
+    ``{hack, on, off}``, plus ``level`` with axes, resolution, aliasing, notes), ``hacks`` the hacks in scope in
     order, ``reference`` ``{hack: {"on": variant, "off": reference}}``, ``variants`` each
     variant with its hacks, ``seeds``, ``runs`` (planned count), ``code_version``,
     ``hack_info`` (each hack's description, provider and resolved parameters). ``extra``

@@ -54,6 +54,11 @@ class Comparison:
     off: str  # its reference variant, identical but for the hack
     level: str = ""
 
+    @property
+    def row(self) -> str:
+        """The report's row name: the hack, or ``<hack> @ <level>`` with axes."""
+        return f"{self.hack} @ {self.level}" if self.level else self.hack
+
     def to_dict(self) -> dict:
         out = {"hack": self.hack, "on": self.on, "off": self.off}
         if self.level:
@@ -72,8 +77,8 @@ class Design:
     notes: tuple[str, ...] = field(default=())
 
     def reference(self) -> dict[str, dict[str, str]]:
-        """``{hack: {"on": variant, "off": reference variant}}``."""
-        return {c.hack: {"on": c.on, "off": c.off} for c in self.comparisons}
+        """``{hack: {"on": variant, "off": reference variant}}`` (``<hack> @ <level>`` keys with axes)."""
+        return {c.row: {"on": c.on, "off": c.off} for c in self.comparisons}
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "hacks": list(self.hacks),
