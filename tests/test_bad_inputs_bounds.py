@@ -201,7 +201,7 @@ def test_eval_threads_above_the_cores_exit_2(tmp_path, capsys):
 
 def test_a_large_learning_rate_that_fits_float32_is_an_experiment_not_an_error(tmp_path, capsys):
     """Bounded meaning: lr = 1e20 is planned (the run diverges, an outcome the grid records;
-    tests/test_core.py checks it), lr = 1e308 is refused (see CASES)."""
+    tests/test_training_loop.py checks it), lr = 1e308 is refused (see CASES)."""
     exp = experiment(tmp_path, extra=_params("adam-dcgan = { lr = 1e20 }"))
     assert main(["grid", str(exp), "--dry-run"]) == 0
     assert "error" not in capsys.readouterr().err

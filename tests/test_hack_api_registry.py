@@ -372,3 +372,36 @@ def test_default_run_directories_never_collide():
     finally:
         registry.unregister_hack("test-plugin-one")
         registry.unregister_hack("test-plugin-two")
+
+
+# ----- moved from test_training_loop.py ------------------------------------------------------
+def test_duplicate_hack_name_is_rejected():
+    class Dup(Hack):
+        name = "batch-norm"
+
+    with pytest.raises(ConfigError, match="already registered"):
+        registry.register_hack(Dup)
+    assert registry.get_hack("batch-norm") is not Dup
+
+
+def test_conflicting_hacks_name_both():
+    @dataclass(frozen=True)
+    class P:
+        x: int = 1
+
+    class A(Hack):
+        name, conflicts, Params = "test-conflict-a", ("test-conflict-b",), P
+
+    class B(Hack):
+        name = "test-conflict-b"
+
+    registry.register_hack(A)
+    registry.register_hack(B)
+    try:
+        with pytest.raises(ConfigError, match="'test-conflict-a' and 'test-conflict-b'"):
+            registry.instantiate(["test-conflict-b", "test-conflict-a"])
+        with pytest.raises(ConfigError, match="must be int"):
+            registry.instantiate(["test-conflict-a"], {"test-conflict-a": {"x": "abc"}})
+    finally:
+        for n in ("test-conflict-a", "test-conflict-b"):
+            registry.unregister_hack(n)

@@ -103,14 +103,14 @@ def test_described_listed_and_trains_alone_and_with_the_builtins(name, tmp_path,
         assert all(r["wgan_gp"] > 0 and r["wgan_grad_norm"] > 0 for r in cli)
     (record,) = json.loads((tmp_path / "cli/config.json").read_text())["hacks"]
     assert record["params"][param.split(".")[1].split("=")[0]] == float(param.split("=")[1])
-    # As tests/test_hacks.py trains every registered hack: one step, batch 2.
+    # As tests/test_hacks_builtin.py trains every registered hack: one step, batch 2.
     one = TrainConfig(dataset="fake", steps=1, batch_size=2, seed=0, hacks=(name,), ngf=8,
                       ndf=8, device="cpu", log_every=1, threads=1)
     assert train(resolve(one), tmp_path / "b2").status == "done"
 
 
 def test_every_hack_together_still_plans_and_trains(tmp_path):
-    """``--hacks all`` (tests/test_core.py, tests/test_resume.py) needs every overlap
+    """``--hacks all`` (tests/test_training_loop.py, tests/test_resume.py) needs every overlap
     declared: WGAN-GP's losses win over LSGAN's, hinge's and feature matching's."""
     from ablate.hacks.interactions import select_hooks
 

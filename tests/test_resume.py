@@ -633,7 +633,7 @@ def test_status_shows_each_running_runs_step_and_an_eta(tmp_path, capsys):
 
 def test_budget_checkpoint_every_is_read_and_changes_no_key(tmp_path):
     """``[budget] checkpoint_every`` reaches every run's TrainConfig, but not its key (keys
-    are built by inclusion; the committed keys are pinned by tests/test_keys.py)."""
+    are built by inclusion; the committed keys are pinned by tests/test_grid_keys.py)."""
     from ablate.experiment.design import build_design
     from ablate.experiment.spec import load_experiment
     from ablate.grid.keys import plan_runs
