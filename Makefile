@@ -50,7 +50,7 @@ lint: install
 # local mode) tests; `make test` skips them where these packages are missing.
 test-executors: install
 	$(PY) -m pip install --quiet -e ".[ray,slurm]"
-	$(PY) -m pytest -q tests/test_runner_reliability.py -k "ray or slurm"
+	$(PY) -m pytest -q tests/test_grid_reliability.py -k "ray or slurm"
 
 bench: install
 	$(PY) benchmarks/run_all.py

@@ -23,8 +23,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 MODULES = ["tests/test_grid_faults.py", "tests/test_grid_index.py", "tests/test_bad_inputs.py",
-           "tests/test_runner_reliability.py", "tests/test_experiment.py",
-           "tests/test_adaptive.py", "tests/test_runner.py"]
+           "tests/test_grid_reliability.py", "tests/test_experiment_spec.py",
+           "tests/test_grid_adaptive.py", "tests/test_grid_driver.py"]
 # Test names (regex on "module::test") of each class; a test in neither is not counted.
 BAD_INPUT = re.compile(r"test_bad_inputs|test_bad_|exit_2|exits_2|threads_below_one|"
                        r"needs_a_validation_curve")

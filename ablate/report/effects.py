@@ -189,7 +189,7 @@ def fit_coded(metric: str, log: bool, vnames: np.ndarray, vidx: np.ndarray, snam
     """:func:`fit_arrays` on integer-coded variants and seeds (codes may be unused).
 
     Written with numpy's SVD instead of statsmodels' OLS on purpose: the sequential
-    simulation (tests/test_sequential.py) fits this model tens of thousands of times
+    simulation (tests/test_report_sequential.py) fits this model tens of thousands of times
     and statsmodels costs ~50x more per fit; the tests check every number against
     statsmodels' formula API.
     """

@@ -19,7 +19,7 @@ runs of results/default), i.e. JS above it is class imbalance, not collapse.
 **Calibration.** The count threshold is raised above 2 until N real images would miss
 that many modes with probability below ``NULL_FLAG_PROB`` (a bound: multinomial counts
 are negatively associated, so P(>= m missing) <= the m-th elementary symmetric
-polynomial of the per-class miss probabilities). tests/test_failures.py checks that
+polynomial of the per-class miss probabilities). tests/test_report_failures.py checks that
 samples of real labels are never flagged and generators missing two classes always are,
 on a 10-class MNIST-like fixture and on Stacked MNIST's 1000 modes.
 

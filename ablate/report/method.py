@@ -65,7 +65,7 @@ def section(d, ctx) -> None:
       "α/2 per side; Holm's level sharing in its group-sequential graphical form (Maurer & Bretz 2013); "
       "t statistics mapped to the normal scale by matching p-values (Jennison & Turnbull 2000, ch. 3.8); "
       "boundaries by recursive numerical integration (Jennison & Turnbull 2000, ch. 19), and intervals as "
-      "repeated confidence intervals (Jennison & Turnbull 1989). tests/test_sequential.py simulates the "
+      "repeated confidence intervals (Jennison & Turnbull 1989). tests/test_report_sequential.py simulates the "
       "procedure and checks both error rates.",
       "- **Sensitivity**: the per-hack paired t-test (`scipy.stats.ttest_rel` on the log scale; n − 1 df, "
       "per-comparison 95% interval); a bootstrap interval (BCa) only from "
