@@ -32,7 +32,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from ablate.artefacts import write_atomic, write_json
 from ablate.data import load, scale
 from ablate.environment import resolve_device
 from ablate.errors import ConfigError
+from ablate.messages import say
 from ablate.layout import RunDir
 from ablate.fused.grouping import fuse_blocker, fusable_key
 from ablate.fused.modules import FusedAdam, FusedSequential
@@ -177,8 +177,8 @@ def _pick_group(members: Sequence[_Member], resume: Sequence[list[Path]]
         if all(st is not None for st in states):
             return step, states  # type: ignore[return-value]
     if any(checkpoint.readable(paths) for paths in resume):
-        print(f"ablate: a fused group of {len(members)} starts at step 0: its members have no "
-              "checkpoint of one step written by this group", file=sys.stderr)
+        say(f"a fused group of {len(members)} starts at step 0: its members have no "
+            "checkpoint of one step written by this group")
     return None
 
 

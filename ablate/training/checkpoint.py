@@ -29,7 +29,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from ablate import layout
 from ablate.artefacts import write_atomic
 from ablate.environment import versions
 from ablate.errors import ConfigError
+from ablate.messages import say
 from ablate.hacks.hooks import call_hook
 
 # The file names are ablate.layout's; a fused group's member keeps its previous checkpoint
@@ -88,8 +88,7 @@ def _load(path: Path, mmap: bool) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None  # swept meanwhile
     except Exception as exc:  # noqa: BLE001 (truncated or foreign: not a checkpoint of ours)
-        print(f"ablate: ignoring the unreadable checkpoint {path} ({type(exc).__name__}: {exc})",
-              file=sys.stderr)
+        say(f"ignoring the unreadable checkpoint {path} ({type(exc).__name__}: {exc})")
         return None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         return None
