@@ -6,8 +6,8 @@
 * **ablate's own training step**: the all-on DCGAN (every built-in hack) at a given
   width, batch 64, on ablate's synthetic ``fake`` data (1×28×28, Fashion-MNIST's shape,
   so no dataset is needed), once in fp32 and once under bf16 autocast — the
-  ``precision = "bf16"`` path of :mod:`ablate.training.loop` (its :class:`~ablate.training.loop.Autocast`
-  wrapper) — built by ablate's own builders,
+  ``precision = "bf16"`` path of :mod:`ablate.training.loop` (tuned, in
+  :mod:`ablate.training.precision`) — built by ablate's own builders,
 
 and returns a frozen :class:`Diagnosis` whose ``verdict`` says which precision pays and
 by how much. Nothing here prints; ``ablate doctor`` (ablate/cli/doctor.py) and
@@ -39,7 +39,8 @@ from ablate.environment import hardware, resolve_device
 from ablate.hacks.interactions import select_hooks
 from ablate.training.models import sample_latent
 from ablate.training.resolve import resolve
-from ablate.training.loop import D_UPDATES, Autocast, _targets, build, make_optimizer
+from ablate.training.loop import D_UPDATES, _targets, build
+from ablate.training.precision import forwards, make_optimizer
 
 # bf16 "pays" only from a 10% faster step: contended timings drift by a few percent, and
 # switching precision changes every run key (a new experiment), which a smaller gain
@@ -202,7 +203,7 @@ def matmul_rates(device: torch.device, n: int = 2048, reps: int = 5) -> tuple[fl
 def _step(config: TrainConfig, device: torch.device) -> Callable[[], None]:
     """One training step of ablate's model as :func:`ablate.training.loop.train` runs it.
 
-    Built by ablate's own builders (resolve, build, make_optimizer, Autocast); the body
+    Built by ablate's own builders (resolve, build, make_optimizer, forwards); the body
     is train()'s plain path (the one every built-in hack takes), minus the run
     directory, logging and divergence checks: D update(s) on a real and a fake batch,
     then the non-saturating G update. tests/test_doctor.py checks its FLOPs equal a
@@ -217,11 +218,10 @@ def _step(config: TrainConfig, device: torch.device) -> Callable[[], None]:
     g, d = build(plan, data.shape, device)
     x_all = scale(data.images, recipe.data_range).to(device)
     gen = torch.Generator(device).manual_seed(config.seed)
-    opt_g = make_optimizer(g.parameters(), recipe.g_optimizer, device)
-    opt_d = make_optimizer(d.parameters(), recipe.d_optimizer, device)
+    opt_g = make_optimizer(g.parameters(), recipe.g_optimizer, device, config.precision)
+    opt_d = make_optimizer(d.parameters(), recipe.d_optimizer, device, config.precision)
     ones = torch.ones(bs, device=device)
-    g_fwd, d_fwd = (Autocast(g, device.type), Autocast(d, device.type)) \
-        if config.precision == "bf16" else (g, d)
+    g_fwd, d_fwd = forwards(g, d, config.precision, device)
     update_d = D_UPDATES[recipe.d_update]
     window = torch.zeros(4, device=device)  # train() keeps per-step stats on the device too
     g.train()

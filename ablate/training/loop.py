@@ -44,7 +44,8 @@ from ablate.hacks.hack import Hack, StepContext, WrapInfo
 from ablate.hacks.hooks import call_hook, call_wrapper
 from ablate.hacks.interactions import changes_json, overrides_in_effect, recipe_changes, select_hooks
 from ablate.training.models import build_models, fixed_latents, generate, sample_latent
-from ablate.hacks.recipe import Optimizer, Recipe
+from ablate.hacks.recipe import Recipe
+from ablate.training.precision import Autocast, forwards, make_optimizer  # noqa: F401 (re-export)
 from ablate.training.steps import HookedUpdates, pack_targets, split_packed
 
 Validator = Callable[[nn.Module], float]  # generator -> validation FID
@@ -207,27 +208,6 @@ def _update_separate(d, opt, real, fake, t_real, t_fake):
 D_UPDATES: dict[str, Callable] = {"mixed": _update_mixed, "separate": _update_separate}
 
 
-class Autocast(nn.Module):
-    """Runs ``inner`` under bf16 autocast and returns float32 (losses stay in fp32)."""
-
-    def __init__(self, inner: nn.Module, device_type: str) -> None:
-        super().__init__()
-        self.inner, self.device_type = inner, device_type
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device_type, dtype=torch.bfloat16):
-            return self.inner(x).float()
-
-
-def make_optimizer(params, spec: Optimizer, device: torch.device) -> torch.optim.Optimizer:
-    if spec.name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=spec.lr, weight_decay=spec.weight_decay, foreach=True)
-    if spec.name != "adam":
-        raise ConfigError(f"unknown optimizer {spec.name!r}; valid: adam, rmsprop")
-    return torch.optim.Adam(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay,
-                            foreach=True)
-
-
 # --------------------------------------------------------------------------------------
 # The training run
 # --------------------------------------------------------------------------------------
@@ -344,12 +324,11 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
 
     x_all = scale(data.images, recipe.data_range).to(device)
     gen = torch.Generator(device).manual_seed(config.seed)
-    opt_g = make_optimizer(g.parameters(), recipe.g_optimizer, device)
-    opt_d = make_optimizer(d.parameters(), recipe.d_optimizer, device)
+    opt_g = make_optimizer(g.parameters(), recipe.g_optimizer, device, config.precision)
+    opt_d = make_optimizer(d.parameters(), recipe.d_optimizer, device, config.precision)
     ones = torch.ones(bs, device=device)
     # The loop calls g_fwd/d_fwd; g and d themselves stay plain for saving and evaluation.
-    g_fwd, d_fwd = (Autocast(g, device.type), Autocast(d, device.type)) \
-        if config.precision == "bf16" else (g, d)
+    g_fwd, d_fwd = forwards(g, d, config.precision, device)  # ablate.training.precision
     # Hooks: the plain path (no hook overridden) keeps ctx and hooked None and runs
     # exactly the DCGAN step; otherwise the updates call the hooks (ablate.training.steps).
     ctx = hooked = None

@@ -1,0 +1,119 @@
+"""The bf16 CPU training path, side by side (issue #21 item 2).
+
+Four loops at each width, rounds alternating (the order reversing every round) in one
+process, so that machine load drifts into all of them alike:
+
+* ``examples fp32``: the pytorch/examples DCGAN loop (bench_train.py's reference, its
+  best setting here: 0 DataLoader workers);
+* ``ablate fp32``: ablate's trainer (``ablate.training.loop.train``), all-on, fp32;
+* ``ablate bf16 untuned``: ``precision = "bf16"`` with every switch of
+  ``ablate.training.precision.TUNING`` off (plain autocast, as before the tuning);
+* ``ablate bf16 tuned``: ``precision = "bf16"`` as it ships.
+
+The bf16 path's allocator setting is process-wide, so it is made before the first
+round for all four loops (``--allocator default``: for none of them); the untuned
+column then differs from the tuned one by the per-step tunings only.
+
+Prints images/s, each loop's ratio to the examples loop, FLOPs per step
+(torch.utils.flop_counter) and the share of the fp32 and bf16 2048^3 matmul roofs
+measured in the same run. Batch 64, Fashion-MNIST's 28x28x1, widths ngf = ndf = 64, 32.
+
+    python benchmarks/bench_bf16.py [--quick] [--threads T] [--steps 60] [--rounds 3]
+
+``--quick`` (40 steps x 2 rounds) finishes in well under 4 minutes on 2 idle cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import _ablate_config, flops_per_step, matmul_roof, reference_throughput  # noqa: E402
+
+from ablate.data import load  # noqa: E402
+from ablate.training import precision  # noqa: E402
+from ablate.training.loop import train  # noqa: E402
+from ablate.training.resolve import resolve  # noqa: E402
+
+LOOPS = ("examples fp32", "ablate fp32", "ablate bf16 untuned", "ablate bf16 tuned")
+
+
+def ablate_rate(ngf: int, steps: int, prec: str, tuned: bool) -> float:
+    """Steady-state images/s of ablate's trainer (median of the log windows after the first)."""
+    config = dataclasses.replace(_ablate_config("fashion-mnist", ngf, steps + steps // 4,
+                                                torch.device("cpu")), precision=prec)
+    saved = dict(precision.TUNING)
+    if not tuned:
+        precision.TUNING.update({k: False for k in saved})
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            train(resolve(config), Path(tmp) / "run")
+            log = [json.loads(x) for x in (Path(tmp) / "run/log.jsonl").read_text().splitlines()]
+    finally:
+        precision.TUNING.update(saved)
+    return statistics.median(r["images_per_s"] for r in log[1:])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--widths", type=int, nargs="+", default=[64, 32])
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--quick", action="store_true", help="40 steps x 2 rounds")
+    p.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
+                   help="tuned: the bf16 path's glibc setting, made first for every loop (it is "
+                        "process-wide); default: glibc's, for every loop")
+    args = p.parse_args()
+    if args.allocator == "tuned":
+        precision.tune_allocator()
+    else:
+        precision.TUNING["allocator"] = False
+    if args.quick:
+        args.steps, args.rounds = 40, 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    cpu = torch.device("cpu")
+    print(f"torch={torch.__version__} threads={torch.get_num_threads()} "
+          f"cpu capability={torch.backends.cpu.get_cpu_capability()} "
+          f"steps={args.steps} rounds={args.rounds} allocator={args.allocator}")
+    roofs = {"fp32": matmul_roof(cpu), "bf16": matmul_roof(cpu, dtype=torch.bfloat16)}
+    print("2048^3 matmul roofs: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in roofs.items()))
+    images = load("fashion-mnist", "train").images
+    runs = {
+        "examples fp32": lambda w: reference_throughput(images, w, args.steps, cpu, 0),
+        "ablate fp32": lambda w: ablate_rate(w, args.steps, "fp32", True),
+        "ablate bf16 untuned": lambda w: ablate_rate(w, args.steps, "bf16", False),
+        "ablate bf16 tuned": lambda w: ablate_rate(w, args.steps, "bf16", True),
+    }
+    for ngf in args.widths:
+        rates: dict[str, list[float]] = {k: [] for k in LOOPS}
+        for r in range(args.rounds):
+            for name in (LOOPS if r % 2 == 0 else LOOPS[::-1]):
+                rates[name].append(runs[name](ngf))
+        flops = flops_per_step("fashion-mnist", ngf)
+        ref = statistics.median(rates["examples fp32"])
+        print(f"\n28x28x1 all-on, batch 64, ngf=ndf={ngf}: {flops / 1e9:.2f} GFLOP/step")
+        print(f"  {'loop':22s} {'img/s':>7s} {'vs examples':>11s} {'fp32 roof':>9s} {'bf16 roof':>9s}  rounds")
+        for name in LOOPS:
+            med = statistics.median(rates[name])
+            achieved = flops * med / 64 / 1e9
+            print(f"  {name:22s} {med:7.0f} {med / ref:10.2f}x {100 * achieved / roofs['fp32']:8.0f}% "
+                  f"{100 * achieved / roofs['bf16']:8.0f}%  {', '.join(f'{x:.0f}' for x in rates[name])}")
+        tuned, untuned = (statistics.median(rates[f"ablate bf16 {k}"]) for k in ("tuned", "untuned"))
+        print(f"  tuned / untuned bf16: {tuned / untuned:.2f}x")
+    print(f"\nwall {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
