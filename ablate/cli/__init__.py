@@ -20,6 +20,7 @@ from types import ModuleType
 from ablate.cli import compare, data, doctor, evaluate, grid, hacks, report, status, train
 from ablate.errors import ConfigError
 from ablate.hacks.registry import PluginWarning
+from ablate.messages import show_on_stderr
 
 # Subcommand name -> module, in the order `ablate --help` lists them.
 COMMANDS: dict[str, ModuleType] = {
@@ -53,6 +54,7 @@ def _plugin_warnings_as_lines(show):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    show_on_stderr()  # notes of the layers below (ablate.messages) as `ablate: ...` lines
     previous = warnings.showwarning
     warnings.showwarning = _plugin_warnings_as_lines(previous)
     try:
