@@ -17,6 +17,8 @@ SCRIPTS = [
     ["bench_step.py", "--ngf", "64"],
     ["bench_step.py", "--ngf", "32", "--all-off"],
     ["bench_train.py", "--device", "cpu", "--steps", "60", "--rounds", "3"],
+    # The bf16 path side by side (examples fp32, ablate fp32, bf16 untuned, bf16 tuned).
+    ["bench_bf16.py", "--quick"],
     ["bench_eval.py"],
     ["bench_grid.py", "--layouts", "1x2", "2x1"],
     # Fused training: one thread per process (the default grid's layout), CPU-time rates.
