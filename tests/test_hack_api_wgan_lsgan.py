@@ -30,15 +30,7 @@ import ablate_paper_tricks as tricks  # noqa: E402,F401  (registers the hacks)
 SHAPE = (1, 28, 28)
 NEW = ["wgan-gp", "lsgan"]
 
-
-def _cfg(hacks=(), **kw) -> TrainConfig:
-    base = dict(dataset="fake", steps=2, batch_size=8, seed=2, ngf=8, ndf=8, latent_dim=16,
-                device="cpu", threads=1, log_every=1)
-    return TrainConfig(**{**base, "hacks": tuple(hacks), **kw})
-
-
-def _log(run: Path) -> list[dict]:
-    return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+from test_hack_api_tricks import _cfg, _log  # noqa: E402  (the same tiny runs as the other tricks)
 
 
 def _hack(name: str, **params) -> Hack:
