@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,8 +51,9 @@ from ablate.fused.grouping import fuse_blocker, fusable_key
 from ablate.fused.modules import FusedAdam, FusedSequential
 from ablate.fused.step import FusedOptions, GraphedStep, Step, Targets
 from ablate.training.models import sample_latent
-from ablate.training.loop import (StopRequested, TrainPlan, TrainResult, Validator, best_state, build,
-                          resolved_config, restore_files, save_samples, train)
+from ablate.training.loop import (StopRequested, TrainPlan, TrainResult, Validator, build,
+                                  resolved_config, save_samples, train)
+from ablate.training.runlog import RunLog
 
 FORMULATION = "grouped-conv"  # recorded in each member's config.json
 
@@ -67,18 +67,11 @@ class _Member:
     out_dir: Path
     g: nn.Module  # the member's lone generator: written out and validated
     gen: torch.Generator
-    validate: Validator | None
+    log: RunLog  # its log.jsonl, divergence, best checkpoint and result.json
     perm: torch.Tensor | None = None
-    status: str = "done"
-    diverged_step: int | None = None
-    best_fid: float = math.inf
-    best_step: int | None = None
-    val_time: float = 0.0
     result: TrainResult | None = field(default=None, repr=False)
     digest: str = ""  # the checkpoint fingerprint (the member's and the group's)
     about: dict[str, Any] = field(default_factory=dict)
-    records: list[dict] = field(default_factory=list)  # log.jsonl, for the checkpoint
-    resumed_from: list[int] = field(default_factory=list)
     d: nn.Module | None = field(default=None, repr=False)  # its lone D: discriminator.pt
 
 
@@ -194,10 +187,7 @@ def _member_state(m: _Member, j: int, nets, opts, window: torch.Tensor, **shared
                                 "exp_avg_sq": net.rows(opt.exp_avg_sq, row),
                                 "steps": opt.steps.clone()}
     return {"format": checkpoint.FORMAT, "fingerprint": m.digest, "about": m.about,
-            "resumed_from": m.resumed_from, "log": m.records,
-            "best": {"fid": m.best_fid, "step": m.best_step,
-                     "state": best_state(m.out_dir, m.best_step)},
-            "rng": {"loop": m.gen.get_state(), "global": checkpoint.global_rng()},
+            **m.log.state(), "rng": {"loop": m.gen.get_state(), "global": checkpoint.global_rng()},
             "perm": m.perm, "fused": fused, **shared}
 
 
@@ -236,7 +226,7 @@ def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
         g_lone.append(g)
         d_lone.append(d)
         members.append(_Member(i, plan, out_dir, g, torch.Generator(device).manual_seed(plan.config.seed),
-                               validate if config.val_every else None, d=d))
+                               RunLog(out_dir, validate if config.val_every else None), d=d))
     G = FusedSequential(g_lone, device, options.channels_last)
     D = FusedSequential(d_lone, device, options.channels_last)
     del d_lone
@@ -277,10 +267,7 @@ def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
         for m, st in zip(members, states):
             m.gen.set_state(st["rng"]["loop"])
             m.perm = st["perm"].to(device)
-            m.best_fid, m.best_step = st["best"]["fid"], st["best"]["step"]
-            m.val_time, m.records = st["time"]["val_s"], list(st["log"])
-            m.resumed_from = [*st["resumed_from"], step]
-            restore_files(m.out_dir, m.records, st["best"]["state"])
+            m.log.restore(st)
         first = states[0]
         checkpoint.set_global_rng(first["rng"]["global"])
         cursor, images_done = first["cursor"], first["images_done"]
@@ -299,20 +286,10 @@ def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
         d_passes = recipe0.d_steps * (2 if recipe0.d_update == "separate" else 1) + 1
         d = D.load_member(j, m.d, step * d_passes)
         write_atomic(RunDir(m.out_dir).discriminator, lambda f: torch.save(d.state_dict(), f))
-        result = TrainResult(m.status, step, m.diverged_step, time.perf_counter() - t_start,
-                             train_time, step * bs / train_time, str(m.out_dir))
-        if m.validate is not None:
-            result.extra.update(best_step=m.best_step,
-                                best_val_fid=m.best_fid if m.best_step else None,
-                                val_n=config.val_n, val_every=config.val_every,
-                                val_time_s=round(m.val_time, 3))
-        result.extra["fused"] = {"k": len(members), "index": m.index,
-                                 "aggregate_images_per_s": images_done * bs / train_time}
-        if m.resumed_from:
-            result.extra["resumed_from"] = m.resumed_from
-        RunDir(m.out_dir).write_result(dataclasses.asdict(result))
-        checkpoint.remove(m.out_dir)  # finished: no longer needed
-        m.result = result
+        fused = {"k": len(members), "index": m.index,
+                 "aggregate_images_per_s": images_done * bs / train_time}
+        m.result = m.log.finish(step, bs, time.perf_counter() - t_start, train_time, config,
+                                {"fused": fused})
 
     while step < config.steps and active:
         reals, zs, t_reals, t_fakes = [], [], [], []
@@ -336,22 +313,14 @@ def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
             n = (step - 1) % config.log_every + 1
             stats = window[:n].cpu()
             now = time.perf_counter()
+            timing = {"images_per_s": n * bs / (now - t_window), "elapsed_s": now - t_train}
             for j, m in enumerate(active):
-                col = stats[:, j]
-                bad = (~torch.isfinite(col)).any(dim=1).nonzero()
-                means = [v if math.isfinite(v) else None for v in col.mean(0).tolist()]
-                record = {"step": step, **dict(zip(("loss_d", "loss_g", "d_real", "d_fake"), means)),
-                          "images_per_s": n * bs / (now - t_window), "elapsed_s": now - t_train}
-                if len(bad):
-                    m.status, m.diverged_step = "diverged", step - n + int(bad[0]) + 1
-                    record["diverged_step"] = m.diverged_step
-                RunDir(m.out_dir).append_log(record)
-                m.records.append(record)
+                m.log.window(step, stats[:, j], timing)
             t_window = now
-            keep = [j for j, m in enumerate(active) if m.status != "diverged"]
+            keep = [j for j, m in enumerate(active) if not m.log.diverged]
             if len(keep) < len(active):  # diverged members stop here, as their lone runs do
                 for j, m in enumerate(active):
-                    if m.status == "diverged":
+                    if m.log.diverged:
                         finish(m, j)
                 rows = torch.tensor(keep, device=device)
                 for part in (opt_g, opt_d, G, D, targets):  # optimizers first: they read
@@ -363,20 +332,10 @@ def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
         if config.val_every and active and (step % config.val_every == 0 or step == config.steps):
             t_val = time.perf_counter()
             for j, m in enumerate(active):
-                if m.validate is None:
-                    continue
-                t_member = time.perf_counter()
-                g = G.load_member(j, m.g, step * recipe0.d_steps)
-                val_fid = m.validate(g)
-                if val_fid < m.best_fid:  # NaN (non-finite samples) never becomes the best
-                    m.best_fid, m.best_step = val_fid, step
-                    write_atomic(RunDir(m.out_dir).generator_best,
-                                 lambda f, g=g: torch.save(g.state_dict(), f))
-                record = {"step": step, "val_fid": val_fid, "val_n": config.val_n,
-                          "best_step": m.best_step}
-                RunDir(m.out_dir).append_log(record)
-                m.records.append(record)
-                m.val_time += time.perf_counter() - t_member
+                if m.log.validate is not None:
+                    t_member = time.perf_counter()
+                    m.log.validated(step, G.load_member(j, m.g, step * recipe0.d_steps),
+                                    config.val_n, t_member)
             elapsed = time.perf_counter() - t_val
             val_time += elapsed
             t_window += elapsed  # keep validation out of the logged throughput
@@ -389,7 +348,7 @@ def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
                 state = _member_state(
                     m, j, (G, D), (opt_g, opt_d), window, step=step, cursor=cursor,
                     images_done=images_done,
-                    time={"wall_s": now - t_start, "train_s": now - t_train, "val_s": m.val_time,
+                    time={"wall_s": now - t_start, "train_s": now - t_train, "val_s": m.log.val_time,
                           "group_val_s": val_time})
                 checkpoint.save(m.out_dir / checkpoint.STATE_FILE, state, keep_previous=True)
             t_window += time.perf_counter() - t_save  # keep the writes out of the throughput

@@ -12,7 +12,7 @@ It is a dict (``torch.save``; loaded with ``weights_only=True``)::
      "log": [record, ...],                # every log.jsonl record so far
      "best": {"fid", "step", "state"},    # generator_best.pt's state (None before any)
      "time": {"wall_s", "train_s", "val_s"},
-     ... the trainer's own state (ablate.training.loop: "g", "d", "g_sample", "opt_g", "opt_d",
+     ... the trainer's own state (ablate.training.loop via lone_state: "g", "d", "g_sample", "opt_g", "opt_d",
      "rng", "perm", "cursor", "window", "hacks"; ablate.fused: per member)}
 
 ``fingerprint`` is a digest of everything a resumed run must share with the run that
@@ -186,3 +186,33 @@ def load_hack_states(hacks: Iterable[Any], states: dict[str, Any]) -> None:
     for h in hacks:
         if h.name in states and callable(getattr(h, "load_state_dict", None)):
             call_hook(h, "load_state_dict", states[h.name])
+
+
+def header(digest: str, about: dict[str, Any], step: int, run: dict[str, Any],
+           times: dict[str, float]) -> dict[str, Any]:
+    """The fields every trainer's checkpoint holds (the module docstring's first lines):
+    ``run`` is the run's own part (:meth:`ablate.training.runlog.RunLog.state`)."""
+    return {"format": FORMAT, "fingerprint": digest, "about": about, "step": step, **run,
+            "time": times}
+
+
+def lone_state(parts: dict[str, Any], gen: torch.Generator, hook_rng: torch.Generator | None,
+               hacks: Iterable[Any], **loop: Any) -> dict[str, Any]:
+    """The lone loop's own state: ``parts`` (name -> module or optimizer), its random
+    streams, its hacks' states and ``loop`` (data order, cursor, stats window, ...)."""
+    return {**{name: part.state_dict() for name, part in parts.items()},
+            "rng": {"loop": gen.get_state(), "global": global_rng(), "hooks": rng_state(hook_rng)},
+            **loop, "hacks": hack_states(hacks)}
+
+
+def restore_lone(state: dict[str, Any], parts: dict[str, Any], gen: torch.Generator,
+                 hook_rng: torch.Generator | None, hacks: Iterable[Any]) -> None:
+    """Load what :func:`lone_state` saved back into ``parts``, the random streams and
+    the hacks (the loop restores its own ``loop`` fields)."""
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    gen.set_state(state["rng"]["loop"])
+    if hook_rng is not None:
+        hook_rng.set_state(state["rng"]["hooks"])
+    set_global_rng(state["rng"]["global"])
+    load_hack_states(hacks, state.get("hacks", {}))

@@ -21,11 +21,9 @@ for bit as the run would have ended uninterrupted.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,55 +44,14 @@ from ablate.hacks.interactions import changes_json, overrides_in_effect, recipe_
 from ablate.training.models import build_models, fixed_latents, generate, sample_latent
 from ablate.hacks.recipe import Recipe
 from ablate.training.precision import Autocast, forwards, make_optimizer  # noqa: F401 (re-export)
+from ablate.training.runlog import (LOG_KEYS, HackLog, RunLog, TrainResult,  # noqa: F401 (re-export)
+                                    Validator)
 from ablate.training.steps import HookedUpdates, pack_targets, split_packed
 
-Validator = Callable[[nn.Module], float]  # generator -> validation FID
 # Offset of the hooks' random stream from the run's seed: hooks draw from their own
 # generator, so the loop's stream (data order, latents, targets) is the same with or
 # without them.
 HOOK_SEED = 0x9E3779B97F4A7C15
-
-
-# log.jsonl keys the loop writes itself: ``ctx.log`` may not use them.
-LOG_KEYS = frozenset({"step", "loss_d", "loss_g", "d_real", "d_fake", "images_per_s", "elapsed_s",
-                      "diverged_step", "val_fid", "val_n", "best_step"})
-
-
-class HackLog:
-    """``ctx.log(name, value)``: numbers hooks report, averaged over the log window.
-
-    Each call adds one value (a number or a one-element tensor; a tensor costs a host
-    sync); at the end of a log window the mean of each name's values since the previous
-    record is written as an extra key of the step's ``log.jsonl`` record (a name not
-    logged in a window is absent from it; a non-finite mean is written as null). The
-    window's values are part of the training checkpoint, so a resumed run logs the
-    same numbers bit for bit.
-    """
-
-    def __init__(self) -> None:
-        self.window: dict[str, list[float]] = {}
-
-    def __call__(self, name: str, value: Any) -> None:
-        if not isinstance(name, str) or not name or name in LOG_KEYS:
-            raise ConfigError(f"ctx.log(): bad name {name!r} (a non-empty string other than "
-                              f"the loop's own keys {', '.join(sorted(LOG_KEYS))})")
-        if isinstance(value, torch.Tensor):
-            if value.numel() != 1:
-                raise ConfigError(f"ctx.log({name!r}, ...): a number or a one-element tensor "
-                                  f"expected, got a tensor of shape {tuple(value.shape)}")
-            value = value.item()
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"ctx.log({name!r}, ...): a number expected, got {type(value).__name__}")
-        self.window.setdefault(name, []).append(float(value))
-
-    def flush(self) -> dict[str, float | None]:
-        """The window's means by name (in first-logged order); the window restarts."""
-        out = {}
-        for name, values in self.window.items():
-            mean = sum(values) / len(values)
-            out[name] = mean if math.isfinite(mean) else None
-        self.window = {}
-        return out
 
 
 class StopRequested(Exception):  # noqa: N818 (a request, not an error)
@@ -116,20 +73,6 @@ class TrainPlan:
     recipe: Recipe
     hacks: tuple[Hack, ...] = ()
     hack_records: tuple[dict[str, Any], ...] = ()
-
-
-@dataclass
-class TrainResult:
-    """The outcome of :func:`train`, also written as ``result.json``."""
-
-    status: str  # "done" or "diverged"
-    steps: int  # generator updates completed
-    diverged_step: int | None
-    wall_time_s: float
-    train_time_s: float
-    images_per_s: float
-    out_dir: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def resolved_config(plan: TrainPlan, data: ImageSet | None = None,
@@ -342,39 +285,28 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
     if hooks.per_step:
         hooked = HookedUpdates(hooks, ctx, d_fwd, recipe.d_update, opt_g)
         update_d = hooked.update_d
-    if not config.val_every:
-        validate = None
-    best_fid, best_step, val_time = float("inf"), None, 0.0
+    log = RunLog(out_dir, validate if config.val_every else None)
 
     # Per-step stats live in a device buffer and reach the host once per log window,
     # so the loop has no host sync per step. Columns: loss_d, loss_g, D(x), D(G(z)).
     window = torch.zeros(config.log_every, 4, device=device)
     perm, cursor = torch.randperm(n_data, generator=gen, device=device), 0
-    status, diverged_step, step = "done", None, 0
+    step, every = 0, config.checkpoint_every
     t_train, t_window = time.perf_counter(), time.perf_counter()
-    records: list[dict] = []  # log.jsonl's records, for the checkpoint
-    resumed_from: list[int] = []
-    every = config.checkpoint_every
     parts = {"g": g, "d": d, "g_sample": g_sample, "opt_g": opt_g, "opt_d": opt_d}
+    if g_sample is g:
+        del parts["g_sample"]
+    hook_rng = ctx.rng if ctx is not None else None
     if found is not None:  # continue where the checkpoint left off
         state = found[1]
         step, cursor = state["step"], state["cursor"]
-        for name, part in parts.items():
-            if not (name == "g_sample" and g_sample is g):
-                part.load_state_dict(state[name])
-        gen.set_state(state["rng"]["loop"])
-        if ctx is not None:
-            ctx.rng.set_state(state["rng"]["hooks"])
-        checkpoint.set_global_rng(state["rng"]["global"])
-        checkpoint.load_hack_states(plan.hacks, state.get("hacks", {}))
+        checkpoint.restore_lone(state, parts, gen, hook_rng, plan.hacks)
         hack_log.window = {k: list(v) for k, v in state.get("hack_log", {}).items()}
         perm, window = state["perm"].to(device), state["window"].to(device)
-        best_fid, best_step = state["best"]["fid"], state["best"]["step"]
-        records, resumed_from = list(state["log"]), [*state["resumed_from"], step]
         now = time.perf_counter()
         t_start, t_train = now - state["time"]["wall_s"], now - state["time"]["train_s"]
-        t_window, val_time = now, state["time"]["val_s"]
-        restore_files(out_dir, records, state["best"]["state"])
+        t_window = now
+        log.restore(state)
     g.train()
     d.train()
     while step < config.steps:
@@ -408,90 +340,36 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
         if step % config.log_every == 0 or step == config.steps:
             n = (step - 1) % config.log_every + 1
             stats = window[:n].cpu()
-            bad = (~torch.isfinite(stats)).any(dim=1).nonzero()
             now = time.perf_counter()
-            means = [v if math.isfinite(v) else None for v in stats.mean(0).tolist()]
-            record = {"step": step, **dict(zip(("loss_d", "loss_g", "d_real", "d_fake"), means)),
-                      "images_per_s": n * bs / (now - t_window), "elapsed_s": now - t_train}
-            if hack_log.window:  # what hooks reported through ctx.log, as extra keys
-                record.update(hack_log.flush())
-            if len(bad):
-                status, diverged_step = "diverged", step - n + int(bad[0]) + 1
-                record["diverged_step"] = diverged_step
-            RunDir(out_dir).append_log(record)
-            records.append(record)
+            timing = {"images_per_s": n * bs / (now - t_window), "elapsed_s": now - t_train}
             t_window = now
-            if status == "diverged":
+            # what hooks reported through ctx.log follows as extra keys
+            if log.window(step, stats, timing, hack_log.flush()):
                 break
-        if validate is not None and (step % config.val_every == 0 or step == config.steps):
+        if log.validate is not None and (step % config.val_every == 0 or step == config.steps):
             t_val = time.perf_counter()
-            val_fid = validate(g_sample)
-            if val_fid < best_fid:  # NaN (non-finite samples) never becomes the best
-                best_fid, best_step = val_fid, step
-                write_atomic(RunDir(out_dir).generator_best,
-                             lambda f: torch.save(g_sample.state_dict(), f))
-            record = {"step": step, "val_fid": val_fid, "val_n": config.val_n,
-                      "best_step": best_step}
-            RunDir(out_dir).append_log(record)
-            records.append(record)
-            elapsed = time.perf_counter() - t_val
-            val_time += elapsed
-            t_window += elapsed  # keep validation out of the logged throughput
+            log.validated(step, g_sample, config.val_n, t_val)
+            t_window += time.perf_counter() - t_val  # keep validation out of the throughput
         boundary = step % config.log_every == 0 or (every and step % every == 0)
         if stop is not None and boundary and step < config.steps and stop():
             raise StopRequested(f"stopped at step {step}")
         if every and step % every == 0 and step < config.steps:
-            t_save = time.perf_counter()
-            now = t_save
+            t_save = now = time.perf_counter()
+            times = {"wall_s": now - t_start, "train_s": now - t_train, "val_s": log.val_time}
             checkpoint.save(out_dir / checkpoint.STATE_FILE, {
-                "format": checkpoint.FORMAT, "fingerprint": digest, "about": about,
-                "step": step, "resumed_from": resumed_from, "log": records,
-                "best": {"fid": best_fid, "step": best_step,
-                         "state": best_state(out_dir, best_step)},
-                "time": {"wall_s": now - t_start, "train_s": now - t_train, "val_s": val_time},
-                **{name: part.state_dict() for name, part in parts.items()
-                   if not (name == "g_sample" and g_sample is g)},
-                "rng": {"loop": gen.get_state(), "global": checkpoint.global_rng(),
-                        "hooks": checkpoint.rng_state(ctx.rng if ctx is not None else None)},
-                "perm": perm, "cursor": cursor, "window": window,
-                "hacks": checkpoint.hack_states(plan.hacks),
+                **checkpoint.header(digest, about, step, log.state(), times),
+                **checkpoint.lone_state(parts, gen, hook_rng, plan.hacks, perm=perm, cursor=cursor,
+                                        window=window),
                 **({"hack_log": hack_log.window} if hack_log.window else {})})
             t_window += time.perf_counter() - t_save  # keep the write out of the throughput
-    train_time = time.perf_counter() - t_train - val_time
+    train_time = time.perf_counter() - t_train - log.val_time
 
     save_samples(g_sample, recipe, config.latent_dim, device, RunDir(out_dir).samples)
     write_atomic(RunDir(out_dir).generator, lambda f: torch.save(g_sample.state_dict(), f))
     # D as trained (after the wrappers), for hacks and analyses that need it; evaluation,
     # the grid's adoption and committed results do not (*.pt is not committed).
     write_atomic(RunDir(out_dir).discriminator, lambda f: torch.save(d.state_dict(), f))
-    result = TrainResult(status, step, diverged_step, time.perf_counter() - t_start, train_time,
-                         step * bs / train_time, str(out_dir))
-    if validate is not None:
-        result.extra.update(best_step=best_step, best_val_fid=best_fid if best_step else None,
-                            val_n=config.val_n, val_every=config.val_every,
-                            val_time_s=round(val_time, 3))
-    if resumed_from:
-        result.extra["resumed_from"] = resumed_from
-    RunDir(out_dir).write_result(dataclasses.asdict(result))
-    checkpoint.remove(out_dir)  # finished: no longer needed
-    return result
-
-
-def best_state(out_dir: Path, best_step: int | None) -> dict | None:
-    """generator_best.pt's state (written at ``best_step``), for the checkpoint."""
-    if best_step is None:
-        return None
-    return torch.load(RunDir(out_dir).generator_best, map_location="cpu", weights_only=True)
-
-
-def restore_files(out_dir: Path, records: list[dict], best: dict | None) -> None:
-    """``log.jsonl`` and ``generator_best.pt`` as they were at a checkpoint's step."""
-    text = "".join(json.dumps(r) + "\n" for r in records)
-    write_atomic(RunDir(out_dir).log, lambda f: f.write(text), mode="w")
-    if best is None:
-        RunDir(out_dir).generator_best.unlink(missing_ok=True)
-    else:
-        write_atomic(RunDir(out_dir).generator_best, lambda f: torch.save(best, f))
+    return log.finish(step, bs, time.perf_counter() - t_start, train_time, config)
 
 
 def save_samples(g: nn.Module, recipe: Recipe, latent_dim: int, device, path: Path) -> None:
