@@ -19,12 +19,19 @@ $(STAMP): pyproject.toml examples/ablate-spectral-norm/pyproject.toml examples/a
 
 install: $(STAMP) data
 
-# Offline data that can be installed: Debian's Fashion-MNIST when apt is available.
+# Offline data that can be installed: Debian's Fashion-MNIST when apt is available, and
+# pdflatex (texlive-latex-recommended, about 1.5 min) for the LaTeX tables' test.
 data:
 	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null 2>&1 \
 	  && [ "$$(id -u)" = 0 ]; then \
 	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
 	  || echo "note: could not install dataset-fashion-mnist; ablate will try to download it"; \
+	fi
+	@# pdflatex, for tests/test_report_latex.py (compiles every .tex a report writes; skipped without it).
+	@if ! command -v pdflatex >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+	  && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update -qq && apt-get install -y -qq texlive-latex-recommended) >/dev/null 2>&1 \
+	  || echo "note: could not install texlive-latex-recommended; tests/test_report_latex.py will be skipped"; \
 	fi
 
 # After the grid, refresh results/SUMMARY.md (ablate compare) over every experiment under

@@ -67,6 +67,9 @@ def build_report(results: Results, out_dir: Path | str) -> Path:
             f"hacks, SESOI ±{meta.analysis.sesoi:.0%}; paired t-test per hack as sensitivity"
             + ("; adaptive seeds: only the adjusted and TOST intervals are repeated confidence intervals"
                if meta.seed_policy.adaptive else ""))
+        from ablate.report import latex
+
+        ctx.tables["effects_compact"] = latex.write_effects(ctx.effects, tdir, label(primary), meta)
     if not ctx.secondary.empty:
         ctx.tables["effects_all"] = tables.write_table(
             ctx.secondary, tables.effects_display(ctx.secondary, with_metric=True), tdir, "effects_all",

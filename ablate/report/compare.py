@@ -8,7 +8,8 @@ the multiplicity-adjusted interval ``ci_low``/``ci_high``) and writes
 
 * ``OUT/SUMMARY.md``: the experiments, and per primary metric one table with each hack's
   verdict and ratio [adjusted interval] in each experiment beside the pooled ratio;
-* ``OUT/summary/tables/{experiments,by_experiment,pooled}.{csv,md,tex}``;
+* ``OUT/summary/tables/{experiments,by_experiment,pooled}.{csv,md,tex}`` and, per primary
+  metric, ``compact_<metric>.{csv,md,tex}`` (:mod:`ablate.report.latex`: fixed decimals);
 * ``OUT/summary/figures/forest_<metric>.{png,pdf}``: one panel per hack.
 
 Pooling: per hack and primary metric, a random-effects meta-analysis of the experiments'
@@ -40,7 +41,7 @@ import pandas as pd
 from ablate.errors import ConfigError
 from ablate import layout
 from ablate.layout import EXPERIMENT_JSON, ExperimentDir
-from ablate.report import precision, tables
+from ablate.report import latex, precision, tables
 from ablate.report.columns import label, lower_is_better
 from ablate.report.results import ExperimentMeta, parse_meta
 
@@ -312,7 +313,7 @@ def _link(path: Path, out_dir: Path) -> str:
 
 
 def render(exps: list[Experiment], xs: pd.DataFrame, by: pd.DataFrame, pooled: pd.DataFrame,
-           figs: dict[str, Path], out_dir: Path) -> str:
+           figs: dict[str, Path], out_dir: Path, compact: dict[str, dict[str, Path]] | None = None) -> str:
     names = [e.name for e in exps]
     lines = ["# Summary across experiments", ""]
     lines.append("Written by `ablate compare` from each experiment's committed report (`experiment.json` and "
@@ -341,6 +342,10 @@ def render(exps: list[Experiment], xs: pd.DataFrame, by: pd.DataFrame, pooled: p
                   tables.to_markdown(main_table(by, pooled, metric, used)), ""]
         if metric in figs:
             lines += [f"![forest plot]({_link(figs[metric], out_dir)})", ""]
+        if metric in (compact or {}):
+            lines += ["Compact table for a paper (fixed decimals; cells ratio [interval] and the verdict as "
+                      f"{latex.LEGEND}): " + ", ".join(f"[{k.upper()}]({_link(v, out_dir)})"
+                                                       for k, v in compact[metric].items()) + ".", ""]
     lines += ["## Caveats", "",
               "* The experiments differ in dataset, budget, design and reference (leave-one-out contrasts are "
               "all-on vs all-on minus the hack; add-one-in ones are the hack alone vs all-off): a pooled ratio "
@@ -377,10 +382,12 @@ def write_summary(results_dirs: list[Path | str], out_dir: Path | str) -> Path:
     tables.write_table(pooled, pooled_display(pooled), tdir, "pooled",
                        "Random-effects pooled ratio per hack (DerSimonian–Laird on log ratios; ordinary 95% CI, "
                        "not Holm-adjusted), τ², I² and Cochran's Q")
-    figs = {}
+    figs, compact = {}, {}
     for metric in dict.fromkeys(by["metric"]):
         used = [n for n in seen if ((by["metric"] == metric) & (by["experiment"] == n)).any()]
         figs[metric] = forest_panels(by, pooled, metric, used, fdir, f"forest_{_slug(metric)}")
+        compact[metric] = latex.write_summary(by, pooled, metric, [e for e in exps if e.name in used], tdir,
+                                              f"compact_{_slug(metric)}", label(metric))
     path = out_dir / SUMMARY_MD
-    tables.write_text(path, render(exps, xs, by, pooled, figs, out_dir))
+    tables.write_text(path, render(exps, xs, by, pooled, figs, out_dir, compact))
     return path

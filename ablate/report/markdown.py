@@ -276,6 +276,9 @@ def _effects(d: _Doc, ctx) -> None:
           "are single-look intervals and the p values naive single-look p values, which ignore the looks "
           "(labelled so in the table): read them as sensitivity, not as tests.", "")
     d.include_table(ctx.tables.get("effects"))
+    if ctx.tables.get("effects_compact"):
+        d(f"For a paper: hack, verdict, ratio, adjusted 95% CI and seeds with fixed decimals, a bare booktabs "
+          f"tabular that fits a portrait page: {d.table_links(ctx.tables['effects_compact'])}.", "")
     d.figure("effect forest plot", ctx.figures.get("forest"),
              "Ratio ON/OFF per hack: thick, the adjusted interval of the pooled model, coloured by verdict; "
              "thin grey, the per-hack paired 95% t interval; shaded, the ±SESOI equivalence band.")

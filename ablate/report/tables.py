@@ -18,7 +18,8 @@ from ablate.report.columns import label
 
 # Unicode the report uses, and its LaTeX spelling (the .tex files stay ASCII).
 _LATEX_SYMBOLS = {"×": r"$\times$", "Δ": r"$\Delta$", "±": r"$\pm$", "−": "-", "α": r"$\alpha$",
-                  "≈": r"$\approx$", "–": "--", "≥": r"$\geq$", "≤": r"$\leq$", "‖": r"$\|$"}
+                  "≈": r"$\approx$", "–": "--", "≥": r"$\geq$", "≤": r"$\leq$", "‖": r"$\|$",
+                  "τ": r"$\tau$", "²": r"$^2$", "→": r"$\rightarrow$"}
 
 
 def num(x, digits: int = 3) -> str:
