@@ -9,6 +9,7 @@ keys"): change a field and the run is a different run.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,8 @@ class TrainConfig:
     precision: str = "fp32"
     # Validation FID (classifier features, vs the val split) every val_every steps; 0 = off.
     # It draws the curve in log.jsonl and picks generator_best.pt (never the test split).
+    # TrainConfig owns val_every and val_n (VALIDATION_FIELDS); EvalProtocol records a copy
+    # made by with_validation() only.
     val_every: int = 0
     val_n: int = 2000  # samples per validation FID: cheap (~1 s on CPU), stable enough to rank
     # A training checkpoint (train_state.pt) every checkpoint_every steps, to resume an
@@ -115,6 +118,8 @@ class EvalProtocol:
     dc_k: int = 5  # density/coverage (Naeem et al. 2020)
     mode_min_frac: float = 0.1  # a class is covered at >= 10% of its real share
     n_stacked: int = 26_000  # Stacked MNIST mode count (PacGAN / VEEGAN: 26k samples)
+    # Copies of the training's validation settings (TrainConfig owns them; set them with
+    # with_validation()). Recorded here, and in the run key, as they always were.
     val_every: int = 0  # training: validation FID every K steps (0 = off)
     val_n: int = 2000  # training: samples per validation FID (vs the val split)
     batch_size: int = 500  # generation / feature batch
@@ -168,6 +173,25 @@ class EvalProtocol:
         """Default features for a device type: classifier on CPU, classifier + Inception on GPU."""
         feats = ("classifier", "inception") if device_type == "cuda" else ("classifier",)
         return cls(**{"features": feats, **changes})
+
+
+# The validation-curve settings. The training loop draws the curve, so TrainConfig owns
+# them; EvalProtocol carries the same values (both enter the run key, as they always did),
+# and with_validation() is the one place they are copied from the one to the other.
+VALIDATION_FIELDS = ("val_every", "val_n")
+
+
+def validation_of(train: TrainConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The validation settings of a TrainConfig, or of its ``config.json`` ``train`` record
+    (a mapping: a missing field has TrainConfig's default)."""
+    if isinstance(train, Mapping):
+        return {k: train.get(k, getattr(TrainConfig, k)) for k in VALIDATION_FIELDS}
+    return {k: getattr(train, k) for k in VALIDATION_FIELDS}
+
+
+def with_validation(protocol: EvalProtocol, train: TrainConfig | Mapping[str, Any]) -> EvalProtocol:
+    """``protocol`` carrying the validation settings of the training that owns them."""
+    return dataclasses.replace(protocol, **validation_of(train))
 
 
 def parse_features(value: str | list | tuple) -> tuple[str, ...]:

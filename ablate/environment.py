@@ -1,4 +1,5 @@
-"""Provenance of a run: code version, library versions, hardware, device choice."""
+"""Where a run executes: the device choice, its thread count (:func:`apply_threads`),
+and its provenance (code version, library versions, hardware)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,22 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"bad --device {name!r}: use auto, cpu, cuda or cuda:N")
     return device
+
+
+def apply_threads(threads: int | None, *, environ: bool = False) -> None:
+    """Give this process a run's torch thread count (None: keep torch's default).
+
+    The one place a thread count is applied; call it where runs start, before anything
+    builds a net (the classifier may train there). ``environ`` also sets
+    ``OMP_NUM_THREADS``, for processes that exist to run runs (the local pool's workers)
+    and the OpenMP pools they start; ``ablate train`` and the inline executor leave the
+    environment of the user's process alone.
+    """
+    if not threads:
+        return
+    if environ:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
 
 
 @functools.cache

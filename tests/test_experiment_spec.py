@@ -50,7 +50,7 @@ def test_default_is_leave_one_out_over_the_eleven_with_three_seeds():
     exp = load_experiment(REPO / "experiments/default.toml")
     assert exp.dataset == "fashion-mnist" and exp.design.kind == "leave-one-out"
     assert exp.hacks == tuple(builtin_names()) and len(exp.seeds) == 3
-    assert exp.evaluates() and exp.evaluation_dict()["n"] == 5000
+    assert exp.evaluates() and exp.protocol is not None and exp.protocol.n == 5000
 
 
 def test_good_file_is_parsed_with_defaults(tmp_path):

@@ -34,7 +34,7 @@ def _spec(tmp_path: Path, val_every: int = 0) -> RunSpec:
     config = TrainConfig(dataset="fake", steps=6, batch_size=8, ngf=8, ndf=8, latent_dim=8,
                          device="cpu", threads=1, log_every=2, val_every=val_every, val_n=32)
     return RunSpec(key=KEY, variant="v", seed=0, config=config,
-                   evaluation=tuple(EVAL.to_dict().items()), results_dir=str(tmp_path / "res"))
+                   protocol=EVAL, results_dir=str(tmp_path / "res"))
 
 
 class Takeover:

@@ -435,7 +435,7 @@ def test_a_grid_killed_mid_run_resumes_from_its_checkpoint_when_rerun(tmp_path, 
 
 
 def _spec(results: Path, **kw) -> RunSpec:
-    return RunSpec(key=KEY, variant="v", seed=3, config=_cfg(**kw), evaluation=(),
+    return RunSpec(key=KEY, variant="v", seed=3, config=_cfg(**kw), protocol=None,
                    results_dir=str(results))
 
 
@@ -578,11 +578,10 @@ def test_a_fused_grid_group_stopped_mid_run_resumes_on_its_next_claim(tmp_path, 
     released but the members' tmp dirs keep their checkpoints; the next claim of the
     group resumes from step 3, records it in run.json and commits the same runs as an
     uninterrupted group (weights, log, metrics)."""
-    ev = tuple(EVAL.to_dict().items())
 
     def specs(res: Path) -> list[RunSpec]:
         return [RunSpec(key=f"{s:016x}", variant="all-on", seed=s,
-                        config=_cfg(registry.builtin_names(), seed=s), evaluation=ev,
+                        config=_cfg(registry.builtin_names(), seed=s), protocol=EVAL,
                         results_dir=str(res)) for s in (0, 1)]
 
     ref, res = tmp_path / "ref", tmp_path / "res"

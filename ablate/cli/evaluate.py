@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ablate.experiment import execution
-from ablate.config import EvalProtocol, parse_features
+from ablate.config import EvalProtocol, parse_features, with_validation
 from ablate.layout import RunDir
 
 HELP = "score a run: FID/KID, precision/recall, density/coverage, modes"
@@ -45,19 +45,15 @@ def print_summary(doc: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     # Import-time saving: torch and the metrics stack load only when a command needs
     # them, so `ablate --help` and `ablate hacks` stay fast.
-    import torch
-
+    from ablate.environment import apply_threads
     from ablate.metrics.evaluate import evaluate_run
     from ablate.training.resolve import read_config
 
-    if execution.check_threads(args.threads, "--threads", "inline"):  # scores here
-        torch.set_num_threads(args.threads)
+    apply_threads(execution.check_threads(args.threads, "--threads", "inline"))  # scores here
     train_cfg = {}
     if RunDir(args.run_dir).config.exists():  # record how the run was validated
         train_cfg = read_config(args.run_dir).get("train") or {}  # bad JSON: exit 2
-    protocol = protocol_for(args.features, args.device, n=args.n,
-                            val_every=train_cfg.get("val_every", 0),
-                            val_n=train_cfg.get("val_n", EvalProtocol.val_n))
+    protocol = with_validation(protocol_for(args.features, args.device, n=args.n), train_cfg)
     doc = evaluate_run(args.run_dir, protocol, args.device)
     print_summary(doc)
     print(f"wrote {RunDir(args.run_dir).metrics}", file=sys.stderr)

@@ -12,7 +12,7 @@ from ablate.experiment import execution
 from ablate.hacks import registry
 from ablate.artefacts import check_creatable, directory
 from ablate.cli.evaluate import print_summary, protocol_for
-from ablate.config import TrainConfig
+from ablate.config import TrainConfig, with_validation
 from ablate.errors import ConfigError
 from ablate.layout import RunDir
 
@@ -104,10 +104,9 @@ def default_out(plan, protocol=None) -> Path:
     """``runs/<dataset>-<variant>-s<seed>-<digest>``: the digest is the start of the run's
     key (:func:`ablate.grid.keys.run_key`, the one identity function), so two different
     runs never share a default directory, while rerunning one finds its own."""
-    from ablate.grid.keys import identity, run_key
+    from ablate.grid.keys import evaluation_fields, identity, run_key
 
-    evaluation = dataclasses.asdict(protocol) if protocol is not None else {}
-    digest = run_key(identity(plan, evaluation))[:8]
+    digest = run_key(identity(plan, evaluation_fields(protocol)))[:8]
     c = plan.config
     return Path("runs") / f"{c.dataset}-{variant_name(c)}-s{c.seed}-{digest}"
 
@@ -131,8 +130,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     protocol = None
     if args.eval:
-        protocol = protocol_for(args.eval_features, config.device, n=args.eval_n,
-                                val_every=config.val_every, val_n=config.val_n)
+        protocol = with_validation(protocol_for(args.eval_features, config.device,
+                                                n=args.eval_n), config)
     out = directory(args.out, "--out") if args.out is not None else default_out(plan, protocol)
     check_creatable(out, "--out")
     state = out / STATE_FILE

@@ -18,12 +18,10 @@ from dataclasses import dataclass
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import torch
-
 from ablate.training.checkpoint import STATE_FILE
 
 from ablate.config import EvalProtocol, TrainConfig
-from ablate.environment import resolve_device
+from ablate.environment import apply_threads, resolve_device
 from ablate.errors import ConfigError
 from ablate.layout import RunDir
 from ablate.metrics.evaluate import ValidationFID, evaluate_run
@@ -59,8 +57,7 @@ def train_and_score(config: TrainConfig, protocol: EvalProtocol | None, out_dir:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir} is a file, not a run directory; choose another --out")
-    if config.threads:  # before anything builds a net (the classifier may train here)
-        torch.set_num_threads(config.threads)
+    apply_threads(config.threads)  # before anything builds a net (the classifier may train here)
     plan = resolve(config)  # validates hack names, parameters and conflicts first
     created = not out_dir.exists()
     try:

@@ -54,7 +54,8 @@ from typing import Any
 
 from ablate.hacks import registry
 from ablate.artefacts import directory
-from ablate.config import MAX_SEED, AnalysisSpec, SeedPolicy, TrainConfig
+from ablate.config import (MAX_SEED, VALIDATION_FIELDS, AnalysisSpec, EvalProtocol, SeedPolicy,
+                           TrainConfig, with_validation)
 from ablate.data import dataset_spec
 from ablate.errors import ConfigError
 from ablate.experiment.axes import Axis, parse_axes
@@ -82,7 +83,12 @@ class Experiment:
     # TrainConfig keyword arguments common to every run (model width and budget).
     train: tuple[tuple[str, Any], ...] = ()
     params: tuple[tuple[str, str, Any], ...] = ()  # fixed (hack, param, value)
-    evaluation: tuple[tuple[str, Any], ...] = ()  # the evaluation protocol's fields
+    # How runs are scored, resolved once (its val_every/val_n are the training's:
+    # ablate.config.with_validation); None when [evaluation] features = [] scores nothing.
+    protocol: EvalProtocol | None = None
+    # protocol None: the [evaluation] table that said so (features = [], and n if given),
+    # recorded in experiment.json and hashed into the run keys as given.
+    unscored: tuple[tuple[str, Any], ...] = ()
     description: str = ""
     results_dir: Path = Path("results")
     source: str | None = None  # the file it came from
@@ -102,12 +108,15 @@ class Experiment:
     def train_kwargs(self) -> dict[str, Any]:
         return dict(self.train)
 
-    def evaluation_dict(self) -> dict[str, Any]:
-        return dict(self.evaluation)
-
     def evaluates(self) -> bool:
         """Whether runs are scored (an empty ``features`` list skips evaluation)."""
-        return bool(self.evaluation) and bool(dict(self.evaluation).get("features", True))
+        return self.protocol is not None
+
+    def evaluation_record(self) -> dict[str, Any]:
+        """``[evaluation]`` as recorded (``experiment.json``): the protocol's fields or the
+        table that scores nothing, sorted by name, tuples as lists."""
+        fields = self.protocol.to_dict() if self.protocol is not None else dict(self.unscored)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(fields.items())}
 
     def check_decidable(self) -> None:
         """Adaptive seeds are decided on a metric (ablate.report.sequential): refuse an
@@ -131,7 +140,7 @@ class Experiment:
             "hacks": list(self.hacks),
             "params": params,
             "train": dict(self.train),
-            "evaluation": {k: list(v) if isinstance(v, tuple) else v for k, v in self.evaluation},
+            "evaluation": self.evaluation_record(),
             "design": {k: (v if not isinstance(v, tuple) else [[n, list(h)] for n, h in v])
                        for k, v in dataclasses.asdict(self.design).items()},
             "results_dir": str(self.results_dir),
@@ -234,16 +243,23 @@ def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experim
 
     design = parse_design(table_of(doc, "design"))
     eval_t = table_of(doc, "evaluation")
-    evaluation = parse_evaluation(eval_t, "[evaluation]")
-    # Validation-FID settings live in the protocol but act during training.
-    for key in ("val_every", "val_n"):
-        if key in eval_t and key in fields:
+    protocol, unscored = parse_evaluation(eval_t, "[evaluation]")
+    # The validation settings act during training: TrainConfig owns them (ablate.config,
+    # VALIDATION_FIELDS). A file sets them in [evaluation] (or, when nothing is scored,
+    # in [budget]); the protocol takes the training's values (with_validation).
+    for key in VALIDATION_FIELDS:
+        if key in eval_t:
             if key in train and train[key] != eval_t[key]:
                 raise ConfigError(f"[budget].{key} = {train[key]} contradicts "
                                   f"[evaluation].{key} = {eval_t[key]}; set it once")
             train[key] = eval_t[key]
+        elif key in train and protocol is not None:
+            raise ConfigError(f"[budget].{key} = {train[key]}: the evaluation protocol records "
+                              f"the validation settings; set it in [evaluation] instead")
+    if protocol is not None:
+        protocol = with_validation(protocol, train)
     execution = parse_execution(table_of(doc, "execution"))
-    analysis = parse_analysis(doc["analysis"], evaluation) if "analysis" in doc else None
+    analysis = parse_analysis(doc["analysis"], protocol) if "analysis" in doc else None
     axes = parse_axes(doc["axes"], scope) if "axes" in doc else ()
     reuse = doc.get("reuse", [])
     if not isinstance(reuse, list) or not all(isinstance(p, str) for p in reuse):
@@ -253,7 +269,7 @@ def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experim
 
     return Experiment(name=name, dataset=dataset, seeds=tuple(seeds), hacks=scope, design=design,
                       train=tuple(sorted(train.items())), params=tuple(params),
-                      evaluation=evaluation, description=description, results_dir=results_dir,
+                      protocol=protocol, unscored=unscored, description=description, results_dir=results_dir,
                       source=source, execution=tuple(sorted(execution.items())),
                       seed_policy=policy, analysis=analysis, axes=axes, reuse=reuse)
 

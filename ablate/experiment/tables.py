@@ -50,8 +50,11 @@ def table_of(doc: dict, name: str) -> dict:
 
 
 
-def parse_evaluation(table: dict, where: str) -> tuple[tuple[str, Any], ...]:
-    """Validate ``[evaluation]`` against :class:`~ablate.config.EvalProtocol`."""
+def parse_evaluation(table: dict, where: str
+                     ) -> tuple[EvalProtocol | None, tuple[tuple[str, Any], ...]]:
+    """Validate ``[evaluation]`` into the :class:`~ablate.config.EvalProtocol` that scores
+    the runs, and ``()``; or, when ``features = []`` scores nothing, None and the table as
+    given (``features`` and ``n``, if set: recorded and keyed as given)."""
     table = dict(table)
     if "features" in table:
         feats = table["features"]
@@ -66,12 +69,8 @@ def parse_evaluation(table: dict, where: str) -> tuple[tuple[str, Any], ...]:
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc
     if skipped:
-        return tuple(sorted(table.items()))
-    out = {}
-    for k, v in dataclasses.asdict(proto).items():
-        out[k] = tuple(v) if isinstance(v, list) else v
-    return tuple(sorted(out.items()))
-
+        return None, tuple(sorted(table.items()))
+    return proto, ()
 
 
 def parse_seed_policy(table: dict) -> SeedPolicy:
@@ -91,7 +90,7 @@ def parse_seed_policy(table: dict) -> SeedPolicy:
     return SeedPolicy(seeds=tuple(range(max(values["max"], 0))), adaptive=True, **values)
 
 
-def parse_analysis(table: Any, evaluation: tuple[tuple[str, Any], ...]) -> AnalysisSpec:
+def parse_analysis(table: Any, protocol: EvalProtocol | None) -> AnalysisSpec:
     """``[analysis]``: sesoi, alpha and the primary metric, checked against the protocol."""
     if not isinstance(table, dict):
         raise ConfigError(f"[analysis] must be a table, got {type(table).__name__}")
@@ -102,16 +101,15 @@ def parse_analysis(table: Any, evaluation: tuple[tuple[str, Any], ...]) -> Analy
             kw[key] = check(table[key], float, f"[analysis].{key}")
     if "metric" in table:
         metric = check(table["metric"], str, "[analysis].metric")
-        ev = dict(evaluation)
         parts = metric.split(".")
-        features = ev.get("features") or ()
+        features = protocol.features if protocol is not None else ()
         if len(parts) != 3 or parts[0] not in ("last", "best") or not parts[2]:
             raise ConfigError(f"[analysis].metric = {metric!r}; valid: <checkpoint>.<feature net>"
                               ".<metric> with checkpoint last or best, e.g. \"best.classifier.fid\"")
         if parts[1] not in features:
             raise ConfigError(f"[analysis].metric = {metric!r} names feature net {parts[1]!r}, "
                               f"but [evaluation].features = {list(features)}")
-        if parts[0] == "best" and not ev.get("val_every"):
+        if parts[0] == "best" and not (protocol is not None and protocol.val_every):
             raise ConfigError(f"[analysis].metric = {metric!r}: a best checkpoint needs "
                               "[evaluation].val_every > 0; use last.<...> or set val_every")
         kw["metric"] = metric

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.hacks import registry
-from ablate.config import AnalysisSpec, EvalProtocol, SeedPolicy
+from ablate.config import AnalysisSpec, SeedPolicy
 from ablate.data import load
 from ablate.experiment.design import Design, build_design
 from ablate.environment import resolve_device
@@ -141,7 +141,8 @@ def warm_up(experiment: Experiment, device: str, log: Log) -> None:
     """
     t0 = time.perf_counter()
     try:
-        protocol = EvalProtocol.from_dict(experiment.evaluation_dict())
+        protocol = experiment.protocol
+        assert protocol is not None, "warm_up is for an experiment that scores its runs"
         feature_nets(experiment.dataset, protocol.features, resolve_device(device))
     except Exception as exc:  # the runs will report it; the grid itself goes on
         log(f"warning: could not prepare the feature nets ({type(exc).__name__}: {exc})")

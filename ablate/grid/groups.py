@@ -31,8 +31,7 @@ from pathlib import Path
 
 import torch
 
-from ablate.config import EvalProtocol
-from ablate.environment import resolve_device
+from ablate.environment import apply_threads, resolve_device
 from ablate.metrics.evaluate import evaluate_run
 from ablate.fused import evaluate_group, group_plans, max_group_size, train_group
 from ablate.grid import worker
@@ -185,8 +184,7 @@ def _commit_members(claims: list[tuple[RunSpec, str]], tmps: list[Path], scored:
 
 def _plans(specs: Sequence[RunSpec]) -> list[TrainPlan]:
     config = specs[0].config
-    if config.threads:  # before anything builds a net, as train_and_score does
-        torch.set_num_threads(config.threads)
+    apply_threads(config.threads)  # before anything builds a net, as train_and_score does
     return [resolve(s.config) for s in specs]
 
 
@@ -194,7 +192,7 @@ def _score(specs: Sequence[RunSpec], tmps: Sequence[Path], results: Sequence
            ) -> list[Scored | Exception]:
     """Score the finished members together; a member that cannot be scored fails alone."""
     spec0 = specs[0]
-    protocol = EvalProtocol.from_dict(dict(spec0.evaluation)) if spec0.evaluates else None
+    protocol = spec0.protocol
     done = [i for i, r in enumerate(results) if r.status == "done"] if protocol else []
     metrics: dict[int, dict] = {}
     t0 = time.perf_counter()

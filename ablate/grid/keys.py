@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablate.config import TrainConfig
+from ablate.config import EvalProtocol, TrainConfig
 from ablate.experiment.axes import apply_level
 from ablate.experiment.design import Design
 from ablate.errors import ConfigError
@@ -62,8 +62,20 @@ def hack_identity(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def evaluation_fields(protocol: EvalProtocol | None,
+                      unscored: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> dict[str, Any]:
+    """The evaluation mapping a run key hashes (:func:`identity`'s ``evaluation``): the
+    protocol's fields; for a run scored by nothing, ``unscored`` as given (an experiment's
+    ``features = []`` table, ``Experiment.unscored``; ``ablate train`` without ``--eval``: none).
+    The one place a protocol becomes part of a key."""
+    if protocol is not None:
+        return protocol.to_dict()
+    return dict(unscored)
+
+
 def identity(plan: TrainPlan, evaluation: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields of a resolved run that define its result (hashed into its key)."""
+    """The fields of a resolved run that define its result (hashed into its key);
+    ``evaluation`` is :func:`evaluation_fields`'s mapping."""
     config = plan.config
     return {
         "train": {f: _plain(getattr(config, f)) for f in TRAIN_FIELDS},
@@ -94,7 +106,7 @@ class RunSpec:
     variant: str
     seed: int
     config: TrainConfig
-    evaluation: tuple[tuple[str, Any], ...]  # the evaluation protocol's fields; () = none
+    protocol: EvalProtocol | None  # how the run is scored; None: it is not
     results_dir: str  # absolute
     retry_failed: bool = False
     # What was hashed into the key (stored with the plan); not part of equality.
@@ -102,8 +114,7 @@ class RunSpec:
 
     @property
     def evaluates(self) -> bool:
-        ev = dict(self.evaluation)
-        return bool(ev) and bool(ev.get("features", True))
+        return self.protocol is not None
 
 
 # What an executor runs at once: one run, or a fused group trained as one model.
@@ -119,7 +130,7 @@ def plan_runs(experiment: Experiment, design: Design, results_dir: Path | str,
     without it every variant gets the experiment's seeds. Seed-major order makes a
     partly finished grid useful: every variant gets seed 0 before any gets seed 1.
     """
-    evaluation = experiment.evaluation_dict()
+    evaluation = evaluation_fields(experiment.protocol, experiment.unscored)
     results = str(Path(results_dir).resolve())
     if counts is None:
         seeds: Iterable[int] = experiment.seeds
@@ -139,6 +150,6 @@ def plan_runs(experiment: Experiment, design: Design, results_dir: Path | str,
                 key, ident = key_of(config, evaluation)
             except ConfigError as exc:
                 raise ConfigError(f"variant {v.name!r}: {exc}") from exc
-            out.append(RunSpec(key, v.name, seed, config, experiment.evaluation, results,
+            out.append(RunSpec(key, v.name, seed, config, experiment.protocol, results,
                                identity=ident))
     return out

@@ -81,8 +81,7 @@ def dry_run_lines(grid: Grid, fuse: int | None = None) -> list[str]:
         out.append(f"  {experiment.description}")
     out.append(f"dataset: {experiment.dataset}   model/budget: "
           + ", ".join(f"{k}={v}" for k, v in sorted(train.items())))
-    ev = experiment.evaluation_dict()
-    ev_text = ", ".join(f"{k}={list(v) if isinstance(v, tuple) else v}" for k, v in ev.items())
+    ev_text = ", ".join(f"{k}={v}" for k, v in experiment.evaluation_record().items())
     out.append(f"evaluation: {ev_text if experiment.evaluates() else 'none (features = [])'}")
     seeds = (f"adaptive, {policy.min} to {policy.max} per variant (looks at "
              f"{', '.join(map(str, policy.looks()))} seeds)" if policy.adaptive

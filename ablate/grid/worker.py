@@ -45,7 +45,6 @@ import torch
 from ablate.artefacts import fsync_dir
 from ablate.layout import ExperimentDir, RunDir
 from ablate.training.checkpoint import STATE_FILES, CheckpointMismatch
-from ablate.config import EvalProtocol
 from ablate.environment import resolve_device
 from ablate.grid.keys import CODE_VERSION, RunSpec
 from ablate.grid.rundirs import checkpoints, quarantine, run_dir
@@ -187,8 +186,7 @@ def attempt(spec: RunSpec, store: Store, token: str, results_dir: Path) -> Outco
     IN_RUN.set()
     _TRAINING[:] = [(spec.results_dir, spec.key, token, tmp)]
     try:
-        protocol = EvalProtocol.from_dict(dict(spec.evaluation)) if spec.evaluates else None
-        scored = train_resumed(spec, protocol, tmp, checkpoints(results_dir, spec.key, token),
+        scored = train_resumed(spec, tmp, checkpoints(results_dir, spec.key, token),
                                beat.all_lost)
         return commit(spec, store, token, tmp, scored, time.perf_counter() - t0)
     except (Abandoned, KeyboardInterrupt) as exc:
@@ -225,16 +223,16 @@ def release_for_requeue(why: str = "preempted") -> int:
     return n
 
 
-def train_resumed(spec: RunSpec, protocol: EvalProtocol | None, tmp: Path, resume: list[Path],
-                  stop) -> Scored:
-    """:func:`~ablate.experiment.pipeline.train_and_score` into ``tmp``, resumed from the newest of
-    ``resume`` this run wrote; from step 0 (saying why) if none was."""
+def train_resumed(spec: RunSpec, tmp: Path, resume: list[Path], stop) -> Scored:
+    """:func:`~ablate.experiment.pipeline.train_and_score` into ``tmp``, scored with the run's
+    protocol, resumed from the newest of ``resume`` this run wrote; from step 0 (saying why)
+    if none was."""
     try:
-        return train_and_score(spec.config, protocol, tmp, resume=resume, fingerprint=spec.key,
-                               stop=stop)
+        return train_and_score(spec.config, spec.protocol, tmp, resume=resume,
+                               fingerprint=spec.key, stop=stop)
     except CheckpointMismatch as exc:
         say(f"run {spec.key} ({spec.variant}, seed {spec.seed}) starts at step 0: {exc}")
-    return train_and_score(spec.config, protocol, tmp, fingerprint=spec.key, stop=stop)
+    return train_and_score(spec.config, spec.protocol, tmp, fingerprint=spec.key, stop=stop)
 
 
 def commit(spec: RunSpec, store: Store, token: str, tmp: Path, scored: Scored, wall: float,

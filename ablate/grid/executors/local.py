@@ -20,6 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any
 
+from ablate.environment import apply_threads
 from ablate.grid.executors.base import Executor, _died, gpu_count
 from ablate.grid.keys import Task
 from ablate.grid.store import Outcome
@@ -42,10 +43,7 @@ def _init_worker(threads: int, gpu_queue: Any, driver_pid: int) -> None:
     install_worker_signals(driver_pid)
     if gpu_queue is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_queue.get())
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    import torch  # the worker imports it anyway; here only to set the thread count
-
-    torch.set_num_threads(threads)
+    apply_threads(threads, environ=True)
 
 
 @contextmanager
