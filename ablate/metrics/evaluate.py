@@ -42,11 +42,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
 
 from ablate.config import EvalProtocol
 from ablate.data import is_stacked
@@ -56,6 +60,7 @@ from ablate import layout
 from ablate.layout import RunDir
 from ablate.metrics import fid as fidm
 from ablate.metrics.classifier import classifier_features
+from ablate.metrics.features import Passthrough
 from ablate.metrics.modes import histogram, mode_metrics, predictions
 from ablate.metrics.prdc import prdc
 from ablate.training.models import generate, sample_latent
@@ -65,13 +70,30 @@ METRICS_FILE = layout.METRICS  # ablate.layout names it; kept for importers
 
 
 # --------------------------------------------------------------------------------------
-# Scoring a stream of samples
+# Scoring streams of samples: one core for one run (score_samples) and a group
+# (ablate.fused.evaluate.evaluate_group)
 # --------------------------------------------------------------------------------------
 Sampler = Callable[[int, int], torch.Tensor]  # (start, count) -> images in [0, 1]
+MAX_BATCH = 2048  # images per feature-net call across samplers (Inception at 299x299: ~2 GB of input)
+NON_FINITE = "the generator produced non-finite images"
 
 
 class _NonFinite(Exception):
     pass
+
+
+@dataclass
+class Scoring:
+    """One sampler being scored (a run's checkpoint): its metric states."""
+
+    sampler: Sampler
+    run: int = 0  # the caller's index of the run
+    label: str = "last"  # "last" or "best"
+    fid: dict = field(default_factory=dict)
+    kid: dict = field(default_factory=dict)
+    feats: dict = field(default_factory=dict)
+    labels: list = field(default_factory=list)
+    error: str | None = None
 
 
 def feature_nets(dataset: str, features: tuple[str, ...], device) -> dict:
@@ -101,11 +123,29 @@ def mode_summary(pred: torch.Tensor, real: dict, stacked: bool, min_frac: float)
     return modes
 
 
-def score_samples(sampler: Sampler, dataset: str, protocol: EvalProtocol,
-                  device: str | torch.device = "cpu", nets: dict | None = None) -> tuple[dict, dict]:
-    """Score samples from ``sampler`` against ``dataset``'s real split.
+def _metric_states(real: dict, protocol: EvalProtocol, dim: int, device) -> tuple:
+    """FID and KID states fed precomputed features, loaded with the real statistics."""
+    fid = FrechetInceptionDistance(feature=Passthrough(dim), reset_real_features=False).to(device)
+    size = fidm.kid_subset_size(protocol.kid_subset_size, int(real["n"]), protocol.n)
+    with warnings.catch_warnings():  # "KID keeps all features": intended
+        warnings.filterwarnings("ignore", message=".*save all extracted features.*")
+        kid = KernelInceptionDistance(feature=Passthrough(dim), subsets=protocol.kid_subsets,
+                                      subset_size=size, reset_real_features=False).to(device)
+    fidm.load_real(real, fid, kid)
+    kid.real_features = [real["features"].to(device)]  # beside the fake ones (Passthrough has no device)
+    return fid, kid
 
-    Returns ``(metrics, provenance)``: metrics maps feature name -> metric dict.
+
+def score_many(scorings: list[Scoring], dataset: str, protocol: EvalProtocol,
+               device: str | torch.device = "cpu", nets: dict | None = None,
+               max_batch: int = MAX_BATCH) -> tuple[list[dict | None], dict]:
+    """Score the samplers of ``scorings`` against ``dataset``'s real split together.
+
+    Each batch of every sampler goes through each feature net as one batch (at most
+    ``max_batch`` images); FID and KID are fed each sampler's own features. Returns
+    each scoring's metrics (feature name -> metric dict; None where its sampler gave
+    non-finite images, ``error`` saying so) and the shared provenance, whose
+    ``timing_s`` sums the components over the samplers.
     """
     t_start = time.perf_counter()
     device = torch.device(device)
@@ -120,69 +160,108 @@ def score_samples(sampler: Sampler, dataset: str, protocol: EvalProtocol,
     nets = nets or feature_nets(dataset, protocol.features, device)
     stacked = is_stacked(dataset)
     n_total = max(protocol.n, protocol.n_stacked) if stacked else protocol.n
-    real, fid, kid, feats = {}, {}, {}, {}
+    real = {}
     for name in protocol.features:
         real[name] = fidm.real_stats(dataset, protocol.real_split, nets[name], protocol.n,
                                      (protocol.pr_k, protocol.dc_k), protocol.batch_size)
-        n_real = int(real[name]["n"])
-        fid[name] = fidm.make_fid(nets[name])
-        size = fidm.kid_subset_size(protocol.kid_subset_size, n_real, protocol.n)
-        kid[name] = fidm.make_kid(nets[name], size, protocol.kid_subsets)
-        fidm.load_real(real[name], fid[name], kid[name])
-        feats[name] = []
     if "classifier" not in real and not stacked:  # class histogram of real data for KL
         real["classifier"] = fidm.real_stats(dataset, protocol.real_split, nets["classifier"],
                                              protocol.n, (protocol.pr_k, protocol.dc_k),
                                              protocol.batch_size)
+    for s in scorings:
+        for name in protocol.features:
+            s.fid[name], s.kid[name] = _metric_states(real[name], protocol,
+                                                      nets[name].num_features, device)
+            s.feats[name] = []
     t = tick("setup (nets, real stats)", t)
-    labels = []
     for start in range(0, n_total, protocol.batch_size):
         count = min(protocol.batch_size, n_total - start)
-        x = sampler(start, count).to(device)
-        if not torch.isfinite(x).all():
-            raise _NonFinite
-        t = tick("generate", t)
         scored = start < protocol.n  # FID/KID/PRDC use the first n samples
-        if scored and start + count > protocol.n:
-            x = x[:protocol.n - start]  # (n not a multiple of the batch) keep exactly n
-        for name in protocol.features if scored else ():
-            feats[name].append(nets[name](x).float().cpu())  # memoised for FID/KID below
-            t = tick(f"features ({name})", t)
-            fid[name].update(x, real=False)
-            t = tick("fid", t)
-            kid[name].update(x, real=False)
-            t = tick("kid", t)
-        if not scored or "classifier" not in protocol.features:
-            nets["classifier"](x)  # class predictions for the mode metrics
-            t = tick("features (classifier)", t)
-        labels.append(predictions(nets["classifier"].last_logits).cpu())
-        t = tick("modes", t)
+        batch, owners = [], []
+        for s in scorings:
+            if s.error:
+                continue
+            x = s.sampler(start, count).to(device)
+            if not torch.isfinite(x).all():
+                s.error = NON_FINITE
+                continue
+            if scored and start + count > protocol.n:
+                x = x[:protocol.n - start]  # (n not a multiple of the batch) keep exactly n
+            batch.append(x)
+            owners.append(s)
+        t = tick("generate", t)
+        per = batch[0].shape[0] if batch else 0
+        step = max(1, max_batch // max(per, 1))  # samplers per feature-net call
+        for lo in range(0, len(batch), step):
+            chunk = batch[lo:lo + step]
+            x = chunk[0] if len(chunk) == 1 else torch.cat(chunk)
+            group = owners[lo:lo + step]
+            names = list(protocol.features) if scored else []
+            if "classifier" not in names:
+                names.append("classifier")  # class predictions for the mode metrics
+            for name in names:
+                f = nets[name](x)
+                t = tick(f"features ({name})", t)
+                if name not in protocol.features or not scored:
+                    continue
+                for j, s in enumerate(group):
+                    fj = f[j * per:(j + 1) * per]
+                    s.feats[name].append(fj.float().cpu())
+                    s.fid[name].update(fj, real=False)
+                    t = tick("fid", t)
+                    s.kid[name].update(fj, real=False)
+                    t = tick("kid", t)
+            logits = nets["classifier"].last_logits
+            for j, s in enumerate(group):
+                s.labels.append(predictions(logits[j * per:(j + 1) * per]).cpu())
+            t = tick("modes", t)
     for net in nets.values():
         net.forget()
 
-    metrics: dict[str, dict] = {}
-    for name in protocol.features:
-        m: dict[str, Any] = {"fid": float(fid[name].compute())}
-        t = tick("fid", t)
-        m["kid_mean"], m["kid_std"] = fidm.compute_kid(kid[name], protocol.seed)
-        t = tick("kid", t)
-        m.update(prdc(real[name]["features"], torch.cat(feats[name]), protocol.pr_k, protocol.dc_k,
-                      real[name]["radii"]))
-        t = tick("prdc", t)
-        m.update(n_gen=protocol.n, n_real=int(real[name]["n"]),
-                 kid_subset_size=kid[name].subset_size)
-        metrics[name] = m
-    metrics.setdefault("classifier", {}).update(
-        mode_summary(torch.cat(labels), real, stacked, protocol.mode_min_frac))
-    tick("modes", t)
+    out: list[dict | None] = []
+    for s in scorings:
+        if s.error:
+            out.append(None)
+            continue
+        metrics: dict[str, dict] = {}
+        for name in protocol.features:
+            m: dict[str, Any] = {"fid": float(s.fid[name].compute())}
+            t = tick("fid", t)
+            m["kid_mean"], m["kid_std"] = fidm.compute_kid(s.kid[name], protocol.seed)
+            t = tick("kid", t)
+            m.update(prdc(real[name]["features"], torch.cat(s.feats[name]), protocol.pr_k,
+                          protocol.dc_k, real[name]["radii"]))
+            t = tick("prdc", t)
+            m.update(n_gen=protocol.n, n_real=int(real[name]["n"]),
+                     kid_subset_size=s.kid[name].subset_size)
+            metrics[name] = m
+        metrics.setdefault("classifier", {}).update(
+            mode_summary(torch.cat(s.labels), real, stacked, protocol.mode_min_frac))
+        t = tick("modes", t)
+        out.append(metrics)
     n_real = {name: int(real[name]["n"]) for name in protocol.features}
+    sizes = {name: fidm.kid_subset_size(protocol.kid_subset_size, n_real[name], protocol.n)
+             for name in protocol.features}
     provenance = {
         "dataset": dataset, "real_split": protocol.real_split, "n_gen": protocol.n,
-        "n_real": n_real, "kid_subset_size": {n: kid[n].subset_size for n in protocol.features},
+        "n_real": n_real, "kid_subset_size": sizes,
         "features": {name: nets[name].provenance() for name in nets},
         "device": str(device), "time_s": round(time.perf_counter() - t_start, 3),
         "timing_s": {k: round(v, 3) for k, v in timing.items()},
     }
+    return out, provenance
+
+
+def score_samples(sampler: Sampler, dataset: str, protocol: EvalProtocol,
+                  device: str | torch.device = "cpu", nets: dict | None = None) -> tuple[dict, dict]:
+    """Score samples from ``sampler`` against ``dataset``'s real split (:func:`score_many`
+    of one sampler; non-finite samples raise).
+
+    Returns ``(metrics, provenance)``: metrics maps feature name -> metric dict.
+    """
+    [metrics], provenance = score_many([Scoring(sampler)], dataset, protocol, device, nets)
+    if metrics is None:
+        raise _NonFinite
     return metrics, provenance
 
 
@@ -244,7 +323,7 @@ def evaluate_run(run_dir: Path | str, protocol: EvalProtocol | None = None,
         try:
             metrics, provenance = score_samples(sampler, dataset, protocol, dev, nets)
         except _NonFinite:
-            metrics = {"error": "the generator produced non-finite images"}
+            metrics = {"error": NON_FINITE}
         out[label] = {"step": step, **metrics}
         if label == "best":
             out[label]["val_fid"] = extra.get("best_val_fid")
