@@ -43,7 +43,7 @@ from torch import nn
 from ablate.training import checkpoint
 from ablate.artefacts import write_atomic, write_json
 from ablate.data import load, scale
-from ablate.environment import resolve_device
+from ablate.environment import apply_threads, resolve_device
 from ablate.errors import ConfigError
 from ablate.messages import say
 from ablate.layout import RunDir
@@ -214,8 +214,7 @@ def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
     device = resolve_device(config.device)
     if options.cuda_graph and device.type != "cuda":
         raise ConfigError("FusedOptions(cuda_graph=True) needs a CUDA device")
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    apply_threads(config.threads)
     data = load(config.dataset, "train")
     n_data, bs, latent_dim = len(data), config.batch_size, config.latent_dim
     if bs > n_data:

@@ -35,7 +35,7 @@ from ablate.training import checkpoint
 from ablate.artefacts import write_atomic
 from ablate.config import TrainConfig
 from ablate.data import ImageSet, load, scale
-from ablate.environment import git_commit, hardware, resolve_device, versions
+from ablate.environment import apply_threads, git_commit, hardware, resolve_device, versions
 from ablate.errors import ConfigError
 from ablate.layout import RunDir
 from ablate.hacks.hack import Hack, StepContext, WrapInfo
@@ -245,8 +245,7 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
     out_dir = Path(out_dir)
     config, recipe = plan.config, plan.recipe
     device = resolve_device(config.device)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    apply_threads(config.threads)
     data = load(config.dataset, "train")
     n_data, bs = len(data), config.batch_size
     if bs > n_data:
