@@ -16,7 +16,10 @@ from ablate.cli import main
 from ablate.report.compare import pool, write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMITTED = ["default", "fashion-mnist-1k", "mnist-5k-quick", "paper-tricks-quick"]
+# What `make ablation` summarises: every committed experiment with a report (the same rule
+# as the Makefile's), so a newly committed experiment is covered without editing this list.
+COMMITTED = sorted(d.name for d in (ROOT / "results").iterdir()
+                   if all((d / f).is_file() for f in ("experiment.json", "REPORT.md", "tables/effects.csv")))
 
 
 def dersimonian_laird(y, se):
