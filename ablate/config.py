@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from ablate.errors import ConfigError
-from ablate.hacks.params import check_fields
+from ablate.hacks.params import Bounds, check, check_fields
 
 LATENT_DIM = 100  # DCGAN's z size
 PRECISIONS = ("fp32", "bf16")
@@ -28,6 +28,7 @@ MAX_LATENT = 1024  # latent_dim: DCGAN 100, StyleGAN 512
 MAX_SAMPLES = 1_000_000  # n, val_n, n_stacked: 20x the usual 50k of Inception FID
 MAX_KID_SUBSETS = 10_000  # torchmetrics' default is 100
 MAX_LR_SCALE = 1000.0  # lr_scale: x1000 of Adam's 2e-4 is 0.2, far past any GAN's lr
+LR_SCALE = Annotated[float, Bounds(gt=0.0, le=MAX_LR_SCALE)]
 
 
 def _bounded(obj: Any, where: str, keys: tuple[str, ...], low: int, high: int) -> None:
@@ -86,9 +87,7 @@ class TrainConfig:
             raise ConfigError(f"val_every must be >= 0 (0 = off), got {self.val_every}")
         if self.checkpoint_every < 0:
             raise ConfigError(f"checkpoint_every must be >= 0 (0 = off), got {self.checkpoint_every}")
-        if isinstance(self.lr_scale, bool) or not isinstance(self.lr_scale, (int, float)) \
-                or not 0 < self.lr_scale <= MAX_LR_SCALE:
-            raise ConfigError(f"lr_scale must be a number in (0, {MAX_LR_SCALE:g}], got {self.lr_scale!r}")
+        check(self.lr_scale, LR_SCALE, "lr_scale")  # the coercion hack parameters use
         if not 0 <= self.seed <= MAX_SEED:  # torch and numpy seeds; larger ones overflow
             raise ConfigError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
 

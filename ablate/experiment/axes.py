@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from ablate.config import MAX_LR_SCALE, MAX_WIDTH
+from ablate.config import LR_SCALE, MAX_WIDTH
 from ablate.errors import ConfigError
 from ablate.hacks import registry
+from ablate.hacks.params import Bounds, check
 
 SETTINGS = ("lr_scale", "width")  # axes over a training setting of every variant
 MAX_LEVELS = 100  # levels of all axes crossed: more is a typo (each multiplies the grid)
@@ -99,17 +100,13 @@ def parse_axes(table: Any, scope: tuple[str, ...]) -> tuple[Axis, ...]:
     return tuple(axes)
 
 
+# The settings' levels, checked by the same coercion as hack parameters (ablate.hacks.params).
+_SETTING_TYPES = {"lr_scale": LR_SCALE,
+                  "width": Annotated[int, Bounds(ge=1, le=MAX_WIDTH)]}
+
+
 def _setting(name: str, value: Any, where: str) -> Any:
-    if name == "lr_scale":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
-            and 0 < value <= MAX_LR_SCALE
-        if not ok:
-            raise ConfigError(f"{where}: a level must be a number in (0, {MAX_LR_SCALE:g}], got {value!r}")
-        return float(value)
-    ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WIDTH
-    if not ok:
-        raise ConfigError(f"{where}: a level must be an integer width in 1 .. {MAX_WIDTH}, got {value!r}")
-    return value
+    return check(value, _SETTING_TYPES[name], f"{where}: a level")
 
 
 def levels(axes: tuple[Axis, ...]) -> tuple[Level, ...]:
