@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 import torch
@@ -11,6 +12,13 @@ from ablate.hacks import registry
 
 # Tests must be quick and reproducible on a 2-core machine.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# A shell that starts a job in the background (`make test &`, nohup, some CI runners) leaves
+# SIGINT ignored, and an ignored signal stays ignored in every child process: the tests that
+# send Ctrl-C to an `ablate` child would then see no Ctrl-C at all. Python's own handler here
+# means each child starts with SIGINT at its default, as under an interactive shell.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session", autouse=True)
