@@ -192,6 +192,15 @@ def test_stacked_dataset_and_its_1000_modes(quick_classifier):
     c = real["classifier"]
     assert c["num_modes"] == 1000 and c["modes"] > 700  # 2k draws of ~uniform 1000 modes
     assert prov["features"]["classifier"]["feature_dim"] == 3 * 128
+    # The per-channel classifier's accuracy on the whole stacked test split, recomputed here.
+    net, _ = quick_classifier
+    with torch.no_grad():
+        pred = torch.stack([net(data.scale(test.images[:, c:c + 1], "unit")).argmax(1) for c in range(3)], 1)
+    true = torch.stack([test.labels // 100, test.labels // 10 % 10, test.labels % 10], 1)
+    acc = prov["features"]["classifier"]
+    assert acc["stacked_test_n"] == 10_000 and acc["stacked_pool_test"] == 1000
+    assert acc["stacked_test_accuracy"] == pytest.approx(float((pred == true).all(1).double().mean()))
+    assert acc["stacked_channel_accuracy"] == pytest.approx((pred == true).double().mean(0).tolist())
     collapsed, _ = score_images(test.images[:1].expand(2000, -1, -1, -1), "stacked-mnist-5k", p)
     assert collapsed["classifier"]["modes"] == 1
     assert collapsed["classifier"]["kl"] == pytest.approx(math.log(1000), rel=1e-6)

@@ -12,7 +12,8 @@ The network sees images in [0, 1] (the range of :func:`ablate.training.models.ge
 always reach it in the range it was trained on.
 
 Derived datasets (Stacked MNIST) use their base dataset's 1-channel classifier on each
-channel; see :func:`classifier_features`.
+channel; see :func:`classifier_features`, which adds that classifier's accuracy on the
+stacked test images (:mod:`ablate.metrics.stacked`) to its provenance.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ablate.artefacts import write_json
-from ablate.data import base_dataset, dataset_spec, load, scale
+from ablate.data import base_dataset, dataset_spec, is_stacked, load, scale
 from ablate.errors import ConfigError
 from ablate.metrics.cache import cache_dir, key_hash, load_tensors, locked, save_tensors
 from ablate.metrics.features import FeatureNet
+from ablate.metrics.stacked import stacked_accuracy
 
 ARCH_VERSION = "cnn-v1"  # bump when ClassifierNet changes: invalidates cached weights
 FEATURE_DIM = 128  # penultimate width: the feature space of classifier FID/KID/PRDC
@@ -257,14 +259,18 @@ class ClassifierFeatures(FeatureNet):
         return {"name": self.name, "classifier": self.info.get("key"), "groups": self.groups}
 
     def provenance(self) -> dict:
-        return {"name": self.name, "classifier_dataset": self.info["dataset"],
-                "classifier_key": self.info.get("key"),
-                "classifier_test_accuracy": self.info["test_accuracy"],
-                "feature_dim": self.num_features}
+        out = {"name": self.name, "classifier_dataset": self.info["dataset"],
+               "classifier_key": self.info.get("key"),
+               "classifier_test_accuracy": self.info["test_accuracy"],
+               "feature_dim": self.num_features}
+        out.update({k: v for k, v in self.info.items() if k.startswith("stacked_")})  # stacked data
+        return out
 
 
 def classifier_features(dataset: str, device: torch.device | str = "cpu", log=None) -> ClassifierFeatures:
     """The classifier feature network for images of ``dataset`` (stacked: per channel)."""
     base = base_dataset(dataset)
     net, info = load_classifier(base, log=log)
+    if is_stacked(dataset):  # the per-channel accuracy on stacked test images: provenance
+        info = {**info, **stacked_accuracy(dataset, net, info.get("key") or classifier_key(base))}
     return ClassifierFeatures(net, info, dataset_spec(dataset).shape[0]).to(device)
