@@ -198,6 +198,7 @@ def test_the_section_shows_the_table_and_clips_intervals_to_the_range(ctx):
     h = stats.t.ppf(0.975, 2) * x.std(ddof=1) / math.sqrt(3)
     assert x.mean() + h > 1000  # the t interval passes the 1000 modes there are: shown clipped
     assert f"| all-on | 3 (0,1,2) | 26000 | {x.mean():.0f} [{x.mean() - h:.0f}, 1000] |" in text
+    assert "modes 0–1000, KL 0–log 1000 = 6.91" in text
 
 
 # ---- report: collapse verdicts ---------------------------------------------------------
@@ -235,9 +236,15 @@ def test_the_stacked_accuracy_and_the_uniform_floor_are_shown(ctx):
     text = _section(ctx)
     assert "all three digits right 0.907" in text and "per channel 0.97, 0.968, 0.966" in text
     assert "single-digit test accuracy 0.968" in text
-    exp_modes = 1000 * (1 - (1 - 1 / 1000) ** 10000)  # by hand: P(a mode unseen in N draws)
-    assert rstacked.uniform_reference(10000) == pytest.approx((exp_modes, 999 / 20000))
-    assert f"would cover {exp_modes:.4g}" in text
+    for n in (10_000, N_MODE):
+        exp_modes = 1000 * (1 - (1 - 1 / 1000) ** n)  # by hand: 1000 x P(a mode is seen in n draws)
+        assert rstacked.uniform_reference(n) == pytest.approx((exp_modes, 999 / (2 * n)))
+    rng = np.random.default_rng(1)  # and by simulation: KL of n uniform draws, 2n KL ~ chi2(999)
+    kls = [stats.entropy(np.bincount(rng.integers(0, 1000, N_MODE), minlength=1000), np.ones(1000))
+           for _ in range(200)]
+    assert np.mean(kls) == pytest.approx(999 / (2 * N_MODE), rel=0.05)
+    assert "at their N = 10,000, where uniform draws would give 1000 modes and KL ≈ 0.05" in text
+    assert f"N = 26,000 it covers 1000 modes on average and scores KL ≈ {999 / 52000:.3g}" in text
     assert "Base pools: 4,000 training and 1,000 test digits" in text
 
 
