@@ -40,6 +40,9 @@ model width, the training budget, the evaluation protocol, the seeds, the design
     alpha = 0.05
     metric = "best.classifier.fid"         # optional; <checkpoint>.<feature net>.<metric>
 
+    [report]                               # report-only: no run key, not in experiment.json
+    beside = ["results/fashion-mnist-1k"]  # verdicts of these experiments beside this one's
+
 Every table and key is checked: an unknown key, hack, dataset or parameter raises a
 :class:`~ablate.errors.ConfigError` that names it (the CLI exits with code 2).
 """
@@ -59,9 +62,9 @@ from ablate.config import (MAX_SEED, VALIDATION_FIELDS, AnalysisSpec, EvalProtoc
 from ablate.data import dataset_spec
 from ablate.errors import ConfigError
 from ablate.experiment.axes import Axis, parse_axes
-from ablate.experiment.tables import (MAX_SEED_COUNT, DesignSpec, check_keys,
+from ablate.experiment.tables import (MAX_SEED_COUNT, DesignSpec, ReportSpec, check_keys,
                                       parse_analysis, parse_design, parse_evaluation,
-                                      parse_seed_policy, table_of)
+                                      parse_report, parse_seed_policy, table_of)
 from ablate.experiment.execution import parse_table as parse_execution
 from ablate.hacks.params import check
 
@@ -98,6 +101,9 @@ class Experiment:
     analysis: AnalysisSpec | None = None  # the [analysis] table, if given
     axes: tuple[Axis, ...] = ()  # [axes]: the design crossed with these levels
     reuse: tuple[Path, ...] = ()  # results dirs whose finished runs of the same key are copied
+    # [report]: read by `ablate report` from the file itself (load_report_spec), so it is
+    # deliberately left out of to_dict(): no run key and no experiment.json changes with it.
+    report: ReportSpec = ReportSpec()
 
     @property
     def policy(self) -> SeedPolicy:
@@ -155,7 +161,7 @@ class Experiment:
 # Parsing
 # --------------------------------------------------------------------------------------
 _TOP_KEYS = {"name", "description", "results_dir", "seeds", "data", "model", "budget",
-             "evaluation", "design", "hacks", "execution", "analysis", "axes", "reuse"}
+             "evaluation", "design", "hacks", "execution", "analysis", "axes", "reuse", "report"}
 
 
 def _train_fields() -> dict[str, Any]:
@@ -266,17 +272,16 @@ def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experim
         raise ConfigError(f"reuse must be a list of results directories whose finished runs "
                           f"may be copied, e.g. reuse = [\"results/fashion-mnist-1k\"]; got {reuse!r}")
     reuse = tuple(directory(p, "reuse") for p in reuse)
+    report = parse_report(doc["report"]) if "report" in doc else ReportSpec()
 
     return Experiment(name=name, dataset=dataset, seeds=tuple(seeds), hacks=scope, design=design,
                       train=tuple(sorted(train.items())), params=tuple(params),
                       protocol=protocol, unscored=unscored, description=description, results_dir=results_dir,
                       source=source, execution=tuple(sorted(execution.items())),
-                      seed_policy=policy, analysis=analysis, axes=axes, reuse=reuse)
+                      seed_policy=policy, analysis=analysis, axes=axes, reuse=reuse, report=report)
 
 
-def load_experiment(path: Path | str) -> Experiment:
-    """Read and validate an experiment file (TOML). Errors name the key or line."""
-    path = Path(path)
+def _read_toml(path: Path) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -290,7 +295,25 @@ def load_experiment(path: Path | str) -> Experiment:
         raise ConfigError(f"{path}: TOML syntax error: {exc}") from exc
     except RecursionError:  # tomllib recurses once per nested array or inline table
         raise ConfigError(f"{path}: arrays or inline tables nested too deeply to parse") from None
+    return doc
+
+
+def load_experiment(path: Path | str) -> Experiment:
+    """Read and validate an experiment file (TOML). Errors name the key or line."""
+    path = Path(path)
+    doc = _read_toml(path)
     try:
         return parse_experiment(doc, path.stem, str(path))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def load_report_spec(path: Path | str) -> ReportSpec:
+    """Only the ``[report]`` table of an experiment file (what ``ablate report`` reads of it:
+    the rest of the file is the grid's, recorded in ``experiment.json``)."""
+    path = Path(path)
+    doc = _read_toml(path)
+    try:
+        return parse_report(doc["report"]) if "report" in doc else ReportSpec()
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc

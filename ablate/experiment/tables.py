@@ -1,8 +1,8 @@
 """The sub-tables of an experiment file, each checked into a typed value.
 
 :mod:`ablate.experiment.spec` reads the file and assembles the :class:`Experiment`; this
-module checks ``[design]``, ``[evaluation]``, ``[analysis]`` and an adaptive ``seeds``
-table (every unknown key and bad value is a ConfigError naming it).
+module checks ``[design]``, ``[evaluation]``, ``[analysis]``, ``[report]`` and an adaptive
+``seeds`` table (every unknown key and bad value is a ConfigError naming it).
 """
 
 from __future__ import annotations
@@ -33,8 +33,37 @@ class DesignSpec:
 
 
 
+@dataclass(frozen=True)
+class ReportSpec:
+    """The ``[report]`` table: what ``ablate report`` adds to REPORT.md. Report-only: never
+    part of a run key nor of ``experiment.json`` (the report reads it from the experiment
+    file, :func:`ablate.experiment.spec.load_report_spec`)."""
+
+    # Results directories (paths as ``results_dir`` and ``reuse`` give them: from the folder
+    # ablate runs in) whose verdicts the report puts beside its own, e.g. the same design
+    # at another budget: ["results/fashion-mnist-1k"].
+    beside: tuple[str, ...] = ()
+
+
 _SEED_POLICY_KEYS = {"min", "max", "step"}
 _ANALYSIS_KEYS = {"sesoi", "alpha", "metric"}
+_REPORT_KEYS = {"beside"}
+
+
+def parse_report(table: Any) -> ReportSpec:
+    """``[report]``: ``beside``, a list of results directories (non-blank, no duplicates)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"[report] must be a table, got {type(table).__name__}")
+    check_keys(table, _REPORT_KEYS, "[report]")
+    beside = table.get("beside", [])
+    if not isinstance(beside, list) or not all(isinstance(p, str) and p.strip() and "\0" not in p
+                                               for p in beside):
+        raise ConfigError(f"[report].beside must be a list of results directories whose verdicts the "
+                          f"report shows beside its own, e.g. beside = [\"results/fashion-mnist-1k\"]; "
+                          f"got {beside!r}")
+    if len(set(beside)) != len(beside):
+        raise ConfigError(f"[report].beside lists a results directory twice: {beside!r}")
+    return ReportSpec(beside=tuple(beside))
 
 def check_keys(table: dict, valid: set[str], where: str) -> None:
     for key in table:

@@ -39,6 +39,9 @@ def build_report(results: Results, out_dir: Path | str) -> Path:
     if frame is None or len(frame) == 0:
         raise ConfigError(f"no runs to report on in {results.results_dir}: the run store is empty; "
                           "run `ablate grid EXPERIMENT.toml` first")
+    from ablate.report import beside
+
+    others = beside.references(results)  # a bad [report] beside fails before any work is done
     out_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -129,6 +132,7 @@ def build_report(results: Results, out_dir: Path | str) -> Path:
     from ablate.report import across
 
     across.write(ctx, tdir, fdir, lambda name, draw, when: _figure(ctx, name, draw, when))
+    beside.write(ctx, others, tdir)
     path = ExperimentDir(out_dir).report
     tables.write_text(path, markdown.render(ctx))
     return path

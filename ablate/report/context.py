@@ -73,6 +73,7 @@ class ReportContext:
     tables: dict[str, dict[str, Path]] = field(default_factory=dict)
     figures: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    beside: list = field(default_factory=list)  # [report] beside: compare.Experiment of each (beside.write)
 
     @property
     def meta(self) -> ExperimentMeta:
