@@ -273,6 +273,15 @@ def test_all_on_and_all_off_beside_the_published_figures(ctx):
     assert "published on 26,000" in text
 
 
+def test_published_rows_clip_our_intervals_to_the_metrics_ranges():
+    import pandas as pd
+
+    row = {"source": "this report", "model": "DCGAN all-off", "modes": 6.33, "modes_sd": math.nan,
+           "modes_low": -16.6, "modes_high": 29.3, "kl": 6.59, "kl_low": 5.21, "kl_high": 7.97, "protocol": "p"}
+    shown = rstacked.published_display(pd.DataFrame([row])).iloc[0]
+    assert shown["modes of 1000"] == "6.33 [0, 29.3]" and shown["KL"] == "6.59 [5.21, 6.91]"
+
+
 def test_other_datasets_get_no_stacked_section(tmp_path):
     import sys
 

@@ -202,7 +202,8 @@ def published_display(t: pd.DataFrame) -> pd.DataFrame:
 
     return pd.DataFrame({
         "source": t["source"], "model": t["model"], f"modes of {MODES_TOTAL}": [modes(r) for _, r in t.iterrows()],
-        "KL": [_mean_ci(a, b, c) if np.isfinite(b) else num(a) for a, b, c in zip(t["kl"], t["kl_low"], t["kl_high"])],
+        "KL": [_mean_ci(a, b, c, ceil=KL_MAX) if np.isfinite(b) else num(a)
+               for a, b, c in zip(t["kl"], t["kl_low"], t["kl_high"])],
         "protocol": t["protocol"]})
 
 
