@@ -24,6 +24,7 @@ An **experiment's results directory** (:class:`ExperimentDir`; ``results/<experi
     tmp/<key>-<token>/  attempts in progress or left unfinished
     broken/             directories moved aside, never deleted
     REPORT.md, tables/, figures/   ``ablate report``'s outputs
+    anchor.json         ``ablate anchor``'s TF-Inception FID of chosen runs (the report's protocol anchor)
 
 ``ablate compare`` writes ``SUMMARY.md`` and ``summary/{tables,figures}/`` beside them.
 
@@ -45,7 +46,7 @@ __all__ = ["RunDir", "ExperimentDir", "ExperimentRecord", "need",
            "CONFIG", "LOG", "RESULT", "METRICS", "RUN_INFO", "SAMPLES", "GENERATOR",
            "GENERATOR_BEST", "DISCRIMINATOR", "TRAIN_STATE", "TRAIN_STATE_PREV", "TRAIN_STATES",
            "RUN_FILES", "EXPERIMENT_JSON", "DB_NAME", "RUNS", "TMP", "BROKEN", "REPORT_MD", "TABLES",
-           "FIGURES", "EFFECTS_CSV", "SUMMARY_MD", "SUMMARY_DIR"]
+           "FIGURES", "EFFECTS_CSV", "ANCHOR", "SUMMARY_MD", "SUMMARY_DIR"]
 
 # ---- a run directory ------------------------------------------------------------------
 CONFIG = "config.json"
@@ -74,6 +75,7 @@ REPORT_MD = "REPORT.md"
 TABLES = "tables"
 FIGURES = "figures"
 EFFECTS_CSV = "effects.csv"  # under tables/: what ``ablate compare`` reads of a report
+ANCHOR = "anchor.json"  # ``ablate anchor``: TF-Inception FID of chosen runs, never in metrics.json
 # ``ablate compare``'s outputs, in the folder holding the results directories
 SUMMARY_MD = "SUMMARY.md"
 SUMMARY_DIR = "summary"
@@ -227,6 +229,10 @@ class ExperimentDir:
     @property
     def effects_csv(self) -> Path:
         return self.tables / EFFECTS_CSV
+
+    @property
+    def anchor(self) -> Path:
+        return self.path / ANCHOR
 
     @staticmethod
     def run_rel(key: str) -> Path:

@@ -40,6 +40,7 @@ def test_experiment_dir_names():
     assert e.report == Path("res/REPORT.md")
     assert e.tables == Path("res/tables") and e.figures == Path("res/figures")
     assert e.effects_csv == Path("res/tables/effects.csv")
+    assert e.anchor == Path("res/anchor.json")
     assert e.run("abc") == RunDir("res/runs/abc") and str(e.run_rel("abc")) == "runs/abc"
     assert e.attempt("abc", "t1") == RunDir("res/tmp/abc-t1")
     assert (layout.SUMMARY_MD, layout.SUMMARY_DIR) == ("SUMMARY.md", "summary")
@@ -108,7 +109,7 @@ def test_malformed_record_names_the_key():
 NAMES = ("config.json", "log.jsonl", "result.json", "metrics.json", "run.json", "samples.png",
          "generator.pt", "generator_best.pt", "discriminator.pt", "train_state.pt",
          "train_state.prev.pt", "experiment.json", "runs.sqlite", "REPORT.md", "SUMMARY.md",
-         "effects.csv")
+         "effects.csv", "anchor.json")
 LITERAL = re.compile(r"""(["'])(?:""" + "|".join(re.escape(n) for n in NAMES) + r""")\1""")
 PATH_PART = re.compile(r"""(?:/\s*|Path\()(["'])(?:runs|tmp|broken|tables|figures|summary)\1""")
 ALLOWED = {

@@ -17,7 +17,7 @@ import sys
 import warnings
 from types import ModuleType
 
-from ablate.cli import compare, data, doctor, evaluate, grid, hacks, report, status, train
+from ablate.cli import anchor, compare, data, doctor, evaluate, grid, hacks, report, status, train
 from ablate.errors import ConfigError
 from ablate.hacks.registry import PluginWarning
 from ablate.messages import show_on_stderr
@@ -25,7 +25,7 @@ from ablate.messages import show_on_stderr
 # Subcommand name -> module, in the order `ablate --help` lists them.
 COMMANDS: dict[str, ModuleType] = {
     "hacks": hacks, "train": train, "data": data, "eval": evaluate, "grid": grid,
-    "status": status, "report": report, "compare": compare,
+    "status": status, "report": report, "compare": compare, "anchor": anchor,
     "doctor": doctor,
 }
 

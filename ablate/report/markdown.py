@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ablate.report import across, beside, failures, method
+from ablate.report import across, anchor, beside, failures, method
 from ablate.report.columns import label, lower_is_better, parse_metric
 from ablate.report.tables import interval, num, pct, pval, to_markdown
 
@@ -83,6 +83,7 @@ def render(ctx) -> str:
     _failures(d, ctx)
     _training(d, ctx)
     beside.section(d, ctx)
+    anchor.section(d, ctx)
     _factorial(d, ctx)
     _dynamics(d, ctx)
     method.section(d, ctx)
