@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ablate.report import across, anchor, beside, failures, method
+from ablate.report import across, anchor, beside, failures, method, stacked
 from ablate.report.columns import label, lower_is_better, parse_metric
 from ablate.report.tables import interval, num, pct, pval, to_markdown
 
@@ -81,6 +81,7 @@ def render(ctx) -> str:
     _effects(d, ctx)
     across.section(d, ctx)
     _failures(d, ctx)
+    stacked.section(d, ctx)
     _training(d, ctx)
     beside.section(d, ctx)
     anchor.section(d, ctx)

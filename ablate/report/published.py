@@ -1,8 +1,8 @@
 """Published figures a report may put beside its own, each with its source and protocol.
 
 Only for context: a report prints them next to its anchor numbers together with every
-protocol difference (architecture, budget, N, feature net), never as a target. The
-numbers come from ``../shared/REFERENCE.md`` (and the papers it cites).
+protocol difference (architecture, budget, N, feature net), never as a target. Each
+figure is copied from the paper named in its ``source``.
 """
 
 from __future__ import annotations
