@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -121,25 +120,24 @@ def test_lr_scale_is_checked_by_the_train_config():
     assert key_of(TrainConfig(dataset="fake", lr_scale=0.5), {})[0] != key1
 
 
-def test_reuse_copies_finished_runs_of_the_same_key_and_trains_only_the_rest(tmp_path):
+def test_reuse_copies_finished_runs_of_the_same_key_and_trains_only_the_rest(tmp_path, capsys):
     """A grid over lr_scale = [1, 2] with reuse of a finished x1 grid trains only x2."""
+    from ablate.cli import main  # the `ablate grid` commands in this process (same flags)
+
     base = experiment(tmp_path, "base.toml", steps=4, scope='["batch-norm"]')
     src = tmp_path / "src"
-    out = subprocess.run(grid_cmd(base, src, "--workers", "1", "--threads", "1"),
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
+    assert main(grid_cmd(base, src, "--workers", "1", "--threads", "1")[3:]) == 0, capsys.readouterr().err
     done = rows(src)
     assert len(done) == 2 and all(r["status"] == "done" for r in done.values())
     axis = experiment(tmp_path, "axis.toml", steps=4, scope='["batch-norm"]',
                       extra='\n[axes]\nlr_scale = [1, 2]\n',
                       replace={"seeds = [0]": f'seeds = [0]\nreuse = ["{src}"]'})
     dst = tmp_path / "dst"
-    dry = subprocess.run(grid_cmd(axis, dst, "--dry-run"), capture_output=True, text=True, timeout=600)
-    assert dry.returncode == 0, dry.stderr
-    assert "2 finished in a reuse directory" in dry.stdout + dry.stderr
-    out = subprocess.run(grid_cmd(axis, dst, "--workers", "1", "--threads", "1"),
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
+    capsys.readouterr()
+    assert main(grid_cmd(axis, dst, "--dry-run")[3:]) == 0
+    dry = capsys.readouterr()
+    assert "2 finished in a reuse directory" in dry.out + dry.err
+    assert main(grid_cmd(axis, dst, "--workers", "1", "--threads", "1")[3:]) == 0, capsys.readouterr().err
     after = rows(dst)
     assert len(after) == 4 and all(r["status"] == "done" for r in after.values())
     for key in done:  # copied, with their results, not retrained

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from gridutil import assert_complete_once, events, experiment, grid_cmd, rows, run_cli, wait_for
+from gridutil import assert_complete_once, events, experiment, grid_cmd, rows, wait_for
 
 from ablate.artefacts import read_json
 from ablate.grid.driver import prepare, run_grid
@@ -101,26 +101,30 @@ def test_sigkill_mid_group_then_resume(tmp_path):
     claimed = {e["key"] for e in events(results, "claim")}
     assert len(claimed) >= 3
     time.sleep(0.5)
-    again = run_cli("grid", str(exp), "--results-dir", str(results), "--no-progress",
-                    "--no-report", "--fuse", "3", "--workers", "1", "--threads", "1")
-    assert again.returncode == 0, again.stdout + again.stderr
+    from ablate.cli import main  # the resume in this process (the same CLI, pool and flags)
+
+    assert main(grid_cmd(exp, results, "--fuse", "3", "--workers", "1", "--threads", "1")[3:]) == 0
     assert_complete_once(results, 6)
     ks = [read_json(results / "runs" / k / "run.json")["fused"]["k"] for k in rows(results)]
     assert ks == [3] * 6  # the killed group was regrouped, not trained alone
 
 
-def test_dry_run_shows_the_groups_and_a_bad_fuse_is_a_usage_error(tmp_path):
+def test_dry_run_shows_the_groups_and_a_bad_fuse_is_a_usage_error(tmp_path, capsys):
+    from ablate.cli import main  # the CLI in this process: output and exit codes as a subprocess's
+
     exp = experiment(tmp_path, seeds="[0, 1]")
-    out = run_cli("grid", str(exp), "--results-dir", str(tmp_path / "res"), "--dry-run",
-                  "--fuse", "3", "--device", "cpu")
-    assert out.returncode == 0, out.stderr
-    assert "fused training: 4 task(s) for 10 run(s), groups of at most 3" in out.stdout
-    assert "group of 3: all-on, -adam-dcgan, -label-smoothing (seeds 0)" in out.stdout
-    plain = run_cli("grid", str(exp), "--results-dir", str(tmp_path / "res"), "--dry-run",
-                    "--device", "cpu")
-    assert "fused training: off (CPU" in plain.stdout
-    bad = run_cli("grid", str(exp), "--results-dir", str(tmp_path / "res"), "--fuse", "0")
-    assert bad.returncode == 2 and "--fuse must be a positive integer" in bad.stderr
+    assert main(["grid", str(exp), "--results-dir", str(tmp_path / "res"), "--dry-run",
+                 "--fuse", "3", "--device", "cpu"]) == 0
+    out = capsys.readouterr()
+    assert "fused training: 4 task(s) for 10 run(s), groups of at most 3" in out.out, out.err
+    assert "group of 3: all-on, -adam-dcgan, -label-smoothing (seeds 0)" in out.out
+    main(["grid", str(exp), "--results-dir", str(tmp_path / "res"), "--dry-run", "--device", "cpu"])
+    assert "fused training: off (CPU" in capsys.readouterr().out
+    try:
+        code = main(["grid", str(exp), "--results-dir", str(tmp_path / "res"), "--fuse", "0"])
+    except SystemExit as exc:  # argparse-style usage errors exit rather than return
+        code = exc.code
+    assert code == 2 and "--fuse must be a positive integer" in capsys.readouterr().err
     assert not (tmp_path / "res").exists()
 
 

@@ -73,7 +73,19 @@ def _assert_complete_and_once(results: Path, n_keys: int) -> None:
     assert not list((results / "tmp").iterdir()) if (results / "tmp").exists() else True
 
 
-def test_sigkill_mid_run_then_resume(tmp_path):
+def _main(exp: Path, results: Path, capsys, *extra: str) -> tuple[int, str]:
+    """The same `ablate grid` command as :func:`_grid`, run in this process (its own pool of
+    spawned workers): the exit code and what it printed."""
+    from ablate.cli import main
+
+    capsys.readouterr()
+    code = main(["grid", str(exp), "--results-dir", str(results), "--no-progress", "--no-report",
+                 "--workers", "2", "--threads", "1", *extra])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_sigkill_mid_run_then_resume(tmp_path, capsys):
     exp, results = _experiment(tmp_path), tmp_path / "res"
     proc = _grid(exp, results)
     deadline = time.time() + 240
@@ -92,9 +104,8 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     st = _statuses(results)
     assert "running" in st.values() and len(done_before) < 10  # killed mid-grid, mid-run
     time.sleep(0.5)
-    again = _grid(exp, results)
-    out = again.communicate(timeout=300)[0]
-    assert again.returncode == 0, out
+    code, out = _main(exp, results, capsys)  # the resume (the killed driver was a real process)
+    assert code == 0, out
     assert f"{len(done_before)} already finished" in out or "already finished" in out
     _assert_complete_and_once(results, 10)
     # Runs finished before the kill were reused, not retrained.
@@ -108,7 +119,7 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     assert len(frame) == 10 and (frame["status"] == "done").all()
 
 
-def test_two_grids_on_one_results_dir_never_train_a_key_twice(tmp_path):
+def test_two_grids_on_one_results_dir_never_train_a_key_twice(tmp_path, capsys):
     exp, results = _experiment(tmp_path, steps=30), tmp_path / "res"
     a = _grid(exp, results, "--workers", "1")
     time.sleep(1.0)  # let the first create the store; the second then joins mid-flight
@@ -125,9 +136,8 @@ def test_two_grids_on_one_results_dir_never_train_a_key_twice(tmp_path):
     assert len(claims) == 10  # no key was even started twice
     assert len({c["pid"] for c in claims}) >= 2  # both grids did work
     # A third invocation has nothing to do.
-    c = _grid(exp, results)
-    out_c = c.communicate(timeout=120)[0]
-    assert c.returncode == 0 and "trained 0 now, reused 10" in out_c, out_c
+    code, out_c = _main(exp, results, capsys)
+    assert code == 0 and "trained 0 now, reused 10" in out_c, out_c
 
 
 @pytest.mark.skipif(os.environ.get("ABLATE_TEST_RAY") == "0", reason="ABLATE_TEST_RAY=0")
