@@ -31,6 +31,7 @@ from gridutil import (  # noqa: E402
     wait_for,
 )
 
+from ablate.cli import main  # noqa: E402
 from ablate.grid.driver import prepare, run_grid  # noqa: E402
 from ablate.grid.executors import InlineExecutor  # noqa: E402
 
@@ -62,7 +63,7 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def test_a_stale_owner_that_wakes_up_commits_nothing_and_deletes_nothing(tmp_path):
+def test_a_stale_owner_that_wakes_up_commits_nothing_and_deletes_nothing(tmp_path, monkeypatch):
     """Issue 11.1: kill -STOP a grid past the stale limit, let a second grid finish the
     run, kill -CONT the first: the committed run stays whole and is committed once."""
     exp = experiment(tmp_path, steps=60, scope='["batch-norm"]',
@@ -70,6 +71,7 @@ def test_a_stale_owner_that_wakes_up_commits_nothing_and_deletes_nothing(tmp_pat
                               '[design.variants]\nbn = ["batch-norm"]'})
     res = tmp_path / "res"
     env = {"ABLATE_STALE_LOCAL_S": "3"}  # shortened stale limit (default 15 min)
+    monkeypatch.setenv("ABLATE_STALE_LOCAL_S", "3")  # the same for the grids run in this process
     first = _popen(grid_cmd(exp, res, "--executor", "inline"), env)
     wait_for(lambda: any(r["status"] == "running" for r in rows(res).values())
              and (res / "tmp").is_dir() and any((res / "tmp").iterdir()),
@@ -77,8 +79,8 @@ def test_a_stale_owner_that_wakes_up_commits_nothing_and_deletes_nothing(tmp_pat
     os.kill(first.pid, signal.SIGSTOP)
     try:
         time.sleep(4)  # past the stale limit: the heartbeat stopped with the process
-        second = run_cli(*grid_cmd(exp, res, "--executor", "inline")[3:], env=env)
-        assert second.returncode == 0, second.stderr
+        # The second owner: another process's grid (this one's, the CLI called in-process).
+        assert main(grid_cmd(exp, res, "--executor", "inline")[3:]) == 0
     finally:
         os.kill(first.pid, signal.SIGCONT)
     out = first.communicate(timeout=600)[0]
@@ -90,7 +92,7 @@ def test_a_stale_owner_that_wakes_up_commits_nothing_and_deletes_nothing(tmp_pat
     assert len(done) == 1 and done[0]["token"] == run["token"]  # the second grid's commit
     files = {p.name for p in (res / "runs" / key).iterdir()}
     assert {"config.json", "generator.pt", "result.json", "run.json", "samples.png"} <= files
-    assert run_cli(*grid_cmd(exp, res, "--executor", "inline")[3:]).returncode == 0
+    assert main(grid_cmd(exp, res, "--executor", "inline")[3:]) == 0
     assert_complete_once(res, 1)  # the loser's tmp dir was swept
 
 
@@ -180,8 +182,7 @@ def test_ctrl_c_once_stops_claiming_and_lets_running_runs_finish(tmp_path):
     assert {k for k in running if st[k]["status"] == "done"} == running  # finished, kept
     assert not any(r["status"] == "running" for r in st.values())
     print(f"first Ctrl-C: exit after {stop_s:.1f} s (the running runs finished)")
-    again = run_cli(*grid_cmd(exp, res, *POOL)[3:])
-    assert again.returncode == 0, again.stderr
+    assert main(grid_cmd(exp, res, *POOL)[3:]) == 0  # the resume: same CLI and pool, in-process
     assert_complete_once(res, 5)
 
 
@@ -201,8 +202,7 @@ def test_ctrl_c_twice_abandons_running_runs_quickly_and_resume_completes(tmp_pat
     assert not (res / "tmp").exists() or not list((res / "tmp").iterdir())
     print(f"second Ctrl-C: exit after {stop_s:.1f} s (runs abandoned)")
     assert stop_s < 30
-    again = run_cli(*grid_cmd(exp, res, *POOL)[3:])
-    assert again.returncode == 0, again.stderr
+    assert main(grid_cmd(exp, res, *POOL)[3:]) == 0  # the resume: same CLI and pool, in-process
     assert_complete_once(res, 5)
 
 
@@ -242,15 +242,28 @@ def test_status_dry_run_and_load_frame_work_on_a_read_only_results_dir(tmp_path)
     run_grid(prepare(exp, res, threads=1), InlineExecutor(threads=1), progress=False,
              log=lambda m: None)
     py = sys.executable
+    # The four commands in one interpreter (one torch import, not four), each as its own
+    # CLI call on the read-only mount: status and --dry-run must exit 0 (as `set -e` had
+    # it), load_frame must read the store, and a grid must refuse with exit 2.
     script = textwrap.dedent(f"""
         set -e
         mount --bind {res} {res}
         mount -o remount,bind,ro {res}
         touch {res}/probe 2>/dev/null && exit 9
-        {py} -m ablate.cli status {exp} --results-dir {res}
-        {py} -m ablate.cli grid {exp} --results-dir {res} --dry-run
-        {py} -c "from ablate.grid.store import load_frame; print('frame rows', len(load_frame('{res}')))"
-        {py} -m ablate.cli grid {exp} --results-dir {res} --executor inline --no-report || echo "grid=$?"
+        {py} - <<'PY'
+        import sys
+        from ablate.cli import main
+        from ablate.grid.store import load_frame
+        for argv in (["status", "{exp}", "--results-dir", "{res}"],
+                     ["grid", "{exp}", "--results-dir", "{res}", "--dry-run"]):
+            code = main(argv)
+            if code:
+                sys.exit(code)
+        print("frame rows", len(load_frame("{res}")), flush=True)
+        code = main(["grid", "{exp}", "--results-dir", "{res}", "--executor", "inline", "--no-report"])
+        if code:
+            print(f"grid={{code}}")
+        PY
     """)
     out = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True,
                          timeout=600)
