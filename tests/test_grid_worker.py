@@ -144,3 +144,54 @@ def test_a_grid_with_nothing_to_do_draws_no_progress_bar(tmp_path, capsys):
     out = capsys.readouterr()
     assert "trained 0 now" in out.out + out.err
     assert "run/s" not in out.err and "0run" not in out.err, out.err
+
+
+_SIGTERM_CHILD = r"""
+import os, signal, sys, time
+from ablate.config import EvalProtocol, TrainConfig
+from ablate.grid import worker
+from ablate.grid.keys import RunSpec
+from ablate.grid.store import Store
+
+res, key, when = sys.argv[1:]
+config = TrainConfig(dataset="fake", steps=6, batch_size=8, ngf=8, ndf=8, latent_dim=8,
+                     device="cpu", threads=1, log_every=2)
+spec = RunSpec(key=key, variant="v", seed=0, config=config,
+               protocol=EvalProtocol(n=64), results_dir=res)
+worker.install_worker_signals(os.getppid())  # what a local-pool worker's initializer does
+store = Store(res)
+if when == "during":  # the signal lands inside Store.claim, after the row is written
+    plain = Store.claim
+    def claim(self, *args, **kwargs):
+        token = plain(self, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return token
+    Store.claim = claim
+token = worker.claim(store, spec)
+assert token is not None
+if when == "after":  # between the claim and the run (the pool takes a co-worker down)
+    os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(30)
+sys.exit(3)  # not reached: SIGTERM ends the worker
+"""
+
+
+@pytest.mark.parametrize("when", ["during", "after"])
+def test_sigterm_between_claim_and_run_releases_the_claim(tmp_path, when):
+    """A pool that breaks SIGTERMs every co-worker; one that has just claimed a key (in
+    Store.claim, or before its run began) gives the claim back, so the grid does not
+    charge the innocent key with a worker death (``record_death`` finds no dead claim)."""
+    import subprocess
+
+    res = tmp_path / "res"
+    with Store(res) as store:
+        store.record_plan([{"variant": "v", "seed": 0, "key": KEY, "hacks": [], "config": {}}])
+    proc = subprocess.run([sys.executable, "-c", _SIGTERM_CHILD, str(res), KEY, when],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 143, proc.stdout + proc.stderr
+    with Store(res) as store:
+        row = store.get(KEY)
+        assert row["status"] == Status.PENDING and row["token"] is None, row
+        assert [e["detail"] for e in store.events("release")] == ["abandoned"]
+        assert store.record_death(KEY, "the pool broke", 3) is None  # nothing to blame
+        assert store.events("died") == []

@@ -84,6 +84,7 @@ def run_task(task: Task) -> list[Outcome]:
 def run_group(specs: Sequence[RunSpec]) -> list[Outcome]:
     """Claim each member, train the claimed ones fused, commit each on its own."""
     worker.check_driver()
+    worker.new_task()
     results_dir = Path(specs[0].results_dir)
     store: Store | None = None
     claims: list[tuple[RunSpec, str]] = []
@@ -91,7 +92,7 @@ def run_group(specs: Sequence[RunSpec]) -> list[Outcome]:
     try:
         store = Store(results_dir)
         for s in specs:
-            token = store.claim(s.key, s.retry_failed)
+            token = worker.claim(store, s)
             if token is None:
                 out.append(Outcome.of(s, Status.HELD))
             else:
@@ -121,9 +122,9 @@ def _attempt_group(claims: list[tuple[RunSpec, str]], store: Store, results_dir:
     beat = worker.Heartbeat(str(results_dir), [(s.key, t) for s, t in claims])
     beat.start()
     t0 = time.perf_counter()
-    worker.IN_RUN.set()
-    worker.training([(str(results_dir), s.key, t, tmp) for (s, t), tmp in zip(claims, tmps)])
     try:
+        worker.in_run()
+        worker.training([(str(results_dir), s.key, t, tmp) for (s, t), tmp in zip(claims, tmps)])
         try:
             plans = _plans(specs)
             results = train_group(plans, tmps, [validator(p) for p in plans],

@@ -77,10 +77,58 @@ def install_worker_signals(driver_pid: int) -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
 
 
+# Claims this process holds but is not yet training (results dir, key, token): a SIGTERM
+# between the claim and the run gives them back, so that a co-worker the pool takes down
+# is never charged with a worker death (``Store.record_death`` blames a dead claim).
+_CLAIMED: list[tuple[str, str, str]] = []
+_CLAIMING = threading.Event()  # inside Store.claim: SIGTERM waits until it returns
+_TERM_PENDING = threading.Event()
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
     if IN_RUN.is_set():
         raise Abandoned
-    os._exit(128 + signum)  # idle: nothing to clean up
+    if _CLAIMING.is_set():
+        _TERM_PENDING.set()  # acted on once the claim is recorded (see claim)
+        return
+    _exit_releasing(128 + signum)
+
+
+def _exit_releasing(code: int) -> None:
+    """Give back the claims not yet in a run, then leave at once (no cleanup to do)."""
+    for results_dir, key, token in _CLAIMED:
+        try:
+            with Store(Path(results_dir)) as store:
+                store.release(key, token, "abandoned")
+        except (sqlite3.Error, OSError):
+            pass  # the claim goes stale when this process ends; the next grid retakes it
+    os._exit(code)
+
+
+def claim(store: Store, spec: RunSpec) -> str | None:
+    """Claim ``spec``'s key (its token, or None if another process holds it or it is
+    finished). A SIGTERM that arrives meanwhile waits for the claim, then releases it."""
+    _CLAIMING.set()
+    try:
+        token = store.claim(spec.key, spec.retry_failed)
+        if token is not None:
+            _CLAIMED.append((str(spec.results_dir), spec.key, token))
+    finally:
+        _CLAIMING.clear()
+    if _TERM_PENDING.is_set():
+        _exit_releasing(128 + signal.SIGTERM)
+    return token
+
+
+def new_task() -> None:
+    """A task starts in this process: forget earlier tasks' claims (released or committed)."""
+    _CLAIMED.clear()
+
+
+def in_run() -> None:
+    """From here SIGTERM abandons the run (``Abandoned``): its handler releases the claims."""
+    IN_RUN.set()
+    _CLAIMED.clear()
 
 
 class Heartbeat(threading.Thread):
@@ -159,12 +207,13 @@ def check_driver() -> None:
 def run_one(spec: RunSpec) -> Outcome:
     """Claim, train, evaluate and commit one run; return its :class:`Outcome`."""
     check_driver()
+    new_task()
     results_dir = Path(spec.results_dir)
     store: Store | None = None
     token: str | None = None
     try:
         store = Store(results_dir)
-        token = store.claim(spec.key, spec.retry_failed)
+        token = claim(store, spec)
     except (sqlite3.Error, OSError) as exc:
         if store is not None:
             store.close()
@@ -183,9 +232,9 @@ def attempt(spec: RunSpec, store: Store, token: str, results_dir: Path) -> Outco
     beat = Heartbeat(spec.results_dir, [(spec.key, token)])
     beat.start()
     t0 = time.perf_counter()
-    IN_RUN.set()
-    _TRAINING[:] = [(spec.results_dir, spec.key, token, tmp)]
     try:
+        in_run()
+        _TRAINING[:] = [(spec.results_dir, spec.key, token, tmp)]
         scored = train_resumed(spec, tmp, checkpoints(results_dir, spec.key, token),
                                beat.all_lost)
         return commit(spec, store, token, tmp, scored, time.perf_counter() - t0)
