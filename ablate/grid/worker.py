@@ -115,8 +115,8 @@ def claim(store: Store, spec: RunSpec) -> str | None:
             _CLAIMED.append((str(spec.results_dir), spec.key, token))
     finally:
         _CLAIMING.clear()
-    if _TERM_PENDING.is_set():
-        _exit_releasing(128 + signal.SIGTERM)
+        if _TERM_PENDING.is_set():  # even if the claim raised: the pool waits for this exit
+            _exit_releasing(128 + signal.SIGTERM)
     return token
 
 
