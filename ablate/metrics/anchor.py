@@ -40,7 +40,7 @@ from ablate.environment import git_commit, hardware, resolve_device, versions
 from ablate.errors import ConfigError
 from ablate.layout import RunDir
 from ablate.metrics.cache import cache_dir, key_hash, locked
-from ablate.metrics.evaluate import NON_FINITE, _NonFinite, feature_nets, generator_sampler, score_samples
+from ablate.metrics.evaluate import NON_FINITE, NonFinite, feature_nets, generator_sampler, score_samples
 from ablate.training.resolve import load_into, load_run
 
 __all__ = ["AnchorRun", "CHECKPOINTS", "check_runs", "read_anchor", "score_anchor"]
@@ -150,7 +150,7 @@ def score_anchor(runs: list[AnchorRun], path: Path | str, *, n: int = 10_000, ch
             m = metrics["inception"]
             entry.update({k: m[k] for k in KEPT if k in m})
             entry["features"] = {**prov["features"]["inception"], **_weights()}
-        except _NonFinite:
+        except NonFinite:
             entry["error"] = NON_FINITE
         entry.update(dataset=dataset, wall_s=round(time.perf_counter() - t0, 1), cpu=hardware()["cpu"],
                      threads=torch.get_num_threads(), device=str(dev), code_commit=git_commit(),

@@ -78,8 +78,8 @@ MAX_BATCH = 2048  # images per feature-net call across samplers (Inception at 29
 NON_FINITE = "the generator produced non-finite images"
 
 
-class _NonFinite(Exception):
-    pass
+class NonFinite(Exception):
+    """A sampler produced NaN or inf images: the run scores as failed (NON_FINITE), not as a number."""
 
 
 @dataclass
@@ -261,7 +261,7 @@ def score_samples(sampler: Sampler, dataset: str, protocol: EvalProtocol,
     """
     [metrics], provenance = score_many([Scoring(sampler)], dataset, protocol, device, nets)
     if metrics is None:
-        raise _NonFinite
+        raise NonFinite
     return metrics, provenance
 
 
@@ -322,7 +322,7 @@ def evaluate_run(run_dir: Path | str, protocol: EvalProtocol | None = None,
         sampler = generator_sampler(g, recipe, latent_dim, protocol.seed, dev)
         try:
             metrics, provenance = score_samples(sampler, dataset, protocol, dev, nets)
-        except _NonFinite:
+        except NonFinite:
             metrics = {"error": NON_FINITE}
         out[label] = {"step": step, **metrics}
         if label == "best":
