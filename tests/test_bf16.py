@@ -1,7 +1,8 @@
 """The tuned bf16 path (issue #21 item 2, ablate.training.precision): a bf16 run resumed
 from its checkpoints ends bit for bit as the uninterrupted one; the projection matmul
 computes G's first layer under autocast and leaves it alone outside; fp32 keeps the
-foreach optimizers. Tiny runs on fake data, one thread."""
+foreach optimizers; differentiating G's loss for G only changes no number. Tiny runs
+on fake data, one thread."""
 
 from __future__ import annotations
 
@@ -93,3 +94,19 @@ def test_fp32_keeps_foreach_adam_and_plain_modules():
     assert bf16.defaults["fused"]
     g, d = nn.Linear(2, 2), nn.Linear(2, 2)
     assert precision.forwards(g, d, "fp32", torch.device("cpu")) == (g, d)
+
+
+def test_g_grads_only_changes_no_number(tmp_path, monkeypatch):
+    """G's loss differentiated for G's parameters only (bf16): the same run, bit for bit,
+    as with D's unused weight gradients computed; fp32 keeps every leaf (None)."""
+    cfg = _cfg(checkpoint_every=0, val_every=0)
+    runs = {}
+    for on in (False, True):
+        monkeypatch.setitem(precision.TUNING, "g_grads_only", on)
+        train(resolve(cfg), tmp_path / str(on))
+        runs[on] = torch.load(tmp_path / str(on) / "generator.pt")
+    assert all(torch.equal(runs[False][k], runs[True][k]) for k in runs[True])
+    assert _log(tmp_path / "False") == _log(tmp_path / "True")
+    opt = torch.optim.Adam([nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(1), requires_grad=False)])
+    assert precision.g_grad_inputs(opt, "fp32") is None
+    assert [p.shape for p in precision.g_grad_inputs(opt, "bf16")] == [torch.Size([2])]

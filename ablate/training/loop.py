@@ -43,7 +43,7 @@ from ablate.hacks.hooks import call_hook, call_wrapper
 from ablate.hacks.interactions import changes_json, overrides_in_effect, recipe_changes, select_hooks
 from ablate.training.models import build_models, fixed_latents, generate, sample_latent
 from ablate.hacks.recipe import Recipe
-from ablate.training.precision import Autocast, forwards, make_optimizer  # noqa: F401 (re-export)
+from ablate.training.precision import Autocast, forwards, g_grad_inputs, make_optimizer  # noqa: F401 (re-export)
 from ablate.training.runlog import (LOG_KEYS, HackLog, RunLog, TrainResult,  # noqa: F401 (re-export)
                                     Validator)
 from ablate.training.steps import HookedUpdates, pack_targets, split_packed
@@ -271,6 +271,7 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
     ones = torch.ones(bs, device=device)
     # The loop calls g_fwd/d_fwd; g and d themselves stay plain for saving and evaluation.
     g_fwd, d_fwd = forwards(g, d, config.precision, device)  # ablate.training.precision
+    g_inputs = g_grad_inputs(opt_g, config.precision)  # None: every leaf's grad, as in fp32
     # Hooks: the plain path (no hook overridden) keeps ctx and hooked None and runs
     # exactly the DCGAN step; otherwise the updates call the hooks (ablate.training.steps).
     ctx = hooked = None
@@ -324,7 +325,7 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
             out_g = d_fwd(fake)  # one logit per image, or per pack under a packing D
             loss_g = F.binary_cross_entropy_with_logits(  # non-saturating loss
                 out_g, ones if out_g.shape[0] == bs else ones[:out_g.shape[0]])
-            loss_g.backward()
+            loss_g.backward(inputs=g_inputs)
             opt_g.step()
         else:
             loss_g = hooked.update_g(fake)
