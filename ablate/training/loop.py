@@ -271,12 +271,13 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
     ones = torch.ones(bs, device=device)
     # The loop calls g_fwd/d_fwd; g and d themselves stay plain for saving and evaluation.
     g_fwd, d_fwd = forwards(g, d, config.precision, device)  # ablate.training.precision
-    g_inputs = g_grad_inputs(opt_g, config.precision)  # None: every leaf's grad, as in fp32
     # Hooks: the plain path (no hook overridden) keeps ctx and hooked None and runs
     # exactly the DCGAN step; otherwise the updates call the hooks (ablate.training.steps).
     ctx = hooked = None
     update_d = D_UPDATES[recipe.d_update]
     after = hooks.after_step
+    # None (every leaf's gradient, as in fp32) where an after_step hook may read D's
+    g_inputs = None if after else g_grad_inputs(opt_g, config.precision)
     hack_log = HackLog()
     if hooks.per_step or after:
         rng = torch.Generator(device).manual_seed((config.seed + HOOK_SEED) % 2**63)

@@ -27,7 +27,8 @@ the untuned path beside the tuned one:
   step's ``backward(inputs=...)``): D's weight gradients from G's loss were computed
   and then discarded by the next D update, 8% of the step's FLOPs (2.68 -> 2.46
   GFLOP at ngf = 32, 10.29 -> 9.44 at 64). Same numbers bit for bit; the hooked path
-  (plugins' per-step hooks may read D's gradients) and fp32 keep every leaf.
+  and runs with an after_step hook (plugins may read D's gradients) and fp32 keep
+  every leaf.
 """
 
 from __future__ import annotations
