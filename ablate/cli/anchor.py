@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from ablate.report.results import Results
 
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")  # the Inception's TorchScript
+    execution.check_device(args.device, "--device")
     apply_threads(execution.check_threads(args.threads, "--threads", "inline"))
     EvalProtocol(n=args.n)  # a bad --n: ConfigError before anything loads
     runs, checkpoint = plan(Results.load(args.results_dir), tuple(args.variants), args.checkpoint)

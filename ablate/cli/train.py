@@ -36,7 +36,11 @@ def parse_sets(sets: list[str]) -> tuple[tuple[str, str, str], ...]:
         hack, dot, param = key.partition(".")
         if not eq or not dot or not hack or not param:
             raise ConfigError(f"bad --set {s!r}: expected hack.param=value, e.g. noisy-labels.p=0.1")
-        out.append((hack.strip(), param.strip(), value.strip()))
+        hack, param, value = hack.strip(), param.strip(), value.strip()
+        for h, k, v in out:
+            if (h, k) == (hack, param):
+                raise ConfigError(f"--set {hack}.{param} is given twice ({v} and {value}); give it once")
+        out.append((hack, param, value))
     return tuple(out)
 
 
@@ -82,9 +86,17 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
     dataset_spec(args.dataset)  # unknown datasets fail here, listing the valid ones
     execution.check_threads(args.threads, "--threads", "inline")  # the run trains here
+    hacks, params = parse_hack_selection(args.hacks, args.off), parse_sets(args.set)
+    for hack, param, value in params:  # a parameter of a hack that is off would do nothing
+        cls = registry.get_hack(hack)  # an unknown hack: the error lists the valid ones
+        if cls.name not in hacks:
+            cls.make_params({param: value})  # a bad name or value says so first
+            selection = f"--hacks {args.hacks}" + (f" --off {args.off}" if args.off else "")
+            raise ConfigError(f"--set {hack}.{param}={value}: hack {hack!r} is not enabled "
+                              f"({selection}); enable it or drop the --set")
     return TrainConfig(
         dataset=args.dataset, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-        hacks=parse_hack_selection(args.hacks, args.off), params=parse_sets(args.set),
+        hacks=hacks, params=params,
         ngf=args.ngf, ndf=args.ndf, device=args.device, threads=args.threads,
         precision=args.precision,
         log_every=args.log_every, val_every=args.val_every, val_n=args.val_n,

@@ -242,9 +242,14 @@ def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experim
         if not isinstance(values, dict):
             raise ConfigError(f"[hacks.params].{hack} must be a table, e.g. {hack} = {{ p = 0.1 }}")
         try:
-            registry.get_hack(hack).make_params(values)  # names and types checked here
+            cls = registry.get_hack(hack)
+            cls.make_params(values)  # names and types checked here
         except ConfigError as exc:
             raise ConfigError(f"[hacks.params].{hack}: {exc}") from exc
+        if cls.name not in scope:  # no variant enables it: the values would do nothing
+            raise ConfigError(f"[hacks.params].{hack}: hack {hack!r} is not in scope; hacks in "
+                              f"scope: {', '.join(scope) or '(none)'}; add it to [hacks].scope "
+                              "or drop its parameters")
         params.extend((hack, k, v) for k, v in sorted(values.items()))
 
     design = parse_design(table_of(doc, "design"))

@@ -92,6 +92,11 @@ def prepare(path: Experiment | Path | str, results_dir: Path | str | None = None
         raise ConfigError(f"results directory {results} is a file; choose another --results-dir")
     warnings = []
     try:
+        for source in experiment.reuse:  # a typo here would silently retrain every run
+            if not source.is_dir():
+                raise ConfigError(f"reuse: {source} is not a directory (paths are relative to the "
+                                  "folder ablate runs in, like results_dir); fix the path or "
+                                  "remove it from reuse")
         if check_device:
             resolve_device(device)
         design = build_design(experiment.design, experiment.hacks, experiment.axes)
@@ -113,7 +118,7 @@ def prepare(path: Experiment | Path | str, results_dir: Path | str | None = None
                 raise ConfigError(f"[budget].batch_size = {bs} exceeds the {n} training images of "
                                   f"{experiment.dataset}; valid: 1 .. {n}")
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        raise ConfigError(f"{experiment.source or experiment.name}: {exc}") from exc
     return Grid(experiment, design, results, tuple(specs), tuple(warnings))
 
 
@@ -230,6 +235,11 @@ def run_grid(grid: Grid, executor: Executor, *, next_look: NextLook | None = Non
     if results_dir.exists() and not os.access(results_dir, os.W_OK):
         raise ConfigError(f"results directory {results_dir} is read-only; `ablate status` and "
                           "`ablate grid --dry-run` read it, a grid needs --results-dir elsewhere")
+    here = ExperimentDir(results_dir)
+    for folder in (here.runs, here.tmp, here.broken):  # else every run would fail alike
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{folder} is a file where the grid keeps run directories; move it "
+                              "aside and rerun (finished runs are kept)")
     specs = [replace(s, retry_failed=retry_failed) for s in grid.specs]
     config0 = specs[0].config
     device = resolve_device(config0.device).type if executor.on_this_machine \

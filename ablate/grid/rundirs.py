@@ -47,13 +47,14 @@ def run_dir(results_dir: Path, key: str) -> Path:
 
 
 def missing_files(path: Path, evaluates: bool) -> list[str]:
-    """What a finished run directory lacks of its result files (not the checkpoint)."""
+    """What a finished run directory lacks of its result files (not the checkpoint): each
+    missing or unreadable (a truncated or garbled JSON file counts as lost)."""
     if not path.is_dir():
         return ["the directory"]
     need = list(RUN_FILES)
     if evaluates and _status(path) == Status.DONE:
         need.append(METRICS)
-    return [f for f in need if not (path / f).is_file()]
+    return [f for f in need if _read(path, f) is None]
 
 
 def _status(path: Path) -> str | None:

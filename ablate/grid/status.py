@@ -192,10 +192,10 @@ def reconciled_lines(found: rundirs.Reconciled, results_dir: Path, *, done: bool
                    f"or checkpoint were missing (remains moved to {ExperimentDir(results_dir).broken})")
     elif found.missing and done:
         out.append(f"warning: {len(found.missing)} finished run(s) have lost their directory or "
-                   f"result files ({', '.join(found.missing[:5])}); `--repair` retrains them")
+                   f"result files, or hold unreadable ones ({', '.join(found.missing[:5])}); `--repair` retrains them")
     elif found.missing:
         out.append(f"missing: {len(found.missing)} finished run(s) lost their directory or "
-                   f"result files ({', '.join(found.missing[:5])}"
+                   f"result files, or hold unreadable ones ({', '.join(found.missing[:5])}"
                    f"{', ...' if len(found.missing) > 5 else ''}); `ablate grid --repair` retrains them")
     if found.no_checkpoint and not found.reopened:
         out.append(f"note: {len(found.no_checkpoint)} finished run(s) have no checkpoint "

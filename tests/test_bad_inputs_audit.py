@@ -1,0 +1,147 @@
+"""Bad inputs found by an audit of the newer features (axes, reuse, [hacks.params], --set,
+compare/report/anchor flags, damaged results directories): each exits 2 with a message
+naming the problem and the fix, before anything is written, or (a damaged finished run) is
+reported and repaired without losing what it held. In-process through ``ablate.cli.main``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from gridutil import experiment, no_traceback, rows  # noqa: E402
+
+from ablate.cli import main  # noqa: E402
+
+GRID_FLAGS = ["--executor", "inline", "--no-report", "--no-progress", "--threads", "1"]
+SCOPE = 'scope = ["batch-norm", "adam-dcgan", "label-smoothing"]'
+
+
+def _explicit(variants: str) -> dict[str, str]:
+    return {'kind = "leave-one-out"': 'kind = "explicit"'}, f"\n[design.variants]\n{variants}\n"
+
+
+# (what, replacements in smoke.toml, text appended, words the message must hold)
+GRID_CASES = [
+    # The design's errors were prefixed with the repr of the whole Experiment object.
+    ("explicit variant with an unknown hack", *_explicit('x = ["foo"]'),
+     ["exp.toml: [design.variants].x: hack 'foo' is not in scope"]),
+    ("fractional factorial resolution 1", {'kind = "leave-one-out"':
+                                          'kind = "fractional-factorial"\nresolution = 1'}, "",
+     ["exp.toml: [design].resolution = 1", "plackett-burman"]),
+    # A reuse directory that is not there silently trained every run again.
+    ("reuse a missing directory", {"seeds = [0]": 'seeds = [0]\nreuse = ["no/such/results"]'}, "",
+     ["exp.toml: reuse: no/such/results is not a directory", "remove it from reuse"]),
+    ("reuse a file", {"seeds = [0]": 'seeds = [0]\nreuse = ["afile"]'}, "",
+     ["reuse: afile is not a directory"]),
+    # Parameters of a hack no variant enables did nothing, without a word.
+    ("[hacks.params] of a hack out of scope", {}, "\n[hacks.params]\nnoisy-labels = { p = 0.1 }\n",
+     ["[hacks.params].noisy-labels", "not in scope", "add it to [hacks].scope"]),
+]
+
+
+@pytest.mark.parametrize("case", GRID_CASES, ids=[c[0] for c in GRID_CASES])
+def test_bad_experiments_exit_2_naming_the_file_and_key(tmp_path, capsys, monkeypatch, case):
+    what, replace, extra, words = case
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    exp = experiment(tmp_path, replace=replace, extra=extra)
+    for flags in (["--dry-run"], GRID_FLAGS):
+        assert main(["grid", str(exp), "--results-dir", str(tmp_path / "res"), *flags]) == 2, what
+        err = capsys.readouterr().err
+        assert err.startswith("ablate: error: ") and no_traceback(err), err
+        assert "Experiment(" not in err, err
+        for w in words:
+            assert w in err, (what, w, err)
+    assert not (tmp_path / "res").exists()
+
+
+def test_a_parameter_of_a_hack_in_scope_is_still_fine(tmp_path, capsys):
+    exp = experiment(tmp_path, extra="\n[hacks.params]\nlabel-smoothing = { one_sided = true }\n")
+    assert main(["grid", str(exp), "--dry-run"]) == 0
+
+
+TRAIN = ["train", "--dataset", "fake", "--steps", "2", "--batch-size", "8", "--ngf", "8",
+         "--ndf", "8", "--device", "cpu", "--no-eval"]
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--hacks", "all", "--off", "noisy-labels", "--set", "noisy-labels.p=0.1"],
+     ["--set noisy-labels.p=0.1", "'noisy-labels' is not enabled", "--off noisy-labels",
+      "drop the --set"]),
+    (["--hacks", "batch-norm", "--set", "noisy-labels.p=0.1"], ["not enabled (--hacks batch-norm)"]),
+    # a bad name or value of a disabled hack's parameter still says what is wrong with it
+    (["--hacks", "batch-norm", "--set", "noisy-labels.q=0.1"], ["has no parameter 'q'"]),
+    (["--set", "noisy-labels.p=0.1", "--set", "noisy-labels.p=0.2"],
+     ["--set noisy-labels.p is given twice (0.1 and 0.2)"]),
+], ids=["off", "not selected", "not selected, bad name", "twice"])
+def test_train_set_that_would_do_nothing_or_is_ambiguous_exits_2(tmp_path, capsys, flags, words):
+    out = tmp_path / "run"
+    for dry in ([], ["--dry-run"]):
+        assert main([*TRAIN, *flags, *dry, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ablate: error: ") and no_traceback(err), err
+        for w in words:
+            assert w in err, (w, err)
+    assert not out.exists()
+
+
+def test_compare_report_and_anchor_out_flags(tmp_path, capsys, monkeypatch):
+    """`compare --out FILE` (or a folder under a file) was a NotADirectoryError traceback;
+    `compare --out ""` and `report --out ""` wrote into the working directory."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    res = str(tmp_path / "results" / "x")
+    for argv, words in (
+            (["compare", res, "--out", "afile"], ["--out afile is a file"]),
+            (["compare", res, "--out", "afile/sub"], ["--out afile/sub cannot be created"]),
+            (["compare", res, "--out", ""], ["--out is blank"]),
+            (["report", res, "--out", ""], ["--out is blank"]),
+            (["anchor", res, "--device", "gpu"], ["--device must be auto, cpu, cuda or cuda:N",
+                                                  "'gpu'"])):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("ablate: error: ") and no_traceback(err), err
+        for w in words:
+            assert w in err, (argv, w, err)
+    assert sorted(os.listdir(tmp_path)) == ["afile"]
+
+
+@pytest.mark.parametrize("blocker", ["runs", "tmp", "broken"])
+def test_a_file_where_the_grid_keeps_run_directories_exits_2(tmp_path, capsys, blocker):
+    """Every run failed alike (NotADirectoryError / FileExistsError, exit 1) and was
+    recorded as failed; now the grid refuses before it claims anything."""
+    exp = experiment(tmp_path, scope='["batch-norm"]')
+    res = tmp_path / "res"
+    res.mkdir()
+    (res / blocker).write_text("x")
+    assert main(["grid", str(exp), "--results-dir", str(res), *GRID_FLAGS]) == 2
+    err = capsys.readouterr().err
+    assert f"{res / blocker} is a file where the grid keeps run directories" in err, err
+    assert no_traceback(err) and (res / blocker).read_text() == "x"
+    assert not rows(res)
+
+
+def test_a_finished_run_with_a_garbled_result_file_is_reported_and_repaired(tmp_path, capsys):
+    """A truncated run.json/result.json/config.json of a finished run passed as finished
+    (only a missing file counted): now it is reported as lost, `--repair` retrains it and
+    its remains stay in broken/."""
+    exp = experiment(tmp_path, scope='["batch-norm"]')
+    res = tmp_path / "res"
+    assert main(["grid", str(exp), "--results-dir", str(res), *GRID_FLAGS]) == 0
+    run = sorted((res / "runs").iterdir())[0]
+    text = (run / "result.json").read_text()
+    (run / "result.json").write_text(text[: len(text) // 2])
+    capsys.readouterr()
+    assert main(["status", str(exp), "--results-dir", str(res)]) == 0
+    assert f"lost their directory or result files, or hold unreadable ones ({run.name})" in \
+        capsys.readouterr().out
+    assert main(["grid", str(exp), "--results-dir", str(res), *GRID_FLAGS]) == 0
+    assert "`--repair` retrains them" in capsys.readouterr().err
+    assert main(["grid", str(exp), "--results-dir", str(res), "--repair", *GRID_FLAGS]) == 0
+    kept = list((res / "broken").iterdir())
+    assert len(kept) == 1 and (kept[0] / "result.json").read_text() == text[: len(text) // 2]
+    assert (run / "result.json").is_file() and rows(res)[run.name]["status"] == "done"
