@@ -96,10 +96,11 @@ def test_fp32_keeps_foreach_adam_and_plain_modules():
     assert precision.forwards(g, d, "fp32", torch.device("cpu")) == (g, d)
 
 
-def test_g_grads_only_changes_no_number(tmp_path, monkeypatch):
-    """G's loss differentiated for G's parameters only (bf16): the same run, bit for bit,
-    as with D's unused weight gradients computed; fp32 keeps every leaf (None)."""
-    cfg = _cfg(checkpoint_every=0, val_every=0)
+@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+def test_g_grads_only_changes_no_number(tmp_path, monkeypatch, prec):
+    """G's loss differentiated for G's parameters only: the same run, bit for bit, as
+    with D's unused weight gradients computed."""
+    cfg = _cfg(checkpoint_every=0, val_every=0, precision=prec)
     runs = {}
     for on in (False, True):
         monkeypatch.setitem(precision.TUNING, "g_grads_only", on)
@@ -108,5 +109,6 @@ def test_g_grads_only_changes_no_number(tmp_path, monkeypatch):
     assert all(torch.equal(runs[False][k], runs[True][k]) for k in runs[True])
     assert _log(tmp_path / "False") == _log(tmp_path / "True")
     opt = torch.optim.Adam([nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(1), requires_grad=False)])
-    assert precision.g_grad_inputs(opt, "fp32") is None
-    assert [p.shape for p in precision.g_grad_inputs(opt, "bf16")] == [torch.Size([2])]
+    assert [p.shape for p in precision.g_grad_inputs(opt)] == [torch.Size([2])]
+    monkeypatch.setitem(precision.TUNING, "g_grads_only", False)
+    assert precision.g_grad_inputs(opt) is None

@@ -276,8 +276,8 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
     ctx = hooked = None
     update_d = D_UPDATES[recipe.d_update]
     after = hooks.after_step
-    # None (every leaf's gradient, as in fp32) where an after_step hook may read D's
-    g_inputs = None if after else g_grad_inputs(opt_g, config.precision)
+    # Only G's gradients from G's loss, unless an after_step hook may read D's
+    g_inputs = None if after else g_grad_inputs(opt_g)
     hack_log = HackLog()
     if hooks.per_step or after:
         rng = torch.Generator(device).manual_seed((config.seed + HOOK_SEED) % 2**63)

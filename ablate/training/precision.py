@@ -2,8 +2,9 @@
 
 fp32 master weights, optimizer state and losses; G and D forwards run under bf16
 autocast (:class:`Autocast`) and return fp32. Evaluation and the feature nets never see
-autocast. The fp32 path is untouched: :func:`forwards` returns G and D themselves and
-:func:`make_optimizer` the foreach optimizers, as before (tests/test_hack_api_identity.py).
+autocast. In fp32 :func:`forwards` returns G and D themselves and :func:`make_optimizer`
+the foreach optimizers, as before (tests/test_hack_api_identity.py); of the tunings
+below only ``g_grads_only``, which changes no number, acts there too.
 
 Tuning (issue #21 item 2; measured in benchmarks/bench_bf16.py, figures in
 benchmarks/README.md), each switch in :data:`TUNING` so that the benchmark can time
@@ -23,12 +24,12 @@ the untuned path beside the tuned one:
 * ``fused_adam``: Adam's fused CPU kernel (one pass over each tensor) instead of the
   foreach one, for bf16 runs only: its rounding differs from foreach in the last bit,
   so the fp32 path keeps foreach.
-* ``g_grads_only``: G's loss is differentiated for G's parameters only (the plain
-  step's ``backward(inputs=...)``): D's weight gradients from G's loss were computed
-  and then discarded by the next D update, 8% of the step's FLOPs (2.68 -> 2.46
-  GFLOP at ngf = 32, 10.29 -> 9.44 at 64). Same numbers bit for bit; the hooked path
-  and runs with an after_step hook (plugins may read D's gradients) and fp32 keep
-  every leaf.
+* ``g_grads_only`` (both precisions): G's loss is differentiated for G's parameters
+  only (the plain step's ``backward(inputs=...)``): D's weight gradients from G's loss
+  were computed and then discarded by the next D update, 8% of the step's FLOPs (2.68
+  -> 2.46 GFLOP at ngf = 32, 10.29 -> 9.44 at 64). The same numbers bit for bit, in
+  fp32 and bf16 (tests/test_bf16.py); the hooked path and runs with an after_step hook
+  (a plugin may read D's gradients there) keep every leaf.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from torch import nn
 from ablate.errors import ConfigError
 from ablate.hacks.recipe import Optimizer
 
-# Which tunings the bf16 path applies (benchmarks flip them to time the untuned path).
+# Which tunings apply (benchmarks flip them to time the untuned path); all but
+# g_grads_only act in bf16 only.
 TUNING = {"projection": True, "allocator": True, "fused_adam": True, "g_grads_only": True}
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc malloc.h
 _allocator_tuned = False
@@ -126,11 +128,11 @@ def make_optimizer(params, spec: Optimizer, device: torch.device, precision: str
                             foreach=True)
 
 
-def g_grad_inputs(opt_g: torch.optim.Optimizer, precision: str) -> list[torch.Tensor] | None:
-    """The leaves G's loss is differentiated for: G's optimized parameters in tuned bf16
-    (D's weight gradients from G's loss are never used: the next D update sets them to
-    None), None (every leaf, as the fp32 path always did) otherwise."""
-    if precision != "bf16" or not TUNING["g_grads_only"]:
+def g_grad_inputs(opt_g: torch.optim.Optimizer) -> list[torch.Tensor] | None:
+    """The leaves G's loss is differentiated for: G's optimized parameters (D's weight
+    gradients from G's loss are never used: the next D update sets them to None); None
+    (every leaf) with the ``g_grads_only`` tuning off."""
+    if not TUNING["g_grads_only"]:
         return None
     return [p for group in opt_g.param_groups for p in group["params"] if p.requires_grad]
 
