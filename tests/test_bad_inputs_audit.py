@@ -145,3 +145,43 @@ def test_a_finished_run_with_a_garbled_result_file_is_reported_and_repaired(tmp_
     kept = list((res / "broken").iterdir())
     assert len(kept) == 1 and (kept[0] / "result.json").read_text() == text[: len(text) // 2]
     assert (run / "result.json").is_file() and rows(res)[run.name]["status"] == "done"
+
+
+def test_flags_that_did_nothing_or_ran_anyway_exit_2(tmp_path, capsys, monkeypatch):
+    """`doctor --threads 0` timed with torch's default; `status --results-dir FILE` or `""`
+    said "no run index", and with --results-dir the experiment file was never read;
+    `grid --partition/--address` with the local executor were silently ignored."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    exp = str(experiment(tmp_path))
+    for argv, words in (
+            (["doctor", "--threads", "0"], ["--threads must be a positive integer, got 0"]),
+            (["status", exp, "--results-dir", "afile"], ["results directory afile is a file"]),
+            (["status", exp, "--results-dir", ""], ["--results-dir is blank"]),
+            (["status", "nope.toml", "--results-dir", "res"], ["cannot read experiment file nope.toml"]),
+            (["grid", exp, "--dry-run", "--partition", "gpu"],
+             ["--partition applies to --executor slurm, but the executor is local"]),
+            (["grid", exp, "--dry-run", "--executor", "inline", "--address", "auto"],
+             ["--address applies to --executor ray or slurm, but the executor is inline"])):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("ablate: error: ") and no_traceback(err), err
+        for w in words:
+            assert w in err, (argv, w, err)
+    assert sorted(os.listdir(tmp_path)) == ["afile", "exp.toml"]
+
+
+def test_a_grid_into_another_datasets_results_dir_exits_2_and_keeps_its_record(tmp_path, capsys):
+    """`ablate grid smoke.toml --results-dir results/<a fashion-mnist experiment>` overwrote
+    that experiment's experiment.json and plan with its own."""
+    other = tmp_path / "other"
+    other.mkdir()
+    record = '{"experiment": {"name": "fm", "dataset": "fashion-mnist"}}'
+    (other / "experiment.json").write_text(record)
+    exp = experiment(tmp_path, scope='["batch-norm"]')
+    for flags in (["--dry-run"], GRID_FLAGS):
+        assert main(["grid", str(exp), "--results-dir", str(other), *flags]) == 2
+        err = capsys.readouterr().err
+        assert "holds experiment 'fm' on fashion-mnist" in err and "this one is on fake" in err, err
+    assert sorted(os.listdir(other)) == ["experiment.json"]
+    assert (other / "experiment.json").read_text() == record

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ablate.experiment import execution
+
 HELP = "measure which training precision (fp32 or bf16) pays on this machine"
 
 
@@ -51,6 +53,7 @@ def report(d) -> str:
 def run(args: argparse.Namespace) -> int:
     from ablate.training.doctor import diagnose  # import-time saving: loads torch
 
-    d = diagnose(width=args.width, threads=args.threads, device=args.device)
+    threads = execution.check_threads(args.threads, "--threads", "inline")  # it times here
+    d = diagnose(width=args.width, threads=threads, device=args.device)
     print(json.dumps(d.to_dict(), indent=2) if args.json else report(d))
     return 0

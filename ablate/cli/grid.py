@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ablate.experiment import execution
 from ablate.artefacts import check_creatable, directory
+from ablate.errors import ConfigError
 from ablate.experiment.execution import EXECUTORS
 from ablate.messages import show_on_stderr
 from ablate.report import write_report
@@ -71,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
         return (flag, f"--{name}") if flag is not None else (defaults.get(name), f"[execution].{name}")
 
     executor_name = args.executor or defaults.get("executor", "local")
+    for flag, executors in (("address", ("ray", "slurm")), ("partition", ("slurm",))):
+        if getattr(args, flag) is not None and executor_name not in executors:
+            raise ConfigError(f"--{flag} applies to --executor {' or '.join(executors)}, but the "
+                              f"executor is {executor_name}; drop --{flag} or choose that executor")
     device, where = setting("device")
     device = "auto" if device is None else execution.check_device(device, where)
     threads = execution.check_threads(*setting("threads"), executor_name, args.address)

@@ -10,16 +10,22 @@ HELP = "progress of an experiment's runs, per variant"
 
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("experiment", type=Path, help="experiment file (TOML)")
-    p.add_argument("--results-dir", type=Path, default=None)
+    p.add_argument("--results-dir", default=None,
+                   help="override the experiment's results directory")
 
 
 def run(args: argparse.Namespace) -> int:
+    from ablate.artefacts import directory
+    from ablate.errors import ConfigError
     from ablate.experiment.spec import load_experiment  # import-time saving: loads torch
 
-    if args.results_dir:
-        results = args.results_dir
+    experiment = load_experiment(args.experiment)  # a missing or bad file says so
+    if args.results_dir is not None:
+        results = directory(args.results_dir, "--results-dir")
     else:
-        results = load_experiment(args.experiment).results_dir
+        results = experiment.results_dir
+    if results.exists() and not results.is_dir():
+        raise ConfigError(f"results directory {results} is a file; choose another --results-dir")
     return print_status(results)
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ablate.artefacts import read_json
 from ablate.hacks import registry
 from ablate.config import AnalysisSpec, SeedPolicy
 from ablate.data import load
@@ -92,6 +93,15 @@ def prepare(path: Experiment | Path | str, results_dir: Path | str | None = None
         raise ConfigError(f"results directory {results} is a file; choose another --results-dir")
     warnings = []
     try:
+        try:
+            recorded = read_json(ExperimentDir(results).experiment_json)["experiment"]
+            name, dataset = recorded.get("name"), recorded["dataset"]
+        except (OSError, ValueError, LookupError, TypeError, AttributeError):
+            dataset = experiment.dataset  # no grid there yet, or a damaged record it rewrites
+        if dataset != experiment.dataset:
+            raise ConfigError(f"results directory {results} holds experiment {name!r} on {dataset} "
+                              f"(its experiment.json), this one is on {experiment.dataset}: they "
+                              "share no run; choose another --results-dir")
         for source in experiment.reuse:  # a typo here would silently retrain every run
             if not source.is_dir():
                 raise ConfigError(f"reuse: {source} is not a directory (paths are relative to the "
