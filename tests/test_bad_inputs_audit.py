@@ -40,6 +40,12 @@ GRID_CASES = [
     # Parameters of a hack no variant enables did nothing, without a word.
     ("[hacks.params] of a hack out of scope", {}, "\n[hacks.params]\nnoisy-labels = { p = 0.1 }\n",
      ["[hacks.params].noisy-labels", "not in scope", "add it to [hacks].scope"]),
+    # An axis over a parameter of a hack no variant enables planned the same runs per level.
+    ("axis over a hack no variant enables",
+     *_explicit('a = ["batch-norm"]\nb = []\n[axes]\nlabel-smoothing.one_sided = [false, true]'),
+     ["[axes].label-smoothing.one_sided: no variant enables 'label-smoothing'", "drop the axis"]),
+    ("blank variant name", *_explicit('"" = ["batch-norm"]\nb = []'),
+     ["[design.variants]: a variant name is blank"]),
 ]
 
 

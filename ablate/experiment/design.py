@@ -103,6 +103,10 @@ def cross(design: Design, axes: tuple[Axis, ...]) -> Design:
         raise ConfigError(f"[axes] need a one-factor design (leave-one-out, add-one-in, or "
                           f"explicit variants that differ by one hack); [design].kind = "
                           f"{design.kind!r} has no per-level comparisons")
+    for axis in axes:  # its levels would all be the same runs
+        if axis.hack is not None and not any(axis.hack in v.hacks for v in design.variants):
+            raise ConfigError(f"[axes].{axis.name}: no variant enables {axis.hack!r}, so every "
+                              "level would be the same runs; add it to a variant or drop the axis")
     variants, comps = [], []
     for level in levels(axes):
         variants += [Variant(named(v.name, level), v.hacks, level) for v in design.variants]

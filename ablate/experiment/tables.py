@@ -170,6 +170,9 @@ def parse_design(table: dict) -> DesignSpec:
             raise ConfigError("[design.variants] must be a table of name = [hacks]")
         out = []
         for vname, hacks in raw.items():
+            if not vname.strip():
+                raise ConfigError("[design.variants]: a variant name is blank; name it, "
+                                  "e.g. \"all-on\" = [...]")
             if not isinstance(hacks, list) or not all(isinstance(h, str) for h in hacks):
                 raise ConfigError(f"[design.variants].{vname} must be a list of hack names")
             out.append((vname, tuple(hacks)))
