@@ -159,8 +159,11 @@ def _convert(value: Any, typ: Any, where: str, coerce: bool) -> Any:
                     pass
         raise _fail(value, typ, where)
     if origin is tuple:
-        if coerce and isinstance(value, str):
-            value = tuple(x.strip() for x in value.split(","))
+        if coerce and isinstance(value, str):  # "1,2"; "[1, 2]" and "(1, 2)" alike
+            text = value.strip()
+            if text[:1] + text[-1:] in ("[]", "()"):
+                text = text[1:-1]
+            value = tuple(x.strip() for x in text.split(",")) if text.strip() else ()
         elif coerce and isinstance(value, list):
             value = tuple(value)
         if not isinstance(value, tuple):

@@ -284,7 +284,8 @@ def get_hack(name: str) -> type[Hack]:
 
 
 def expand(selection: Iterable[str], removed: Iterable[str] = ()) -> tuple[str, ...]:
-    """Hack names and keywords -> enabled names in canonical order, minus ``removed``.
+    """Hack names and keywords -> enabled names in canonical order, minus ``removed`` (names
+    and keywords too: ``--hacks all --off builtin`` is the plugins).
 
     ``all`` is every registered hack (plugins included; an error while a plugin failed to
     load or a name is claimed twice, as ``all`` would silently lack it), ``builtin`` the
@@ -302,7 +303,7 @@ def expand(selection: Iterable[str], removed: Iterable[str] = ()) -> tuple[str, 
     chosen: list[str] = []
     for item in selection:
         chosen += keywords.get(item, [item])
-    removed = [get_hack(n).name for n in removed]
+    removed = [get_hack(n).name for item in removed for n in keywords.get(item, [item])]
     chosen = [get_hack(n).name for n in chosen]
     return canonical(h for h in chosen if h not in removed)
 

@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -178,8 +179,34 @@ def hack_states(hacks: Iterable[Any]) -> dict[str, Any]:
         if callable(getattr(h, "state_dict", None)):
             state = call_hook(h, "state_dict")
             if state is not None:
+                bad = unloadable(state)
+                if bad:
+                    raise ConfigError(
+                        f"hack {h.name!r}: state_dict() must return tensors, numbers, strings, "
+                        f"booleans and None, in lists, tuples and dicts (a checkpoint loads "
+                        f"nothing else back); got {bad}: convert it (float(x), "
+                        f"torch.as_tensor(x), a dict of its fields)")
                 out[h.name] = state
     return out
+
+
+def unloadable(value: Any, where: str = "state") -> str | None:
+    """Where in a hack's state lies a value a checkpoint cannot load back (``weights_only``:
+    a NumPy number, an object), as ``"<type> at state['key'][0]"``; None when there is none."""
+    if isinstance(value, torch.Tensor) or type(value) in (int, float, bool, str, type(None)):
+        return None
+    if type(value) in (list, tuple, torch.Size):
+        items: Iterable[tuple[Any, Any]] = enumerate(value)
+    elif type(value) in (dict, OrderedDict) and all(type(k) in (str, int) for k in value):
+        items = value.items()
+    else:
+        kind = type(value)
+        return f"{kind.__module__}.{kind.__qualname__} at {where}".replace("builtins.", "")
+    for key, item in items:
+        bad = unloadable(item, f"{where}[{key!r}]")
+        if bad:
+            return bad
+    return None
 
 
 def load_hack_states(hacks: Iterable[Any], states: dict[str, Any]) -> None:

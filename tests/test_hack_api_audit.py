@@ -1,0 +1,102 @@
+"""Plugin-author audit of the hack API (docs/hacks.md): places where the documented
+behaviour and the code disagreed, each pinned by a test that failed before its fix."""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from ablate import Hack
+from ablate.config import TrainConfig
+from ablate.errors import ConfigError
+from ablate.hacks import registry
+from ablate.hacks.params import coerce
+from ablate.training import checkpoint
+from ablate.training.loop import train
+from ablate.training.resolve import resolve
+
+
+def _cfg(hacks=(), **kw) -> TrainConfig:
+    base = dict(dataset="fake", steps=3, batch_size=8, seed=1, ngf=8, ndf=8, latent_dim=16,
+                device="cpu", threads=1, log_every=1)
+    return TrainConfig(**{**base, "hacks": tuple(hacks), **kw})
+
+
+class _Counter(Hack):
+    """Per-run state on the hack: the number of steps seen (docs: state_dict())."""
+    name = "test-audit-counter"
+    source = on = off = "test"
+    value = staticmethod(lambda n: n)
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.n = 0
+
+    def after_step(self, ctx):
+        self.n += 1
+
+    def state_dict(self):
+        return {"n": type(self).value(self.n)}
+
+    def load_state_dict(self, state):
+        self.n = int(state["n"])
+
+
+# ----- state_dict() returning what a checkpoint cannot load back --------------------
+# docs/hacks.md, "Per-run state": tensors, numbers, strings, lists and dicts of them. A
+# NumPy number (np.mean of something) used to be written into train_state.pt without a
+# word; the checkpoint (loaded with weights_only=True) was then "unreadable" on resume
+# and the run could not continue. Now the first checkpoint fails naming the hack.
+@pytest.mark.parametrize("value, what", [(np.float64, "numpy.float64 at state['n']"),
+                                         (lambda n: [object()], "object at state['n'][0]")])
+def test_an_unloadable_state_dict_is_an_error_at_the_first_checkpoint(register, tmp_path,
+                                                                      value, what):
+    cls = register(type("NumpyState", (_Counter,), {"name": "test-audit-np-state",
+                                                    "value": staticmethod(value)}))
+    with pytest.raises(ConfigError, match=re.escape(
+            "hack 'test-audit-np-state': state_dict() must return tensors") + ".*"
+            + re.escape(f"got {what}")):
+        train(resolve(_cfg((cls.name,), steps=2, checkpoint_every=1)), tmp_path / "run")
+
+
+def test_every_documented_state_type_passes_the_check():
+    state = {"p": 0.5, "n": 3, "ok": True, "name": "x", "none": None, "t": torch.ones(2),
+             "pair": (1, 2.0), "hist": [1.0, 2.0], "nested": OrderedDict(a={"b": [torch.zeros(1)]}),
+             7: "int keys load too"}
+    assert checkpoint.unloadable(state) is None
+    assert checkpoint.unloadable({"a": np.int64(1)}) == "numpy.int64 at state['a']"
+
+
+# ----- --set with a tuple parameter written as a list ---------------------------------
+# `--set h.sizes=[3,4]` used to fail with "parameter 'sizes'[0] must be int, got '[3'".
+@dataclass(frozen=True)
+class _P:
+    sizes: tuple[int, ...] = (1,)
+    pair: tuple[float, float] = (0.0, 1.0)
+
+
+@pytest.mark.parametrize("text, typ, want", [
+    ("3,4", tuple[int, ...], (3, 4)), ("[3, 4]", tuple[int, ...], (3, 4)),
+    ("(0.5, 1)", tuple[float, float], (0.5, 1.0)), ("[]", tuple[int, ...], ()),
+])
+def test_a_tuple_parameter_takes_brackets_on_the_command_line(text, typ, want):
+    assert coerce(text, typ, "p") == want
+
+
+# ----- keywords in --off ---------------------------------------------------------------
+# README: hack keywords on the command line are all, builtin, none or names; --off
+# refused them ("unknown hack 'none'"), so `--hacks all --off builtin` (the plugins
+# only) was impossible.
+def test_off_takes_the_selection_keywords(register):
+    class Plug(Hack):
+        name = "test-audit-plug"
+        source = on = off = "test"
+
+    register(Plug)
+    assert registry.expand(["builtin"], ["none"]) == tuple(registry.builtin_names())
+    assert registry.expand(["builtin", "test-audit-plug"], ["builtin"]) == ("test-audit-plug",)
