@@ -100,3 +100,16 @@ def test_off_takes_the_selection_keywords(register):
     register(Plug)
     assert registry.expand(["builtin"], ["none"]) == tuple(registry.builtin_names())
     assert registry.expand(["builtin", "test-audit-plug"], ["builtin"]) == ("test-audit-plug",)
+
+
+# ----- --resume with a checkpoint that cannot be read -------------------------------
+# `ablate train --resume` on such a directory said "it holds a checkpoint: add --resume
+# to continue it" — the flag it had been given.
+def test_resume_with_an_unreadable_checkpoint_does_not_ask_for_resume(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / checkpoint.STATE_FILE).write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError) as err:
+        train(resolve(_cfg()), run, resume=[run / checkpoint.STATE_FILE])
+    assert "add --resume" not in str(err.value) and "cannot be read" in str(err.value)

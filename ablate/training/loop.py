@@ -154,16 +154,18 @@ D_UPDATES: dict[str, Callable] = {"mixed": _update_mixed, "separate": _update_se
 # --------------------------------------------------------------------------------------
 # The training run
 # --------------------------------------------------------------------------------------
-def prepare_out_dir(out_dir: Path, resuming: Path | None = None) -> None:
+def prepare_out_dir(out_dir: Path, resuming: Path | None = None, asked: bool = False) -> None:
     """Refuse to overwrite a run directory that already holds files (unless it holds the
-    checkpoint ``resuming`` of an unfinished run, which continues there)."""
+    checkpoint ``resuming`` of an unfinished run, which continues there; ``asked``: a
+    resume was asked for, so a checkpoint there is one that could not be read)."""
     if out_dir.exists() and any(out_dir.iterdir()):
         if RunDir(out_dir).result.exists():
             raise ConfigError(f"run directory {out_dir} holds a finished run; "
                               "choose another --out or remove it yourself")
         if resuming is None or resuming.parent.resolve() != out_dir.resolve():
-            hint = (" (it holds a checkpoint: add --resume to continue it)"
-                    if (out_dir / checkpoint.STATE_FILE).exists() else "")
+            hint = ("" if not (out_dir / checkpoint.STATE_FILE).exists() else
+                    " (its checkpoint cannot be read, see above: remove it to train from step 0)"
+                    if asked else " (it holds a checkpoint: add --resume to continue it)")
             raise ConfigError(f"run directory {out_dir} already exists and is not empty{hint}; "
                               "choose another --out or remove it yourself")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -257,7 +259,7 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
                                            device, fingerprint)
     resume = [Path(p) for p in resume]
     found = checkpoint.pick(resume, digest, about) if resume else None
-    prepare_out_dir(out_dir, found and found[0])  # only now, after every check, is it touched
+    prepare_out_dir(out_dir, found and found[0], bool(resume))  # only now, after every check, is it touched
     run_config = resolved_config(plan, data, device)
     wrapped = {h.name: w for h in plan.hacks if (w := describe_wrap(h)) is not None}
     if wrapped:  # what wrappers changed beyond the Recipe (absent when nothing says so)
