@@ -324,14 +324,25 @@ def next_look(frame: pd.DataFrame, meta, policy: SeedPolicy, analysis: AnalysisS
 
 
 def completed_looks(frame: pd.DataFrame, meta: ExperimentMeta, policy: SeedPolicy) -> int:
-    """How many looks of an adaptive grid have all their runs finished (0 if none)."""
+    """How many looks of an adaptive grid have all their runs finished (0 if none).
+
+    A look after the first counts only when it was planned: some run has a seed beyond the
+    previous look's count (a look that continues gives every undecided variant more seeds).
+    Without that rule a grid stopped between looks (look k finished, look k+1 not yet
+    planned) would have looks k+1, k+2, ... counted as finished, and the report would
+    replay them on look k's runs with the later, smaller boundaries of larger information
+    fractions: verdicts the design does not allow.
+    """
     if not policy.adaptive:
         return 1
+    looks = policy.looks()
     n = 0
-    for k in policy.looks():
+    for j, k in enumerate(looks):
         sub = frame[frame["seed"] < k]
         if sub.empty or not sub["status"].isin(TERMINAL).all():
             break
+        if j and not (frame["seed"] >= looks[j - 1]).any():
+            break  # never planned: no run has a seed of this look
         n += 1
     return n
 
