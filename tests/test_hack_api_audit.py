@@ -113,3 +113,26 @@ def test_resume_with_an_unreadable_checkpoint_does_not_ask_for_resume(tmp_path):
     with pytest.raises(ConfigError) as err:
         train(resolve(_cfg()), run, resume=[run / checkpoint.STATE_FILE])
     assert "add --resume" not in str(err.value) and "cannot be read" in str(err.value)
+
+
+# ----- parameters given under a hack's plain and its qualified name -------------------
+# docs/hacks.md: "A qualified name of a hack only one provider holds is that hack". With
+# `--set ada.target=0.5 --set ablate-paper-tricks:ada.speed=9` (or an experiment's
+# [hacks.params] under one name and an [axes] level under the other) one of the two sets
+# of parameters was silently dropped: an axis over a plugin parameter trained one run per
+# key whatever its level.
+def test_parameters_under_a_plain_and_a_qualified_name_merge(register):
+    @dataclass(frozen=True)
+    class Params:
+        a: float = 0.0
+        b: float = 0.0
+
+    cls = register(type("Two", (Hack,), {"name": "test-audit-two", "source": "s", "on": "o",
+                                         "off": "f", "Params": Params}))
+    qualified = f"{registry.provider(cls.name)}:{cls.name}"
+    (hack,) = registry.instantiate([cls.name], {cls.name: {"a": 1.0}, qualified: {"b": 2.0}})
+    assert (hack.params.a, hack.params.b) == (1.0, 2.0)
+    (hack,) = registry.instantiate([cls.name], {qualified: {"a": 1.0}, cls.name: {"a": 1.0}})
+    assert hack.params.a == 1.0
+    with pytest.raises(ConfigError, match="parameter 'a' is set twice"):
+        registry.instantiate([cls.name], {cls.name: {"a": 1.0}, qualified: {"a": 3.0}})

@@ -355,12 +355,21 @@ def instantiate(
     """Instantiate the enabled hacks with their parameters, in call order (:func:`call_order`).
 
     ``params`` maps hack name -> {param: value}; parameters of hacks that are not
-    enabled are validated but otherwise ignored. Conflicting hacks, and undeclared
+    enabled are validated but otherwise ignored; a hack's plain and provider-qualified
+    names are one hack, whose parameters merge (one parameter with two values: an error). Conflicting hacks, and undeclared
     overlaps (two hacks setting one Recipe field or replacing one loss;
     :func:`ablate.hacks.interactions.check`), raise an error naming both.
     """
     enabled = list(dict.fromkeys(get_hack(n).name for n in enabled))
-    params = {get_hack(k).name: v for k, v in (params or {}).items()}
+    given, params = params or {}, {}
+    for key, values in given.items():  # a plain and a qualified name of one hack: merged
+        name = get_hack(key).name
+        for param, value in values.items():
+            if param in params.get(name, {}) and params[name][param] != value:
+                raise ConfigError(f"hack {name!r}: parameter {param!r} is set twice, under two "
+                                  f"names of the hack ({', '.join(k for k in given if get_hack(k).name == name)}); "
+                                  "set it once")
+            params.setdefault(name, {})[param] = value
     plain = [base_name(n) for n in enabled]
     for n in set(plain):
         if plain.count(n) > 1:
