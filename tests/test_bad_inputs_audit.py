@@ -191,3 +191,36 @@ def test_a_grid_into_another_datasets_results_dir_exits_2_and_keeps_its_record(t
         assert "holds experiment 'fm' on fashion-mnist" in err and "this one is on fake" in err, err
     assert sorted(os.listdir(other)) == ["experiment.json"]
     assert (other / "experiment.json").read_text() == record
+
+
+def test_garbage_in_rows_of_the_run_index_is_an_error_naming_the_fix(tmp_path, capsys):
+    """A run row whose JSON is garbled made `ablate report` print a bare JSONDecodeError, a
+    text in a number column made `ablate status` a TypeError traceback, and an index
+    without its runs table an OperationalError: now each says how to rebuild the index."""
+    import sqlite3
+
+    exp = experiment(tmp_path, scope='["batch-norm"]')
+    res = tmp_path / "res"
+    assert main(["grid", str(exp), "--results-dir", str(res), *GRID_FLAGS]) == 0
+    con = sqlite3.connect(res / "runs.sqlite")
+    con.execute("UPDATE runs SET metrics = '{garbled', wall_time_s = 'x' "
+                "WHERE rowid = (SELECT min(rowid) FROM runs)")
+    con.commit()
+    con.close()
+    capsys.readouterr()
+    assert main(["status", str(exp), "--results-dir", str(res)]) == 0
+    assert "runs finished" in capsys.readouterr().out
+    assert main(["report", str(res), "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err
+    assert "is unreadable" in err and "--rebuild-index" in err and no_traceback(err), err
+    con = sqlite3.connect(res / "runs.sqlite")
+    con.execute("DROP TABLE runs")
+    con.commit()
+    con.close()
+    assert main(["report", str(res), "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err
+    assert "no plan or runs table" in err and "--rebuild-index" in err and no_traceback(err), err
+    assert main(["status", str(exp), "--results-dir", str(res)]) == 0
+    assert "holds no run index" in capsys.readouterr().out
+    assert main(["grid", str(exp), "--results-dir", str(res), "--rebuild-index", *GRID_FLAGS]) == 0
+    assert len(rows(res)) == 2 and {r["status"] for r in rows(res).values()} == {"done"}

@@ -154,8 +154,10 @@ def planned_rows(db: sqlite3.Connection) -> list[dict[str, Any]]:
     """The plan table joined with each key's run row, in plan order (stores written before
     the plan had a ``look`` column read as look 1)."""
     cols = {r[1] for r in db.execute("PRAGMA table_info(plan)")}
-    if "position" not in cols:
-        raise NoStore("the run index has no plan table (empty or foreign database)")
+    if "position" not in cols or not db.execute("PRAGMA table_info(runs)").fetchall():
+        raise NoStore("the run index has no plan or runs table (empty or foreign database): "
+                      "`ablate grid <experiment> --rebuild-index` moves it aside and rebuilds it "
+                      "from the run directories (nothing is retrained)")
     look = "p.look" if "look" in cols else "1"
     cur = db.execute(f"SELECT p.variant, p.seed, p.key, p.hacks AS plan_hacks, {look} AS plan_look,"
                      " r.* FROM plan p LEFT JOIN runs r ON r.key = p.key ORDER BY p.position")

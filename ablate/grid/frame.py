@@ -11,7 +11,7 @@ from typing import Any
 
 from ablate import layout
 from ablate.errors import ConfigError
-from ablate.grid.db import NoStore, connect_readonly, planned_rows
+from ablate.grid.db import NoStore, StoreCorrupt, connect_readonly, planned_rows
 
 EXPERIMENT_JSON = layout.EXPERIMENT_JSON  # ablate.layout names it
 
@@ -58,7 +58,8 @@ def load_frame(results_dir: Path | str):
     results_dir = Path(results_dir).resolve()
     meta = load_experiment_meta(results_dir)
     scope = list(meta.get("hacks", []))
-    db = connect_readonly(layout.ExperimentDir(results_dir).db)
+    path = layout.ExperimentDir(results_dir).db
+    db = connect_readonly(path)
     try:
         rows = planned_rows(db)
     finally:
@@ -66,7 +67,14 @@ def load_frame(results_dir: Path | str):
     records = []
     metric_cols: dict[str, None] = {}
     for r in rows:
-        hacks = set(json.loads(r["plan_hacks"]))
+        try:
+            hacks = set(json.loads(r["plan_hacks"]))
+            metrics = flatten_metrics(json.loads(r["metrics"]) if r.get("metrics") else None)
+        except (TypeError, ValueError) as exc:  # a damaged row: the run directory has it right
+            raise StoreCorrupt(f"{path}: the row of run {r['key']} is unreadable ({exc}). The run "
+                               f"directories are intact: `ablate grid <experiment> --rebuild-index` "
+                               f"moves the file aside and rebuilds the index from "
+                               f"{results_dir}/runs/*/ (nothing is retrained)") from exc
         rec: dict[str, Any] = {
             "key": r["key"], "variant": r["variant"], "seed": int(r["seed"]),
             "status": r["status"], "diverged_step": r.get("diverged_step"),
@@ -78,7 +86,6 @@ def load_frame(results_dir: Path | str):
         }
         for h in scope:
             rec[f"hack:{h}"] = h in hacks
-        metrics = flatten_metrics(json.loads(r["metrics"]) if r.get("metrics") else None)
         metric_cols.update(dict.fromkeys(metrics))
         rec.update(metrics)
         records.append(rec)

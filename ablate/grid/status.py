@@ -192,7 +192,8 @@ def reconciled_lines(found: rundirs.Reconciled, results_dir: Path, *, done: bool
                    f"or checkpoint were missing (remains moved to {ExperimentDir(results_dir).broken})")
     elif found.missing and done:
         out.append(f"warning: {len(found.missing)} finished run(s) have lost their directory or "
-                   f"result files, or hold unreadable ones ({', '.join(found.missing[:5])}); `--repair` retrains them")
+                   f"result files, or hold unreadable ones ({', '.join(found.missing[:5])}); "
+                   "`--repair` retrains them")
     elif found.missing:
         out.append(f"missing: {len(found.missing)} finished run(s) lost their directory or "
                    f"result files, or hold unreadable ones ({', '.join(found.missing[:5])}"
@@ -219,10 +220,14 @@ def status_lines(results_dir: Path) -> list[str]:
     meta = load_experiment_meta(results_dir)
     store = _open(results_dir)
     if store is None:
-        return [f"{results_dir / DB_NAME} is empty: `ablate grid <experiment>` rebuilds the index "
-                "from the run directories (no retraining)"]
+        return [f"{results_dir / DB_NAME} is empty or holds no run index: `ablate grid <experiment>` "
+                "rebuilds the index from the run directories (no retraining)"]
     with store:
         rows = store.planned_runs()
+        for r in rows:  # a cell of another type (a damaged index) is unknown, not a crash
+            for k in ("wall_time_s", "steps"):
+                if not isinstance(r.get(k), (int, float)):
+                    r[k] = None
         live = {r["key"] for r in rows if r["status"] == Status.RUNNING and store.live_token(r["key"])}
         found = rundirs.check(store, [_RowSpec(r, meta) for r in rows])
     order = [v["name"] for v in meta.get("variants", [])]
