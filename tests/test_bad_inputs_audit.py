@@ -46,6 +46,9 @@ GRID_CASES = [
      ["[axes].label-smoothing.one_sided: no variant enables 'label-smoothing'", "drop the axis"]),
     ("blank variant name", *_explicit('"" = ["batch-norm"]\nb = []'),
      ["[design.variants]: a variant name is blank"]),
+    # Keyed as given: a repeated feature net gave every run a new key (all retrained).
+    ("a feature net listed twice", {"features = []": 'features = ["classifier", "classifier"]'}, "",
+     ["[evaluation].features lists a feature net twice"]),
 ]
 
 

@@ -89,6 +89,8 @@ def parse_evaluation(table: dict, where: str
         feats = table["features"]
         if not isinstance(feats, list) or not all(isinstance(f, str) for f in feats):
             raise ConfigError(f"{where}.features must be a list of feature-net names, got {feats!r}")
+        if len(set(feats)) != len(feats):
+            raise ConfigError(f"{where}.features lists a feature net twice: {feats!r}")
         table["features"] = tuple(feats)
     skipped = table.get("features", ("x",)) == ()
     check_keys(table, {"features", "n"} if skipped else
