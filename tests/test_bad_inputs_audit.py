@@ -37,6 +37,12 @@ GRID_CASES = [
      ["exp.toml: reuse: no/such/results is not a directory", "remove it from reuse"]),
     ("reuse a file", {"seeds = [0]": 'seeds = [0]\nreuse = ["afile"]'}, "",
      ["reuse: afile is not a directory"]),
+    ("reuse a directory twice", {"seeds = [0]": 'seeds = [0]\nreuse = [".", "."]'}, "",
+     ["reuse lists a results directory twice"]),
+    # 100 levels x 5 variants x 1000 seeds: the dry run planned for a quarter of an hour.
+    ("half a million runs", {"seeds = [0]": "seeds = 1000"},
+     "\n[axes]\nlr_scale = [" + ", ".join(str(i + 1) for i in range(100)) + "]\n",
+     ["500 variants x 1,000 seeds = 500,000 runs; at most 100,000"]),
     # Parameters of a hack no variant enables did nothing, without a word.
     ("[hacks.params] of a hack out of scope", {}, "\n[hacks.params]\nnoisy-labels = { p = 0.1 }\n",
      ["[hacks.params].noisy-labels", "not in scope", "add it to [hacks].scope"]),

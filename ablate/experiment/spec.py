@@ -276,6 +276,8 @@ def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experim
     if not isinstance(reuse, list) or not all(isinstance(p, str) for p in reuse):
         raise ConfigError(f"reuse must be a list of results directories whose finished runs "
                           f"may be copied, e.g. reuse = [\"results/fashion-mnist-1k\"]; got {reuse!r}")
+    if len(set(reuse)) != len(reuse):
+        raise ConfigError(f"reuse lists a results directory twice: {reuse!r}")
     reuse = tuple(directory(p, "reuse") for p in reuse)
     report = parse_report(doc["report"]) if "report" in doc else ReportSpec()
 

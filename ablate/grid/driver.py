@@ -79,6 +79,9 @@ class GridSummary:
     look_reasons: tuple[str, ...] = ()  # ... and why the grid stopped or continues
 
 
+MAX_RUNS = 100_000  # runs one grid may plan (variants x seeds): more is a typo
+
+
 def prepare(path: Experiment | Path | str, results_dir: Path | str | None = None, *,
             device: str = "auto", threads: int | None = None, check_device: bool = True) -> Grid:
     """Load (unless given an :class:`Experiment` already read), validate and expand an
@@ -111,6 +114,11 @@ def prepare(path: Experiment | Path | str, results_dir: Path | str | None = None
             resolve_device(device)
         design = build_design(experiment.design, experiment.hacks, experiment.axes)
         policy = experiment.policy
+        seeds = policy.max if policy.adaptive else len(policy.seeds)
+        if len(design.variants) * seeds > MAX_RUNS:  # planning alone would take hours
+            raise ConfigError(f"{len(design.variants):,} variants x {seeds:,} seeds = "
+                              f"{len(design.variants) * seeds:,} runs; at most {MAX_RUNS:,} (fewer "
+                              "seeds, axis levels or hacks)")
         counts = {v.name: policy.looks()[0] for v in design.variants} if policy.adaptive else None
         specs = plan_runs(experiment, design, results, counts, device=device, threads=threads)
         for s in {s.variant: s for s in specs}.values():
