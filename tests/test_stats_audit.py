@@ -490,3 +490,37 @@ def test_a_grid_stopped_between_looks_is_analysed_at_its_last_finished_look(tmp_
     assert [(d.verdict, d.ci_low, d.ci_high) for d in a.decisions] == \
         [(d.verdict, d.ci_low, d.ci_high) for d in look1.decisions]
     assert {d.verdict for d in a.decisions} >= {"undecided"}
+
+
+def test_effect_rows_p_paired_and_worst_columns_by_hand(committed):
+    """The effects table's naive p (two-sided Student t on the residual df), the paired t-test
+    on the hack's own seeds (log scale, n - 1 df) and the worst-value interval at the
+    decision's Holm level, from the code's rows, against the committed table and by hand."""
+    name, res, doc = committed
+    eff = _effect_rows(res.frame, res.meta, sequential.analyse(res.frame, res.meta), sensitivity=True)
+    eff = eff.set_index("hack")
+    table = pd.read_csv(ROOT / "results" / name / "tables" / "effects.csv").set_index("hack")
+    runs, cell = _runs(doc, res)
+    full = _fit(runs)  # every finished run (nothing diverged here: the worst-value fit is this one)
+    done = res.frame[res.frame["status"] == "done"]
+    assert eff["p_holm"].isna().all()  # adaptive: no single-look Holm column
+    for row, _, on, off in _rows(doc):
+        r, t = eff.loc[row], table.loc[row]
+        want_p = 2 * stats.t.sf(abs(r["estimate"] / r["se"]), r["df"])
+        assert r["p"] == pytest.approx(want_p, rel=1e-9) and float(t["p"]) == pytest.approx(want_p, rel=1e-8)
+        a = done[done["variant"] == on].set_index("seed")[METRIC]
+        b = done[done["variant"] == off].set_index("seed")[METRIC]
+        seeds = sorted(set(a.index) & set(b.index))
+        d = np.log(a[seeds].to_numpy()) - np.log(b[seeds].to_numpy())
+        n = len(d)
+        h = stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n)
+        want = {"pairs": n, "paired_mean": d.mean(), "paired_sd": d.std(ddof=1), "paired_low": d.mean() - h,
+                "paired_high": d.mean() + h, "paired_p": stats.ttest_1samp(d, 0.0).pvalue,
+                "paired_dz": d.mean() / d.std(ddof=1)}
+        tt = full.t_test(_L(full, cell[on], cell[off]))
+        e, se = float(tt.effect[0]), float(tt.sd[0, 0])
+        hw = stats.t.isf(r["level"] / 2, full.df_resid) * se
+        want.update(worst_estimate=e, worst_low=e - hw, worst_high=e + hw)
+        for k, v in want.items():
+            assert float(r[k]) == pytest.approx(v, rel=1e-8, abs=1e-12), (row, k)
+            assert float(t[k]) == pytest.approx(v, rel=1e-8, abs=1e-12), (row, k)
