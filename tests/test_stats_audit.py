@@ -524,3 +524,47 @@ def test_effect_rows_p_paired_and_worst_columns_by_hand(committed):
         for k, v in want.items():
             assert float(r[k]) == pytest.approx(v, rel=1e-8, abs=1e-12), (row, k)
             assert float(t[k]) == pytest.approx(v, rel=1e-8, abs=1e-12), (row, k)
+
+
+def test_heterogeneity_df_is_the_rank_of_the_constraints():
+    """Two axes; the ON variant sees only x, the OFF variant only y: the four per-level
+    contrasts A_x - O_y have differences of rank 2, so the F-test has 2 numerator df (not
+    L - 1 = 3), and F is the restricted-vs-unrestricted RSS statistic with q = 2."""
+    from ablate.report.results import Comparison, ExperimentMeta
+
+    rng = np.random.default_rng(3)
+    mu = {"A1": 0.0, "A2": 0.15, "O1": 0.05, "O2": -0.1}
+    rows, data = [], []
+    for s in range(3):
+        shift = 0.02 * s
+        for c, m in mu.items():
+            y = math.log(30) + m + shift + rng.normal(0, 0.03)
+            data.append({"cell": c, "seed": s, "y": y})
+            x_or_y = c[1]
+            names = ([f"A @ x{x_or_y}, y{k}" for k in "12"] if c[0] == "A" else
+                     [f"O @ x{k}, y{x_or_y}" for k in "12"])
+            for v in names:
+                rows.append({"key": f"{c}|{s}", "variant": v, "seed": s, "status": "done", METRIC: math.exp(y)})
+    frame = pd.DataFrame(rows)
+    comps = tuple(Comparison(f"h @ x{i}, y{j}", f"A @ x{i}, y{j}", f"O @ x{i}, y{j}", f"x{i}, y{j}")
+                  for i in "12" for j in "12")
+    meta = ExperimentMeta(
+        name="x", dataset="fake", design_kind="explicit", hacks=("h",),
+        variants=tuple((v, ()) for v in dict.fromkeys(frame["variant"])), comparisons=comps,
+        seeds=(0, 1, 2), axes={"x": (1, 2), "y": (1, 2)}, row_hacks={c.hack: "h" for c in comps})
+    fit = _fit(pd.DataFrame(data))
+    X, y = fit.model.exog, fit.model.endog
+    Ls = [_L(fit, f"A{i}", f"O{j}") for i in "12" for j in "12"]
+    R = np.array([x - Ls[0] for x in Ls[1:]])
+    N = linalg.null_space(R)
+    g = np.linalg.lstsq(X @ N, y, rcond=None)[0]
+    q = np.linalg.matrix_rank(R)
+    f = ((float(np.sum((y - X @ N @ g) ** 2)) - fit.ssr) / q) / (fit.ssr / fit.df_resid)
+    assert q == 2
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # statsmodels says the constraints are not of full rank
+        r = levels.heterogeneity(frame, meta, METRIC).iloc[0]
+    assert (int(r["levels"]), int(r["df_num"]), int(r["df_den"])) == (4, 2, 12 - 4 - 2)
+    assert r["f"] == pytest.approx(f, rel=1e-9)
+    assert r["p"] == pytest.approx(stats.f.sf(f, 2, 6), rel=1e-8)
