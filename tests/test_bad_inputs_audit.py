@@ -40,6 +40,13 @@ GRID_CASES = [
     ("reuse a directory twice", {"seeds = [0]": 'seeds = [0]\nreuse = [".", "."]'}, "",
      ["reuse lists a results directory twice"]),
     # 100 levels x 5 variants x 1000 seeds: the dry run planned for a quarter of an hour.
+    # A key in the wrong table: the message says where it belongs.
+    ("ngf in [budget]", {"steps = 20": "steps = 20\nngf = 16"}, "",
+     ["[budget]: unknown key 'ngf' (ngf belongs in [model])"]),
+    ("seed in [budget]", {"steps = 20": "steps = 20\nseed = 3"}, "",
+     ["[budget]: unknown key 'seed' (seed belongs in seeds = [...] at the top)"]),
+    ("steps at the top", {"seeds = [0]": "seeds = [0]\nsteps = 5"}, "",
+     ["experiment: unknown key 'steps' (steps belongs in [budget])"]),
     ("half a million runs", {"seeds = [0]": "seeds = 1000"},
      "\n[axes]\nlr_scale = [" + ", ".join(str(i + 1) for i in range(100)) + "]\n",
      ["500 variants x 1,000 seeds = 500,000 runs; at most 100,000"]),

@@ -72,6 +72,15 @@ from ablate.hacks.params import check
 # or per-machine (device, threads), which the grid command decides.
 _RESERVED_TRAIN = {"dataset", "seed", "hacks", "params", "device", "threads"}
 _MODEL_KEYS = {"ngf", "ndf", "latent_dim"}
+# Where a key misplaced in [model], [budget] or at the top belongs (named in the error),
+# besides the model and budget keys themselves.
+_ELSEWHERE = {"seed": "seeds = [...] at the top", "dataset": "[data]",
+              "device": "[execution] or the grid's --device",
+              "threads": "[execution] or the grid's --threads", "workers": "[execution]",
+              "hacks": "[hacks] scope = [...]", "params": "[hacks.params]", "scope": "[hacks]",
+              "kind": "[design]", "features": "[evaluation]", "sesoi": "[analysis]",
+              "alpha": "[analysis]", "beside": "[report]", "val_every": "[evaluation]",
+              "val_n": "[evaluation]"}
 
 
 @dataclass(frozen=True)
@@ -170,7 +179,11 @@ def _train_fields() -> dict[str, Any]:
 
 def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experiment:
     """Validate a TOML document (already parsed) into an :class:`Experiment`."""
-    check_keys(doc, _TOP_KEYS, "experiment")
+    fields = _train_fields()
+    budget_keys = set(fields) - _RESERVED_TRAIN - _MODEL_KEYS
+    elsewhere = {**dict.fromkeys(_MODEL_KEYS, "[model]"), **dict.fromkeys(budget_keys, "[budget]"),
+                 **_ELSEWHERE}
+    check_keys(doc, _TOP_KEYS, "experiment", elsewhere)
     name = check(doc.get("name", stem), str, "name")
     if not name.strip():
         raise ConfigError("name is blank; give a name or leave it out (default: the file's stem)")
@@ -178,18 +191,17 @@ def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experim
     results_dir = directory(check(doc.get("results_dir", f"results/{stem}"), str, "results_dir"))
 
     data = table_of(doc, "data")
-    check_keys(data, {"dataset"}, "[data]")
+    check_keys(data, {"dataset"}, "[data]", elsewhere)
     if "dataset" not in data:
         raise ConfigError("[data]: missing key 'dataset'")
     dataset = check(data["dataset"], str, "[data].dataset")
     dataset_spec(dataset)  # unknown datasets raise, listing the valid ones
 
-    fields = _train_fields()
     train: dict[str, Any] = {}
     model = table_of(doc, "model")
-    check_keys(model, _MODEL_KEYS & set(fields), "[model]")
+    check_keys(model, _MODEL_KEYS & set(fields), "[model]", elsewhere)
     budget = table_of(doc, "budget")
-    check_keys(budget, set(fields) - _RESERVED_TRAIN - _MODEL_KEYS, "[budget]")
+    check_keys(budget, budget_keys, "[budget]", elsewhere)
     for where, table in (("[model]", model), ("[budget]", budget)):
         for key, value in table.items():
             default = fields[key].default

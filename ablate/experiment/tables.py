@@ -65,10 +65,13 @@ def parse_report(table: Any) -> ReportSpec:
         raise ConfigError(f"[report].beside lists a results directory twice: {beside!r}")
     return ReportSpec(beside=tuple(beside))
 
-def check_keys(table: dict, valid: set[str], where: str) -> None:
+def check_keys(table: dict, valid: set[str], where: str, elsewhere: dict[str, str] | None = None) -> None:
+    """Refuse keys not in ``valid``; ``elsewhere`` maps a key that belongs in another
+    place (``ngf`` in ``[budget]``) to that place, which the message then names."""
     for key in table:
         if key not in valid:
-            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(valid))}")
+            hint = f" ({key} belongs in {elsewhere[key]})" if key in (elsewhere or {}) else ""
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}; valid keys: {', '.join(sorted(valid))}")
 
 
 def table_of(doc: dict, name: str) -> dict:
