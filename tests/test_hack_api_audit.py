@@ -136,3 +136,31 @@ def test_parameters_under_a_plain_and_a_qualified_name_merge(register):
     assert hack.params.a == 1.0
     with pytest.raises(ConfigError, match="parameter 'a' is set twice"):
         registry.instantiate([cls.name], {cls.name: {"a": 1.0}, qualified: {"a": 3.0}})
+
+
+# ----- a checkpoint of another run: which hack differs ------------------------------
+# README: a checkpoint written with another config or version is refused "naming what
+# differs"; for a plugin's version bump or a changed hack parameter the message said only
+# "the training configuration, hacks or Recipe differ".
+def test_a_checkpoint_mismatch_names_the_hack_version_or_parameter(register):
+    @dataclass(frozen=True)
+    class Params:
+        a: float = 0.0
+
+    cls = register(type("Fp", (Hack,), {"name": "test-audit-fp", "source": "s", "on": "o",
+                                        "off": "f", "Params": Params}))
+
+    def about(hacks, **params):
+        cfg = _cfg(hacks, params=tuple((cls.name, k, v) for k, v in params.items()))
+        plan = resolve(cfg)
+        return checkpoint.fingerprint(cfg, plan.hack_records, plan.recipe.to_dict(),
+                                      torch.device("cpu"))[1]
+
+    there = about((cls.name,))
+    assert checkpoint.differences(there, about((cls.name,), a=1.0)) == (
+        "hack 'test-audit-fp' parameters {'a': 0.0} there, {'a': 1.0} here")
+    assert checkpoint.differences(there, about(())) == "hack 'test-audit-fp' on there, off here"
+    bumped = {**there, "hacks": {cls.name: {**there["hacks"][cls.name], "version": "9"}}}
+    assert "hack 'test-audit-fp' version" in checkpoint.differences(there, bumped)
+    old = {k: v for k, v in there.items() if k != "hacks"}  # a checkpoint from before
+    assert checkpoint.differences(old, about((cls.name,), a=1.0)).startswith("the training")

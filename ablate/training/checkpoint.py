@@ -6,7 +6,7 @@ A checkpoint is one file, ``train_state.pt`` in the run's directory, written ato
 It is a dict (``torch.save``; loaded with ``weights_only=True``)::
 
     {"format": 1, "fingerprint": str, "about": {"threads", "device", "torch", "ablate",
-                                                "extra"},
+                                                "extra", "hacks"},
      "step": int,                        # generator updates completed
      "resumed_from": [int, ...],          # the steps earlier attempts resumed from
      "log": [record, ...],                # every log.jsonl record so far
@@ -65,7 +65,10 @@ def fingerprint(config: Any, hack_records: Iterable[dict], recipe: dict, device:
              "torch": v.get("torch", torch.__version__), "ablate": v.get("ablate"), "extra": extra}
     text = json.dumps({"train": train, "hacks": list(hack_records), "recipe": recipe, **about},
                       sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest(), about
+    # The hacks in the readable parts, outside the digest (earlier checkpoints keep theirs),
+    # so that a mismatch names the hack whose version or parameters differ.
+    hacks = {h["name"]: {"version": h.get("version"), "params": h.get("params")} for h in hack_records}
+    return hashlib.sha256(text.encode()).hexdigest(), {**about, "hacks": hacks}
 
 
 def save(path: Path, state: dict[str, Any], keep_previous: bool = False) -> None:
@@ -144,6 +147,18 @@ def differences(theirs: dict[str, Any], ours: dict[str, Any]) -> str:
              "ablate": "ablate version", "extra": "run key", "fused": "fused group"}
     diffs = [f"{names.get(k, k)} {theirs.get(k)!r} there, {ours.get(k)!r} here"
              for k in names if theirs.get(k) != ours.get(k)]
+    there, here = theirs.get("hacks"), ours.get("hacks")
+    for name in dict.fromkeys([*(here or {}), *(there or {})]) if there is not None else ():
+        a, b = there.get(name), (here or {}).get(name)
+        if a is None or b is None:
+            diffs.append(f"hack {name!r} {'on' if a else 'off'} there, {'on' if b else 'off'} here")
+            continue
+        if a["version"] != b["version"]:
+            diffs.append(f"hack {name!r} version {a['version']!r} there, {b['version']!r} here")
+        keys = [k for k in {**a["params"], **b["params"]} if a["params"].get(k) != b["params"].get(k)]
+        if keys:
+            diffs.append(f"hack {name!r} parameters {({k: a['params'].get(k) for k in keys})} there, "
+                         f"{({k: b['params'].get(k) for k in keys})} here")
     return "; ".join(diffs) or "the training configuration, hacks or Recipe differ"
 
 
