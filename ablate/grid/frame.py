@@ -110,6 +110,10 @@ def load_experiment_meta(results_dir: Path | str) -> dict[str, Any]:
     """
     path = layout.ExperimentDir(results_dir).experiment_json
     if not path.is_file():
+        here = layout.ExperimentDir(results_dir)
+        if here.db.is_file() or here.runs.is_dir():  # a grid's store that lost its record
+            raise NoStore(f"{path} not found, though {Path(results_dir)} holds runs; `ablate grid` "
+                          "on the experiment rewrites it (finished runs are kept)")
         raise NoStore(f"{path} not found: {Path(results_dir)} is not (yet) the results "
                       "directory of a grid; run `ablate grid` on the experiment first")
     try:
