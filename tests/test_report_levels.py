@@ -251,3 +251,9 @@ def test_a_cell_gets_the_seeds_of_its_most_seeded_variant_name():
     assert (d1.verdict, d1.look, d1.n_on, d1.n_off) == ("hurts", 1, 4, 4)
     assert a.looks[0].seeds == {"A @ 1": 4, "B @ 1": 4, "A @ 2": 5, "B @ 2": 5}
     assert (d2.n_on, d2.n_off) == (5, 5)
+
+
+def test_p_values_in_prose_read_p_less_than():
+    from ablate.report.tables import p_is
+    assert p_is(0.0344) == "p = 0.034" and p_is(2e-5) == "p < 0.001"
+    assert p_is(1e-4, "Holm p") == "Holm p < 0.001" and p_is(float("nan")) == "p = –"

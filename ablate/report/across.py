@@ -12,7 +12,7 @@ import pandas as pd
 
 from ablate.report import figures, levels, tables
 from ablate.report.columns import label
-from ablate.report.tables import num, pval
+from ablate.report.tables import num, p_is
 
 
 def display(t: pd.DataFrame) -> pd.DataFrame:
@@ -22,7 +22,7 @@ def display(t: pd.DataFrame) -> pd.DataFrame:
         first = r["hack"] not in seen
         seen.add(r["hack"])
         het = (f"F({int(r['het_df_num'])}, {int(r['het_df_den'])}) = {num(r['het_f'], 3)}, "
-               f"p = {pval(r['het_p'])} (Holm {pval(r['het_p_holm'])})"
+               f"{p_is(r['het_p'])} ({p_is(r['het_p_holm'], 'Holm p')})"
                if first and np.isfinite(r["het_f"]) else ("–" if first else ""))
         rows.append({"hack": r["hack"] if first else "", "level": r["level"],
                      "contrast": f"{r['on']} vs {r['off']}", "verdict": r["verdict"],
@@ -95,7 +95,7 @@ def section(d, ctx) -> None:
       "the effect is the same at every level rejects after Holm across hacks; otherwise *mixed* or "
       "*undecided*.", "")
     for _, r in v.iterrows():
-        test = (f"F({r['df_num']}, {r['df_den']}) = {num(r['f'], 3)}, Holm p = {pval(r['p_holm'])}"
+        test = (f"F({r['df_num']}, {r['df_den']}) = {num(r['f'], 3)}, {p_is(r['p_holm'], 'Holm p')}"
                 if math.isfinite(r["f"]) else "no heterogeneity test")
         d(f"- `{r['hack']}`: **{r['verdict']}** ({test})")
     d("")
@@ -119,7 +119,7 @@ def method_lines(ctx) -> list[str]:
         "without the axis' hack is the same run at every level of it) enters every model once, in one "
         "cell. *Across levels*: per hack, the joint least-squares fit over the unique finished runs "
         "(one cell per distinct run condition, seed blocks) tests that its contrast is the same at every "
-        "level (F-test, statsmodels `f_test`, L − 1 numerator df), Holm across hacks at α. A hack "
+        "level (F-test, statsmodels `f_test`; numerator df the rank of its constraints, L − 1 with one axis), Holm across hacks at α. A hack "
         "*helps / hurts / is equivalent at every level* when each per-level verdict says so: each is "
         "controlled family-wise already, so their intersection holds at α with no further adjustment "
         "(intersection-union test, Berger 1982)."]

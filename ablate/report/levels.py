@@ -8,7 +8,8 @@ effects table, all in one Holm family of the sequential design). Here, per real 
   FID) over the unique runs: one cell per distinct run condition (variant names at several
   levels that share their run keys are one cell, :func:`~ablate.report.effects.cells`) plus
   seed blocks; with the per-level contrasts ``d_l = mean(on_l) - mean(off_l)``, the F-test
-  (statsmodels ``f_test``) of ``d_1 = ... = d_L`` (L - 1 numerator df), Holm across hacks;
+  (statsmodels ``f_test``) of ``d_1 = ... = d_L`` (numerator df: the rank of the
+  constraints, L - 1 with one axis), Holm across hacks;
 * :func:`robust`: one verdict per hack: *helps / hurts / equivalent at every level* when the
   per-level verdicts agree (they are family-wise controlled already, so the intersection
   needs no further adjustment), *depends on the level (...)* when heterogeneity is

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ablate.report import across, anchor, beside, failures, method, stacked
 from ablate.report.columns import label, lower_is_better, parse_metric
-from ablate.report.tables import interval, num, pct, pval, to_markdown
+from ablate.report.tables import interval, num, p_is, pct, to_markdown
 
 CITATION_BIBTEX = """@software{ablate,
   title   = {ablate: which GAN training hacks actually matter},
@@ -288,8 +288,8 @@ def _effects(d: _Doc, ctx) -> None:
     fit = ctx.analysis.fit
     if fit is not None:
         d(f"Model check: residual sd {num(fit.sigma, 3)} on the {fit.scale} scale, {fit.df_resid} residual df; "
-          f"equal variance across variants, Brown-Forsythe p = {pval(fit.levene_p())}; normal residuals, "
-          f"Shapiro-Wilk p = {pval(fit.shapiro_p())}.", "")
+          f"equal variance across variants, Brown-Forsythe {p_is(fit.levene_p())}; normal residuals, "
+          f"Shapiro-Wilk {p_is(fit.shapiro_p())}.", "")
         d.figure("residuals", ctx.figures.get("residuals"), "Residuals of the pooled model: against fitted "
                  "values, and a normal Q-Q plot.")
     if len(ctx.analysis.looks) > 1 or ctx.meta.seed_policy.adaptive:

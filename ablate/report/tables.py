@@ -44,6 +44,12 @@ def pval(p) -> str:
     return "<0.001" if p < 1e-3 else f"{p:.3f}"
 
 
+def p_is(p, name: str = "p") -> str:
+    """A p-value in prose: ``p = 0.034``, ``p < 0.001`` (never ``p = <0.001``)."""
+    v = pval(p)
+    return f"{name} < {v[1:]}" if v.startswith("<") else f"{name} = {v}"
+
+
 def interval(lo, hi, digits: int = 3) -> str:
     if lo is None or not (np.isfinite(lo) and np.isfinite(hi)):
         return "–"
