@@ -3,7 +3,10 @@ behaviour and the code disagreed, each pinned by a test that failed before its f
 
 from __future__ import annotations
 
+import contextlib
 import re
+import textwrap
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -164,3 +167,60 @@ def test_a_checkpoint_mismatch_names_the_hack_version_or_parameter(register):
     assert "hack 'test-audit-fp' version" in checkpoint.differences(there, bumped)
     old = {k: v for k, v in there.items() if k != "hacks"}  # a checkpoint from before
     assert checkpoint.differences(old, about((cls.name,), a=1.0)).startswith("the training")
+
+
+# ----- a plugin that extends another plugin's hack ----------------------------------
+# Discovery gave every hack registered while an entry point loaded to that entry point's
+# distribution. A package that imports another plugin package (to subclass one of its
+# hacks) and sorts before it took over the other's hacks: their provider, their version
+# and so the run keys of every variant enabling them changed by installing it.
+@pytest.fixture
+def fresh_site(monkeypatch, tmp_path):
+    """An empty registry that discovers again, with ``tmp_path`` on sys.path."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for attr, value in (("_REGISTRY", {}), ("_PROVIDERS", {}), ("_DUPLICATES", {}),
+                        ("_CLAIMS", {}), ("_QUALIFIED", {}), ("_FAILURES", []),
+                        ("_discovered", False), ("_EP_OWNERS", {})):
+        monkeypatch.setattr(registry, attr, value)
+    return tmp_path
+
+
+def _dist(site, dist: str, version: str, module: str, text: str) -> None:
+    (site / f"{module}.py").write_text(textwrap.dedent(text))
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[ablate.hacks]\nhacks = {module}\n")
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_a_plugin_extending_another_does_not_take_over_its_hacks(fresh_site, broken):
+    tag = uuid.uuid4().hex[:8]
+    base, ext = f"plug_base_{tag}", f"plug_ext_{tag}"
+    _dist(fresh_site, "zzz-base", "1.0", base, f"""
+        from ablate import Hack, register_hack
+
+        @register_hack
+        class Base(Hack):
+            name = "test-audit-base-{tag}"
+            on, off = "on", "off"
+    """)
+    _dist(fresh_site, "aaa-ext", "7.0", ext, f"""
+        from ablate import register_hack
+        from {base} import Base
+
+        @register_hack
+        class Ext(Base):
+            name = "test-audit-ext-{tag}"
+        {"raise RuntimeError('broken after the import')" if broken else ""}
+    """)
+    with pytest.warns(registry.PluginWarning) if broken else contextlib.nullcontext():
+        names = registry.hack_names()
+    assert f"test-audit-base-{tag}" in names
+    assert (registry.provider(f"test-audit-base-{tag}"), registry.version(f"test-audit-base-{tag}")) == (
+        "zzz-base", "1.0")
+    if not broken:
+        assert (registry.provider(f"test-audit-ext-{tag}"), registry.version(f"test-audit-ext-{tag}")) == (
+            "aaa-ext", "7.0")
+    else:
+        assert f"test-audit-ext-{tag}" not in names

@@ -65,6 +65,7 @@ _QUALIFIED: dict[str, type[Hack]] = {}  # "provider:name" -> its class, named so
 _FAILURES: list[Failure] = []
 _discovered = False
 _loading: str | None = None  # the distribution whose entry point is being imported
+_EP_OWNERS: dict[str, list[str]] = {}  # top-level module -> distributions whose entry points name it
 
 
 def validate_class(cls: Any) -> None:
@@ -117,7 +118,7 @@ def register_hack(cls: type[Hack] | None = None, *, provider: str | None = None)
         validate_class(hack_cls)
         if _loading is None and not _discovered:
             _discover()  # so that a direct registration sees every plugin's names
-        prov = provider or _loading or module_provider(hack_cls)
+        prov = provider or _owner(hack_cls)
         name = hack_cls.name
         existing = _REGISTRY.get(name)
         if existing is hack_cls:  # the same class again (a module two entry points name)
@@ -186,9 +187,20 @@ def _qualified(name: str) -> type[Hack]:
     return cls
 
 
+def _owner(cls: type[Hack]) -> str:
+    """The provider of a hack being registered: the distribution whose entry point is
+    loading, unless the class lives in another plugin distribution's package, which that
+    entry point imports (a plugin extending another's hack): then that distribution, so
+    installing the one never changes the provider, version and run keys of the other's."""
+    if _loading is None:
+        return module_provider(cls)
+    owners = _EP_OWNERS.get(cls.__module__.split(".")[0], [])
+    return _loading if not owners or _loading in owners else owners[0]
+
+
 def _discover() -> None:
     """Register the built-ins, then load every ``ablate.hacks`` entry point (once)."""
-    global _discovered, _loading
+    global _discovered, _loading, _EP_OWNERS
     if _discovered:
         return
     _discovered = True
@@ -196,7 +208,11 @@ def _discover() -> None:
     try:
         for cls in BUILTIN:
             register_hack(cls, provider=BUILTIN_PROVIDER)
-        for dist, ep in entry_points():
+        points = entry_points()
+        _EP_OWNERS = {}
+        for dist, ep in points:
+            _EP_OWNERS.setdefault(ep.module.split(".")[0], []).append(dist)
+        for dist, ep in points:
             _loading = dist
             before = set(_REGISTRY)
             try:
@@ -205,7 +221,8 @@ def _discover() -> None:
                     register_hack(obj, provider=dist)
             except Exception as exc:  # a broken plugin must not take the harness down
                 for name in set(_REGISTRY) - before:  # roll back its half-registered hacks
-                    unregister_hack(name)
+                    if _PROVIDERS.get(name) == dist:  # (not another plugin's it imported)
+                        unregister_hack(name)
                 failure = Failure(dist, f"{ep.name} = {ep.value}", f"{type(exc).__name__}: {exc}")
                 _FAILURES.append(failure)
                 warnings.warn(f"{failure}; its hacks are unavailable", PluginWarning,
