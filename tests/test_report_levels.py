@@ -257,3 +257,9 @@ def test_p_values_in_prose_read_p_less_than():
     from ablate.report.tables import p_is
     assert p_is(0.0344) == "p = 0.034" and p_is(2e-5) == "p < 0.001"
     assert p_is(1e-4, "Holm p") == "Holm p < 0.001" and p_is(float("nan")) == "p = –"
+
+
+def test_dependent_level_contrasts_test_on_a_basis_of_their_span():
+    rows = [np.array([1.0, -1, 0, 0]), np.array([0.0, 0, 1, -1]), np.array([1.0, -1, 1, -1])]
+    basis = levels._independent(rows)
+    assert basis.shape == (2, 4) and np.linalg.matrix_rank(basis) == np.linalg.matrix_rank(np.array(rows))

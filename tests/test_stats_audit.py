@@ -323,7 +323,7 @@ def test_levels_display_names_numerator_then_denominator_df():
     t = levels.table(lv, levels.robust(lv, het, ALPHA))
     d = across.display(t)
     cell = d.iloc[0]["same effect at every level? (F-test)"]
-    assert cell.startswith("F(1, 12) = 7.5") and "0.018" in cell and "Holm 0.036" in cell
+    assert cell.startswith("F(1, 12) = 7.5") and "p = 0.018" in cell and "Holm p = 0.036" in cell
     assert d.iloc[0]["over the levels"].startswith("depends on the level") and d.iloc[1]["over the levels"] == ""
 
 

@@ -119,7 +119,7 @@ def heterogeneity(frame: pd.DataFrame, meta: ExperimentMeta, metric: str | None)
     for hack, ls in by_hack.items():
         if len(ls) < 2:
             continue
-        R = np.array([ls[i] - ls[0] for i in range(1, len(ls))])
+        R = _independent([ls[i] - ls[0] for i in range(1, len(ls))])
         t = fit.f_test(R)
         rows.append({"hack": hack, "levels": len(ls), "f": float(np.squeeze(t.fvalue)),
                      "df_num": int(t.df_num), "df_den": int(t.df_denom), "p": float(t.pvalue)})
@@ -128,6 +128,17 @@ def heterogeneity(frame: pd.DataFrame, meta: ExperimentMeta, metric: str | None)
     out = pd.DataFrame(rows, columns=HET_COLUMNS[:-1])
     out["p_holm"] = holm(out["p"])
     return out
+
+
+def _independent(rows: list[np.ndarray]) -> np.ndarray:
+    """A basis of the rows' span taken from the rows themselves: the Wald F is the same
+    for any basis, and statsmodels warns on dependent constraints (two axes can make a
+    hack's level contrasts dependent)."""
+    basis: list[np.ndarray] = []
+    for r in rows:
+        if np.linalg.matrix_rank(np.array(basis + [r])) > len(basis):
+            basis.append(r)
+    return np.array(basis)
 
 
 def robust(levels: pd.DataFrame, het: pd.DataFrame, alpha: float) -> pd.DataFrame:
