@@ -40,6 +40,9 @@ GRID_CASES = [
     ("reuse a directory twice", {"seeds = [0]": 'seeds = [0]\nreuse = [".", "."]'}, "",
      ["reuse lists a results directory twice"]),
     # 100 levels x 5 variants x 1000 seeds: the dry run planned for a quarter of an hour.
+    # width sets ngf = ndf: with ngf != ndf no level had the file's own runs.
+    ("width axis over ngf != ndf", {"ndf = 8": "ndf = 16"}, "\n[axes]\nwidth = [8, 16]\n",
+     ["[axes].width sets ngf = ndf, but [model] has ngf = 8, ndf = 16"]),
     # A key in the wrong table: the message says where it belongs.
     ("ngf in [budget]", {"steps = 20": "steps = 20\nngf = 16"}, "",
      ["[budget]: unknown key 'ngf' (ngf belongs in [model])"]),

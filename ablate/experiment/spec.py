@@ -284,6 +284,11 @@ def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experim
     execution = parse_execution(table_of(doc, "execution"))
     analysis = parse_analysis(doc["analysis"], protocol) if "analysis" in doc else None
     axes = parse_axes(doc["axes"], scope) if "axes" in doc else ()
+    if any(a.name == "width" for a in axes):
+        ngf, ndf = (train.get(k, getattr(TrainConfig, k)) for k in ("ngf", "ndf"))
+        if ngf != ndf:  # no level would plan this file's own runs
+            raise ConfigError(f"[axes].width sets ngf = ndf, but [model] has ngf = {ngf}, ndf = {ndf}; "
+                              "give them one value or drop the axis")
     reuse = doc.get("reuse", [])
     if not isinstance(reuse, list) or not all(isinstance(p, str) for p in reuse):
         raise ConfigError(f"reuse must be a list of results directories whose finished runs "
