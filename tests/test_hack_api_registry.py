@@ -52,6 +52,8 @@ def _hack_module(name: str, extra: str = "") -> str:
 @pytest.fixture
 def fresh(monkeypatch, tmp_path):
     """An empty registry that discovers again, with ``tmp_path/site`` on sys.path."""
+    registry.hack_names()  # the real registry discovers first: plugin modules imported in
+    # the empty one below would not register again later (a test file run alone, then v3's)
     site = tmp_path / "site"
     site.mkdir()
     monkeypatch.syspath_prepend(str(site))
