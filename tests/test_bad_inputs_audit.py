@@ -243,3 +243,47 @@ def test_garbage_in_rows_of_the_run_index_is_an_error_naming_the_fix(tmp_path, c
     assert "holds no run index" in capsys.readouterr().out
     assert main(["grid", str(exp), "--results-dir", str(res), "--rebuild-index", *GRID_FLAGS]) == 0
     assert len(rows(res)) == 2 and {r["status"] for r in rows(res).values()} == {"done"}
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("damage,words", [
+    (b"\xff\xfe\x00garbage\x81", ["effects.csv is unreadable", "rerun `ablate report"]),
+    (None, ["non-numeric values in column(s) ['estimate']", "rerun `ablate report"])])
+def test_compare_over_a_damaged_effects_table_exits_2(tmp_path, capsys, damage, words):
+    """A binary effects.csv (UnicodeDecodeError) or a text estimate (ValueError) was a
+    traceback in `ablate compare`."""
+    import shutil
+    src = tmp_path / "label-smoothing-sides"
+    shutil.copytree(REPO / "results" / "label-smoothing-sides", src)
+    eff = src / "tables" / "effects.csv"
+    if damage is None:
+        import pandas as pd
+        t = pd.read_csv(eff)
+        t["estimate"] = t["estimate"].astype(object)
+        t.loc[0, "estimate"] = "oops"
+        t.to_csv(eff, index=False)
+    else:
+        eff.write_bytes(damage)
+    assert main(["compare", str(src), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ablate: error: ") and no_traceback(err), err
+    for w in words:
+        assert w in err, (w, err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_leaves_out_a_hand_edited_provenance_of_another_shape(tmp_path, capsys):
+    """metrics.json with "provenance": "x" (valid JSON, wrong shape) was an AttributeError
+    traceback in `ablate report`; the record is left out and the report is written."""
+    import json
+    import shutil
+    src = tmp_path / "label-smoothing-sides"
+    shutil.copytree(REPO / "results" / "label-smoothing-sides", src)
+    for i, m in enumerate(sorted(src.glob("runs/*/metrics.json"))[:2]):
+        doc = json.loads(m.read_text())
+        doc["provenance"] = "x" if i == 0 else {"features": "x"}
+        m.write_text(json.dumps(doc))
+    assert main(["report", str(src), "--out", str(tmp_path / "rep")]) == 0
+    assert "classifier test accuracy" in (tmp_path / "rep" / "REPORT.md").read_text()

@@ -81,10 +81,17 @@ def load_experiment(path: Path | str) -> Experiment:
     if not eff.is_file():
         raise ConfigError(f"{path} has no report yet ({EFFECTS_CSV} missing): run `ablate report {path}` "
                           "once its grid is finished")
-    effects = pd.read_csv(eff)
+    try:
+        effects = pd.read_csv(eff)
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and pandas' ParserError included
+        raise ConfigError(f"{eff} is unreadable ({type(exc).__name__}): rerun `ablate report {path}`") from exc
     missing = [c for c in NEEDED if c not in effects.columns]
     if missing:
         raise ConfigError(f"{eff} lacks column(s) {missing}: rerun `ablate report {path}`")
+    bad = [c for c in ("estimate", "se", "n_on", "n_off") if c in effects.columns
+           and pd.to_numeric(effects[c], errors="coerce").isna().ne(effects[c].isna()).any()]
+    if bad:
+        raise ConfigError(f"{eff} has non-numeric values in column(s) {bad}: rerun `ablate report {path}`")
     return Experiment(meta.name, path, meta, effects)
 
 

@@ -168,7 +168,8 @@ class Results:
             doc = json.loads(path.read_text())
         except FileNotFoundError:
             raise ConfigError(f"{path} not found: {results_dir} is not a results directory written "
-                              "by `ablate grid`") from None
+                              "by `ablate grid` (if it holds runs, `ablate grid EXPERIMENT.toml` "
+                              "rewrites it; finished runs are kept)") from None
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{path} is unreadable ({exc}); rerun `ablate grid EXPERIMENT.toml` "
                               "to rewrite it (finished runs are kept)") from exc

@@ -21,6 +21,13 @@ from ablate.layout import RunDir
 VAL_FID_KEY = "val_fid"  # ablate.training.loop writes {"step", "val_fid", "val_n", "best_step"}
 
 
+
+def _shaped_provenance(p) -> bool:
+    """metrics.json's provenance as the scorer writes it: a dict whose ``features`` (if
+    any) maps each feature net to a dict."""
+    f = p.get("features", {}) if isinstance(p, dict) else None
+    return isinstance(f, dict) and all(isinstance(v, dict) for v in f.values())
+
 class RunArtefacts:
     """Lazy, cached access to the run directories named in the frame's ``run_dir`` column."""
 
@@ -67,9 +74,10 @@ class RunArtefacts:
         configs = [c for _, c in self._each_json(layout.CONFIG)]
         out: dict = {"runs_with_config": len(configs)}
 
-        def count(docs, key):
+        def count(docs, key, shaped=lambda v: True):
             return [(json.loads(k), n) for k, n in Counter(
-                json.dumps(d.get(key), sort_keys=True) for d in docs if d.get(key)).most_common()]
+                json.dumps(d.get(key), sort_keys=True) for d in docs
+                if d.get(key) and shaped(d[key])).most_common()]
 
         for key in ("data", "hardware", "versions", "git_commit", "device"):
             out[key] = count(configs, key)
@@ -77,8 +85,9 @@ class RunArtefacts:
         out["train"] = trains[0] if trains else {}
         out["latent_dim"] = sorted({t["latent_dim"] for t in trains if t.get("latent_dim")})
         metrics = [m for _, m in self._each_json(layout.METRICS)]
-        out["protocol"] = count(metrics, "protocol")
-        out["metrics_provenance"] = count(metrics, "provenance")
+        out["protocol"] = count(metrics, "protocol", lambda v: isinstance(v, dict))
+        # A hand-edited record of another shape is left out rather than read as one.
+        out["metrics_provenance"] = count(metrics, "provenance", _shaped_provenance)
         out["mode_rule"] = sorted({str(m[c]["classifier"]["mode_rule"]) for m in metrics for c in ("last", "best")
                                    if isinstance(m.get(c), dict) and isinstance(m[c].get("classifier"), dict)
                                    and m[c]["classifier"].get("mode_rule")})
