@@ -263,3 +263,9 @@ def test_dependent_level_contrasts_test_on_a_basis_of_their_span():
     rows = [np.array([1.0, -1, 0, 0]), np.array([0.0, 0, 1, -1]), np.array([1.0, -1, 1, -1])]
     basis = levels._independent(rows)
     assert basis.shape == (2, 4) and np.linalg.matrix_rank(basis) == np.linalg.matrix_rank(np.array(rows))
+
+
+def test_latex_escapes_less_and_greater_than():
+    """OT1, LaTeX's default font encoding, typesets a bare '<' as '¡' ('p < 0.001')."""
+    from ablate.report.tables import latex_escape
+    assert latex_escape("p < 0.001, F > 1") == r"p \textless{} 0.001, F \textgreater{} 1"

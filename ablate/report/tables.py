@@ -69,7 +69,9 @@ def latex_escape(text: str) -> str:
     for ch in str(text):
         out.append({"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
                     "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                    "\\": r"\textbackslash{}"}.get(ch, ch))
+                    "\\": r"\textbackslash{}",
+                    # OT1, LaTeX's default font encoding, typesets a bare < or > as ¡ or ¿
+                    "<": r"\textless{}", ">": r"\textgreater{}"}.get(ch, ch))
     return _latex_symbols("".join(out))
 
 
