@@ -269,3 +269,7 @@ def test_latex_escapes_less_and_greater_than():
     """OT1, LaTeX's default font encoding, typesets a bare '<' as '¡' ('p < 0.001')."""
     from ablate.report.tables import latex_escape
     assert latex_escape("p < 0.001, F > 1") == r"p \textless{} 0.001, F \textgreater{} 1"
+    import pandas as pd
+    from ablate.report.tables import to_latex
+    text = to_latex(pd.DataFrame({"p": ["<0.001"]}), "p < alpha", "x")  # pandas' Styler path
+    assert "<" not in text and r"\textless{}0.001" in text and r"p \textless{} alpha" in text

@@ -19,7 +19,10 @@ from ablate.report.columns import label
 # Unicode the report uses, and its LaTeX spelling (the .tex files stay ASCII).
 _LATEX_SYMBOLS = {"×": r"$\times$", "Δ": r"$\Delta$", "±": r"$\pm$", "−": "-", "α": r"$\alpha$",
                   "≈": r"$\approx$", "–": "--", "≥": r"$\geq$", "≤": r"$\leq$", "‖": r"$\|$",
-                  "τ": r"$\tau$", "²": r"$^2$", "→": r"$\rightarrow$"}
+                  "τ": r"$\tau$", "²": r"$^2$", "→": r"$\rightarrow$",
+                  # OT1, LaTeX's default font encoding, typesets a bare < or > as ¡ or ¿
+                  # (pandas' Styler escape leaves them)
+                  "<": r"\textless{}", ">": r"\textgreater{}"}
 
 
 def num(x, digits: int = 3) -> str:
@@ -69,9 +72,7 @@ def latex_escape(text: str) -> str:
     for ch in str(text):
         out.append({"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
                     "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                    "\\": r"\textbackslash{}",
-                    # OT1, LaTeX's default font encoding, typesets a bare < or > as ¡ or ¿
-                    "<": r"\textless{}", ">": r"\textgreater{}"}.get(ch, ch))
+                    "\\": r"\textbackslash{}"}.get(ch, ch))
     return _latex_symbols("".join(out))
 
 
