@@ -40,7 +40,7 @@ from ablate.hacks.interactions import select_hooks
 from ablate.training.models import sample_latent
 from ablate.training.resolve import resolve
 from ablate.training.loop import D_UPDATES, _targets, build
-from ablate.training.precision import forwards, make_optimizer
+from ablate.training.precision import forwards, g_grad_inputs, make_optimizer
 
 # bf16 "pays" only from a 10% faster step: contended timings drift by a few percent, and
 # switching precision changes every run key (a new experiment), which a smaller gain
@@ -222,6 +222,7 @@ def _step(config: TrainConfig, device: torch.device) -> Callable[[], None]:
     opt_d = make_optimizer(d.parameters(), recipe.d_optimizer, device, config.precision)
     ones = torch.ones(bs, device=device)
     g_fwd, d_fwd = forwards(g, d, config.precision, device)
+    g_inputs = g_grad_inputs(opt_g)  # as train() differentiates G's loss
     update_d = D_UPDATES[recipe.d_update]
     window = torch.zeros(4, device=device)  # train() keeps per-step stats on the device too
     g.train()
@@ -235,7 +236,7 @@ def _step(config: TrainConfig, device: torch.device) -> Callable[[], None]:
             loss_d, out_real, out_fake = update_d(d_fwd, opt_d, real, fake.detach(), t_real, t_fake)
         opt_g.zero_grad(set_to_none=True)
         loss_g = F.binary_cross_entropy_with_logits(d_fwd(fake), ones)
-        loss_g.backward()
+        loss_g.backward(inputs=g_inputs)
         opt_g.step()
         window.copy_(torch.stack([loss_d, loss_g.detach(), out_real.sigmoid().mean(),
                                   out_fake.sigmoid().mean()]))
