@@ -162,8 +162,14 @@ def test_a_finished_run_with_a_garbled_result_file_is_reported_and_repaired(tmp_
     (run / "result.json").write_text(text[: len(text) // 2])
     capsys.readouterr()
     assert main(["status", str(exp), "--results-dir", str(res)]) == 0
-    assert f"lost their directory or result files, or hold unreadable ones ({run.name})" in \
-        capsys.readouterr().out
+    by_file = capsys.readouterr().out
+    assert f"lost their directory or result files, or hold unreadable ones ({run.name})" in by_file
+    assert main(["status", str(res)]) == 0  # the results directory itself, as `ablate report` takes
+    assert capsys.readouterr().out == by_file
+    for argv, words in (([str(res), "--results-dir", str(res)], "give --results-dir only with an experiment file"),
+                        ([str(tmp_path)], "without runs.sqlite: not a results directory")):
+        assert main(["status", *argv]) == 2
+        assert words in capsys.readouterr().err
     assert main(["grid", str(exp), "--results-dir", str(res), *GRID_FLAGS]) == 0
     assert "`--repair` retrains them" in capsys.readouterr().err
     assert main(["grid", str(exp), "--results-dir", str(res), "--repair", *GRID_FLAGS]) == 0

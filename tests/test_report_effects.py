@@ -242,6 +242,18 @@ def test_model_checks_match_scipy(ctx):
     assert fit.shapiro_p() == pytest.approx(stats.shapiro(fit.residuals).pvalue)
 
 
+def test_brown_forsythe_leaves_out_groups_of_two_runs(ctx):
+    """Two runs' deviations from their median are equal: such a group has zero spread and
+    scipy's statistic divides by zero (p = 0 whatever the data), so it is left out."""
+    import dataclasses
+
+    fit = ctx.analysis.fit
+    variants = np.unique(fit.residual_variants)
+    two = np.concatenate([np.flatnonzero(fit.residual_variants == v)[:2] for v in variants])
+    small = dataclasses.replace(fit, residuals=fit.residuals[two], residual_variants=fit.residual_variants[two])
+    assert math.isnan(small.levene_p())
+
+
 def test_swapping_the_reference_arm_inverts_the_ratio_not_the_verdict(res):
     swapped = tuple(Comparison(c.hack, c.off, c.on) for c in res.meta.comparisons)
     a = effects.fit_pooled(res.frame, res.meta.comparisons, PRIMARY).contrast("batch-norm")

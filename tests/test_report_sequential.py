@@ -110,6 +110,37 @@ def test_fixed_design_has_one_look_and_the_report_analysis_agrees(tmp_path):
     assert look.done and look.seeds["all-on"] == 5  # every planned seed: 3 done, 1 diverged, 1 pending
     a = sq.analyse(r.frame, r.meta)
     assert len(a.looks) == 1 and a.looks[0].reasons == look.reasons
+    assert a.interim  # one planned run is still pending: a fixed design's only look is not finished
+    done = r.frame[r.frame["status"] != "pending"]
+    assert not sq.analyse(done, r.meta).interim
+
+
+def test_a_report_written_mid_look_is_interim_and_says_so(tmp_path):
+    """A grid stopped inside look 1 (some of its runs pending): the analysis is flagged
+    interim, and REPORT.md calls its verdicts provisional instead of "decided at look 1"."""
+    import pandas as pd
+
+    from ablate.report import markdown
+
+    root = make_results(tmp_path, artefacts=False, noise_sd=0.1, rng_seed=1, seed_policy=ADAPTIVE,
+                        extra_runs=False)
+    r = Results.load(root)
+    full = sq.analyse(r.frame, r.meta)
+    assert not full.interim and "batch-norm" in {d.hack for d in full.decisions if d.look == 1}
+    frame = r.frame.copy()
+    cut = (frame["seed"] == 2) & (frame["variant"] == "all-off")
+    frame.loc[cut, "status"] = "pending"
+    part = sq.analyse(frame, r.meta)
+    assert part.interim and len(part.looks) == 1
+    ctx = type("Ctx", (), {})()
+    ctx.analysis = part
+    ctx.counts = pd.DataFrame({"runs": [10, 5], "unfinished": [0, 1]})
+    note = markdown.interim_notice(ctx)
+    assert "look 1 is not finished" in note and "14 of its 15 planned runs" in note
+    row = pd.Series({"hack": "batch-norm", "scale": "log", "estimate": 0.2, "ci_low": 0.1, "ci_high": 0.3,
+                     "n_on": 3, "n_off": 2, "look": 1, "verdict": "hurts"})
+    assert "interim: look 1 not finished" in markdown._hack_line(row, 0.1, interim=True)
+    assert "decided at look 1" in markdown._hack_line(row, 0.1)
 
 
 # --------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ HELP = "progress of an experiment's runs, per variant"
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("experiment", type=Path, help="experiment file (TOML)")
+    p.add_argument("experiment", type=Path,
+                   help="experiment file (TOML), or a results directory a grid wrote")
     p.add_argument("--results-dir", default=None,
                    help="override the experiment's results directory")
 
@@ -19,6 +20,14 @@ def run(args: argparse.Namespace) -> int:
     from ablate.errors import ConfigError
     from ablate.experiment.spec import load_experiment  # import-time saving: loads torch
 
+    if args.experiment.is_dir():  # a results directory: its own store says everything
+        if args.results_dir is not None:
+            raise ConfigError(f"{args.experiment} is a results directory already; give --results-dir "
+                              "only with an experiment file")
+        if not (args.experiment / "runs.sqlite").is_file():
+            raise ConfigError(f"{args.experiment} is a directory without runs.sqlite: not a results "
+                              "directory; give the experiment file (TOML) or the folder a grid wrote")
+        return print_status(args.experiment)
     experiment = load_experiment(args.experiment)  # a missing or bad file says so
     if args.results_dir is not None:
         results = directory(args.results_dir, "--results-dir")

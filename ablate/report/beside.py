@@ -224,7 +224,9 @@ def section(d, ctx) -> None:
           f"{link or other.name} ({names[0]}) beside this experiment ({names[1]}), both on "
           f"{label(ctx.primary)}, each as its own report decided it (its own seeds, looks and Holm family).", "")
         f = frame(ctx, other)
-        d(_words(f, names), "")
+        interim = getattr(ctx.analysis, "interim", False)
+        d(("*Interim*: this experiment's look is not finished, so its side of the table is "
+           "provisional (see the summary). " if interim else "") + _words(f, names), "")
         d.include_table(ctx.tables.get(f"beside:{other.name}"))
         diffs = _differences(ctx, other)
         d("Protocol differences (" + names[0] + " → " + names[1] + "): " + ("; ".join(diffs) or "none") + ".", "")

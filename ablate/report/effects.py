@@ -87,9 +87,11 @@ class PooledFit:
 
     def levene_p(self) -> float:
         """Brown-Forsythe test (Levene, median-centred) that residual variance is equal
-        across variants; NaN when fewer than two variants have two or more runs."""
+        across variants; NaN when fewer than two variants have three or more runs. (With two
+        runs a group's two deviations from its median are equal, so its spread is zero and
+        the statistic divides by zero: p = 0 whatever the data.)"""
         groups = pd.Series(self.residuals).groupby(list(self.residual_variants))
-        arrays = [g.to_numpy() for _, g in groups if len(g) >= 2 and np.ptp(g.to_numpy()) > 0]
+        arrays = [g.to_numpy() for _, g in groups if len(g) >= 3 and np.ptp(g.to_numpy()) > 0]
         if len(arrays) < 2:
             return math.nan
         return float(stats.levene(*arrays, center="median").pvalue)

@@ -101,13 +101,14 @@ def seeds_text(ctx) -> str:
     return f"N = {'/'.join(map(str, ns))} finished seeds per variant (seeds {', '.join(map(str, seeds)) or 'none'})"
 
 
-def _hack_line(r: pd.Series, sesoi: float) -> str:
+def _hack_line(r: pd.Series, sesoi: float, interim: bool = False) -> str:
     log = r["scale"] == "log"
     eff = (f"×{num(math.exp(r['estimate']))} ({pct(r['estimate'])})" if log else f"Δ {num(r['estimate'])}")
     ci = (interval(math.exp(r["ci_low"]), math.exp(r["ci_high"])) if log and np.isfinite(r["ci_low"])
           else interval(r["ci_low"], r["ci_high"]))
     seeds = f"{r['n_on']}/{r['n_off']} seeds ON/OFF"
-    when = f", decided at look {int(r['look'])}" if pd.notna(r["look"]) else ""
+    when = ((f", interim: look {int(r['look'])} not finished" if interim else f", decided at look {int(r['look'])}")
+            if pd.notna(r["look"]) else "")
     if r["verdict"] == "equivalent":
         eq = (interval(math.exp(r["eq_low"]), math.exp(r["eq_high"])) if log else interval(r["eq_low"], r["eq_high"]))
         extra = "; a real but negligible effect (its interval also excludes 1)" if r["also_different"] else ""
@@ -137,6 +138,8 @@ def _summary(d: _Doc, ctx) -> None:
       f"Each hack is judged by its ratio ON/OFF in one model of all runs (log metric ~ variant + seed), "
       f"against a smallest effect of interest of ±{sesoi:.0%} (SESOI), family-wise α = "
       f"{meta.analysis.alpha} across the hacks (Holm) and across looks (alpha spending).", "")
+    if a.interim:
+        d(interim_notice(ctx), "")
     e = ctx.effects
     if e.empty:
         why = ("there is no quality metric to judge them by" if ctx.primary is None else
@@ -147,7 +150,7 @@ def _summary(d: _Doc, ctx) -> None:
         for key, title in GROUPS:
             g = e[e["verdict"] == key]
             d(f"**{title.format(sesoi=f'{sesoi:.0%}')}** ({len(g)} of {len(e)})" + (":" if len(g) else ": none."))
-            d(*[_hack_line(r, sesoi) for _, r in g.iterrows()])
+            d(*[_hack_line(r, sesoi, a.interim) for _, r in g.iterrows()])
             d("")
     for p in ctx.power:
         if p["analysis"] != "pooled model":
@@ -164,11 +167,23 @@ def _summary(d: _Doc, ctx) -> None:
     sens = e[(e["paired_p"] < meta.analysis.alpha / max(len(e), 1)) != e["verdict"].isin(["helps", "hurts"])] \
         if len(e) else e
     if len(sens):
-        d("*Sensitivity*: the per-hack paired t-test (3-pair tests, Bonferroni) disagrees with the pooled "
+        d("*Sensitivity*: the per-hack paired t-test (Bonferroni across the hacks) disagrees with the pooled "
           "model on: " + ", ".join(f"`{h}`" for h in sens["hack"]) + " (see the effects table).", "")
     pending = int(ctx.counts["unfinished"].sum()) + int(ctx.counts["failed"].sum())
     if pending:
         d(f"{pending} run(s) failed or had not finished when this report was written; they are excluded.", "")
+
+
+def interim_notice(ctx) -> str:
+    """The warning a report written mid-look carries: its verdicts are provisional."""
+    c = ctx.counts
+    planned = int(c["runs"].sum())
+    finished = planned - int(c["unfinished"].sum())
+    look = len(ctx.analysis.looks) or 1
+    return (f"**Interim report: look {look} is not finished** ({finished} of its {planned} planned runs "
+            f"finished). The verdicts below apply look {look}'s boundaries to part of its data: they are "
+            "provisional, not the design's, and may change when its runs finish. Rerun the same "
+            "`ablate grid` command to finish the look; the report it writes then is the one to cite.")
 
 
 def _failure_bullets(d: _Doc, ctx) -> None:
@@ -288,14 +303,18 @@ def _effects(d: _Doc, ctx) -> None:
     fit = ctx.analysis.fit
     if fit is not None:
         d(f"Model check: residual sd {num(fit.sigma, 3)} on the {fit.scale} scale, {fit.df_resid} residual df; "
-          f"equal variance across variants, Brown-Forsythe {p_is(fit.levene_p())}; normal residuals, "
+          "equal variance across variants, " + (f"Brown-Forsythe {p_is(fit.levene_p())}" if np.isfinite(
+              fit.levene_p()) else "Brown-Forsythe not computable (it needs two variants with 3 or more runs)")
+          + "; normal residuals, "
           f"Shapiro-Wilk {p_is(fit.shapiro_p())}.", "")
         d.figure("residuals", ctx.figures.get("residuals"), "Residuals of the pooled model: against fitted "
                  "values, and a normal Q-Q plot.")
     if len(ctx.analysis.looks) > 1 or ctx.meta.seed_policy.adaptive:
         d("### Looks", "", f"Seeds per variant at each planned look: {list(ctx.analysis.planned)}.", "")
         for look in ctx.analysis.looks:
-            d(f"- look {look.index}" + (" (final)" if look.done else "") + ": "
+            interim = ctx.analysis.interim and look is ctx.analysis.looks[-1]
+            d(f"- look {look.index}" + (" (interim: its runs are not all finished)" if interim
+                                        else " (final)" if look.done else "") + ": "
               + "; ".join(look.reasons))
         d("")
     if ctx.tables.get("effects_all"):

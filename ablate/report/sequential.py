@@ -37,7 +37,7 @@ of the finished runs only: a grid killed between looks resumes to the same decis
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -105,6 +105,9 @@ class Analysis:
     planned: tuple[int, ...]  # seeds per variant at each planned look
     decisions: tuple[Decision, ...]
     fit: object | None  # the PooledFit at the last look
+    # True while the look analysed has runs still to finish (a report written mid-grid):
+    # its verdicts are the boundaries applied to part of the look's data, not the design's.
+    interim: bool = False
 
     @property
     def last(self) -> Look | None:
@@ -356,5 +359,8 @@ def analyse(frame: pd.DataFrame, meta, policy: SeedPolicy | None = None,
     meta, metric = _checked(frame, meta, policy, analysis)
     if metric is None or not meta.comparisons:
         return Analysis(metric, math.nan, "log", (), policy.looks(), (), None)
-    upto = max(completed_looks(frame, meta, policy), 1)
-    return _run_looks(frame, meta, policy, analysis, metric, upto)
+    done = completed_looks(frame, meta, policy)
+    if not policy.adaptive:
+        done = int(frame["status"].isin(TERMINAL).all())
+    result = _run_looks(frame, meta, policy, analysis, metric, max(done, 1))
+    return replace(result, interim=done == 0)
