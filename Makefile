@@ -35,11 +35,13 @@ data:
 	fi
 
 # After the grid, refresh results/SUMMARY.md (ablate compare) over every experiment under
-# results/ that has a report; one still running (no REPORT.md yet) is left out.
+# results/ that has a report; one still running (no REPORT.md yet, or an interim one written
+# mid-look) is left out.
 ablation: install
 	$(VENV)/bin/ablate grid $(EXPERIMENT)
 	@dirs=$$(for d in results/*/; do [ -f "$$d/experiment.json" ] && [ -f "$$d/REPORT.md" ] \
-	  && [ -f "$$d/tables/effects.csv" ] && echo "$${d%/}"; done); \
+	  && [ -f "$$d/tables/effects.csv" ] && ! grep -qF '**Interim report:' "$$d/REPORT.md" \
+	  && echo "$${d%/}"; done); \
 	if [ -n "$$dirs" ]; then echo "ablate compare --out results $$dirs" | tr '\n' ' '; echo; \
 	  $(VENV)/bin/ablate compare --out results $$dirs; fi
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +136,21 @@ def test_an_experiment_without_a_report_exits_2(tmp_path, capsys):
     assert main(["compare", str(d), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert str(d) in err and "ablate report" in err
+
+
+def test_an_interim_report_is_refused_naming_the_fix(tmp_path, capsys):
+    """A report written before its look finished (here a fixed design with a run still
+    pending) carries the interim mark; no summary pools its provisional verdicts."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from report_synthetic import make_results
+
+    from ablate.report.compare import INTERIM_MARK
+
+    root = make_results(tmp_path / "mid", artefacts=False)  # all-on seed 8: pending
+    assert main(["report", str(root)]) == 0
+    assert INTERIM_MARK in (root / "REPORT.md").read_text()
+    capsys.readouterr()
+    assert main(["compare", str(ROOT / "results" / "default"), str(root), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "report is interim" in err and "rerun `ablate grid`" in err and str(root) in err
+    assert not (tmp_path / "out").exists()

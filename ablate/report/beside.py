@@ -224,7 +224,7 @@ def section(d, ctx) -> None:
           f"{link or other.name} ({names[0]}) beside this experiment ({names[1]}), both on "
           f"{label(ctx.primary)}, each as its own report decided it (its own seeds, looks and Holm family).", "")
         f = frame(ctx, other)
-        interim = getattr(ctx.analysis, "interim", False)
+        interim = getattr(getattr(ctx, "analysis", None), "interim", False)
         d(("*Interim*: this experiment's look is not finished, so its side of the table is "
            "provisional (see the summary). " if interim else "") + _words(f, names), "")
         d.include_table(ctx.tables.get(f"beside:{other.name}"))

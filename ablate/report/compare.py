@@ -77,6 +77,10 @@ def load_experiment(path: Path | str) -> Experiment:
         meta = parse_meta(json.loads(ej.read_text()), str(ej))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{ej} is unreadable: {exc}") from exc
+    if _interim(ExperimentDir(path).report):
+        raise ConfigError(f"{path}'s report is interim (written before its look finished): its verdicts "
+                          f"are provisional; finish its grid (rerun `ablate grid` on its experiment file, "
+                          f"which rewrites the report) or leave {path} out")
     eff = ExperimentDir(path).effects_csv
     if not eff.is_file():
         raise ConfigError(f"{path} has no report yet ({EFFECTS_CSV} missing): run `ablate report {path}` "
@@ -93,6 +97,21 @@ def load_experiment(path: Path | str) -> Experiment:
     if bad:
         raise ConfigError(f"{eff} has non-numeric values in column(s) {bad}: rerun `ablate report {path}`")
     return Experiment(meta.name, path, meta, effects)
+
+
+# The summary line a report written mid-look starts with (ablate.report.markdown): such a
+# report's verdicts are provisional, so no summary pools them.
+INTERIM_MARK = "**Interim report:"
+
+
+def _interim(report: Path) -> bool:
+    """Whether REPORT.md is one written mid-look (it carries :data:`INTERIM_MARK`)."""
+    try:
+        with open(report, encoding="utf-8", errors="replace") as f:
+            head = f.read(8192)  # the mark is in the summary, at the top
+    except OSError:
+        return False
+    return INTERIM_MARK in head
 
 
 def pool(estimates, ses) -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ablate.report import across, anchor, beside, failures, method, stacked
+from ablate.report.compare import INTERIM_MARK
 from ablate.report.columns import label, lower_is_better, parse_metric
 from ablate.report.tables import interval, num, p_is, pct, to_markdown
 
@@ -180,7 +181,7 @@ def interim_notice(ctx) -> str:
     planned = int(c["runs"].sum())
     finished = planned - int(c["unfinished"].sum())
     look = len(ctx.analysis.looks) or 1
-    return (f"**Interim report: look {look} is not finished** ({finished} of its {planned} planned runs "
+    return (f"{INTERIM_MARK} look {look} is not finished** ({finished} of its {planned} planned runs "
             f"finished). The verdicts below apply look {look}'s boundaries to part of its data: they are "
             "provisional, not the design's, and may change when its runs finish. Rerun the same "
             "`ablate grid` command to finish the look; the report it writes then is the one to cite.")
