@@ -54,8 +54,9 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None  # torch intra-op threads; None keeps torch's default
     log_every: int = 50  # steps between log lines and divergence checks
-    # bf16 autocast for G and D forward passes (GPU speed option). Off by default so that
-    # numbers compare across machines; it is part of the run identity.
+    # bf16 autocast for G and D forward passes: pays on GPUs and on CPUs with AMX or
+    # AVX512-BF16 (`ablate doctor` measures it), a trap on AVX2-only CPUs. Off by default so
+    # that numbers compare across machines; it is part of the run identity.
     precision: str = "fp32"
     # Validation FID (classifier features, vs the val split) every val_every steps; 0 = off.
     # It draws the curve in log.jsonl and picks generator_best.pt (never the test split).

@@ -61,7 +61,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: torch's; at most this machine's cores)")
     p.add_argument("--precision", default=d.precision, choices=["fp32", "bf16"],
-                   help="bf16 autocasts G and D forward passes (a GPU speed option; off by default)")
+                   help="bf16 autocasts G and D forward passes, fp32 master weights and evaluation: pays on "
+                        "GPUs and CPUs with AMX or AVX512-BF16, not on AVX2-only CPUs (`ablate doctor` "
+                        "measures it here); a different run key; off by default")
     p.add_argument("--log-every", type=int, default=d.log_every)
     p.add_argument("--val-every", type=int, default=d.val_every,
                    help="validation FID every K steps; keeps generator_best.pt (0 = off)")
