@@ -54,9 +54,9 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-# Opt-in: install Ray (an 80 MB wheel) and submitit, not in the default install, and run
-# the Ray executor (smoke.toml on a local Ray instance) and SLURM executor (submitit's
-# local mode) tests; `make test` skips them where these packages are missing.
+# Opt-in: install Ray (an 80 MB wheel, not in the default install) and run the Ray
+# executor (smoke.toml on a local Ray instance) and SLURM executor (submitit's local mode,
+# which `make test` runs too: submitit is in the test extra) tests.
 test-executors: install
 	$(PY) -m pip install --quiet -e ".[ray,slurm]"
 	$(PY) -m pytest -q tests/test_grid_reliability.py -k "ray or slurm"

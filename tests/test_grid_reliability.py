@@ -156,7 +156,7 @@ def test_ray_executor_runs_smoke(tmp_path):
 
 def test_slurm_executor_through_submitit_local_mode(tmp_path):
     """The SLURM executor's code path, with submitit's local cluster standing in for SLURM."""
-    pytest.importorskip("submitit", reason="submitit is not installed: make test-executors")
+    pytest.importorskip("submitit", reason="submitit is not installed: pip install -e .[test] (or make test)")
     text = SMOKE.read_text().replace("seeds = [0, 1]", "seeds = [0]").replace(
         'scope = ["batch-norm", "adam-dcgan", "label-smoothing"]', 'scope = ["batch-norm"]')
     exp = tmp_path / "tiny.toml"
@@ -181,7 +181,7 @@ def test_a_preempted_slurm_job_is_requeued_and_resumes_from_its_checkpoint(tmp_p
     step 7 (a plugin waits there): submitit calls the task's checkpoint hook, which
     releases the claim and keeps the step-5 checkpoint; the job is requeued, claims the run
     again, resumes from step 5 and ends bit for bit as the run uninterrupted."""
-    pytest.importorskip("submitit", reason="submitit is not installed: make test-executors")
+    pytest.importorskip("submitit", reason="submitit is not installed: pip install -e .[test] (or make test)")
     sys.path.insert(0, str(Path(__file__).parent))
     from gridutil import grid_cmd, rows, run_cli, wait_for
     from test_resume import _grid_exp, _killer_env, assert_same_run
