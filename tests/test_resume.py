@@ -409,6 +409,11 @@ def test_a_grid_whose_worker_is_killed_twice_resumes_each_time(tmp_path, referen
     run = json.loads((res / "runs" / key / "run.json").read_text())
     assert run["resumed_from"] == [5, 10]
     assert_same_run(reference, res / "runs" / key, metrics=True)
+    # The stored wall time is the whole run's: the earlier attempts up to the step-10
+    # checkpoint (result.json's resumed_wall_s) plus the last attempt (run.json's).
+    extra = json.loads((res / "runs" / key / "result.json").read_text())["extra"]
+    assert extra["resumed_wall_s"] > 0 and run["attempt_wall_s"] > 0
+    assert row["wall_time_s"] == pytest.approx(run["attempt_wall_s"] + extra["resumed_wall_s"], abs=2e-3)
     assert run_cli(*grid_cmd(_grid_exp(tmp_path), res, "--workers", "1", "--threads", "1")[3:],
                    env=env).returncode == 0
     assert not any((res / "tmp").iterdir())  # finished: the dead attempts' dirs are swept

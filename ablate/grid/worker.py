@@ -293,13 +293,17 @@ def commit(spec: RunSpec, store: Store, token: str, tmp: Path, scored: Scored, w
     """
     results_dir = Path(spec.results_dir)
     result = scored.result
+    # A resumed run's wall time counts its earlier attempts up to the checkpoint it resumed
+    # (what a user waits for, and what the ETA divides by); run.json keeps this attempt's.
+    attempt, wall = wall, wall + float(result.extra.get("resumed_wall_s", 0.0))
     threads = torch.get_num_threads()  # what the run trained with (results depend on it)
     device = resolve_device(spec.config.device).type
     RunDir(tmp).write_run_info({
         "key": spec.key, "variant": spec.variant, "seed": spec.seed,
         "code_version": CODE_VERSION, "token": token, "host": store.host, "pid": os.getpid(),
         "threads": threads, "device": device, "eval_time_s": scored.eval_time_s,
-        "resumed_from": result.extra.get("resumed_from", []), **run_info})
+        "resumed_from": result.extra.get("resumed_from", []), "attempt_wall_s": round(attempt, 3),
+        **run_info})
     final = run_dir(results_dir, spec.key)
     status = Status(result.status)
     old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)  # no Ctrl-C mid-commit

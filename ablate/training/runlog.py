@@ -103,6 +103,7 @@ class RunLog:
         self.best_fid, self.best_step = math.inf, None
         self.val_time = 0.0  # seconds this run spent validating
         self.resumed_from: list[int] = []
+        self.resumed_wall_s = 0.0  # wall time of the earlier attempts, up to the checkpoint resumed
 
     @property
     def diverged(self) -> bool:
@@ -156,6 +157,7 @@ class RunLog:
         self.best_fid, self.best_step = state["best"]["fid"], state["best"]["step"]
         self.records = list(state["log"])
         self.resumed_from = [*state["resumed_from"], state["step"]]
+        self.resumed_wall_s = state["time"]["wall_s"]
         self.val_time = state["time"]["val_s"]
         text = "".join(json.dumps(r) + "\n" for r in self.records)
         write_atomic(self.dir.log, lambda f: f.write(text), mode="w")
@@ -179,6 +181,7 @@ class RunLog:
         result.extra.update(extra or {})
         if self.resumed_from:
             result.extra["resumed_from"] = self.resumed_from
+            result.extra["resumed_wall_s"] = round(self.resumed_wall_s, 3)
         self.dir.write_result(dataclasses.asdict(result))
         checkpoint.remove(self.out_dir)  # finished: no longer needed
         return result
