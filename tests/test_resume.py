@@ -269,6 +269,35 @@ def test_a_checkpoint_of_another_run_is_never_resumed(tmp_path):
     assert checkpoint.pick([torn], "x", {}) is None
 
 
+def test_a_checkpoint_of_the_same_run_key_from_another_commit_resumes(tmp_path):
+    """A TrainConfig field added later at its default (lr_scale) changed every digest, so
+    a grid upgraded mid-run restarted its runs at step 0. With the run key (the grid's
+    ``fingerprint``) equal, and threads, device, torch and ablate versions, a checkpoint
+    whose digest differs is this run's: it resumes, bit for bit; without a key, or with
+    another key or thread count, it is refused as before."""
+    plan = resolve(_cfg())
+    train(plan, tmp_path / "whole", validator(plan))
+    out = tmp_path / "cut"
+    with pytest.raises(Interrupt):
+        train(plan, out, _interrupting(plan, 3), fingerprint="key-1")
+    state = out / checkpoint.STATE_FILE
+    saved = checkpoint._load(state, mmap=False)
+    checkpoint.save(state, {**saved, "fingerprint": "written-by-another-commit"})
+    with pytest.raises(checkpoint.CheckpointMismatch):  # no key: the digest must match
+        train(plan, out, validator(plan), resume=[state])
+    with pytest.raises(checkpoint.CheckpointMismatch, match="run key 'key-1' there, 'key-2' here"):
+        train(plan, out, validator(plan), resume=[state], fingerprint="key-2")
+    about = checkpoint.fingerprint(plan.config, plan.hack_records, plan.recipe.to_dict(),
+                                   torch.device("cpu"), "key-1")[1]
+    assert checkpoint.same_run(saved["about"], about)
+    assert not checkpoint.same_run({**saved["about"], "threads": 2}, about)
+    assert not checkpoint.same_run({**saved["about"], "torch": "0.0"}, about)
+    assert not checkpoint.same_run({**saved["about"], "fused": "abc (k=2)"}, about)
+    result = train(plan, out, validator(plan), resume=[state], fingerprint="key-1")
+    assert result.extra["resumed_from"] == [3]
+    assert_same_run(tmp_path / "whole", out)
+
+
 def test_stop_is_asked_at_log_and_checkpoint_boundaries(tmp_path):
     plan = resolve(_cfg())
     asked = []

@@ -19,8 +19,9 @@ It is a dict (``torch.save``; loaded with ``weights_only=True``)::
 wrote it for the result to be the same: the training config (less where it runs and the
 checkpoint interval), the hacks with their parameters and versions, the Recipe, the
 torch thread count, the device type, the torch and ablate versions and the caller's
-``extra`` (the grid passes the run key). A checkpoint whose fingerprint differs is never
-resumed (:class:`CheckpointMismatch` says what differs).
+``extra`` (the grid passes the run key). A checkpoint whose fingerprint differs is not
+resumed (:class:`CheckpointMismatch` says what differs), except one of the same run key
+from another ablate commit (:func:`same_run`).
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def pick(paths: Iterable[Path], digest: str, about: dict[str, Any]) -> tuple[Pat
     found = readable(paths)
     if not found:
         return None
-    mine = [f for f in found if f[2]["fingerprint"] == digest]
+    mine = [f for f in found if f[2]["fingerprint"] == digest or same_run(f[2].get("about", {}), about)]
     if not mine:
         step, p, state = max(found, key=lambda f: f[0])
         raise CheckpointMismatch(f"the checkpoint {p} (step {step}) was written by another "
@@ -139,6 +140,26 @@ def pick(paths: Iterable[Path], digest: str, about: dict[str, Any]) -> tuple[Pat
     if state is None:  # removed between the look and the load: take the next one
         return pick([q for _, q, _ in mine if q != p], digest, about)
     return p, state
+
+
+# What must match besides the run key for a checkpoint of another ablate commit to resume.
+_NUMERICS = ("threads", "device", "torch", "ablate")
+
+
+def same_run(theirs: dict[str, Any], ours: dict[str, Any]) -> bool:
+    """Whether a checkpoint whose digest differs was still written by this lone run.
+
+    The digest covers the whole training config, so a field added later at its default
+    (``lr_scale``) changed it although the run did not change: an upgrade mid-grid would
+    restart every in-flight run at step 0. The grid passes the run key as ``extra``, and
+    a key is the promise of what a run means (its code version bumps when that changes);
+    so a checkpoint with the same key, thread count, device and torch and ablate versions
+    is this run's, from another commit. Fused members and runs without a key (``ablate
+    train --resume``) still need the digest itself.
+    """
+    if not ours.get("extra") or theirs.get("fused") is not None or ours.get("fused") is not None:
+        return False
+    return theirs.get("extra") == ours["extra"] and all(theirs.get(k) == ours.get(k) for k in _NUMERICS)
 
 
 def differences(theirs: dict[str, Any], ours: dict[str, Any]) -> str:
