@@ -124,9 +124,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"{name}: {summary.planned} runs, {summary.keys} keys: {counts}; "
           f"trained {summary.trained} now, reused {summary.reused}; "
           f"{summary.wall_time_s:.1f} s wall; results in {results}")
-    if grid.experiment.policy.adaptive:
+    if grid.experiment.policy.adaptive and summary.look_reasons:
         print(f"adaptive seeds: stopped after look {summary.look}: "
               + "; ".join(summary.look_reasons))
+    elif grid.experiment.policy.adaptive:  # stopped inside a look: nothing was decided
+        print(f"adaptive seeds: look {max(summary.look, 1)} not finished; rerun to continue it")
     if summary.interrupted:
         print(f"ablate: stopped by Ctrl-C; finished runs are kept. Resume with "
               f"`ablate grid {args.experiment}`", file=sys.stderr)
