@@ -143,7 +143,7 @@ def test_two_grids_on_one_results_dir_never_train_a_key_twice(tmp_path, capsys):
 @pytest.mark.skipif(os.environ.get("ABLATE_TEST_RAY") == "0", reason="ABLATE_TEST_RAY=0")
 def test_ray_executor_runs_smoke(tmp_path):
     """Runs where Ray is installed (`make test-ray` installs it; ~15 s with a local Ray)."""
-    pytest.importorskip("ray", reason="Ray is not installed: make test-ray installs ablate[ray]")
+    pytest.importorskip("ray", reason="Ray is not installed: make test-executors installs ablate[ray]")
     results = tmp_path / "res"
     proc = subprocess.run([*ABLATE, "grid", str(SMOKE), "--results-dir", str(results),
                            "--executor", "ray", "--workers", "2", "--threads", "1",
