@@ -338,6 +338,11 @@ def test_ablate_train_checkpoint_every_and_resume(tmp_path, monkeypatch, capsys)
     assert main([*args, "--out", str(cut)]) == 2  # not empty: add --resume
     assert "add --resume" in capsys.readouterr().err
     monkeypatch.setattr(checkpoint, "save", real)
+    # As if another ablate commit wrote it (a config field added since changes the digest):
+    # the same training key still resumes it.
+    state = checkpoint._load(cut / checkpoint.STATE_FILE, mmap=False)
+    assert state["about"]["extra"]  # the run's training key
+    checkpoint.save(cut / checkpoint.STATE_FILE, {**state, "fingerprint": "another-commit"})
     assert main([*args, "--out", str(cut), "--resume"]) == 0
     assert json.loads((cut / "result.json").read_text())["extra"]["resumed_from"] == [6]
     assert_same_run(tmp_path / "whole", cut, metrics=True)

@@ -149,9 +149,15 @@ def run(args: argparse.Namespace) -> int:
     out = directory(args.out, "--out") if args.out is not None else default_out(plan, protocol)
     check_creatable(out, "--out")
     state = out / STATE_FILE
+    # The checkpoint names the run by its training key (the key without the evaluation, so
+    # --resume may score differently): a checkpoint of the same run written by another
+    # ablate commit then resumes too (ablate.training.checkpoint.same_run).
+    from ablate.grid.keys import identity, run_key
+
     try:
         scored = train_and_score(config, protocol, out,
-                                 resume=[state] if args.resume and state.exists() else [])
+                                 resume=[state] if args.resume and state.exists() else [],
+                                 fingerprint=run_key(identity(plan, {})))
     except BaseException as exc:  # interrupted or crashed mid-run: say how to go on
         if state.exists() and not isinstance(exc, ConfigError):
             print(f"ablate: the run's checkpoint is in {out}; continue it with the same "

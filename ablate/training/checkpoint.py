@@ -154,8 +154,8 @@ def same_run(theirs: dict[str, Any], ours: dict[str, Any]) -> bool:
     restart every in-flight run at step 0. The grid passes the run key as ``extra``, and
     a key is the promise of what a run means (its code version bumps when that changes);
     so a checkpoint with the same key, thread count, device and torch and ablate versions
-    is this run's, from another commit. Fused members and runs without a key (``ablate
-    train --resume``) still need the digest itself.
+    is this run's, from another commit (``ablate train`` passes its training key). Fused
+    members and callers that pass no key still need the digest itself.
     """
     if not ours.get("extra") or theirs.get("fused") is not None or ours.get("fused") is not None:
         return False
