@@ -18,14 +18,15 @@ def arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ablate.artefacts import directory
     from ablate.errors import ConfigError
+    from ablate.layout import DB_NAME, ExperimentDir
     from ablate.experiment.spec import load_experiment  # import-time saving: loads torch
 
     if args.experiment.is_dir():  # a results directory: its own store says everything
         if args.results_dir is not None:
             raise ConfigError(f"{args.experiment} is a results directory already; give --results-dir "
                               "only with an experiment file")
-        if not (args.experiment / "runs.sqlite").is_file():
-            raise ConfigError(f"{args.experiment} is a directory without runs.sqlite: not a results "
+        if not ExperimentDir(args.experiment).db.is_file():
+            raise ConfigError(f"{args.experiment} is a directory without {DB_NAME}: not a results "
                               "directory; give the experiment file (TOML) or the folder a grid wrote")
         return print_status(args.experiment)
     experiment = load_experiment(args.experiment)  # a missing or bad file says so
