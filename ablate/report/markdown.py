@@ -268,8 +268,9 @@ def _feature_accuracy(prov: dict) -> dict[str, str]:
 
 def _results(d: _Doc, ctx) -> None:
     d("## Results per variant", "",
-      f"Per variant, {seeds_text(ctx)}: each metric's centre and 95% t interval (FID and KID: geometric "
-      "mean and an interval on the log scale, so never below zero); diverged and collapsed runs "
+      f"Per variant, {seeds_text(ctx)}: each metric's centre and 95% t interval (FID, KID, the "
+      "validation-FID AUC, wall and train times, images/s: geometric mean and an interval on the log "
+      "scale, so never below zero); diverged and collapsed runs "
       "with exact (Clopper-Pearson) 95% intervals. Diverged runs have no metrics.", "")
     d.include_table(ctx.tables.get("variants"))
     if ctx.tables.get("variant_metrics"):
