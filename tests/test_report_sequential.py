@@ -143,6 +143,41 @@ def test_a_report_written_mid_look_is_interim_and_says_so(tmp_path):
     assert "decided at look 1" in markdown._hack_line(row, 0.1)
 
 
+def test_a_finished_look_with_the_next_one_under_way_says_which_look_it_reports(tmp_path):
+    """Look 1 finished and look 2's first runs planned (the grid stopped inside look 2): not
+    interim, and REPORT.md says its verdicts are look 1's with look 2 under way; a failed run
+    is counted on its own line."""
+    import json
+
+    from ablate.grid.store import Store
+    from ablate.report import build_report
+    from ablate.report.compare import INTERIM_MARK
+
+    root = make_results(tmp_path / "r", artefacts=False, noise_sd=0.1, rng_seed=1, seed_policy=ADAPTIVE,
+                        extra_runs=False)
+    store = Store(root)
+    try:
+        plan = [{"variant": v, "seed": s, "key": k, "hacks": json.loads(h), "config": {}, "look": look}
+                for v, s, k, h, look in store.db.execute(
+                    "SELECT variant, seed, key, hacks, look FROM plan ORDER BY position").fetchall()]
+        on = next(p for p in plan if p["variant"] == "all-on")
+        plan += [dict(on, seed=3, key="next-on-3", look=2), dict(on, variant="-leaky-relu", seed=3,
+                                                                   key="next-lr-3", look=2)]
+        store.record_plan(plan)
+        store.db.execute("UPDATE runs SET status = 'failed' WHERE key = 'next-lr-3'")
+        store.db.commit()
+    finally:
+        store.close()
+    r = Results.load(root)
+    a = sq.analyse(r.frame, r.meta)
+    assert not a.interim and len(a.looks) == 1
+    build_report(r, tmp_path / "out")
+    text = (tmp_path / "out" / "REPORT.md").read_text()
+    assert INTERIM_MARK not in text
+    assert "1 run(s) of look 2 (the undecided hacks' next seeds) had not finished" in text
+    assert "its verdicts are look 1's" in text and "1 run(s) failed; they are excluded." in text
+
+
 # --------------------------------------------------------------------------------------
 # Error rates over repeated looks (simulation)
 # --------------------------------------------------------------------------------------

@@ -170,9 +170,18 @@ def _summary(d: _Doc, ctx) -> None:
     if len(sens):
         d("*Sensitivity*: the per-hack paired t-test (Bonferroni across the hacks) disagrees with the pooled "
           "model on: " + ", ".join(f"`{h}`" for h in sens["hack"]) + " (see the effects table).", "")
-    pending = int(ctx.counts["unfinished"].sum()) + int(ctx.counts["failed"].sum())
-    if pending:
-        d(f"{pending} run(s) failed or had not finished when this report was written; they are excluded.", "")
+    failed, unfinished = int(ctx.counts["failed"].sum()), int(ctx.counts["unfinished"].sum())
+    if failed:
+        d(f"{failed} run(s) failed; they are excluded.", "")
+    if unfinished and not ctx.analysis.interim and ctx.analysis.looks:
+        # A finished look of an adaptive grid whose next look is under way: say which look the
+        # verdicts are, so a reader does not take the undecided ones for final.
+        k = len(ctx.analysis.looks)
+        d(f"{unfinished} run(s) of look {k + 1} (the undecided hacks' next seeds) had not finished when "
+          f"this report was written: its verdicts are look {k}'s, and rerunning the same `ablate grid` "
+          "command goes on with the undecided hacks.", "")
+    elif unfinished:
+        d(f"{unfinished} run(s) had not finished when this report was written; they are excluded.", "")
 
 
 def interim_notice(ctx) -> str:

@@ -34,8 +34,8 @@ def section(d, ctx) -> None:
     d("## Statistical method", "",
       "- **Model** (primary analysis): one linear model per metric over all finished runs, "
       "log(metric) ~ variant + seed, the seeds as fixed blocks (ordinary least squares; numpy, checked "
-      "against statsmodels in the tests). Log scale for FID, KID and the validation-FID AUC, raw scale for "
-      "the rest. A hack's effect is the contrast of its design comparison (ON variant − OFF variant), "
+      "against statsmodels in the tests). Log scale for FID, KID, the validation-FID AUC and the run "
+      "times and rates, raw scale for the rest. A hack's effect is the contrast of its design comparison (ON variant − OFF variant), "
       "reported as the ratio ON/OFF; its standard error uses the residual variance of every run "
       "(residual df "
       + (f"{a.fit.df_resid}" if a.fit is not None else "–") + "). Where seeds are unbalanced (adaptive "
