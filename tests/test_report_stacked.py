@@ -292,3 +292,15 @@ def test_other_datasets_get_no_stacked_section(tmp_path):
     c = context.compute(Results.load(root), root).rounded()
     rstacked.write(c, root / "tables")
     assert not any(k.startswith("stacked") for k in c.tables) and _section(c) == "\n"
+
+
+def test_the_failures_section_gives_no_class_js_for_mode_counts(ctx):
+    """Stacked runs record mode counts, not class histograms: the failures section says JS is
+    not computed instead of a median of nothing beside a ten-class calibration."""
+    from ablate.report import markdown
+
+    d = _Doc(ctx.out_dir)
+    markdown._failures(d, ctx)
+    text = d.text()
+    assert "A run is *collapsed* when it misses ≥" in text
+    assert "Class JS divergence: not computed" in text and "noise floor" not in text
