@@ -160,9 +160,8 @@ def test_a_finished_look_with_the_next_one_under_way_says_which_look_it_reports(
         plan = [{"variant": v, "seed": s, "key": k, "hacks": json.loads(h), "config": {}, "look": look}
                 for v, s, k, h, look in store.db.execute(
                     "SELECT variant, seed, key, hacks, look FROM plan ORDER BY position").fetchall()]
-        on = next(p for p in plan if p["variant"] == "all-on")
-        plan += [dict(on, seed=3, key="next-on-3", look=2), dict(on, variant="-leaky-relu", seed=3,
-                                                                   key="next-lr-3", look=2)]
+        on, lr = (next(p for p in plan if p["variant"] == v) for v in ("all-on", "-leaky-relu"))
+        plan += [dict(on, seed=3, key="next-on-3", look=2), dict(lr, seed=3, key="next-lr-3", look=2)]
         store.record_plan(plan)
         store.db.execute("UPDATE runs SET status = 'failed' WHERE key = 'next-lr-3'")
         store.db.commit()
