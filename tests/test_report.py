@@ -289,3 +289,40 @@ def test_run_times_are_summarised_on_the_log_scale_so_never_below_zero(loo):
     assert row["scale"] == "log" and row["centre"] == pytest.approx(math.exp(lx.mean()))
     assert row["ci_low"] == pytest.approx(math.exp(lx.mean() - h * lx.std(ddof=1))) and row["ci_low"] > 0
     assert row["ci_high"] == pytest.approx(math.exp(lx.mean() + h * lx.std(ddof=1)))
+
+
+def test_bounded_metrics_intervals_are_clipped_to_their_range(loo):
+    """recall near 0, modes near all 1000 and KL near 0: the raw 3-seed t intervals leave
+    the metrics' ranges; the summary clips them there ([0, 1], [0, num_modes], [0, log
+    num_modes]) and leaves intervals inside the range, and every centre, as they were."""
+    import math
+
+    import numpy as np
+    from scipy import stats
+
+    from ablate.report.summary import summarize
+
+    res = Results.load(loo[0])
+    frame = res.frame.copy()
+    on = (frame["status"] == "done") & (frame["variant"] == "all-on")
+    values = {"best.classifier.recall": [0.01, 0.12, 0.02], "best.classifier.modes": [999.0, 1000.0, 960.0],
+              "best.classifier.kl": [0.02, 0.4, 0.03], "best.classifier.precision": [0.5, 0.55, 0.6]}
+    for col, x in values.items():
+        frame.loc[on, col] = x
+    frame.loc[on, "best.classifier.num_modes"] = 1000.0
+    s = summarize(frame, res.meta, list(values)).set_index(["variant", "metric"])
+    h = stats.t.ppf(0.975, 2) / math.sqrt(3)
+    ranges = {"best.classifier.recall": (0, 1), "best.classifier.modes": (0, 1000),
+              "best.classifier.kl": (0, math.log(1000)), "best.classifier.precision": (0, 1)}
+    for col, x in values.items():
+        x = np.array(x)
+        lo, hi = x.mean() - h * x.std(ddof=1), x.mean() + h * x.std(ddof=1)
+        floor, ceil = ranges[col]
+        row = s.loc[("all-on", col)]
+        assert row["scale"] == "raw" and row["centre"] == pytest.approx(x.mean())
+        assert row["ci_low"] == pytest.approx(max(lo, floor)) and row["ci_high"] == pytest.approx(min(hi, ceil))
+    # the raw intervals did leave the range where the test means them to
+    rec = np.array(values["best.classifier.recall"])
+    assert rec.mean() - h * rec.std(ddof=1) < 0
+    mod = np.array(values["best.classifier.modes"])
+    assert mod.mean() + h * mod.std(ddof=1) > 1000

@@ -180,11 +180,13 @@ def test_modes_and_kl_per_variant_match_a_t_interval_by_hand(ctx):
         x = np.array(modes, float)
         h = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
         assert t.loc[v, "modes_mean"] == pytest.approx(x.mean())
-        assert (t.loc[v, "modes_low"], t.loc[v, "modes_high"]) == pytest.approx((x.mean() - h, x.mean() + h))
+        # intervals clipped to the metrics' ranges: modes [0, 1000], KL [0, log 1000]
+        assert (t.loc[v, "modes_low"], t.loc[v, "modes_high"]) == pytest.approx(
+            (max(x.mean() - h, 0), min(x.mean() + h, 1000)))
         kl = np.array([_kl(m, s) for s, m in enumerate(modes)])
         hk = stats.t.ppf(0.975, 2) * kl.std(ddof=1) / math.sqrt(3)
         assert (t.loc[v, "kl_low"], t.loc[v, "kl_mean"], t.loc[v, "kl_high"]) == pytest.approx(
-            (kl.mean() - hk, kl.mean(), kl.mean() + hk), rel=1e-8)
+            (max(kl.mean() - hk, 0), kl.mean(), min(kl.mean() + hk, math.log(1000))), rel=1e-8)
         assert t.loc[v, "modes_per_seed"] == " ".join(map(str, modes))
         assert t.loc[v, "n_mode_samples"] == N_MODE and t.loc[v, "n"] == 3
         assert t.loc[v, "collapsed"] == 3  # every run misses far more than the rule's few modes

@@ -8,6 +8,7 @@ The report adds run-level columns of its own (``val_fid_auc``, ``js``).
 
 from __future__ import annotations
 
+import math
 import re
 
 import pandas as pd
@@ -30,6 +31,12 @@ METRIC_LABELS = {
     "coverage": "coverage", "val_fid_auc": "validation-FID AUC", "wall_time_s": "wall time (s)",
     "train_time_s": "train time (s)", "images_per_s": "images/s",
 }
+# Bounded metrics: their intervals are clipped to the range (a clipped t interval covers the
+# true mean whenever the raw one does, and a reader is not shown a recall below 0 or 1,003
+# modes of 1,000). modes and KL depend on the number of classes, read from each run.
+UNIT_RANGE = {"precision", "recall", "coverage"}
+NONNEGATIVE = {"density", "kl", "js", "modes", "fid", "val_fid_auc", "wall_time_s", "train_time_s",
+               "images_per_s"}
 _METRIC_RE = re.compile(r"^(?P<ckpt>[a-z]+)\.(?P<feature>[a-z0-9_-]+)\.(?P<metric>[a-z_]+)$")
 HACK_PREFIX = "hack:"
 
@@ -53,6 +60,26 @@ def lower_is_better(col: str) -> bool:
 def uses_log(col: str) -> bool:
     """Whether ``col`` is tested on the log scale (FID, KID, validation-FID AUC, run times)."""
     return base_metric(col) in LOG_SCALE
+
+
+def metric_range(col: str, num_modes: float | None = None) -> tuple[float, float]:
+    """The values ``col`` can take: [0, 1] for precision, recall and coverage; [0, classes]
+    for modes and [0, log classes] for KL(p_gen ‖ uniform) when ``num_modes`` is known;
+    [0, log 2] for the class JS divergence (nats); [0, inf) for the other non-negative
+    metrics; unbounded otherwise (KID's unbiased estimate can be negative)."""
+    m = base_metric(col)
+    known = num_modes is not None and math.isfinite(num_modes) and num_modes > 0
+    if m in UNIT_RANGE:
+        return 0.0, 1.0
+    if m == "modes" and known:
+        return 0.0, float(num_modes)
+    if m == "kl" and known:
+        return 0.0, math.log(num_modes)
+    if m == "js":
+        return 0.0, math.log(2)
+    if m in NONNEGATIVE:
+        return 0.0, math.inf
+    return -math.inf, math.inf
 
 
 def label(col: str) -> str:

@@ -279,7 +279,9 @@ def _results(d: _Doc, ctx) -> None:
     d("## Results per variant", "",
       f"Per variant, {seeds_text(ctx)}: each metric's centre and 95% t interval (FID, KID, the "
       "validation-FID AUC, wall and train times, images/s: geometric mean and an interval on the log "
-      "scale, so never below zero); diverged and collapsed runs "
+      "scale, so never below zero; for the rest the mean and a t interval clipped to the metric's "
+      "range: precision, recall and coverage 0–1, modes 0 to the number of classes, KL, JS and "
+      "density from 0); diverged and collapsed runs "
       "with exact (Clopper-Pearson) 95% intervals. Diverged runs have no metrics.", "")
     d.include_table(ctx.tables.get("variants"))
     if ctx.tables.get("variant_metrics"):

@@ -216,8 +216,8 @@ def write(ctx, tables_dir: Path) -> None:
     ctx.tables["stacked_modes"] = tables.write_table(
         m, modes_display(m), tables_dir, "stacked_modes",
         f"Stacked MNIST per variant ({ctx.checkpoint} checkpoint): modes covered of {MODES_TOTAL} and "
-        "KL(p_gen ‖ uniform), mean and 95% Student-t interval over seeds (shown clipped to the metric's "
-        "range; the CSV has the raw interval), every seed, and the collapse rate with its exact 95% CI")
+        "KL(p_gen ‖ uniform), mean and 95% Student-t interval over seeds (clipped to the metric's "
+        "range), every seed, and the collapse rate with its exact 95% CI")
     if len(ctx.meta.comparisons):
         v = verdict_frame(ctx)
         ctx.tables["stacked_verdicts"] = tables.write_table(

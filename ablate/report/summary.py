@@ -1,7 +1,9 @@
 """Per-variant summaries: how many runs, which seeds, and each metric's centre and 95%
-interval on the scale its tests use (geometric mean and a log-scale t interval for FID
-and KID, so no interval reaches below zero; the arithmetic mean and a t interval for the
-rest). Every seed's value is in tables/variant_metrics.csv and the figures."""
+interval on the scale its tests use (geometric mean and a log-scale t interval for FID,
+KID and run times, so no interval reaches below zero; the arithmetic mean and a t
+interval for the rest, clipped to the metric's range: recall never below 0, modes never
+above the number of classes). Every seed's value is in tables/variant_metrics.csv and the
+figures."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ablate.report.columns import finished, uses_log
+from ablate.report.columns import finished, metric_range, parse_metric, uses_log
 from ablate.report.results import ExperimentMeta
 
 CONFIDENCE = 0.95
@@ -38,7 +40,8 @@ def summarize(frame: pd.DataFrame, meta: ExperimentMeta, metrics: list[str]) -> 
 
     ``centre`` is what the interval is around: the geometric mean on the log scale, the
     mean otherwise; ``sd`` is the sample sd (ddof = 1) on the metric's own scale and
-    ``log_sd`` the sd of the logs.
+    ``log_sd`` the sd of the logs. Raw-scale intervals are clipped to the metric's range
+    (:func:`ablate.report.columns.metric_range`).
     """
     done = finished(frame)
     rows = []
@@ -56,6 +59,9 @@ def summarize(frame: pd.DataFrame, meta: ExperimentMeta, metrics: list[str]) -> 
             else:
                 lo, hi = t_interval(x)
                 centre = float(x.mean()) if len(x) else math.nan
+                floor, ceil = metric_range(col, _num_modes(sub, col))
+                if np.isfinite(lo):
+                    lo, hi = max(lo, floor), min(hi, ceil)
             rows.append({"variant": v, "metric": col, "scale": "log" if log else "raw", "n": len(x),
                          "seeds": ",".join(map(str, sorted(seeds.tolist()))),
                          "mean": float(x.mean()) if len(x) else math.nan,
@@ -64,6 +70,17 @@ def summarize(frame: pd.DataFrame, meta: ExperimentMeta, metrics: list[str]) -> 
                          "centre": centre, "ci_low": lo, "ci_high": hi})
     return pd.DataFrame(rows, columns=["variant", "metric", "scale", "n", "seeds", "mean", "sd",
                                        "log_sd", "centre", "ci_low", "ci_high"])
+
+
+def _num_modes(runs: pd.DataFrame, col: str) -> float | None:
+    """The number of classes ``col``'s modes and KL were counted over (its run's
+    ``num_modes`` beside it), or None when the runs do not record it."""
+    ckpt, feature, _ = parse_metric(col)
+    sibling = f"{ckpt}.{feature}.num_modes"
+    if ckpt is None or sibling not in runs.columns:
+        return None
+    n = pd.to_numeric(runs[sibling], errors="coerce").dropna()
+    return float(n.max()) if len(n) else None
 
 
 def variant_counts(frame: pd.DataFrame, meta: ExperimentMeta) -> pd.DataFrame:
