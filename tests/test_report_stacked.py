@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import stats
@@ -201,6 +202,24 @@ def test_the_section_shows_the_table_and_clips_intervals_to_the_range(ctx):
     assert x.mean() + h > 1000  # the t interval passes the 1000 modes there are: shown clipped
     assert f"| all-on | 3 (0,1,2) | 26000 | {x.mean():.0f} [{x.mean() - h:.0f}, 1000] |" in text
     assert "modes 0–1000, KL 0–log 1000 = 6.91" in text
+
+
+def test_the_section_says_what_the_strict_collapse_flag_means(ctx):
+    """At 1000 modes the rule flags a run that misses 2 triples: the section says so and
+    names the flagged run closest to full coverage (all-on's 998 of 1000, by hand)."""
+    text = _section(ctx)
+    flagged = [1000 - m for ms in MODES.values() for m in ms if 1000 - m >= 2]
+    assert min(flagged) == 2
+    assert "The collapse flag (≥ 2 modes missing, the failures rule) is strict at 1000 modes" in text
+    assert f"the flagged run closest to full coverage misses {min(flagged)} of 1000" in text
+
+
+def test_the_collapse_threshold_is_stated_as_the_runs_were_judged():
+    from ablate.report.markdown import _rule_modes
+
+    assert _rule_modes(pd.DataFrame({"rule_modes": [2, 2, 2]})) == "2"
+    assert _rule_modes(pd.DataFrame({"rule_modes": [3, 2, 4]})) == "2–4"  # calibration raised some
+    assert _rule_modes(pd.DataFrame()) == "2"  # no flags: the rule's floor
 
 
 # ---- report: collapse verdicts ---------------------------------------------------------

@@ -196,11 +196,21 @@ def interim_notice(ctx) -> str:
             "`ablate grid` command to finish the look; the report it writes then is the one to cite.")
 
 
+def _rule_modes(flags: pd.DataFrame) -> str:
+    """The collapse rule's threshold as the runs were judged: "2", or "2–3" when the
+    calibration (per N and class shares) set it differently for some runs."""
+    m = pd.to_numeric(flags.get("rule_modes", pd.Series(dtype=float)), errors="coerce").dropna()
+    if m.empty:
+        return str(failures.COLLAPSE_MODES)
+    lo, hi = int(m.min()), int(m.max())
+    return str(lo) if lo == hi else f"{lo}–{hi}"
+
+
 def _failure_bullets(d: _Doc, ctx) -> None:
     c = ctx.counts
     coll = c[c["collapsed"] > 0]
     if c["measured"].sum():
-        d("**Collapse** (≥ 2 modes missing): " + (", ".join(
+        d(f"**Collapse** (≥ {_rule_modes(ctx.flags)} modes missing): " + (", ".join(
             f"{r['variant']} {r['collapsed']}/{r['measured']}" for _, r in coll.iterrows())
             if len(coll) else "no finished run") + ".")
     div = c[c["diverged"] > 0]
@@ -343,8 +353,8 @@ def _failures(d: _Doc, ctx) -> None:
         rule = f.iloc[0]
         js = pd.to_numeric(f["js"], errors="coerce")
         # Stacked MNIST runs record mode counts, not class histograms: no JS to calibrate.
-        d(f"A run is *collapsed* when it misses ≥ {int(f['rule_modes'].max())} modes (rule of "
-          "`ablate.report.failures`; calibrated so that real data of the same size is flagged with "
+        d(f"A run is *collapsed* when it misses ≥ {_rule_modes(f)} modes (rule of "
+          "`ablate.report.failures`; calibrated per run so that real data of the same size is flagged with "
           f"probability ≤ {failures.NULL_FLAG_PROB:g}). " + (
               f"Class JS divergence per run: median {num(js.median(), 2)} (noise floor for real data of "
               f"this size {num(rule['js_noise'], 2)}; a generator dropping the two rarest classes: "

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ablate.layout import ExperimentDir
-from ablate.report import tables
+from ablate.report import failures, tables
 from ablate.report.published import figures_for
 from ablate.report.tables import interval, num, pval
 
@@ -277,6 +277,19 @@ def section(d, ctx) -> None:
         f"N = {x:,} it covers {num(uniform_reference(x)[0], 4)} modes on average and scores KL ≈ "
         f"{num(uniform_reference(x)[1])} (sampling noise alone)" for x in ns) + ". Intervals are shown "
       f"clipped to the metrics' ranges (modes 0–1000, KL 0–log 1000 = {num(KL_MAX)}).", "")
+    f = ctx.flags
+    if len(f) and "rule_modes" in f.columns:
+        # Stated because the flag reads as "collapsed" for a run that covers 97% of the modes.
+        rule = pd.to_numeric(f["rule_modes"], errors="coerce").dropna()
+        flagged = f[f["collapsed"].astype(bool)]
+        most = int(flagged["missing"].min()) if len(flagged) else None
+        d(f"The collapse flag (≥ {int(rule.min()) if len(rule) else '?'} modes missing, the failures "
+          "rule) is strict at 1000 modes: real data of this N misses that many with probability "
+          f"≤ {failures.NULL_FLAG_PROB:g}, so a run flagged here is "
+          "detectably short of the data's modes, not necessarily collapsed in the sense of the published "
+          "DCGAN's 99 of 1000" + (f"; the flagged run closest to full coverage misses {most} of 1000"
+                                  if most is not None else "") +
+          ". Read the modes and KL columns for how far short.", "")
     d(*_classifier_lines(ctx))
     if "stacked_verdicts" in ctx.tables:
         sesoi = ctx.meta.analysis.sesoi
