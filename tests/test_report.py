@@ -326,3 +326,36 @@ def test_bounded_metrics_intervals_are_clipped_to_their_range(loo):
     assert rec.mean() - h * rec.std(ddof=1) < 0
     mod = np.array(values["best.classifier.modes"])
     assert mod.mean() + h * mod.std(ddof=1) > 1000
+
+
+def test_noisiest_variant_share_and_refit_by_hand(loo):
+    """all-off made far noisier than the rest: its share of the residual sum of squares and
+    the residual sd without it (it enters no leave-one-out contrast) match a two-way
+    additive fit done by hand on the balanced variants x seeds table."""
+    import numpy as np
+
+    from ablate.report.context import _noisiest
+    from ablate.report.effects import fit_pooled
+
+    res = Results.load(loo[0])
+    frame = res.frame[res.frame["status"] == "done"].copy()
+    off = frame["variant"] == "all-off"
+    frame.loc[off, PRIMARY] = frame.loc[off, PRIMARY] * np.array([1.0, 4.0, 0.3])[: off.sum()]
+    fit = fit_pooled(frame, res.meta.comparisons, PRIMARY)
+    n = _noisiest(frame, res.meta, fit)
+
+    def resid(table):
+        y = table.to_numpy()
+        return y - y.mean(1, keepdims=True) - y.mean(0, keepdims=True) + y.mean()
+
+    table = frame.assign(y=np.log(frame[PRIMARY].astype(float))).pivot(index="variant", columns="seed", values="y")
+    r = resid(table)
+    ss = (r ** 2).sum(1)
+    assert n["variant"] == "all-off" and not n["in_contrast"]
+    assert n["share"] == pytest.approx(ss[list(table.index).index("all-off")] / ss.sum())
+    rest = table.drop(index="all-off")
+    r2 = resid(rest)
+    df = (rest.shape[0] - 1) * (rest.shape[1] - 1)
+    assert n["df_without"] == df
+    assert n["sigma_without"] == pytest.approx(np.sqrt((r2 ** 2).sum() / df))
+    assert fit.sigma > 2 * n["sigma_without"]  # the case the note is for

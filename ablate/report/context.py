@@ -74,6 +74,7 @@ class ReportContext:
     figures: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     beside: list = field(default_factory=list)  # [report] beside: compare.Experiment of each (beside.write)
+    noisiest: dict = field(default_factory=dict)  # the variant with the largest residual share (_noisiest)
 
     @property
     def meta(self) -> ExperimentMeta:
@@ -150,6 +151,23 @@ def plotted_variants(order: list[str], meta: ExperimentMeta, limit: int = MAX_PL
     return [v for v in order if v in keep]
 
 
+def _noisiest(frame: pd.DataFrame, meta: ExperimentMeta, fit) -> dict:
+    """The variant with the largest share of the pooled model's residual sum of squares
+    and, when it enters no contrast (all-off in a leave-one-out), the residual sd the model
+    would have without it: a diagnostic beside the verdicts, which it does not change."""
+    shares = fit.residual_shares() if fit is not None else pd.Series(dtype=float)
+    if shares.empty:
+        return {}
+    v = str(shares.index[0])
+    out = {"variant": v, "share": float(shares.iloc[0]),
+           "in_contrast": any(v in (c.on, c.off) for c in fit.contrasts)}
+    if not out["in_contrast"]:
+        refit = fit_pooled(frame[frame["variant"] != v], meta.comparisons, fit.metric, fit.scale == "log")
+        if refit is not None and refit.df_resid > 0:
+            out.update(sigma_without=refit.sigma, df_without=refit.df_resid)
+    return out
+
+
 def compute(results: Results, out_dir: Path) -> ReportContext:
     meta, frame = results.meta, results.frame.copy()
     runs = RunArtefacts(frame)
@@ -201,6 +219,9 @@ def compute(results: Results, out_dir: Path) -> ReportContext:
                         effects=effects, secondary=secondary, power=pw, flags=flags, failure_tests=tests,
                         curves=curves, by_step=by_step, factorial=fact, provenance=runs.provenance(), runs=runs,
                         levels=per_level, level_verdicts=het)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ctx.noisiest = _noisiest(frame, meta, result.fit)
     if not metrics or primary is None or parse_metric(primary)[0] is None:
         ctx.notes.append("no quality metrics in the run store (were the runs evaluated?)")
     return ctx

@@ -96,6 +96,13 @@ class PooledFit:
             return math.nan
         return float(stats.levene(*arrays, center="median").pvalue)
 
+    def residual_shares(self) -> pd.Series:
+        """Each variant's share of the residual sum of squares, largest first: one variant
+        far noisier than the rest widens every contrast's interval through the pooled sd."""
+        ss = pd.Series(np.asarray(self.residuals, float) ** 2).groupby(list(self.residual_variants)).sum()
+        total = float(ss.sum())
+        return (ss / total).sort_values(ascending=False, kind="stable") if total > 0 else ss.iloc[:0]
+
     def shapiro_p(self) -> float:
         """Shapiro-Wilk test of normal residuals (NaN below 3 residuals)."""
         r = np.asarray(self.residuals)

@@ -196,6 +196,19 @@ def interim_notice(ctx) -> str:
             "`ablate grid` command to finish the look; the report it writes then is the one to cite.")
 
 
+def _noisiest_text(n: dict, scale: str) -> str:
+    """The model check's note on the variant that contributes most residual variance."""
+    if not n:
+        return ""
+    text = f" The largest share of the residual sum of squares is `{n['variant']}`'s, {n['share']:.0%}"
+    if "sigma_without" in n:
+        text += (f"; it enters no contrast, and without it the residual sd would be "
+                 f"{num(n['sigma_without'], 3)} on the {scale} scale ({n['df_without']} df): where that is much "
+                 "smaller, the contrasts' intervals are wider than their own variants' spread needs "
+                 "(the paired intervals in the effects table are the check)")
+    return text + "."
+
+
 def _rule_modes(flags: pd.DataFrame) -> str:
     """The collapse rule's threshold as the runs were judged: "2", or "2–3" when the
     calibration (per N and class shares) set it differently for some runs."""
@@ -329,7 +342,7 @@ def _effects(d: _Doc, ctx) -> None:
           "equal variance across variants, " + (f"Brown-Forsythe {p_is(fit.levene_p())}" if np.isfinite(
               fit.levene_p()) else "Brown-Forsythe not computable (it needs two variants with 3 or more runs)")
           + "; normal residuals, "
-          f"Shapiro-Wilk {p_is(fit.shapiro_p())}.", "")
+          f"Shapiro-Wilk {p_is(fit.shapiro_p())}." + _noisiest_text(ctx.noisiest, fit.scale), "")
         d.figure("residuals", ctx.figures.get("residuals"), "Residuals of the pooled model: against fitted "
                  "values, and a normal Q-Q plot.")
     if len(ctx.analysis.looks) > 1 or ctx.meta.seed_policy.adaptive:

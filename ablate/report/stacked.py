@@ -183,7 +183,7 @@ def published_frame(ctx, modes: pd.DataFrame) -> pd.DataFrame:
         rows.append({"source": "this report", "model": f"DCGAN {v}", "modes": r["modes_mean"], "modes_sd": math.nan,
                      "modes_low": r["modes_low"], "modes_high": r["modes_high"], "kl": r["kl_mean"],
                      "kl_low": r["kl_low"], "kl_high": r["kl_high"],
-                     "protocol": f"{int(r['n'])} seeds, mean and 95% t CI; {_our_protocol(ctx, r)}"})
+                     "protocol": f"{int(r['n'])} seed{'s' if int(r['n']) != 1 else ''}, mean and 95% t CI; {_our_protocol(ctx, r)}"})
     return pd.DataFrame(rows)
 
 
