@@ -215,11 +215,11 @@ def test_the_section_says_what_the_strict_collapse_flag_means(ctx):
 
 
 def test_the_collapse_threshold_is_stated_as_the_runs_were_judged():
-    from ablate.report.markdown import _rule_modes
+    from ablate.report.failures import rule_text
 
-    assert _rule_modes(pd.DataFrame({"rule_modes": [2, 2, 2]})) == "2"
-    assert _rule_modes(pd.DataFrame({"rule_modes": [3, 2, 4]})) == "2–4"  # calibration raised some
-    assert _rule_modes(pd.DataFrame()) == "2"  # no flags: the rule's floor
+    assert rule_text(pd.DataFrame({"rule_modes": [2, 2, 2]})) == "2"
+    assert rule_text(pd.DataFrame({"rule_modes": [3, 2, 4]})) == "2–4"  # calibration raised some
+    assert rule_text(pd.DataFrame()) == "2"  # no flags: the rule's floor
 
 
 # ---- report: collapse verdicts ---------------------------------------------------------

@@ -149,6 +149,16 @@ def run_flags(frame: pd.DataFrame, hists: pd.DataFrame, checkpoint: str, stacked
                                        "js_two_modes", "js_noise", "null_prob"])
 
 
+def rule_text(flags: pd.DataFrame) -> str:
+    """The collapse threshold as the runs in ``flags`` (:func:`run_flags`) were judged: "2",
+    or "2–4" when the calibration (per N and class shares) set it differently for some."""
+    m = pd.to_numeric(flags.get("rule_modes", pd.Series(dtype=float)), errors="coerce").dropna()
+    if m.empty:
+        return str(COLLAPSE_MODES)
+    lo, hi = int(m.min()), int(m.max())
+    return str(lo) if lo == hi else f"{lo}–{hi}"
+
+
 def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Exact binomial interval of k/n (statsmodels' ``beta`` method); NaN for n = 0."""
     from statsmodels.stats.proportion import proportion_confint

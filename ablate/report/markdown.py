@@ -209,21 +209,11 @@ def _noisiest_text(n: dict, scale: str) -> str:
     return text + "."
 
 
-def _rule_modes(flags: pd.DataFrame) -> str:
-    """The collapse rule's threshold as the runs were judged: "2", or "2–3" when the
-    calibration (per N and class shares) set it differently for some runs."""
-    m = pd.to_numeric(flags.get("rule_modes", pd.Series(dtype=float)), errors="coerce").dropna()
-    if m.empty:
-        return str(failures.COLLAPSE_MODES)
-    lo, hi = int(m.min()), int(m.max())
-    return str(lo) if lo == hi else f"{lo}–{hi}"
-
-
 def _failure_bullets(d: _Doc, ctx) -> None:
     c = ctx.counts
     coll = c[c["collapsed"] > 0]
     if c["measured"].sum():
-        d(f"**Collapse** (≥ {_rule_modes(ctx.flags)} modes missing): " + (", ".join(
+        d(f"**Collapse** (≥ {failures.rule_text(ctx.flags)} modes missing): " + (", ".join(
             f"{r['variant']} {r['collapsed']}/{r['measured']}" for _, r in coll.iterrows())
             if len(coll) else "no finished run") + ".")
     div = c[c["diverged"] > 0]
@@ -366,7 +356,7 @@ def _failures(d: _Doc, ctx) -> None:
         rule = f.iloc[0]
         js = pd.to_numeric(f["js"], errors="coerce")
         # Stacked MNIST runs record mode counts, not class histograms: no JS to calibrate.
-        d(f"A run is *collapsed* when it misses ≥ {_rule_modes(f)} modes (rule of "
+        d(f"A run is *collapsed* when it misses ≥ {failures.rule_text(f)} modes (rule of "
           "`ablate.report.failures`; calibrated per run so that real data of the same size is flagged with "
           f"probability ≤ {failures.NULL_FLAG_PROB:g}). " + (
               f"Class JS divergence per run: median {num(js.median(), 2)} (noise floor for real data of "

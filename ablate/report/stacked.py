@@ -280,10 +280,9 @@ def section(d, ctx) -> None:
     f = ctx.flags
     if len(f) and "rule_modes" in f.columns:
         # Stated because the flag reads as "collapsed" for a run that covers 97% of the modes.
-        rule = pd.to_numeric(f["rule_modes"], errors="coerce").dropna()
         flagged = f[f["collapsed"].astype(bool)]
         most = int(flagged["missing"].min()) if len(flagged) else None
-        d(f"The collapse flag (≥ {int(rule.min()) if len(rule) else '?'} modes missing, the failures "
+        d(f"The collapse flag (≥ {failures.rule_text(f)} modes missing, the failures "
           "rule) is strict at 1000 modes: real data of this N misses that many with probability "
           f"≤ {failures.NULL_FLAG_PROB:g}, so a run flagged here is "
           "detectably short of the data's modes, not necessarily collapsed in the sense of the published "
