@@ -294,13 +294,15 @@ def test_all_on_and_all_off_beside_the_published_figures(ctx):
     assert "published on 26,000" in text
 
 
-def test_published_rows_clip_our_intervals_to_the_metrics_ranges():
-    import pandas as pd
-
-    row = {"source": "this report", "model": "DCGAN all-off", "modes": 6.33, "modes_sd": math.nan,
-           "modes_low": -16.6, "modes_high": 29.3, "kl": 6.59, "kl_low": 5.21, "kl_high": 7.97, "protocol": "p"}
-    shown = rstacked.published_display(pd.DataFrame([row])).iloc[0]
-    assert shown["modes of 1000"] == "6.33 [0, 29.3]" and shown["KL"] == "6.59 [5.21, 6.91]"
+def test_published_rows_carry_the_summarys_clipped_intervals(ctx):
+    """Our rows beside the published figures show the interval the summary clipped
+    (all-on's t interval passes 1000 modes: shown up to 1000), not a second clip of their own."""
+    p = rstacked.published_frame(ctx, rstacked.modes_frame(ctx))
+    shown = rstacked.published_display(p).set_index("model")
+    x = np.array(MODES["all-on"], float)
+    h = stats.t.ppf(0.975, 2) * x.std(ddof=1) / math.sqrt(3)
+    assert x.mean() + h > 1000
+    assert shown.loc["DCGAN all-on", "modes of 1000"] == f"{x.mean():.0f} [{x.mean() - h:.0f}, 1000]"
 
 
 def test_other_datasets_get_no_stacked_section(tmp_path):

@@ -93,23 +93,24 @@ def modes_frame(ctx) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _mean_ci(mean: float, lo: float, hi: float, floor: float = 0.0, ceil: float = math.inf) -> str:
-    """``mean [lo, hi]``, the interval clipped to the metric's range."""
+def _mean_ci(mean: float, lo: float, hi: float) -> str:
+    """``mean [lo, hi]``; the summary has already clipped the interval to the metric's range
+    (``columns.metric_range``)."""
     if not np.isfinite(mean):
         return "–"
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return num(mean)
-    return f"{num(mean)} {interval(max(lo, floor), min(hi, ceil))}"
+    return f"{num(mean)} {interval(lo, hi)}"
 
 
 def modes_display(t: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "variant": t["variant"], "N (seeds)": [f"{n} ({s or '–'})" for n, s in zip(t["n"], t["seeds"])],
         "samples": t["n_mode_samples"].map(num),
-        f"modes of {MODES_TOTAL} [95% CI]": [_mean_ci(*r, ceil=MODES_TOTAL) for r in
+        f"modes of {MODES_TOTAL} [95% CI]": [_mean_ci(*r) for r in
                                             zip(t["modes_mean"], t["modes_low"], t["modes_high"])],
         "modes per seed": t["modes_per_seed"].replace("", "–"),
-        "KL [95% CI]": [_mean_ci(*r, ceil=KL_MAX) for r in zip(t["kl_mean"], t["kl_low"], t["kl_high"])],
+        "KL [95% CI]": [_mean_ci(*r) for r in zip(t["kl_mean"], t["kl_low"], t["kl_high"])],
         "KL per seed": t["kl_per_seed"].replace("", "–"),
         "collapsed [95% CI]": [f"{c}/{m} {interval(lo, hi, 2)}" if m else "–" for c, m, lo, hi in
                                zip(t["collapsed"], t["measured"], t["collapse_low"], t["collapse_high"])]})
@@ -197,12 +198,12 @@ def _our_protocol(ctx, r) -> str:
 def published_display(t: pd.DataFrame) -> pd.DataFrame:
     def modes(r):
         if np.isfinite(r["modes_low"]):
-            return _mean_ci(r["modes"], r["modes_low"], r["modes_high"], ceil=MODES_TOTAL)
+            return _mean_ci(r["modes"], r["modes_low"], r["modes_high"])
         return num(r["modes"]) + (f" ± {num(r['modes_sd'])}" if np.isfinite(r["modes_sd"]) else "")
 
     return pd.DataFrame({
         "source": t["source"], "model": t["model"], f"modes of {MODES_TOTAL}": [modes(r) for _, r in t.iterrows()],
-        "KL": [_mean_ci(a, b, c, ceil=KL_MAX) if np.isfinite(b) else num(a)
+        "KL": [_mean_ci(a, b, c) if np.isfinite(b) else num(a)
                for a, b, c in zip(t["kl"], t["kl_low"], t["kl_high"])],
         "protocol": t["protocol"]})
 
