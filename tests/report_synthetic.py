@@ -43,13 +43,14 @@ def make_results(root: Path, design: str = "leave-one-out", *, log_effects=None,
                  artefacts: bool = True, extra_runs: bool = True, interaction: float = 0.0,
                  rng_seed: int = 7, analysis: dict | None = None, seed_policy: dict | None = None,
                  per_variant_seeds: dict[str, int] | None = None, noise_sd: float = NOISE_SD,
-                 pending: bool = True) -> Path:
+                 pending: bool = True, extra_seed: int | None = None) -> Path:
     """Write a results directory under ``root`` and return it.
 
     One run (leaky-relu OFF, seed 2) misses three classes (collapsed); with ``extra_runs``
     all-on (or all-off) gets a diverged seed and (``pending``) a pending one, which makes
-    the report an interim one (a planned run not finished). ``per_variant_seeds`` gives
-    some variants more seeds than others (as an adaptive grid does).
+    the report an interim one (a planned run not finished), at seeds ``extra_seed`` and the
+    next (default: five past ``seeds``). ``per_variant_seeds`` gives some variants more
+    seeds than others (as an adaptive grid does).
     """
     effects = dict(LOG_EFFECTS if log_effects is None else log_effects)
     rng = np.random.default_rng(rng_seed)
@@ -61,7 +62,8 @@ def make_results(root: Path, design: str = "leave-one-out", *, log_effects=None,
     n_seeds.update(per_variant_seeds or {})
     plan = [(v, s) for s in range(max(n_seeds.values())) for v in d.variants if s < n_seeds[v.name]]
     first = d.variants[0].name
-    extras = ([(first, len(seeds) + 5, "diverged")] + ([(first, len(seeds) + 6, "pending")] if pending else [])
+    at = len(seeds) + 5 if extra_seed is None else extra_seed
+    extras = ([(first, at, "diverged")] + ([(first, at + 1, "pending")] if pending else [])
               if extra_runs else [])
     rows = [{"variant": v.name, "seed": s, "key": f"{v.name.strip('+-')}-{s}".replace("all-", "all"),
              "hacks": sorted(v.hacks), "config": {"seed": s}} for v, s in plan]

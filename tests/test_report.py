@@ -334,6 +334,7 @@ def test_noisiest_variant_share_and_refit_by_hand(loo):
     additive fit done by hand on the balanced variants x seeds table."""
     import numpy as np
 
+    from ablate.report import sequential
     from ablate.report.context import _noisiest
     from ablate.report.effects import fit_pooled
 
@@ -341,8 +342,10 @@ def test_noisiest_variant_share_and_refit_by_hand(loo):
     frame = res.frame[res.frame["status"] == "done"].copy()
     off = frame["variant"] == "all-off"
     frame.loc[off, PRIMARY] = frame.loc[off, PRIMARY] * np.array([1.0, 4.0, 0.3])[: off.sum()]
-    fit = fit_pooled(frame, res.meta.comparisons, PRIMARY)
-    n = _noisiest(frame, res.meta, fit)
+    result = sequential.analyse(frame, res.meta)
+    fit = result.fit
+    assert fit.residual_shares().equals(fit_pooled(frame, res.meta.comparisons, PRIMARY).residual_shares())
+    n = _noisiest(frame, res.meta, result)
 
     def resid(table):
         y = table.to_numpy()

@@ -279,3 +279,14 @@ def test_secondary_metrics_use_the_same_model(res, ctx):
     est, se, df, _ = _statsmodels_contrast(d, "all-on", "-batch-norm")
     assert prec["estimate"] == pytest.approx(est, abs=1e-10) and prec["scale"] == "raw"
     assert set(HACKS) == set(sec["hack"])
+
+
+def test_an_interval_bound_near_one_is_never_shown_as_one():
+    """A ratio interval that excludes 1 by a little must not read as touching it: the bound
+    gets the digits that tell it from 1; exact ones and other bounds keep 3 digits."""
+    assert tables.interval(1.0044, 1.5612) == "[1.004, 1.56]"
+    assert tables.interval(0.6503, 0.99962) == "[0.65, 0.9996]"
+    assert tables.interval(0.9, 1.0) == "[0.9, 1]"  # a bound that is 1 (a clipped share) stays 1
+    assert tables.interval(-1.0002, -0.5) == "[-1.0002, -0.5]"
+    assert tables.interval(0.99999999, 1.2) == "[1, 1.2]"  # at most 6 digits
+    assert tables.interval(1.3, 1.56) == "[1.3, 1.56]"

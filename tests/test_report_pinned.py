@@ -291,8 +291,9 @@ def test_adaptive_report_labels_single_look_columns(tmp_path):
 
     policy = {"seeds": list(range(6)), "adaptive": True, "min": 3, "max": 6, "step": 1}
     root = make_results(tmp_path / "r", artefacts=False, noise_sd=0.1, rng_seed=1, seed_policy=policy,
-                        per_variant_seeds={"all-on": 4, "-leaky-relu": 4, "-label-smoothing": 4,
-                                           "-noisy-labels": 4})  # unbalanced: the mixed model is shown
+                        per_variant_seeds={"all-on": 3, "-leaky-relu": 4, "-label-smoothing": 4,
+                                           "-noisy-labels": 4},  # unbalanced: the mixed model is shown
+                        extra_seed=3)  # all-on's 4th seed diverged, inside look 2: the worst-value column
     out = tmp_path / "out"
     build_report(Results.load(root), out)
     header = (out / "tables" / "effects.md").read_text().split("\n")[2]

@@ -253,3 +253,68 @@ def test_power_at_a_planted_effect_and_runs_saved():
           f"  runs used vs a fixed max-seed grid: {runs_used:.0%}")
     assert _surely_at_most(wrong, ALPHA, REPS)
     assert power > 0.9 and eq_power > 0.5 and runs_used < 0.8
+
+
+def _with_look3_started(frame, all_off_scale=None):
+    """``frame`` as a grid leaves it inside look 3: seed 4 of all-on and -label-smoothing
+    finished (far from their other seeds, so using them would move the numbers),
+    -leaky-relu's pending."""
+    import pandas as pd
+
+    f = frame.copy()
+    if all_off_scale is not None:
+        off = f["variant"] == "all-off"
+        f.loc[off, PRIMARY] = f.loc[off, PRIMARY] * np.array(all_off_scale)
+    done = f[f["variant"].isin(["all-on", "-label-smoothing"]) & (f["seed"] == 0)].assign(
+        seed=4, key=lambda d: d["variant"] + "-4")
+    done[PRIMARY] = done[PRIMARY] * np.array([1.5, 0.8])
+    pending = f[(f["variant"] == "-leaky-relu") & (f["seed"] == 0)].assign(seed=4, key="lr-4", status="pending")
+    pending[PRIMARY] = np.nan
+    return pd.concat([f, done, pending], ignore_index=True)
+
+
+def test_sensitivity_analyses_use_the_runs_of_the_deciding_look(tmp_path):
+    """batch-norm is decided at look 1 (3 seeds), the null hacks go on to look 2 (4 seeds for
+    all-on and their OFF variants), and look 3 has started (two of its runs finished). Each
+    row's paired test and worst-value fit use the runs of the look its verdict stands on:
+    with no diverged run the worst-value estimate is the estimate, and the paired mean is
+    the mean log ratio over exactly the decision's seeds (numpy by hand); the model check's
+    refit without its noisiest variant uses the last look's runs, those of its shares."""
+    from ablate.report.context import _effect_rows, _noisiest
+    from ablate.report.effects import fit_pooled
+
+    root = make_results(tmp_path, artefacts=False, noise_sd=0.1, rng_seed=1, seed_policy=ADAPTIVE,
+                        extra_runs=False, per_variant_seeds={"all-on": 4, "-leaky-relu": 4, "-label-smoothing": 4,
+                                                             "-noisy-labels": 4})
+    r = Results.load(root)
+    frame = _with_look3_started(r.frame)
+    a = sq.analyse(frame, r.meta)
+    assert len(a.looks) == 2 and len(a.used) == 2 and not a.interim
+    look1, look2 = sq.runs_at(frame, a, 1), sq.runs_at(frame, a, 2)
+    assert look1["seed"].max() == 2 and len(look1) == 3 * len(r.meta.variant_names)
+    assert set(look2.loc[look2["seed"] == 3, "variant"]) == {"all-on", "-leaky-relu", "-label-smoothing",
+                                                            "-noisy-labels"}
+    assert look2["seed"].max() == 3 and sq.runs_at(frame, a).equals(look2)
+    rows = _effect_rows(frame, r.meta, a, sensitivity=True).set_index("hack")
+    assert rows.loc["batch-norm", "look"] == 1 and rows.loc["batch-norm", "pairs"] == 3
+    assert rows.loc["label-smoothing", "verdict"] == "undecided" and rows.loc["label-smoothing", "pairs"] == 4
+    for hack, row in rows.iterrows():
+        assert row["imputed"] == 0 and row["worst_estimate"] == pytest.approx(row["estimate"], rel=1e-12)
+        sub = look1 if row["look"] == 1 else look2
+        on = sub[sub["variant"] == row["on"]].set_index("seed")[PRIMARY]
+        off = sub[sub["variant"] == row["off"]].set_index("seed")[PRIMARY]
+        common = sorted(set(on.index) & set(off.index))
+        assert row["paired_seeds"] == ",".join(map(str, common))
+        assert row["paired_mean"] == pytest.approx(np.mean(np.log(on[common].to_numpy(float))
+                                                           - np.log(off[common].to_numpy(float))))
+
+    noisy = _with_look3_started(r.frame, all_off_scale=[1.0, 2.0, 0.5])  # all-off: most residual SS
+    b = sq.analyse(noisy, r.meta)
+    n = _noisiest(noisy, r.meta, b)
+    assert n["variant"] == "all-off" and not n["in_contrast"]
+    runs = sq.runs_at(noisy, b)
+    assert "all-on-4" in set(noisy["key"]) and "all-on-4" not in set(runs["key"])
+    refit = fit_pooled(runs[runs["variant"] != "all-off"], r.meta.comparisons, PRIMARY)
+    assert n["sigma_without"] == pytest.approx(refit.sigma, rel=1e-12) and n["df_without"] == refit.df_resid
+    everything = fit_pooled(noisy[noisy["variant"] != "all-off"], r.meta.comparisons, PRIMARY)
+    assert everything.sigma != pytest.approx(refit.sigma, rel=1e-3)  # the late run would have moved it

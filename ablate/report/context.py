@@ -95,11 +95,23 @@ def _effect_rows(frame: pd.DataFrame, meta: ExperimentMeta, result: sequential.A
     metric = result.metric
     rows = []
     one_look = len(result.looks) <= 1
-    worst = mixed = None
-    if sensitivity and result.fit is not None:
-        worst = fit_pooled(frame, meta.comparisons, metric, diverged="worst")
-        if not result.fit.balanced:
-            mixed = fit_mixed(frame, meta.comparisons, metric)
+    # Each decision's sensitivity analyses use the runs of the look that decided it (the
+    # last look for the undecided), so with no diverged run the worst-value estimate is the
+    # estimate itself and the paired test has the decision's seeds.
+    by_look: dict[int, tuple] = {}
+
+    def models(look: int) -> tuple:
+        if look not in by_look:
+            sub = sequential.runs_at(frame, result, look)
+            worst = mixed = None
+            if sensitivity and result.fit is not None:
+                worst = fit_pooled(sub, meta.comparisons, metric, diverged="worst")
+                plain = fit_pooled(sub, meta.comparisons, metric)
+                if plain is not None and not plain.balanced:
+                    mixed = fit_mixed(sub, meta.comparisons, metric)
+            by_look[look] = sub, worst, mixed
+        return by_look[look]
+
     for d in result.decisions:
         scale = result.scale
         p = 2 * special.stdtr(d.df, -abs(d.estimate / d.se)) if d.df > 0 and d.se > 0 else math.nan
@@ -110,7 +122,8 @@ def _effect_rows(frame: pd.DataFrame, meta: ExperimentMeta, result: sequential.A
                "level": d.level, "eq_level": d.eq_level, "also_different": d.also_different, "p": float(p)}
         if meta.axes:  # the row is "<hack> @ <level>": its real hack and level, for readers of the CSV
             row.update(base_hack=meta.hack_of(d.hack), at_level=meta.level_of(d.hack))
-        row.update(paired_test(frame, Comparison(d.hack, d.on, d.off), metric, scale == "log"))
+        sub, worst, mixed = models(d.look or len(result.looks))
+        row.update(paired_test(sub, Comparison(d.hack, d.on, d.off), metric, scale == "log"))
         if worst is not None and (c := worst.contrast(d.hack)) is not None:
             lo, hi = c.interval(d.level)
             row.update(worst_estimate=c.estimate, worst_low=lo, worst_high=hi, imputed=worst.diverged_imputed)
@@ -151,10 +164,12 @@ def plotted_variants(order: list[str], meta: ExperimentMeta, limit: int = MAX_PL
     return [v for v in order if v in keep]
 
 
-def _noisiest(frame: pd.DataFrame, meta: ExperimentMeta, fit) -> dict:
+def _noisiest(frame: pd.DataFrame, meta: ExperimentMeta, result: sequential.Analysis) -> dict:
     """The variant with the largest share of the pooled model's residual sum of squares
     and, when it enters no contrast (all-off in a leave-one-out), the residual sd the model
-    would have without it: a diagnostic beside the verdicts, which it does not change."""
+    would have without it (refitted on the last look's runs, those of the shares): a
+    diagnostic beside the verdicts, which it does not change."""
+    fit = result.fit
     shares = fit.residual_shares() if fit is not None else pd.Series(dtype=float)
     if shares.empty:
         return {}
@@ -162,7 +177,8 @@ def _noisiest(frame: pd.DataFrame, meta: ExperimentMeta, fit) -> dict:
     out = {"variant": v, "share": float(shares.iloc[0]),
            "in_contrast": any(v in (c.on, c.off) for c in fit.contrasts)}
     if not out["in_contrast"]:
-        refit = fit_pooled(frame[frame["variant"] != v], meta.comparisons, fit.metric, fit.scale == "log")
+        runs = sequential.runs_at(frame, result)
+        refit = fit_pooled(runs[runs["variant"] != v], meta.comparisons, fit.metric, fit.scale == "log")
         if refit is not None and refit.df_resid > 0:
             out.update(sigma_without=refit.sigma, df_without=refit.df_resid)
     return out
@@ -221,7 +237,7 @@ def compute(results: Results, out_dir: Path) -> ReportContext:
                         levels=per_level, level_verdicts=het)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        ctx.noisiest = _noisiest(frame, meta, result.fit)
+        ctx.noisiest = _noisiest(frame, meta, result)
     if not metrics or primary is None or parse_metric(primary)[0] is None:
         ctx.notes.append("no quality metrics in the run store (were the runs evaluated?)")
     return ctx

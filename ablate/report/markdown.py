@@ -318,7 +318,9 @@ def _effects(d: _Doc, ctx) -> None:
         d("Adaptive seeds: only the adjusted and TOST intervals are repeated confidence intervals (they hold "
           "over all looks and agree with the verdicts). The paired, worst-value and mixed-model intervals "
           "are single-look intervals and the p values naive single-look p values, which ignore the looks "
-          "(labelled so in the table): read them as sensitivity, not as tests.", "")
+          "(labelled so in the table): read them as sensitivity, not as tests. Each is computed on the runs "
+          "of the look that decided its hack (the last look for an undecided one); the mixed model only "
+          "where that look's seeds are unbalanced (– elsewhere).", "")
     d.include_table(ctx.tables.get("effects"))
     if ctx.tables.get("effects_compact"):
         d(f"For a paper: hack, verdict, ratio, adjusted 95% CI and seeds with fixed decimals, a bare booktabs "

@@ -105,6 +105,9 @@ class Analysis:
     planned: tuple[int, ...]  # seeds per variant at each planned look
     decisions: tuple[Decision, ...]
     fit: object | None  # the PooledFit at the last look
+    # Per look: the seeds each variant (or [axes] cell) had in that look's fit; empty for a
+    # fixed design, whose one look uses every run. :func:`runs_at` turns it into the runs.
+    used: tuple[dict[str, int], ...] = ()
     # True while the look analysed has runs still to finish (a report written mid-grid):
     # its verdicts are the boundaries applied to part of the look's data, not the design's.
     interim: bool = False
@@ -164,6 +167,7 @@ def decide_arrays(v_all: np.ndarray, s_all: np.ndarray, y_all: np.ndarray, meta:
     decided: dict[str, Decision] = {}
     latest: dict[str, Decision] = {}
     looks: list[Look] = []
+    used: list[dict[str, int]] = []
     fit = None
     margin = math.nan
     last = len(planned) if upto is None else min(upto, len(planned))
@@ -182,7 +186,9 @@ def decide_arrays(v_all: np.ndarray, s_all: np.ndarray, y_all: np.ndarray, meta:
             for v, n in alloc.items():
                 if v in alias:
                     cell_alloc[alias[v]] = max(cell_alloc.get(alias[v], 0), n)
-            keep = s_all < np.array([cell_alloc.get(v, planned[i - 1]) for v in vnames])[vidx]
+            limits = {v: cell_alloc.get(v, planned[i - 1]) for v in vnames.tolist()}
+            keep = s_all < np.array([limits[v] for v in vnames.tolist()])[vidx]
+            used.append(limits)
         fit = (fit_coded(metric, log, vnames, vidx[keep], snames, sidx[keep], y_all[keep], in_cells)
                if keep.any() else None)
         margin = _margin(fit, analysis)
@@ -237,7 +243,21 @@ def decide_arrays(v_all: np.ndarray, s_all: np.ndarray, y_all: np.ndarray, meta:
     decisions = tuple(decided.get(c.hack) or latest.get(c.hack) or _empty(c) for c in comparisons)
     return Analysis(metric, margin, fit.scale if fit else "log", tuple(looks),
                     tuple(planned) if n_max else (max(counts.values(), default=0),),
-                    decisions, fit)
+                    decisions, fit, used=tuple(used))
+
+
+def runs_at(frame: pd.DataFrame, result: Analysis, look: int | None = None) -> pd.DataFrame:
+    """The rows of ``frame`` that look ``look`` (default: the last) analysed: each variant's
+    seeds below its allocation at that look. A sensitivity analysis of a decision, or a
+    diagnostic of the last look's model, uses these runs, so it speaks to the same data as
+    the verdict. A fixed design's one look uses every run."""
+    look = look or len(result.looks)
+    if not (1 <= look <= len(result.used)):
+        return frame
+    limits = result.used[look - 1]
+    alias = cells(frame)
+    limit = frame["variant"].map(lambda v: limits.get(alias.get(v, v), math.inf)).astype(float)
+    return frame[frame["seed"].astype(float) < limit]
 
 
 def _empty(c) -> Decision:

@@ -54,9 +54,20 @@ def p_is(p, name: str = "p") -> str:
 
 
 def interval(lo, hi, digits: int = 3) -> str:
+    """``[lo, hi]`` with ``digits`` significant digits. A bound that only rounds to ±1 gets
+    the digits that tell it from 1 (up to 6): a ratio interval [1.0044, 1.56] that excludes
+    no effect must not read [1, 1.56]."""
     if lo is None or not (np.isfinite(lo) and np.isfinite(hi)):
         return "–"
-    return f"[{num(lo, digits)}, {num(hi, digits)}]"
+    return f"[{_bound(lo, digits)}, {_bound(hi, digits)}]"
+
+
+def _bound(x, digits: int) -> str:
+    text = num(x, digits)
+    while text in ("1", "-1") and abs(float(x)) != 1 and digits < 6:
+        digits += 1
+        text = num(x, digits)
+    return text
 
 
 def to_markdown(df: pd.DataFrame) -> str:
@@ -199,7 +210,12 @@ def effects_display(e: pd.DataFrame, with_metric: bool = False, adaptive: bool =
             row["mixed model"] = (f"{_effect_text(sc, r['mixed_estimate'])} "
                                   f"{_interval_text(sc, r['mixed_low'], r['mixed_high'])}")
         rows.append(row)
+    # The worst-value and mixed-model columns exist only for rows whose deciding look has a
+    # diverged run or unbalanced seeds: the other rows show an en dash there.
     out = pd.DataFrame(rows)
+    for col in ("incl. diverged (worst value)", "mixed model"):
+        if col in out:
+            out[col] = out[col].fillna("–")
     return out.rename(columns=SINGLE_LOOK) if adaptive else out
 
 
