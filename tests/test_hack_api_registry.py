@@ -9,7 +9,7 @@ import re
 import textwrap
 import tomllib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -281,8 +281,18 @@ def test_params_classes_are_checked_at_registration():
     class BadDefault:
         x: Literal["a", "b"] = "c"
 
+    @dataclass(frozen=True)
+    class ListFactory:  # its real problem is the type, not a missing default
+        sizes: list[int] = field(default_factory=lambda: [3, 4])
+
+    @dataclass(frozen=True)
+    class TupleFactory:
+        sizes: tuple[int, ...] = field(default_factory=lambda: (3, 4))
+
     for P, message in ((NotFrozen, "frozen dataclass"), (NoDefault, "needs a default"),
                        (Unsupported, "has type list"),
+                       (ListFactory, re.escape("parameter 'sizes' has type list; supported: bool, int")),
+                       (TupleFactory, "parameter 'sizes' has a default_factory; give it a plain default"),
                        (BadDefault, re.escape("parameter 'x' (its default) must be one of 'a', 'b'"))):
         with pytest.raises(ConfigError, match=message):
             registry.register_hack(type("H", (Hack,), {"name": "test-params", "Params": P}))

@@ -298,7 +298,7 @@ def test_sensitivity_analyses_use_the_runs_of_the_deciding_look(tmp_path):
     rows = _effect_rows(frame, r.meta, a, sensitivity=True).set_index("hack")
     assert rows.loc["batch-norm", "look"] == 1 and rows.loc["batch-norm", "pairs"] == 3
     assert rows.loc["label-smoothing", "verdict"] == "undecided" and rows.loc["label-smoothing", "pairs"] == 4
-    for hack, row in rows.iterrows():
+    for _, row in rows.iterrows():
         assert row["imputed"] == 0 and row["worst_estimate"] == pytest.approx(row["estimate"], rel=1e-12)
         sub = look1 if row["look"] == 1 else look2
         on = sub[sub["variant"] == row["on"]].set_index("seed")[PRIMARY]

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from types import ModuleType
 
 from ablate.cli import anchor, compare, data, doctor, evaluate, grid, hacks, report, status, train
 from ablate.errors import ConfigError
-from ablate.hacks.registry import PluginWarning
 from ablate.messages import show_on_stderr
 
 # Subcommand name -> module, in the order `ablate --help` lists them.
@@ -41,22 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _plugin_warnings_as_lines(show):
-    """A ``warnings.showwarning`` that prints plugin problems as one ``ablate: warning:``
-    line and passes every other warning to ``show``."""
-    def _show(message, category, filename, lineno, file=None, line=None) -> None:
-        if issubclass(category, PluginWarning):
-            print(f"ablate: warning: {message}", file=sys.stderr)
-        else:
-            show(message, category, filename, lineno, file, line)
-    return _show
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    show_on_stderr()  # notes of the layers below (ablate.messages) as `ablate: ...` lines
-    previous = warnings.showwarning
-    warnings.showwarning = _plugin_warnings_as_lines(previous)
+    show_on_stderr()  # the layers below: notes and plugin warnings as `ablate: ...` lines
     try:
         return args.run(args)
     except ConfigError as exc:
@@ -65,5 +50,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C outside a grid (which handles it itself): no traceback
         print("ablate: interrupted", file=sys.stderr)
         return 130
-    finally:
-        warnings.showwarning = previous

@@ -25,7 +25,7 @@ class SeparateBatches(Hack):
     name = "separate-batches"
     source = GANHACKS
     on = "D updated on a real-only batch, then on a fake-only batch"
-    off = "one D update on a mixed, shuffled real+fake batch"
+    off = "one D update on one mixed batch (real then fake, not shuffled)"
 
     def apply(self, recipe: Recipe) -> Recipe:
         return recipe.replace(d_update="separate")

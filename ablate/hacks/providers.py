@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ablate.messages import UserNote
 from ablate.version import __version__
 
 if TYPE_CHECKING:  # annotations only
@@ -34,7 +35,7 @@ ENTRY_POINT_GROUP = "ablate.hacks"
 BUILTIN_PROVIDER = "ablate"
 
 
-class PluginWarning(UserWarning):
+class PluginWarning(UserNote):
     """A hack plugin could not be loaded, or two plugins claim one name."""
 
 

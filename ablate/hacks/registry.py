@@ -68,6 +68,9 @@ _loading: str | None = None  # the distribution whose entry point is being impor
 _EP_OWNERS: dict[str, list[str]] = {}  # top-level module -> distributions whose entry points name it
 
 
+SUPPORTED_TYPES = "bool, int, float, str, Literal[...], tuple[...], X | None, Annotated[X, Bounds(...)]"
+
+
 def validate_class(cls: Any) -> None:
     """Check a Hack subclass's metadata and Params; raise ConfigError naming the problem."""
     if not (isinstance(cls, type) and issubclass(cls, Hack)):
@@ -97,13 +100,17 @@ def validate_class(cls: Any) -> None:
         fields = cls.param_fields()
     except Exception as exc:  # an annotation that does not resolve
         raise ConfigError(f"hack {name!r}: cannot read the Params annotations: {exc}") from exc
+    factories = {f.name for f in dataclasses.fields(P) if f.default_factory is not dataclasses.MISSING}
     for key, (typ, default) in fields.items():
-        if default is dataclasses.MISSING:
-            raise ConfigError(f"hack {name!r}: parameter {key!r} needs a default")
-        if not typed.supported(typ):
+        if not typed.supported(typ):  # first: a list field's real problem is its type
             raise ConfigError(f"hack {name!r}: parameter {key!r} has type {typed.type_name(typ)}; "
-                              "supported: bool, int, float, str, Literal, tuples, unions with "
-                              "None, Annotated bounds")
+                              f"supported: {SUPPORTED_TYPES}")
+        if key in factories:
+            raise ConfigError(f"hack {name!r}: parameter {key!r} has a default_factory; give it a plain "
+                              f"default of an immutable type instead (e.g. `{key}: tuple[int, ...] = (3, 4)`)")
+        if default is dataclasses.MISSING:
+            raise ConfigError(f"hack {name!r}: parameter {key!r} needs a default "
+                              f"(`{key}: {typed.type_name(typ)} = ...`)")
     cls.make_params()  # every default has its declared type and passes __post_init__
 
 
