@@ -201,6 +201,21 @@ def test_power_both_directions_by_hand(res, ctx):
     assert paired["pairs"] == 4
 
 
+@pytest.mark.parametrize("a, df", [(3.5, 31), (2.8, 59), (4.0, 6), (1.0, 20)])
+def test_tost_power_at_zero_matches_a_simulation(a, df):
+    """The equivalence power of a hack with no effect, against simulated TOSTs: estimate
+    N(0, se²), its se estimated on df degrees of freedom (chi-square), equivalence when both
+    one-sided t-tests at alpha/m reject."""
+    se, crit = 1.0, stats.t.isf(0.05 / 11, df)
+    margin = a * se
+    rng = np.random.default_rng(1)
+    est = rng.normal(0.0, se, 400_000)
+    s_hat = se * np.sqrt(rng.chisquare(df, 400_000) / df)
+    simulated = np.mean(((est + margin) / s_hat >= crit) & ((margin - est) / s_hat >= crit))
+    assert power.tost_power_at_zero(margin, se, df, crit) == pytest.approx(simulated, abs=0.003)
+    assert power.tost_power_at_zero(margin, 0.0, df, crit) == 0.0
+
+
 def test_paired_min_detectable_d_has_80_percent_power():
     d = power.min_detectable_d(3, 0.05 / 11)
     x = np.random.default_rng(0).normal(d, 1.0, size=(40000, 3))
