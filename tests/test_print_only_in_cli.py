@@ -38,8 +38,9 @@ def test_plugin_warnings_are_one_ablate_line_in_every_process_that_shows_notes(c
         warnings.showwarning = lambda message, category, *a, **k: passed_on.append((str(message), category))
         messages.show_on_stderr()
         messages.show_on_stderr()  # idempotent: not wrapped twice
-        warnings.warn("plugin audit-bad failed to load: ImportError: x; its hacks are unavailable", PluginWarning)
-        warnings.warn("something else", RuntimeWarning)
+        warnings.warn("plugin audit-bad failed to load: ImportError: x; its hacks are unavailable", PluginWarning,
+                      stacklevel=2)
+        warnings.warn("something else", RuntimeWarning, stacklevel=2)
     assert capsys.readouterr().err == ("ablate: warning: plugin audit-bad failed to load: ImportError: x; "
                                        "its hacks are unavailable\n")
     assert passed_on == [("something else", RuntimeWarning)]  # other warnings: the previous handler
