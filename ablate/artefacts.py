@@ -6,6 +6,7 @@ write, even if the process is killed mid-write.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -105,3 +106,14 @@ def check_creatable(path: Path | str, flag: str) -> None:
     except OSError as exc:
         raise ConfigError(f"{flag} {path} cannot be created: {parent} is not a writable "
                           f"directory ({exc.strerror}); choose another {flag}") from None
+
+
+def write_fix(exc: OSError) -> str:
+    """What to do about a failed write, from its errno (for the error messages)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free disk space"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "make the folder writable for this user"
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+        return "move the file or folder in the way"
+    return "check the folder"

@@ -76,7 +76,7 @@ class TrainConfig:
         for key in ("steps", "batch_size", "ngf", "ndf", "latent_dim", "log_every", "val_n"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be a positive integer, got {getattr(self, key)}")
-        _bounded(self, "", ("steps",), 1, MAX_STEPS)
+        _bounded(self, "", ("steps", "log_every"), 1, MAX_STEPS)
         _bounded(self, "", ("ngf", "ndf"), 1, MAX_WIDTH)
         _bounded(self, "", ("latent_dim",), 1, MAX_LATENT)
         _bounded(self, "", ("val_n",), 1, MAX_SAMPLES)

@@ -293,3 +293,129 @@ def test_report_leaves_out_a_hand_edited_provenance_of_another_shape(tmp_path, c
         m.write_text(json.dumps(doc))
     assert main(["report", str(src), "--out", str(tmp_path / "rep")]) == 0
     assert "classifier test accuracy" in (tmp_path / "rep" / "REPORT.md").read_text()
+
+
+# ---- a second audit: malformed inputs and injected faults (helper run, stop 32) ----------
+
+def test_slurm_without_slurm_exits_2_and_its_local_mode_is_capped_at_the_cores(tmp_path, capsys,
+                                                                             monkeypatch):
+    """`--executor slurm` where no SLURM is installed fell back to submitit's local mode with
+    1000 slots: every run of the grid trained here at once, unasked (10 processes on 2
+    cores). Now it exits 2 naming --address local; that local mode is capped at the cores."""
+    submitit = pytest.importorskip("submitit", reason="pip install -e .[test] (or make test)")
+    from ablate.experiment.execution import cores
+    from ablate.grid.executors import SlurmExecutor
+
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: -1))
+    res = tmp_path / "res"
+    exp = experiment(tmp_path, scope='["batch-norm"]')
+    assert main(["grid", str(exp), "--results-dir", str(res), "--executor", "slurm",
+                 "--threads", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no SLURM on this machine" in err and "--address local" in err and no_traceback(err), err
+    assert not res.exists()
+    local = SlurmExecutor(tmp_path / "slurm", threads=1, cluster="local")
+    assert local.on_this_machine and local.slots == cores()
+    assert SlurmExecutor(tmp_path / "slurm", threads=1, cluster="local", workers=1).slots == 1
+
+
+def test_a_huge_log_every_is_refused_and_a_long_one_allocates_no_window(tmp_path, capsys):
+    """log_every = 1e11 passed validation and every run failed allocating a 1.6 TB stats
+    window (1e8: 1.6 GB per run). Now it is bounded like steps, and the window is never
+    longer than the run."""
+    out = tmp_path / "run"
+    base = ["train", "--dataset", "fake", "--steps", "3", "--threads", "1", "--no-eval",
+            "--hacks", "builtin", "--out", str(out)]
+    assert main([*base, "--log-every", str(10**11)]) == 2
+    err = capsys.readouterr().err
+    assert "log_every = 100000000000; valid: 1 .. 100000000" in err and no_traceback(err), err
+    assert not out.exists()
+    assert main([*base, "--log-every", str(10**8)]) == 0
+    lines = (out / "log.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and '"step": 3,' in lines[0], lines
+
+
+def test_repair_that_cannot_move_a_run_dir_exits_2_with_the_resume_command(tmp_path, capsys,
+                                                                          monkeypatch):
+    """`--repair` of a run dir this user may not move printed a PermissionError traceback;
+    and every "resume with" hint dropped --results-dir, so following it resumed (or
+    started) the experiment's default results directory instead."""
+    from ablate.grid import rundirs
+
+    exp = experiment(tmp_path, scope='["batch-norm"]')
+    res = tmp_path / "my results"
+    assert main(["grid", str(exp), "--results-dir", str(res), *GRID_FLAGS]) == 0
+    run = sorted((res / "runs").iterdir())[0]
+    (run / "result.json").write_text("{")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+
+    def refuse(results_dir, path):
+        raise PermissionError(1, "Operation not permitted", str(path))
+
+    monkeypatch.setattr(rundirs, "quarantine", refuse)
+    capsys.readouterr()
+    assert main(["grid", str(exp), "--results-dir", str(res), "--repair", *GRID_FLAGS]) == 2
+    err = capsys.readouterr().err
+    assert "Operation not permitted" in err and "give this user write permission" in err, err
+    assert f"`ablate grid {exp} --results-dir '{res}'`" in err and no_traceback(err), err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_a_corrupt_checkpoint_or_a_result_that_says_no_finish_is_reported_and_repaired(tmp_path,
+                                                                                       capsys):
+    """A truncated generator.pt and a result.json of `{}` passed as finished (only the
+    files' existence, and that the JSON parsed, were checked): `--repair` never retrained
+    them, while `ablate eval` said "retrain the run"."""
+    exp = experiment(tmp_path, scope='["batch-norm"]')
+    res = tmp_path / "res"
+    assert main(["grid", str(exp), "--results-dir", str(res), *GRID_FLAGS]) == 0
+    torn, empty = sorted((res / "runs").iterdir())[:2]
+    with open(torn / "generator.pt", "r+b") as f:
+        f.truncate(1000)
+    (empty / "result.json").write_text("{}")
+    capsys.readouterr()
+    assert main(["status", str(exp), "--results-dir", str(res)]) == 0
+    out = capsys.readouterr().out
+    assert f"or hold unreadable ones ({empty.name})" in out, out
+    assert "no checkpoint: 1 finished run(s) have no readable generator.pt" in out, out
+    assert main(["grid", str(exp), "--results-dir", str(res), "--repair", *GRID_FLAGS]) == 0
+    assert len(list((res / "broken").iterdir())) == 2
+    assert all(r["status"] == "done" for r in rows(res).values())
+    assert main(["status", str(exp), "--results-dir", str(res)]) == 0
+    out = capsys.readouterr().out
+    assert "no checkpoint" not in out and "unreadable" not in out, out
+
+
+def test_a_grid_of_another_name_in_a_results_dir_warns_that_the_report_changes_hands(tmp_path,
+                                                                                    capsys):
+    """Another experiment on the same dataset took over a results directory silently:
+    its experiment.json and REPORT.md replaced the first one's."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "experiment.json").write_text('{"experiment": {"name": "first", "dataset": "fake"}}')
+    exp = experiment(tmp_path, scope='["batch-norm"]')
+    assert main(["grid", str(exp), "--results-dir", str(other), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert f"results directory {other} holds experiment 'first'" in err, err
+    assert "REPORT.md become 'exp''s" in err and "another --results-dir" in err, err
+
+
+def test_dry_runs_refuse_what_the_runs_refuse(tmp_path, capsys, monkeypatch):
+    """`train --dry-run` accepted --eval-n 0, an unknown feature net and a batch larger than
+    the dataset; `grid --dry-run` accepted adaptive seeds with nothing scored. Each real run
+    refused them (exit 2), so the dry run promised a run that could not start. And `report`
+    on a file said the results dir "does not exist"."""
+    monkeypatch.chdir(tmp_path)
+    exp = experiment(tmp_path, seeds="{ min = 3, max = 4 }")
+    (tmp_path / "afile").write_text("x")
+    train = ["train", "--dataset", "fake", "--steps", "3", "--dry-run"]
+    for argv, words in (
+            ([*train, "--eval-n", "0"], "n must be positive, got 0"),
+            ([*train, "--eval-features", "bogus"], "unknown feature net(s) ['bogus']"),
+            ([*train, "--batch-size", "100000"], "--batch-size 100000 exceeds the"),
+            (["grid", str(exp), "--dry-run"], "scores nothing: set features"),
+            (["report", "afile"], "afile is a file, not a results directory")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert words in err and no_traceback(err), (argv, err)
+    assert sorted(os.listdir(tmp_path)) == ["afile", "exp.toml"]

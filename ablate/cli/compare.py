@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ablate.artefacts import check_creatable, directory
+from ablate.artefacts import check_creatable, directory, write_fix
 from ablate.errors import ConfigError
 
 HELP = "one summary over several experiments' reports: per-hack verdicts side by side and pooled ratios"
@@ -34,5 +34,5 @@ def run(args: argparse.Namespace) -> int:
         print(write_summary(args.results_dirs, out))
     except OSError as exc:  # a full disk, a read-only folder, summary/ blocked by a file
         raise ConfigError(f"cannot write the summary to {out}: {exc.strerror or exc}; the results "
-                          "directories are only read: free space or pass --out DIR") from exc
+                          f"directories are only read: {write_fix(exc)}, or pass --out DIR") from exc
     return 0

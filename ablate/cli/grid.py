@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sqlite3
 import sys
 import traceback
@@ -88,12 +89,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     if note:
         print(f"ablate: note: {note}", file=sys.stderr)
+    grid.experiment.check_decidable()  # the statistics below decide adaptive looks on a metric
     if args.dry_run:
         for line in dry_run_lines(grid, fuse):
             print(line)
         return 0
     check_creatable(grid.results_dir, "--results-dir" if results_dir else "results_dir")
-    grid.experiment.check_decidable()  # the statistics below decide adaptive looks on a metric
     executor = make_executor(executor_name, workers=workers, threads=threads, device=device,
                              address=args.address, results_dir=grid.results_dir,
                              partition=args.partition)
@@ -106,16 +107,23 @@ def run(args: argparse.Namespace) -> int:
         # The statistics' decision between looks; imported only for adaptive grids
         # (import-time saving: the report's statistics stack loads statsmodels).
         from ablate.report.sequential import next_look
+    # The command that resumes this grid (the same results dir; the rest comes from the file).
+    resume = f"ablate grid {shlex.quote(str(args.experiment))}" + (
+        f" --results-dir {shlex.quote(str(results_dir))}" if results_dir is not None else "")
     try:
         summary = run_grid(grid, executor, next_look=next_look, retry_failed=args.retry_failed,
                            repair=args.repair, rebuild_index=args.rebuild_index,
                            progress=not args.no_progress, fuse=fuse, log=_stderr)
+    except PermissionError as exc:  # e.g. --repair moving a run dir it may not move
+        print(f"ablate: the grid stopped: {exc}.\nFinished runs are kept; give this user write "
+              f"permission there and rerun `{resume}` to resume", file=sys.stderr)
+        return 2
     except (OSError, sqlite3.Error) as exc:  # the driver's own writes: a full disk
         if not disk_full(grid.results_dir, exc):
             raise
         print(f"ablate: the grid stopped: cannot write to {grid.results_dir} ({exc}).\n"
-              f"Finished runs are kept; free disk space and rerun `ablate grid "
-              f"{args.experiment}` to resume", file=sys.stderr)
+              f"Finished runs are kept; free disk space and rerun `{resume}` to resume",
+              file=sys.stderr)
         return 1
     finally:
         executor.close()
@@ -130,12 +138,12 @@ def run(args: argparse.Namespace) -> int:
     elif grid.experiment.policy.adaptive:  # stopped inside a look: nothing was decided
         print(f"adaptive seeds: look {max(summary.look, 1)} not finished; rerun to continue it")
     if summary.interrupted:
-        print(f"ablate: stopped by Ctrl-C; finished runs are kept. Resume with "
-              f"`ablate grid {args.experiment}`", file=sys.stderr)
+        print(f"ablate: stopped by Ctrl-C; finished runs are kept. Resume with `{resume}`",
+              file=sys.stderr)
         return 130
     if summary.halted:
         print(f"ablate: the grid stopped: {summary.halted}\nFinished runs are kept; fix the "
-              f"cause (e.g. free disk space) and rerun `ablate grid {args.experiment}` to resume",
+              f"cause (e.g. free disk space) and rerun `{resume}` to resume",
               file=sys.stderr)
         return 1
     ok = not summary.counts.get("failed") and not summary.counts.get("pending")

@@ -13,7 +13,7 @@ from ablate.hacks import registry
 from ablate.artefacts import check_creatable, directory
 from ablate.cli.evaluate import print_summary, protocol_for
 from ablate.config import TrainConfig, with_validation
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, DataUnavailable
 from ablate.layout import RunDir
 
 HELP = "train one variant"
@@ -105,6 +105,24 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         checkpoint_every=args.checkpoint_every)
 
 
+def _check_runnable(config: TrainConfig) -> None:
+    """The device exists here and the batch fits the dataset (checked by the run itself
+    when it starts; a dry run checks them without training)."""
+    from ablate.data import load
+    from ablate.environment import resolve_device
+
+    resolve_device(config.device)
+    try:
+        n = len(load(config.dataset, "train"))
+    except DataUnavailable as exc:
+        print(f"ablate: note: could not check --batch-size against {config.dataset} here: {exc}",
+              file=sys.stderr)
+        return
+    if config.batch_size > n:
+        raise ConfigError(f"--batch-size {config.batch_size} exceeds the {n} training images of "
+                          f"{config.dataset}; valid: 1 .. {n}")
+
+
 def variant_name(config: TrainConfig) -> str:
     """A readable name of a config's hack selection (all-on, all-off, a+b, 12hacks)."""
     if set(config.hacks) == set(registry.builtin_names()):
@@ -139,13 +157,14 @@ def run(args: argparse.Namespace) -> int:
     plan = resolve(config)
     for note in notes(plan.hacks):  # a plugin overriding a built-in it does not name
         print(f"ablate: note: {note}", file=sys.stderr)
-    if args.dry_run:
-        print(json.dumps(resolved_config(plan), indent=2))
-        return 0
     protocol = None
     if args.eval:
         protocol = with_validation(protocol_for(args.eval_features, config.device,
                                                 n=args.eval_n), config)
+    if args.dry_run:  # what the run itself would refuse before training, refused here too
+        _check_runnable(config)
+        print(json.dumps(resolved_config(plan), indent=2))
+        return 0
     out = directory(args.out, "--out") if args.out is not None else default_out(plan, protocol)
     check_creatable(out, "--out")
     state = out / STATE_FILE
@@ -154,6 +173,9 @@ def run(args: argparse.Namespace) -> int:
     # ablate commit then resumes too (ablate.training.checkpoint.same_run).
     from ablate.grid.keys import identity, run_key
 
+    if args.resume and not state.exists():
+        print(f"ablate: note: --resume: no checkpoint ({STATE_FILE}) in {out}; training from "
+              "step 0", file=sys.stderr)
     try:
         scored = train_and_score(config, protocol, out,
                                  resume=[state] if args.resume and state.exists() else [],

@@ -68,8 +68,10 @@ def check_device(device: Any, where: str) -> str:
 
 
 def here(executor: str, address: str | None = None) -> bool:
-    """Whether ``executor``'s runs execute on this machine."""
-    return executor in ("local", "inline") or executor == "ray" and address is None
+    """Whether ``executor``'s runs execute on this machine (a local Ray instance and
+    submitit's local mode included)."""
+    return executor in ("local", "inline") or (executor == "ray" and address is None) \
+        or (executor == "slurm" and address == "local")
 
 
 def check_workers(workers: int | None, where: str) -> int | None:

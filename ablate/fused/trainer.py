@@ -252,7 +252,7 @@ def _train_group(plans: Sequence[TrainPlan], out_dirs: list[Path],
     x_all = scale(data.images, recipe0.data_range).to(device)
     shape = data.shape
     active = list(members)
-    window = torch.zeros(config.log_every, len(active), 4, device=device)
+    window = torch.zeros(min(config.log_every, config.steps), len(active), 4, device=device)
     for m in active:
         m.perm = torch.randperm(n_data, generator=m.gen, device=device)
     cursor, step, val_time = 0, 0, 0.0

@@ -100,11 +100,18 @@ def prepare(path: Experiment | Path | str, results_dir: Path | str | None = None
             recorded = read_json(ExperimentDir(results).experiment_json)["experiment"]
             name, dataset = recorded.get("name"), recorded["dataset"]
         except (OSError, ValueError, LookupError, TypeError, AttributeError):
-            dataset = experiment.dataset  # no grid there yet, or a damaged record it rewrites
+            # no grid there yet, or a damaged record it rewrites
+            name, dataset = experiment.name, experiment.dataset
         if dataset != experiment.dataset:
             raise ConfigError(f"results directory {results} holds experiment {name!r} on {dataset} "
                               f"(its experiment.json), this one is on {experiment.dataset}: they "
                               "share no run; choose another --results-dir")
+        if name != experiment.name:  # same data: keys may be shared, but the report changes hands
+            warnings.append(f"results directory {results} holds experiment {name!r} (its "
+                            f"experiment.json); this grid is {experiment.name!r}: its runs stay "
+                            f"in runs/, but experiment.json and REPORT.md become "
+                            f"{experiment.name!r}'s. Use another --results-dir (with reuse = "
+                            f"[\"{results}\"]) to keep the two apart")
         for source in experiment.reuse:  # a typo here would silently retrain every run
             if not source.is_dir():
                 raise ConfigError(f"reuse: {source} is not a directory (paths are relative to the "

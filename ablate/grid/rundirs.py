@@ -9,8 +9,8 @@ rebuilt from the directories, and the two are checked against each other:
   lost, emptied or rebuilt, or a run was killed between its rename and its commit)
   is **adopted**: indexed as finished, never retrained;
 * a finished key whose directory or result files are gone is **missing**, one whose
-  ``generator.pt`` is gone has **no checkpoint**; ``ablate status`` and ``ablate grid``
-  report both and ``ablate grid --repair`` retrains exactly those;
+  ``generator.pt`` is gone or unreadable has **no checkpoint**; ``ablate status``
+  and ``ablate grid`` report both and ``ablate grid --repair`` retrains exactly those;
 * a directory is never deleted: one that must make way (``--repair``, an incomplete
   leftover) is moved to ``broken/<key>-<time>/``.
 
@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import time
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,9 +53,19 @@ def missing_files(path: Path, evaluates: bool) -> list[str]:
     if not path.is_dir():
         return ["the directory"]
     need = list(RUN_FILES)
-    if evaluates and _status(path) == Status.DONE:
+    status = _status(path)
+    if evaluates and status == Status.DONE:
         need.append(METRICS)
-    return [f for f in need if _read(path, f) is None]
+    lost = [f for f in need if _read(path, f) is None]
+    if layout.RESULT not in lost and status not in TERMINAL:  # parses, but says no finish
+        lost.append(layout.RESULT)
+    return lost
+
+
+def readable_checkpoint(path: Path) -> bool:
+    """Whether ``path`` can be a checkpoint: torch.save writes a zip archive, so a
+    truncated or garbled file fails this cheap check (its end of central directory)."""
+    return path.is_file() and zipfile.is_zipfile(path)
 
 
 def _status(path: Path) -> str | None:
@@ -189,7 +200,7 @@ def check(store: Store, specs: Iterable[RunSpec]) -> Reconciled:
         if row.get("status") in TERMINAL:
             if missing_files(path, s.evaluates):
                 out.missing.append(s.key)
-            elif not (path / CHECKPOINT).is_file():
+            elif not readable_checkpoint(path / CHECKPOINT):
                 out.no_checkpoint.append(s.key)
         elif path.is_dir() and index_fields(path, s.key, s.evaluates) is not None \
                 and not (row.get("status") == Status.RUNNING and store.live_token(s.key)):

@@ -199,9 +199,10 @@ def reconciled_lines(found: rundirs.Reconciled, results_dir: Path, *, done: bool
                    f"result files, or hold unreadable ones ({', '.join(found.missing[:5])}"
                    f"{', ...' if len(found.missing) > 5 else ''}); `ablate grid --repair` retrains them")
     if found.no_checkpoint and not found.reopened:
-        out.append(f"note: {len(found.no_checkpoint)} finished run(s) have no checkpoint "
-                   "(generator.pt); their metrics are intact; `--repair` retrains them" if done else
-                   f"no checkpoint: {len(found.no_checkpoint)} finished run(s) have no "
+        out.append(f"note: {len(found.no_checkpoint)} finished run(s) have no readable "
+                   "checkpoint (generator.pt); their metrics are intact; `--repair` retrains them"
+                   if done else
+                   f"no checkpoint: {len(found.no_checkpoint)} finished run(s) have no readable "
                    "generator.pt (metrics intact; committed results omit checkpoints); "
                    "`ablate grid --repair` retrains them")
     return out

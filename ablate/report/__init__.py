@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ablate.artefacts import write_fix
 from ablate.errors import ConfigError
 from ablate.layout import ExperimentDir
 
@@ -195,4 +196,4 @@ def write_report(results_dir: Path | str, out_dir: Path | str | None = None) -> 
         return build_report(results, out)
     except OSError as exc:  # disk full, read-only folder: every file is written atomically,
         raise ConfigError(f"cannot write the report to {out}: {exc.strerror or exc}; "  # so none is torn
-                          "the runs are untouched, free space or pass --out DIR") from exc
+                          f"the runs are untouched: {write_fix(exc)}, or pass --out DIR") from exc

@@ -158,6 +158,9 @@ class Results:
     @classmethod
     def load(cls, results_dir: Path | str) -> Results:
         results_dir = Path(results_dir)
+        if results_dir.exists() and not results_dir.is_dir():
+            raise ConfigError(f"{results_dir} is a file, not a results directory; give the "
+                              "folder `ablate grid` wrote (results/<experiment>/)")
         if not results_dir.is_dir():
             raise ConfigError(
                 f"results dir {results_dir} does not exist; produce it with "

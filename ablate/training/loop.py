@@ -292,7 +292,8 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
 
     # Per-step stats live in a device buffer and reach the host once per log window,
     # so the loop has no host sync per step. Columns: loss_d, loss_g, D(x), D(G(z)).
-    window = torch.zeros(config.log_every, 4, device=device)
+    # (a window longer than the run would only hold zeros: a huge log_every allocates nothing)
+    window = torch.zeros(min(config.log_every, config.steps), 4, device=device)
     perm, cursor = torch.randperm(n_data, generator=gen, device=device), 0
     step, every = 0, config.checkpoint_every
     t_train, t_window = time.perf_counter(), time.perf_counter()

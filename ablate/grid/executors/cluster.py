@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.errors import ConfigError
+from ablate.experiment.execution import cores
 from ablate.grid.executors.base import Executor, TaskFn, _died
 from ablate.grid.keys import Task
 from ablate.grid.store import Outcome
@@ -129,6 +130,12 @@ class SlurmExecutor(Executor):
             import submitit
         except ImportError as exc:
             raise ConfigError("--executor slurm needs submitit: pip install 'ablate[slurm]'") from exc
+        if cluster is None and submitit.SlurmExecutor.affinity() <= 0:
+            # submitit falls back to local processes where SLURM is absent: refuse rather
+            # than train the whole grid here at once, unasked.
+            raise ConfigError("--executor slurm: no SLURM on this machine (sbatch/srun not found); "
+                              "submit from a SLURM login node, pass --address local for submitit's "
+                              "local mode (jobs as processes here), or use --executor local")
         self.ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
         params: dict[str, Any] = {"timeout_min": timeout_min, "cpus_per_task": threads or 1}
         if gpus_per_run:
@@ -137,7 +144,10 @@ class SlurmExecutor(Executor):
             params["slurm_partition"] = partition
         self.ex.update_parameters(**params)
         self.threads = threads or 1
-        self.slots = workers or 1000  # the cluster's scheduler queues the rest
+        # Local mode runs every job here at once: at most one per core, as the local pool.
+        self.on_this_machine = cluster == "local"
+        self.slots = workers or (max(1, cores() // self.threads) if self.on_this_machine
+                                 else 1000)  # a cluster's scheduler queues the rest
         self.jobs: dict[Any, Task] = {}
 
     def submit(self, fn, tasks):
