@@ -65,6 +65,9 @@ GRID_CASES = [
     # Keyed as given: a repeated feature net gave every run a new key (all retrained).
     ("a feature net listed twice", {"features = []": 'features = ["classifier", "classifier"]'}, "",
      ["[evaluation].features lists a feature net twice"]),
+    # A top-level key written at the end of the file lands in the last table (TOML).
+    ("reuse below the last table", {}, '\nreuse = ["results/x"]\n',
+     ["unknown key 'reuse' (reuse is a top-level key", "move it above the first [table]"]),
 ]
 
 

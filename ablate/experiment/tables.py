@@ -65,12 +65,20 @@ def parse_report(table: Any) -> ReportSpec:
         raise ConfigError(f"[report].beside lists a results directory twice: {beside!r}")
     return ReportSpec(beside=tuple(beside))
 
+# The experiment file's top-level keys that are not tables: written below a [table]
+# header, TOML puts them into that table, and the message says so.
+_TOP_LEVEL = {"name", "description", "results_dir", "seeds", "reuse"}
+
+
 def check_keys(table: dict, valid: set[str], where: str, elsewhere: dict[str, str] | None = None) -> None:
     """Refuse keys not in ``valid``; ``elsewhere`` maps a key that belongs in another
     place (``ngf`` in ``[budget]``) to that place, which the message then names."""
     for key in table:
         if key not in valid:
             hint = f" ({key} belongs in {elsewhere[key]})" if key in (elsewhere or {}) else ""
+            if not hint and key in _TOP_LEVEL and where != "experiment":
+                hint = (f" ({key} is a top-level key: TOML puts a key written below a [table] "
+                        "header into that table; move it above the first [table])")
             raise ConfigError(f"{where}: unknown key {key!r}{hint}; valid keys: {', '.join(sorted(valid))}")
 
 
