@@ -654,9 +654,12 @@ def test_status_shows_each_running_runs_step_and_an_eta(tmp_path, capsys):
                             steps=100, wall_time_s=50.0)
         token = store.claim(keys[1])
     (res / "experiment.json").write_text(json.dumps({"experiment": {"name": "x"}}))
-    for name in ("config.json", "result.json", "run.json", "generator.pt"):
-        (res / "runs" / keys[0]).mkdir(parents=True, exist_ok=True)
-        (res / "runs" / keys[0] / name).write_text("{}")
+    done = res / "runs" / keys[0]  # a finished run's files, as the store's cross-check reads them
+    done.mkdir(parents=True)
+    for name in ("config.json", "run.json"):
+        (done / name).write_text("{}")
+    (done / "result.json").write_text('{"status": "done"}')
+    torch.save({}, done / "generator.pt")
     log = res / "tmp" / f"{keys[1]}-{token}" / "log.jsonl"
     log.parent.mkdir(parents=True)
     log.write_text("".join(json.dumps({"step": s, "loss_d": 1.0, "elapsed_s": s / 4}) + "\n"
