@@ -13,7 +13,7 @@ from ablate.hacks import registry
 from ablate.artefacts import check_creatable, directory
 from ablate.cli.evaluate import print_summary, protocol_for
 from ablate.config import TrainConfig, with_validation
-from ablate.errors import ConfigError, DataUnavailable
+from ablate.errors import ConfigError
 from ablate.layout import RunDir
 
 HELP = "train one variant"
@@ -108,19 +108,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def _check_runnable(config: TrainConfig) -> None:
     """The device exists here and the batch fits the dataset (checked by the run itself
     when it starts; a dry run checks them without training)."""
-    from ablate.data import load
+    from ablate.data import check_batch_size
     from ablate.environment import resolve_device
 
     resolve_device(config.device)
-    try:
-        n = len(load(config.dataset, "train"))
-    except DataUnavailable as exc:
-        print(f"ablate: note: could not check --batch-size against {config.dataset} here: {exc}",
-              file=sys.stderr)
-        return
-    if config.batch_size > n:
-        raise ConfigError(f"--batch-size {config.batch_size} exceeds the {n} training images of "
-                          f"{config.dataset}; valid: 1 .. {n}")
+    note = check_batch_size(config.dataset, config.batch_size, f"--batch-size {config.batch_size}")
+    if note:
+        print(f"ablate: note: {note}", file=sys.stderr)
 
 
 def variant_name(config: TrainConfig) -> str:

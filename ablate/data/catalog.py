@@ -74,6 +74,19 @@ def _official_split(name: str, train: bool, root: Path) -> tuple[torch.Tensor, t
     return DATASETS[name].loader(train, root)
 
 
+def check_batch_size(name: str, batch_size: int, label: str) -> str | None:
+    """Refuse a batch larger than dataset ``name``'s training split (``label`` names the
+    setting in the message, e.g. ``"--batch-size 128"``); a note (not an error) where the
+    data is not here to count."""
+    try:
+        n = len(load(name, "train"))
+    except DataUnavailable as exc:
+        return f"could not check batch_size against {name} here: {exc}"
+    if batch_size > n:
+        raise ConfigError(f"{label} exceeds the {n} training images of {name}; valid: 1 .. {n}")
+    return None
+
+
 def load(name: str, split: str = "train", root: Path | None = None) -> ImageSet:
     """Load ``split`` of dataset ``name`` as uint8 tensors with provenance."""
     spec = dataset_spec(name)

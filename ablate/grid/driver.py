@@ -23,10 +23,10 @@ from typing import Any
 from ablate.artefacts import read_json
 from ablate.hacks import registry
 from ablate.config import AnalysisSpec, SeedPolicy
-from ablate.data import load
+from ablate.data import check_batch_size
 from ablate.experiment.design import Design, build_design
 from ablate.environment import resolve_device
-from ablate.errors import ConfigError, DataUnavailable
+from ablate.errors import ConfigError
 from ablate.metrics.evaluate import feature_nets
 from ablate.experiment.spec import Experiment, load_experiment
 from ablate.grid import reuse, rundirs
@@ -133,15 +133,10 @@ def prepare(path: Experiment | Path | str, results_dir: Path | str | None = None
                 resolve(s.config)  # a bad hack value fails here, naming the hack
             except ConfigError as exc:
                 raise ConfigError(f"variant {s.variant!r}: {exc}") from exc
-        try:
-            n = len(load(experiment.dataset, "train"))
-        except DataUnavailable as exc:
-            warnings.append(f"could not check batch_size against {experiment.dataset} here: {exc}")
-        else:
-            bs = specs[0].config.batch_size
-            if bs > n:
-                raise ConfigError(f"[budget].batch_size = {bs} exceeds the {n} training images of "
-                                  f"{experiment.dataset}; valid: 1 .. {n}")
+        bs = specs[0].config.batch_size
+        note = check_batch_size(experiment.dataset, bs, f"[budget].batch_size = {bs}")
+        if note:
+            warnings.append(note)
     except ConfigError as exc:
         raise ConfigError(f"{experiment.source or experiment.name}: {exc}") from exc
     return Grid(experiment, design, results, tuple(specs), tuple(warnings))

@@ -52,11 +52,11 @@ def missing_files(path: Path, evaluates: bool) -> list[str]:
     missing or unreadable (a truncated or garbled JSON file counts as lost)."""
     if not path.is_dir():
         return ["the directory"]
-    need = list(RUN_FILES)
-    status = _status(path)
+    docs = {f: _read(path, f) for f in RUN_FILES}
+    status = (docs[layout.RESULT] or {}).get("status")
     if evaluates and status == Status.DONE:
-        need.append(METRICS)
-    lost = [f for f in need if _read(path, f) is None]
+        docs[METRICS] = _read(path, METRICS)
+    lost = [f for f, doc in docs.items() if doc is None]
     if layout.RESULT not in lost and status not in TERMINAL:  # parses, but says no finish
         lost.append(layout.RESULT)
     return lost
