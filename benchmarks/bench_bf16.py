@@ -8,7 +8,11 @@ process, so that machine load drifts into all of them alike:
 * ``ablate fp32``: ablate's trainer (``ablate.training.loop.train``), all-on, fp32;
 * ``ablate bf16 untuned``: ``precision = "bf16"`` with every switch of
   ``ablate.training.precision.TUNING`` off (plain autocast, as before the tuning);
-* ``ablate bf16 tuned``: ``precision = "bf16"`` as it ships.
+* ``ablate bf16 tuned``: ``precision = "bf16"`` as it ships;
+* with ``--compile MODE``, also ``ablate bf16 compiled``: the tuned path with G's and D's
+  autocast forwards under ``torch.compile(mode=MODE)`` (inductor compiles their forward
+  and backward graphs; Adam stays eager). Its compile time is printed apart: the first
+  round pays it cold, later rounds (and later runs on the machine) read inductor's cache.
 
 The bf16 path's allocator setting is process-wide, so it is made before the first
 round for all four loops (``--allocator default``: for none of them); the untuned
@@ -19,6 +23,7 @@ Prints images/s, each loop's ratio to the examples loop, FLOPs per step
 measured in the same run. Batch 64, Fashion-MNIST's 28x28x1, widths ngf = ndf = 64, 32.
 
     python benchmarks/bench_bf16.py [--quick] [--threads T] [--steps 60] [--rounds 3]
+                                    [--compile default|max-autotune-no-cudagraphs]
 
 ``--quick`` (40 steps x 2 rounds) finishes in well under 4 minutes on 2 idle cores.
 """
@@ -40,26 +45,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import _ablate_config, flops_per_step, matmul_roof, reference_throughput  # noqa: E402
 
 from ablate.data import load  # noqa: E402
-from ablate.training import precision  # noqa: E402
-from ablate.training.loop import train  # noqa: E402
+from ablate.training import loop, precision  # noqa: E402
 from ablate.training.resolve import resolve  # noqa: E402
 
 LOOPS = ("examples fp32", "ablate fp32", "ablate bf16 untuned", "ablate bf16 tuned")
+COMPILED = "ablate bf16 compiled"
 
 
-def ablate_rate(ngf: int, steps: int, prec: str, tuned: bool) -> float:
-    """Steady-state images/s of ablate's trainer (median of the log windows after the first)."""
+def ablate_rate(ngf: int, steps: int, prec: str, tuned: bool, compile_mode: str | None = None,
+                first_window: list[tuple[float, int]] | None = None) -> float:
+    """Steady-state images/s of ablate's trainer (median of the log windows after the first);
+    ``compile_mode``: G's and D's forwards under torch.compile, the first window's seconds
+    (compilation included) and its steps appended to ``first_window``."""
     config = dataclasses.replace(_ablate_config("fashion-mnist", ngf, steps + steps // 4,
                                                 torch.device("cpu")), precision=prec)
-    saved = dict(precision.TUNING)
+    saved, forwards = dict(precision.TUNING), loop.forwards
     if not tuned:
         precision.TUNING.update({k: False for k in saved})
+    if compile_mode is not None:
+        kw = {} if compile_mode == "default" else {"mode": compile_mode}
+        loop.forwards = lambda *a: tuple(torch.compile(m, dynamic=False, **kw) for m in forwards(*a))
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            train(resolve(config), Path(tmp) / "run")
+            loop.train(resolve(config), Path(tmp) / "run")
             log = [json.loads(x) for x in (Path(tmp) / "run/log.jsonl").read_text().splitlines()]
     finally:
         precision.TUNING.update(saved)
+        loop.forwards = forwards
+    if first_window is not None:
+        first_window.append((log[0]["step"] * config.batch_size / log[0]["images_per_s"], log[0]["step"]))
     return statistics.median(r["images_per_s"] for r in log[1:])
 
 
@@ -73,6 +87,9 @@ def main() -> None:
     p.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
                    help="tuned: the bf16 path's glibc setting, made first for every loop (it is "
                         "process-wide); default: glibc's, for every loop")
+    p.add_argument("--compile", metavar="MODE", default=None,
+                   help="also time the tuned bf16 path under torch.compile(mode=MODE): default, "
+                        "max-autotune-no-cudagraphs, ...")
     args = p.parse_args()
     if args.allocator == "tuned":
         precision.tune_allocator()
@@ -86,7 +103,7 @@ def main() -> None:
     cpu = torch.device("cpu")
     print(f"torch={torch.__version__} threads={torch.get_num_threads()} "
           f"cpu capability={torch.backends.cpu.get_cpu_capability()} "
-          f"steps={args.steps} rounds={args.rounds} allocator={args.allocator}")
+          f"steps={args.steps} rounds={args.rounds} allocator={args.allocator} compile={args.compile}")
     roofs = {"fp32": matmul_roof(cpu), "bf16": matmul_roof(cpu, dtype=torch.bfloat16)}
     print("2048^3 matmul roofs: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in roofs.items()))
     images = load("fashion-mnist", "train").images
@@ -96,22 +113,32 @@ def main() -> None:
         "ablate bf16 untuned": lambda w: ablate_rate(w, args.steps, "bf16", False),
         "ablate bf16 tuned": lambda w: ablate_rate(w, args.steps, "bf16", True),
     }
+    loops = LOOPS + ((COMPILED,) if args.compile else ())
+    first: list[tuple[float, int]] = []
+    runs[COMPILED] = lambda w: ablate_rate(w, args.steps, "bf16", True, args.compile, first)
     for ngf in args.widths:
-        rates: dict[str, list[float]] = {k: [] for k in LOOPS}
+        rates: dict[str, list[float]] = {k: [] for k in loops}
+        first.clear()
         for r in range(args.rounds):
-            for name in (LOOPS if r % 2 == 0 else LOOPS[::-1]):
+            for name in (loops if r % 2 == 0 else loops[::-1]):
                 rates[name].append(runs[name](ngf))
         flops = flops_per_step("fashion-mnist", ngf)
         ref = statistics.median(rates["examples fp32"])
         print(f"\n28x28x1 all-on, batch 64, ngf=ndf={ngf}: {flops / 1e9:.2f} GFLOP/step")
         print(f"  {'loop':22s} {'img/s':>7s} {'vs examples':>11s} {'fp32 roof':>9s} {'bf16 roof':>9s}  rounds")
-        for name in LOOPS:
+        for name in loops:
             med = statistics.median(rates[name])
             achieved = flops * med / 64 / 1e9
             print(f"  {name:22s} {med:7.0f} {med / ref:10.2f}x {100 * achieved / roofs['fp32']:8.0f}% "
                   f"{100 * achieved / roofs['bf16']:8.0f}%  {', '.join(f'{x:.0f}' for x in rates[name])}")
         tuned, untuned = (statistics.median(rates[f"ablate bf16 {k}"]) for k in ("tuned", "untuned"))
         print(f"  tuned / untuned bf16: {tuned / untuned:.2f}x")
+        if args.compile:
+            compiled = statistics.median(rates[COMPILED])
+            eager = 64 * first[0][1] / tuned  # the first window's steps at the tuned rate
+            print(f"  compiled / tuned bf16: {compiled / tuned:.2f}x steady; first log window "
+                  f"({first[0][1]} steps) {', '.join(f'{t:.1f}' for t, _ in first)} s by round, "
+                  f"compilation included ({eager:.1f} s uncompiled)")
     print(f"\nwall {time.perf_counter() - t0:.0f} s")
 
 
