@@ -7,6 +7,7 @@ short one ~95%, plenty for these invariants) in the session's temporary cache.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -246,3 +247,17 @@ def test_train_with_validation_then_eval_writes_metrics(tmp_path, quick_classifi
     assert prov["real_split"] == "test" and prov["time_s"] > 0
     assert main(["eval", str(run), "--features", "vgg"]) == 2
     assert main(["eval", str(tmp_path / "missing")]) == 2
+
+
+def test_classifier_weights_fingerprint_names_the_trained_weights(quick_classifier):
+    """The key names the recipe; the fingerprint the weights (provenance and real-stats cache)."""
+    net, info = quick_classifier
+    assert info["weights"] == clf.weights_fingerprint(net) and len(info["weights"]) == 16
+    other = copy.deepcopy(net)
+    with torch.no_grad():
+        next(other.parameters()).view(-1)[0] += 1e-6  # another training: one weight differs
+    assert clf.weights_fingerprint(other) != info["weights"]
+    assert clf.weights_fingerprint(copy.deepcopy(net)) == info["weights"]
+    feats = clf.ClassifierFeatures(net, info)
+    assert feats.provenance()["classifier_weights"] == info["weights"]
+    assert feats.identity()["weights"] == info["weights"]  # real statistics follow the weights

@@ -362,3 +362,33 @@ def test_noisiest_variant_share_and_refit_by_hand(loo):
     assert n["df_without"] == df
     assert n["sigma_without"] == pytest.approx(np.sqrt((r2 ** 2).sum() / df))
     assert fit.sigma > 2 * n["sigma_without"]  # the case the note is for
+
+
+def test_protocol_names_each_classifier_training_that_scored_the_runs(tmp_path):
+    """Two trainings of one classifier recipe (another CPU kind or thread count) score a
+    run differently: the protocol lists each with its runs; one training keeps one line."""
+    from ablate.report.markdown import _feature_accuracy
+
+    def prov(*entries):
+        return {"metrics_provenance": [({"features": {"classifier": info}}, n) for info, n in entries]}
+
+    one = prov(({"classifier_test_accuracy": 0.9301, "classifier_weights": "aa"}, 30),
+               ({"classifier_test_accuracy": 0.9301}, 9))  # scored before fingerprints: same accuracy
+    assert _feature_accuracy(one) == {"classifier": "classifier test accuracy 0.93"}
+    by_accuracy = _feature_accuracy(prov(({"classifier_test_accuracy": 0.9301}, 42),
+                                         ({"classifier_test_accuracy": 0.9297}, 6)))["classifier"]
+    assert by_accuracy.startswith("2 trainings of one recipe")
+    assert "test accuracy 0.9301 for 42 runs, test accuracy 0.9297 for 6 runs" in by_accuracy
+    by_weights = _feature_accuracy(prov(({"classifier_test_accuracy": 0.93, "classifier_weights": "aa"}, 5),
+                                        ({"classifier_test_accuracy": 0.93, "classifier_weights": "bb"}, 4)))
+    assert "(weights aa) for 5 runs" in by_weights["classifier"] and "(weights bb) for 4 runs" in by_weights["classifier"]
+    assert _feature_accuracy(prov(({"classifier_test_accuracy": True}, 3))) == {}  # not a number
+
+    # End to end: three runs rescored by another training show up in REPORT.md's protocol.
+    root = make_results(tmp_path, extra_runs=False)
+    for m in sorted((root / "runs").glob("*/metrics.json"))[:3]:
+        doc = json.loads(m.read_text())
+        doc["provenance"]["features"]["classifier"]["classifier_test_accuracy"] = 0.905
+        m.write_text(json.dumps(doc))
+    text = build_report(Results.load(root), tmp_path / "out").read_text().split("## Protocol")[1]
+    assert "2 trainings of one recipe" in text and "test accuracy 0.9050 for 3 runs" in text

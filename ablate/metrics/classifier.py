@@ -5,7 +5,10 @@ ablate trains one classifier per dataset, once, and caches it under
 matching ``.json``. The key hashes the dataset, the architecture version and the
 training recipe, so changing any of them trains a new one. Training is deterministic
 (fixed seed, fixed batch order, fixed augmentation draws): on the same hardware and
-thread count it gives the same weights.
+thread count it gives the same weights. Across CPU kinds and thread counts it does not
+(the kernels sum in another order), so the key alone does not say which weights scored
+a run: :func:`weights_fingerprint` does, and every run's provenance records it
+(``classifier_weights``); the report says when one table mixes classifiers.
 
 The network sees images in [0, 1] (the range of :func:`ablate.training.models.generate` and of
 ``data.scale(..., "unit")``) and normalises internally, so generated and real images
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -173,6 +177,16 @@ def classifier_key(dataset: str, recipe: ClassifierRecipe | None = None) -> str:
     return f"{dataset}-{key_hash({'dataset': dataset, 'arch': ARCH_VERSION, 'recipe': dataclasses.asdict(recipe)})}"
 
 
+def weights_fingerprint(net: nn.Module) -> str:
+    """sha256 (first 16 hex digits) of ``net``'s state_dict, names and bytes in order:
+    which trained weights these are (two machines train different ones from one key)."""
+    h = hashlib.sha256()
+    for name, t in net.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 _MEMO: dict[tuple[str, str], tuple[ClassifierNet, dict]] = {}
 
 
@@ -199,6 +213,7 @@ def load_classifier(dataset: str, train_if_missing: bool = True, log=None) -> tu
             save_tensors(weights, net.state_dict())
             write_json(meta, info)
     net.eval().requires_grad_(False)
+    info = {**info, "weights": weights_fingerprint(net)}
     _MEMO[memo_key] = (net, info)
     return net, info
 
@@ -256,13 +271,18 @@ class ClassifierFeatures(FeatureNet):
         return feats.reshape(n, -1)
 
     def identity(self) -> dict:
-        return {"name": self.name, "classifier": self.info.get("key"), "groups": self.groups}
+        out = {"name": self.name, "classifier": self.info.get("key"), "groups": self.groups}
+        if self.info.get("weights"):  # real statistics follow the weights, not the recipe alone
+            out["weights"] = self.info["weights"]
+        return out
 
     def provenance(self) -> dict:
         out = {"name": self.name, "classifier_dataset": self.info["dataset"],
                "classifier_key": self.info.get("key"),
                "classifier_test_accuracy": self.info["test_accuracy"],
                "feature_dim": self.num_features}
+        if self.info.get("weights"):  # which trained weights (absent where a test builds one)
+            out["classifier_weights"] = self.info["weights"]
         out.update({k: v for k, v in self.info.items() if k.startswith("stacked_")})  # stacked data
         return out
 

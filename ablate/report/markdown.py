@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.metadata
 import math
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -278,13 +279,28 @@ def _protocol(d: _Doc, ctx) -> None:
 
 
 def _feature_accuracy(prov: dict) -> dict[str, str]:
-    """Feature net -> 'classifier test accuracy 0.928' from metrics.json provenance."""
-    out: dict[str, str] = {}
-    for p, _ in prov.get("metrics_provenance") or []:
+    """Feature net -> 'classifier test accuracy 0.928' from metrics.json provenance, or,
+    where the runs were scored by differently trained classifiers of one recipe (another
+    CPU kind or thread count trains other weights), each one with its runs."""
+    found: dict[str, Counter] = {}
+    for p, n in prov.get("metrics_provenance") or []:
         for net, info in ((p or {}).get("features") or {}).items():
             acc = (info or {}).get("classifier_test_accuracy")
-            if isinstance(acc, (int, float)):
-                out[net] = f"classifier test accuracy {acc:.3g}"
+            if isinstance(acc, (int, float)) and not isinstance(acc, bool):
+                # Runs scored before the fingerprint was recorded: their accuracy tells
+                # weights apart (equal accuracies are taken for the same weights).
+                which = (float(acc), str(info.get("classifier_weights") or ""))
+                found.setdefault(net, Counter())[which] += n
+    out: dict[str, str] = {}
+    for net, counts in found.items():
+        if len({acc for acc, _ in counts}) == 1 and len({w for _, w in counts if w}) <= 1:
+            out[net] = f"classifier test accuracy {next(iter(counts))[0]:.3g}"
+            continue
+        each = ", ".join(f"test accuracy {acc:.4f}" + (f" (weights {w})" if w else "") + f" for {n} runs"
+                         for (acc, w), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        out[net] = (f"{len(counts)} trainings of one recipe (on other CPU kinds or thread counts) "
+                    f"scored these runs: {each}; how far a run's FID moves between two such "
+                    "trainings: docs/statistics.md, \"Which classifier scored a run\"")
     return out
 
 
