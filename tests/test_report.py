@@ -378,10 +378,10 @@ def test_protocol_names_each_classifier_training_that_scored_the_runs(tmp_path):
     by_accuracy = _feature_accuracy(prov(({"classifier_test_accuracy": 0.9301}, 42),
                                          ({"classifier_test_accuracy": 0.9297}, 6)))["classifier"]
     assert by_accuracy.startswith("2 trainings of one recipe")
-    assert "test accuracy 0.9301 for 42 runs, test accuracy 0.9297 for 6 runs" in by_accuracy
+    assert "test accuracy 0.9301 for 42 runs, 0.9297 for 6 runs;" in by_accuracy
     by_weights = _feature_accuracy(prov(({"classifier_test_accuracy": 0.93, "classifier_weights": "aa"}, 5),
                                         ({"classifier_test_accuracy": 0.93, "classifier_weights": "bb"}, 4)))
-    assert "(weights aa) for 5 runs" in by_weights["classifier"] and "(weights bb) for 4 runs" in by_weights["classifier"]
+    assert "0.9300 [weights aa] for 5 runs, 0.9300 [weights bb] for 4 runs" in by_weights["classifier"]
     assert _feature_accuracy(prov(({"classifier_test_accuracy": True}, 3))) == {}  # not a number
 
     # End to end: three runs rescored by another training show up in REPORT.md's protocol.
@@ -391,4 +391,4 @@ def test_protocol_names_each_classifier_training_that_scored_the_runs(tmp_path):
         doc["provenance"]["features"]["classifier"]["classifier_test_accuracy"] = 0.905
         m.write_text(json.dumps(doc))
     text = build_report(Results.load(root), tmp_path / "out").read_text().split("## Protocol")[1]
-    assert "2 trainings of one recipe" in text and "test accuracy 0.9050 for 3 runs" in text
+    assert "2 trainings of one recipe" in text and "0.9050 for 3 runs" in text

@@ -296,11 +296,11 @@ def _feature_accuracy(prov: dict) -> dict[str, str]:
         if len({acc for acc, _ in counts}) == 1 and len({w for _, w in counts if w}) <= 1:
             out[net] = f"classifier test accuracy {next(iter(counts))[0]:.3g}"
             continue
-        each = ", ".join(f"test accuracy {acc:.4f}" + (f" (weights {w})" if w else "") + f" for {n} runs"
+        each = ", ".join(f"{acc:.4f}" + (f" [weights {w}]" if w else "") + f" for {n} runs"
                          for (acc, w), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-        out[net] = (f"{len(counts)} trainings of one recipe (on other CPU kinds or thread counts) "
-                    f"scored these runs: {each}; how far a run's FID moves between two such "
-                    "trainings: docs/statistics.md, \"Which classifier scored a run\"")
+        out[net] = (f"{len(counts)} trainings of one recipe, on different CPU kinds or thread counts, "
+                    f"scored these runs: test accuracy {each}; how far a run's FID moves between "
+                    "two trainings: docs/statistics.md, \"Which classifier scored a run\"")
     return out
 
 
