@@ -71,6 +71,20 @@ def test_classifier_is_accurate_and_cached(quick_classifier):
         assert torch.equal(a, b)
     # The key changes with the training recipe.
     assert clf.classifier_key(DS, clf.ClassifierRecipe(epochs=5)) != info["key"]
+    # It trained with the fixed thread count (the weights depend on it), whatever the caller's.
+    assert info["torch_threads"] == clf.TRAIN_THREADS
+
+
+def test_classifier_trains_with_its_own_thread_count_and_restores_the_callers(monkeypatch):
+    seen = []
+    monkeypatch.setattr(clf, "_train", lambda *a: seen.append(torch.get_num_threads()) or ("net", {}))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert clf.train_classifier(DS) == ("net", {})
+        assert seen == [clf.TRAIN_THREADS] and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_fid_sanity_train_vs_noise_and_monotone_in_sigma(digits, protocol):

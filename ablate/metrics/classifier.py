@@ -4,11 +4,11 @@ ablate trains one classifier per dataset, once, and caches it under
 ``<cache>/classifier/<dataset>-<key>.pt`` with its held-out test accuracy in the
 matching ``.json``. The key hashes the dataset, the architecture version and the
 training recipe, so changing any of them trains a new one. Training is deterministic
-(fixed seed, fixed batch order, fixed augmentation draws): on the same hardware and
-thread count it gives the same weights. Across CPU kinds and thread counts it does not
-(the kernels sum in another order), so the key alone does not say which weights scored
-a run: :func:`weights_fingerprint` does, and every run's provenance records it
-(``classifier_weights``); the report says when one table mixes classifiers.
+(fixed seed, fixed batch order, fixed augmentation draws) and always uses
+:data:`TRAIN_THREADS` threads: on one CPU kind it gives the same weights. Across CPU kinds
+it does not (the kernels sum in another order), so the key alone does not say which
+weights scored a run: :func:`weights_fingerprint` does, and every run's provenance
+records it (``classifier_weights``); the report says when one table mixes classifiers.
 
 The network sees images in [0, 1] (the range of :func:`ablate.training.models.generate` and of
 ``data.scale(..., "unit")``) and normalises internally, so generated and real images
@@ -41,6 +41,12 @@ from ablate.metrics.features import FeatureNet
 from ablate.metrics.stacked import stacked_accuracy
 
 ARCH_VERSION = "cnn-v1"  # bump when ClassifierNet changes: invalidates cached weights
+# The classifier always trains with this many torch threads, whatever the caller's setting
+# (--threads, the core count): oneDNN splits its sums by thread count, so on one CPU kind
+# 1 and 2 threads train different weights (test accuracy 0.9282 vs 0.9299 on the AMD EPYC),
+# and the FIDs they give a run differ by ~2.4% (docs/statistics.md). Two, because that is
+# what `make ablation` used on the 2-core machines this project runs on.
+TRAIN_THREADS = 2
 FEATURE_DIM = 128  # penultimate width: the feature space of classifier FID/KID/PRDC
 
 
@@ -140,6 +146,15 @@ def train_classifier(dataset: str, recipe: ClassifierRecipe | None = None,
     """Train the classifier of ``dataset`` on its ``train`` split; measure on ``test``."""
 
     recipe = recipe or recipe_for(dataset)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)  # the same weights whatever the caller's threads
+    try:
+        return _train(dataset, recipe, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(dataset: str, recipe: ClassifierRecipe, log) -> tuple[ClassifierNet, dict]:
     train, test = load(dataset, "train"), load(dataset, "test")
     torch.manual_seed(recipe.seed)
     net = ClassifierNet(train.shape, train.num_classes, recipe)
