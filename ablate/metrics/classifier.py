@@ -5,10 +5,11 @@ ablate trains one classifier per dataset, once, and caches it under
 matching ``.json``. The key hashes the dataset, the architecture version and the
 training recipe, so changing any of them trains a new one. Training is deterministic
 (fixed seed, fixed batch order, fixed augmentation draws) and always uses
-:data:`TRAIN_THREADS` threads: on one CPU kind it gives the same weights. Across CPU kinds
-it does not (the kernels sum in another order), so the key alone does not say which
-weights scored a run: :func:`weights_fingerprint` does, and every run's provenance
-records it (``classifier_weights``); the report says when one table mixes classifiers.
+:data:`TRAIN_THREADS` threads, so the caller's thread setting does not change the weights.
+Across CPU kinds they differ (the kernels sum in another order), so the key alone does
+not say which weights scored a run: :func:`weights_fingerprint` does, and every run's
+provenance records it (``classifier_weights``); the report says when one table mixes
+classifiers.
 
 The network sees images in [0, 1] (the range of :func:`ablate.training.models.generate` and of
 ``data.scale(..., "unit")``) and normalises internally, so generated and real images
