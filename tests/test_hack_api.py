@@ -16,6 +16,7 @@ from ablate import Hack, Recipe, recipe_changes, registry
 from ablate.cli import main
 from ablate.config import TrainConfig
 from ablate.errors import ConfigError
+from ablate.hacks.hooks import HookError
 from ablate.hacks.interactions import select_hooks
 from ablate.training.resolve import load_run, resolve
 from ablate.training.loop import train
@@ -217,6 +218,8 @@ def _bad(hook: str, value):
     ("wrap_discriminator", lambda d, r: "d", "wrap_discriminator() must return a torch.nn.Module, got str"),
     ("sampling_generator", lambda g, r: nn.Linear(2, 2), "sampling_generator() must return a module with"),
     ("augment", lambda x, c: x[:1], "augment() must return a tensor of D's input shape"),
+    ("d_loss", lambda c: torch.tensor(0.5), "d_loss() returned a tensor that does not depend on D's outputs"),
+    ("g_loss", lambda c: torch.zeros(()), "g_loss() returned a tensor that does not depend on D's outputs"),
     ("d_loss", lambda c: torch.ones(3), "d_loss() must return a scalar tensor, got a tensor of shape (3,)"),
     ("d_penalty", lambda c: 1.0, "d_penalty() must return a scalar tensor or None, got float"),
     ("g_loss", None, "g_loss() must return a scalar tensor, got NoneType"),
@@ -230,6 +233,33 @@ def test_a_hook_returning_the_wrong_type_is_a_config_error(register, tmp_path, c
     code = main(["train", "--dataset", "fake", "--steps", "1", "--batch-size", "4", "--ngf", "8",
                  "--ndf", "8", "--hacks", cls.name, "--no-eval", "--out", str(tmp_path / "cli")])
     assert code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value,dtype", [(lambda x, c: x.double(), "torch.float64"),
+                                         (lambda x, c: x > 0, "torch.bool")])
+def test_augment_of_another_dtype_is_a_config_error_not_a_crash_in_d(register, tmp_path, capsys, value, dtype):
+    cls = register(_bad("augment", value))
+    with pytest.raises(ConfigError, match=r"hack 'test-bad-augment': augment\(\) must return a tensor of "
+                       r"D's input shape \(16, 1, 28, 28\), torch.float32 on cpu, got shape "
+                       rf"\(16, 1, 28, 28\), {dtype} on cpu"):
+        train(resolve(_cfg((cls.name,), steps=1)), tmp_path / "run")
+    code = main(["train", "--dataset", "fake", "--steps", "1", "--batch-size", "4", "--ngf", "8",
+                 "--ndf", "8", "--hacks", cls.name, "--no-eval", "--out", str(tmp_path / "cli")])
+    assert code == 2 and f"{dtype} on cpu" in capsys.readouterr().err
+
+
+def test_an_exception_in_a_hacks_init_names_the_hack(register, tmp_path, capsys):
+    def __init__(self, params=None):
+        super(cls, self).__init__(params)
+        raise RuntimeError("init boom")
+    cls = register(type("InitRaises", (Hack,), {"name": "test-init-raises", "on": "x", "off": "y",
+                                                 "__init__": __init__}))
+    with pytest.raises(HookError, match=re.escape("hack 'test-init-raises': __init__() raised "
+                                                  "RuntimeError: init boom")):
+        resolve(_cfg((cls.name,), steps=1))
+    code = main(["train", "--dataset", "fake", "--steps", "1", "--batch-size", "4", "--ngf", "8",
+                 "--ndf", "8", "--hacks", cls.name, "--no-eval", "--out", str(tmp_path / "cli")])
+    assert code == 2 and "__init__() raised RuntimeError: init boom" in capsys.readouterr().err
 
 
 def test_apply_writing_an_unknown_or_bad_recipe_field_names_the_hack(register):

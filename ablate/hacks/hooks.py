@@ -87,6 +87,19 @@ def call_hook(hack: Hack, hook: str, *args: Any, **kwargs: Any) -> Any:
                         f"{': ' + first[0] if first else ''}") from exc
 
 
+def construct(cls: type[Hack], params: Any) -> Hack:
+    """``cls(params)``: an exception in a plugin's ``__init__`` comes out as
+    :class:`HookError` naming the hack, as one in a hook does."""
+    try:
+        return cls(params)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()
+        raise HookError(f"hack {cls.name!r}: __init__() raised {type(exc).__name__}"
+                        f"{': ' + first[0] if first else ''}") from exc
+
+
 def call_apply(hack: Hack, recipe: Recipe) -> Recipe:
     """``hack.apply(recipe)``, checked: a Recipe comes back, bad values name the hack."""
     out = call_hook(hack, "apply", recipe)

@@ -47,7 +47,7 @@ from ablate.hacks import interactions
 from ablate.hacks import params as typed
 from ablate.hacks.builtin import BUILTIN
 from ablate.hacks.hack import Hack
-from ablate.hacks.hooks import call_apply
+from ablate.hacks.hooks import call_apply, construct
 from ablate.hacks.providers import BUILTIN_PROVIDER, ENTRY_POINT_GROUP, PluginWarning  # noqa: F401
 from ablate.hacks.providers import (Failure, base_name, describe_cls, distribution_version,
                                     duplicate_message, entry_points, module_provider, norm,
@@ -407,7 +407,7 @@ def instantiate(
             b = next((e for e in enabled if base_name(e) == b), b)
             if b in enabled:
                 raise ConfigError(f"hacks {a!r} and {b!r} conflict; enable at most one of them")
-    hacks = [get_hack(n)(get_hack(n).make_params(params.get(n))) for n in enabled]
+    hacks = [construct(get_hack(n), get_hack(n).make_params(params.get(n))) for n in enabled]
     interactions.check(hacks)
     return hacks
 

@@ -117,10 +117,12 @@ class HookedUpdates:
         self.loop.side, self.loop.n_real = side, n_real
         for h in self.hooks.augment:
             y = call_hook(h, "augment", x, self.loop)
-            if not isinstance(y, torch.Tensor) or y.shape != x.shape:
-                got = f"shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+            if (not isinstance(y, torch.Tensor) or y.shape != x.shape or y.dtype != x.dtype
+                    or y.device != x.device):
+                got = (f"shape {tuple(y.shape)}, {y.dtype} on {y.device}" if isinstance(y, torch.Tensor)
+                       else type(y).__name__)
                 raise ConfigError(f"hack {h.name!r}: augment() must return a tensor of D's input "
-                                  f"shape {tuple(x.shape)}, got {got}")
+                                  f"shape {tuple(x.shape)}, {x.dtype} on {x.device}, got {got}")
             x = y
         self.loop.side = None
         return x
@@ -136,7 +138,12 @@ class HookedUpdates:
 
             def loss(ctx):
                 ctx = dataclasses.replace(ctx, previous=below)
-                return scalar(call_hook(h, hook, ctx), h, hook)
+                out = scalar(call_hook(h, hook, ctx), h, hook)
+                if torch.is_grad_enabled() and not out.requires_grad:
+                    raise ConfigError(f"hack {h.name!r}: {hook}() returned a tensor that does not "
+                                      "depend on D's outputs (no gradient to train with); compute the "
+                                      "loss from the context's logits (out_real, out_fake) or ctx.previous")
+                return out
             return loss
         return link(len(chain) - 1)
 
