@@ -3,11 +3,13 @@ and its provenance (code version, library versions, hardware)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import os
 import platform
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -35,7 +37,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 def apply_threads(threads: int | None, *, environ: bool = False) -> None:
     """Give this process a run's torch thread count (None: keep torch's default).
 
-    The one place a thread count is applied; call it where runs start, before anything
+    The one place a run's thread count is applied (:func:`threads_for` sets one for a
+    block and restores the caller's); call it where runs start, before anything
     builds a net (the classifier may train there). ``environ`` also sets
     ``OMP_NUM_THREADS``, for processes that exist to run runs (the local pool's workers)
     and the OpenMP pools they start; ``ablate train`` and the inline executor leave the
@@ -46,6 +49,20 @@ def apply_threads(threads: int | None, *, environ: bool = False) -> None:
     if environ:
         os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def threads_for(threads: int | None) -> Iterator[None]:
+    """torch's thread count set to ``threads`` inside the block, the caller's restored after
+    (None: unchanged): for work whose numbers or timing must not follow the caller's count
+    (the classifier's training, ``ablate doctor``'s measurement)."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @functools.cache

@@ -82,9 +82,14 @@ def call_hook(hack: Hack, hook: str, *args: Any, **kwargs: Any) -> Any:
             raise
         raise ConfigError(f"hack {hack.name!r}: {hook}(): {exc}") from exc
     except Exception as exc:
-        first = str(exc).strip().splitlines()
-        raise HookError(f"hack {hack.name!r}: {hook}() raised {type(exc).__name__}"
-                        f"{': ' + first[0] if first else ''}") from exc
+        raise _raised(hack.name, hook, exc) from exc
+
+
+def _raised(name: str, hook: str, exc: Exception) -> HookError:
+    """The :class:`HookError` for ``exc`` raised in hack ``name``'s ``hook``."""
+    first = str(exc).strip().splitlines()
+    return HookError(f"hack {name!r}: {hook}() raised {type(exc).__name__}"
+                     f"{': ' + first[0] if first else ''}")
 
 
 def construct(cls: type[Hack], params: Any) -> Hack:
@@ -95,9 +100,7 @@ def construct(cls: type[Hack], params: Any) -> Hack:
     except ConfigError:
         raise
     except Exception as exc:
-        first = str(exc).strip().splitlines()
-        raise HookError(f"hack {cls.name!r}: __init__() raised {type(exc).__name__}"
-                        f"{': ' + first[0] if first else ''}") from exc
+        raise _raised(cls.name, "__init__", exc) from exc
 
 
 def call_apply(hack: Hack, recipe: Recipe) -> Recipe:

@@ -36,6 +36,7 @@ from torch import nn
 
 from ablate.artefacts import write_json
 from ablate.data import base_dataset, dataset_spec, is_stacked, load, scale
+from ablate.environment import threads_for
 from ablate.errors import ConfigError
 from ablate.metrics.cache import cache_dir, key_hash, load_tensors, locked, save_tensors
 from ablate.metrics.features import FeatureNet
@@ -147,12 +148,8 @@ def train_classifier(dataset: str, recipe: ClassifierRecipe | None = None,
     """Train the classifier of ``dataset`` on its ``train`` split; measure on ``test``."""
 
     recipe = recipe or recipe_for(dataset)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(TRAIN_THREADS)  # the same weights whatever the caller's threads
-    try:
+    with threads_for(TRAIN_THREADS):  # the same weights whatever the caller's threads
         return _train(dataset, recipe, log)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(dataset: str, recipe: ClassifierRecipe, log) -> tuple[ClassifierNet, dict]:

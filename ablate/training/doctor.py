@@ -35,7 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ablate.hacks import registry
 from ablate.config import TrainConfig
 from ablate.data import load, scale
-from ablate.environment import hardware, resolve_device
+from ablate.environment import hardware, resolve_device, threads_for
 from ablate.hacks.interactions import select_hooks
 from ablate.training.models import sample_latent
 from ablate.training.resolve import resolve
@@ -299,16 +299,11 @@ def diagnose(width: int = 32, threads: int | None = None, device: str = "auto", 
     """
     t0 = time.perf_counter()
     dev = resolve_device(device)
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with threads_for(threads):
         roof_fp32, roof_bf16 = matmul_rates(dev, matmul_n, reps)
         step_fp32, step_bf16, flops, rounds = step_rates(width, dev, rounds, steps, batch=batch,
                                                           budget_s=budget_s)
         info = machine(dev)
-    finally:
-        torch.set_num_threads(before)
     try:
         load_avg = os.getloadavg()[0]
     except OSError:  # not available on this platform
