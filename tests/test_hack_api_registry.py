@@ -151,6 +151,9 @@ def test_a_plugin_claiming_a_builtin_name_is_an_error_naming_both(fresh, capsys)
     assert main(["train", "--hacks", "builtin", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "'batch-norm' is registered by more than one provider: ablate" in err and "evil-dist" in err
+    assert "'builtin' includes 'batch-norm'" in err  # the keyword the user typed, named
+    assert main(["train", "--hacks", "batch-norm", "--dry-run"]) == 2
+    assert "includes" not in capsys.readouterr().err  # a name typed as is: the message as before
 
 
 def test_direct_duplicate_registration_fails_at_once_naming_both():

@@ -324,12 +324,20 @@ def expand(selection: Iterable[str], removed: Iterable[str] = ()) -> tuple[str, 
         raise ConfigError("'all' cannot be resolved: " + "; ".join(problems())
                           + " (list the hacks you want instead, e.g. 'builtin,spectral-norm')")
     keywords = {"all": hack_names(), "builtin": builtin_names(), "none": []}
-    chosen: list[str] = []
-    for item in selection:
-        chosen += keywords.get(item, [item])
-    removed = [get_hack(n).name for item in removed for n in keywords.get(item, [item])]
-    chosen = [get_hack(n).name for n in chosen]
+    removed = [_named(n, item) for item in removed for n in keywords.get(item, [item])]
+    chosen = [_named(n, item) for item in selection for n in keywords.get(item, [item])]
     return canonical(h for h in chosen if h not in removed)
+
+
+def _named(name: str, item: str) -> str:
+    """The run name of hack ``name``, which the selection ``item`` gave (a keyword's
+    expansion says so in its error: the user typed the keyword, not the name)."""
+    try:
+        return get_hack(name).name
+    except ConfigError as exc:
+        if item == name:
+            raise
+        raise ConfigError(f"{item!r} includes {name!r}: {exc}") from None
 
 
 def canonical(names: Iterable[str]) -> tuple[str, ...]:
