@@ -25,6 +25,7 @@ An **experiment's results directory** (:class:`ExperimentDir`; ``results/<experi
     broken/             directories moved aside, never deleted
     REPORT.md, tables/, figures/   ``ablate report``'s outputs
     anchor.json         ``ablate anchor``'s TF-Inception FID of chosen runs (the report's protocol anchor)
+    classifier/         the classifier that scores the runs, pinned (``<key>.pt`` and ``.json``)
 
 ``ablate compare`` writes ``SUMMARY.md`` and ``summary/{tables,figures}/`` beside them.
 
@@ -46,7 +47,7 @@ __all__ = ["RunDir", "ExperimentDir", "ExperimentRecord", "need",
            "CONFIG", "LOG", "RESULT", "METRICS", "RUN_INFO", "SAMPLES", "GENERATOR",
            "GENERATOR_BEST", "DISCRIMINATOR", "TRAIN_STATE", "TRAIN_STATE_PREV", "TRAIN_STATES",
            "RUN_FILES", "EXPERIMENT_JSON", "DB_NAME", "RUNS", "TMP", "BROKEN", "REPORT_MD", "TABLES",
-           "FIGURES", "EFFECTS_CSV", "ANCHOR", "SUMMARY_MD", "SUMMARY_DIR"]
+           "FIGURES", "EFFECTS_CSV", "ANCHOR", "CLASSIFIER", "SUMMARY_MD", "SUMMARY_DIR"]
 
 # ---- a run directory ------------------------------------------------------------------
 CONFIG = "config.json"
@@ -76,6 +77,7 @@ TABLES = "tables"
 FIGURES = "figures"
 EFFECTS_CSV = "effects.csv"  # under tables/: what ``ablate compare`` reads of a report
 ANCHOR = "anchor.json"  # ``ablate anchor``: TF-Inception FID of chosen runs, never in metrics.json
+CLASSIFIER = "classifier"  # the pinned classifier (ablate.metrics.classifier.pin)
 # ``ablate compare``'s outputs, in the folder holding the results directories
 SUMMARY_MD = "SUMMARY.md"
 SUMMARY_DIR = "summary"
@@ -233,6 +235,10 @@ class ExperimentDir:
     @property
     def anchor(self) -> Path:
         return self.path / ANCHOR
+
+    @property
+    def classifier(self) -> Path:
+        return self.path / CLASSIFIER
 
     @staticmethod
     def run_rel(key: str) -> Path:

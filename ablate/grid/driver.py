@@ -23,10 +23,11 @@ from typing import Any
 from ablate.artefacts import read_json
 from ablate.hacks import registry
 from ablate.config import AnalysisSpec, SeedPolicy
-from ablate.data import check_batch_size
+from ablate.data import base_dataset, check_batch_size
 from ablate.experiment.design import Design, build_design
 from ablate.environment import resolve_device
 from ablate.errors import ConfigError
+from ablate.metrics import classifier
 from ablate.metrics.evaluate import feature_nets
 from ablate.experiment.spec import Experiment, load_experiment
 from ablate.grid import reuse, rundirs
@@ -45,7 +46,7 @@ from ablate.grid.store import (
     load_frame,
 )
 from ablate.training.resolve import resolve
-from ablate.layout import ExperimentDir, ExperimentRecord
+from ablate.layout import ExperimentDir, ExperimentRecord, RunDir
 
 # Without a ``log`` (the CLI passes its printer), the grid's messages go to logging.
 _quiet = logging.getLogger(__name__).info
@@ -174,6 +175,44 @@ def warm_up(experiment: Experiment, device: str, log: Log) -> None:
         return
     if time.perf_counter() - t0 > 10:
         log(f"prepared the feature nets in {time.perf_counter() - t0:.0f} s (cached from now on)")
+
+
+def pin_classifier(experiment: Experiment, results_dir: Path, finished: list[RunSpec], log: Log) -> None:
+    """Pin the classifier that scores the experiment's runs in its results directory, so
+    that a later grid on any machine (another CPU kind trains other weights) scores new
+    runs with the weights that scored the finished ones.
+
+    Not where a pin exists, nor where finished runs were scored by other weights or by
+    weights they did not record (runs from before the fingerprint): a pin would misstate
+    them; the report names each training instead."""
+    folder = ExperimentDir(results_dir).classifier
+    base = base_dataset(experiment.dataset)
+    if classifier.pinned_file(folder, base).exists():
+        return
+    try:
+        _, info = classifier.load_classifier(base, train_if_missing=False)
+    except ConfigError:
+        return  # warm_up could not prepare it (and said so); the runs report why
+    others = 0
+    for s in finished:
+        try:
+            doc = RunDir(rundirs.run_dir(results_dir, s.key)).read_metrics()
+        except (OSError, ValueError):
+            continue  # not scored (diverged before scoring, or no evaluation)
+        feats = ((doc if isinstance(doc, dict) else {}).get("provenance") or {}).get("features") or {}
+        others += (feats.get("classifier") or {}).get("classifier_weights") != info["weights"]
+    if others:
+        log(f"classifier not pinned: {others} finished run(s) were scored by other weights than "
+            f"this machine's ({info['weights']}) or did not record them; each report names the "
+            "trainings that scored its runs")
+        return
+    try:
+        classifier.pin(base, folder)
+    except OSError as exc:  # a read-only results dir: the runs still score as before
+        log(f"warning: could not pin the classifier in {folder} ({exc})")
+        return
+    log(f"pinned the classifier (weights {info['weights']}, test accuracy {info.get('test_accuracy')}) "
+        f"in {folder}: this experiment's runs are scored with it on any machine")
 
 
 def check_threads(results_dir: Path, specs: list[RunSpec], threads: int, device: str) -> None:
@@ -353,7 +392,9 @@ def _run_look(store: Store, grid: Grid, specs: list[RunSpec], executor: Executor
     for note in reconciled_lines(found, results_dir, done=True):
         log(note)
     if todo and experiment.evaluates():
-        warm_up(experiment, todo[0].config.device, log)
+        with classifier.pinned_in(ExperimentDir(results_dir).classifier):
+            warm_up(experiment, todo[0].config.device, log)
+        pin_classifier(experiment, results_dir, finished, log)
     max_k = fuse_limit(todo[0], fuse) if todo and executor.on_this_machine \
         else (fuse or 1)  # a remote executor's device is not this machine's to measure
     if max_k > 1:

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from ablate.environment import apply_threads, resolve_device
+from ablate.metrics.classifier import pinned_in
 from ablate.metrics.evaluate import evaluate_run
 from ablate.fused import evaluate_group, group_plans, max_group_size, train_group
 from ablate.grid import worker
@@ -106,10 +107,11 @@ def run_group(specs: Sequence[RunSpec]) -> list[Outcome]:
             store.close()
         return out
     try:
-        if len(claims) == 1:
-            out.append(worker.attempt(claims[0][0], store, claims[0][1], results_dir))
-        elif claims:
-            out += _attempt_group(claims, store, results_dir)
+        with pinned_in(ExperimentDir(results_dir).classifier):  # the experiment's weights
+            if len(claims) == 1:
+                out.append(worker.attempt(claims[0][0], store, claims[0][1], results_dir))
+            elif claims:
+                out += _attempt_group(claims, store, results_dir)
         return out
     finally:
         store.close()

@@ -50,6 +50,7 @@ from ablate.grid.keys import CODE_VERSION, RunSpec
 from ablate.grid.rundirs import checkpoints, quarantine, run_dir
 from ablate.grid.store import Outcome, Status, Store, heartbeat_interval
 from ablate.messages import say
+from ablate.metrics.classifier import pinned_in
 from ablate.experiment.pipeline import Scored, train_and_score
 
 # Set in local-pool workers by their initializer (ablate.grid.executors): the driver's
@@ -221,7 +222,8 @@ def run_one(spec: RunSpec) -> Outcome:
     try:
         if token is None:
             return Outcome.of(spec, Status.HELD)
-        return attempt(spec, store, token, results_dir)
+        with pinned_in(ExperimentDir(results_dir).classifier):  # the experiment's weights
+            return attempt(spec, store, token, results_dir)
     finally:
         store.close()
 

@@ -9,7 +9,10 @@ training recipe, so changing any of them trains a new one. Training is determini
 Across CPU kinds they differ (the kernels sum in another order), so the key alone does
 not say which weights scored a run: :func:`weights_fingerprint` does, and every run's
 provenance records it (``classifier_weights``); the report says when one table mixes
-classifiers.
+classifiers. An experiment pins the weights that score its runs in its results
+directory (``results/<experiment>/classifier/``, the cache's two files): inside
+:func:`pinned_in` that folder is read before the cache, so a re-benchmark on another
+machine scores its new runs with the same weights as the committed ones (:func:`pin`).
 
 The network sees images in [0, 1] (the range of :func:`ablate.training.models.generate` and of
 ``data.scale(..., "unit")``) and normalises internally, so generated and real images
@@ -22,13 +25,16 @@ stacked test images (:mod:`ablate.metrics.stacked`) to its provenance.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -201,12 +207,33 @@ def weights_fingerprint(net: nn.Module) -> str:
 
 
 _MEMO: dict[tuple[str, str], tuple[ClassifierNet, dict]] = {}
+_PINNED: list[Path | None] = []  # pinned_in's folders, innermost last
+
+
+@contextlib.contextmanager
+def pinned_in(folder: Path | str | None) -> Iterator[None]:
+    """Within the block, :func:`load_classifier` reads a classifier pinned in ``folder``
+    (an experiment's ``classifier/``) before the cache; ``None``: the cache only."""
+    _PINNED.append(None if folder is None else Path(folder))
+    try:
+        yield
+    finally:
+        _PINNED.pop()
+
+
+def pinned_file(folder: Path, dataset: str) -> Path:
+    """Where ``folder`` pins ``dataset``'s classifier weights (``<key>.pt``; info beside it)."""
+    return Path(folder) / f"{classifier_key(dataset)}.pt"
 
 
 def load_classifier(dataset: str, train_if_missing: bool = True, log=None) -> tuple[ClassifierNet, dict]:
-    """The cached classifier of ``dataset`` (trained here on first use) and its info."""
+    """The classifier of ``dataset`` and its info: the one pinned in :func:`pinned_in`'s
+    folder if it holds one, else the cache's (trained here on first use)."""
 
     key = classifier_key(dataset)
+    pin = _PINNED[-1] if _PINNED else None
+    if pin is not None and pinned_file(pin, dataset).exists():
+        return _load_pinned(pin, dataset, key)
     folder = cache_dir() / "classifier"
     memo_key = (str(folder), key)
     if memo_key in _MEMO:
@@ -229,6 +256,43 @@ def load_classifier(dataset: str, train_if_missing: bool = True, log=None) -> tu
     info = {**info, "weights": weights_fingerprint(net)}
     _MEMO[memo_key] = (net, info)
     return net, info
+
+
+def _load_pinned(folder: Path, dataset: str, key: str) -> tuple[ClassifierNet, dict]:
+    """A pinned classifier, checked: its weights must be the ones its info records."""
+    memo_key = (str(folder.resolve()), key)
+    if memo_key in _MEMO:
+        return _MEMO[memo_key]
+    weights, meta = folder / f"{key}.pt", folder / f"{key}.json"
+    fix = (f"restore both files from where they came (`git checkout -- {folder}` for committed "
+           "results), or delete the folder to score new runs with this machine's classifier")
+    try:
+        info = json.loads(meta.read_text())
+        spec = dataset_spec(dataset)
+        net = ClassifierNet(spec.shape, spec.num_classes, recipe_for(dataset))
+        net.load_state_dict(load_tensors(weights))
+    except Exception as exc:  # missing info, torn file, another architecture
+        raise ConfigError(f"the pinned classifier {weights} cannot be read "
+                          f"({type(exc).__name__}: {exc}); {fix}") from exc
+    found = weights_fingerprint(net)
+    if not isinstance(info, dict) or info.get("weights") != found:
+        recorded = info.get("weights") if isinstance(info, dict) else None
+        raise ConfigError(f"the pinned classifier {weights} holds weights {found}, but {meta} "
+                          f"records {recorded!r}; {fix}")
+    net.eval().requires_grad_(False)
+    _MEMO[memo_key] = (net, info)
+    return net, info
+
+
+def pin(dataset: str, folder: Path | str) -> dict:
+    """Pin the classifier that :func:`load_classifier` gives here (cache or pin) in
+    ``folder``: its weights and its info with their fingerprint. Returns the info."""
+    net, info = load_classifier(dataset)
+    weights = pinned_file(Path(folder), dataset)
+    # Each write is atomic, the info first: a pin is its .pt, so one stopped between is none.
+    write_json(weights.with_suffix(".json"), info)
+    save_tensors(weights, net.state_dict())
+    return info
 
 
 def inference_body(net: ClassifierNet) -> nn.Sequential:
@@ -305,5 +369,7 @@ def classifier_features(dataset: str, device: torch.device | str = "cpu", log=No
     base = base_dataset(dataset)
     net, info = load_classifier(base, log=log)
     if is_stacked(dataset):  # the per-channel accuracy on stacked test images: provenance
-        info = {**info, **stacked_accuracy(dataset, net, info.get("key") or classifier_key(base))}
+        # cached per weights, not per recipe: a pinned classifier is another training
+        name = "-".join(filter(None, (info.get("key") or classifier_key(base), info.get("weights"))))
+        info = {**info, **stacked_accuracy(dataset, net, name)}
     return ClassifierFeatures(net, info, dataset_spec(dataset).shape[0]).to(device)

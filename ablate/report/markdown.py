@@ -10,6 +10,7 @@ the same runs give the same REPORT.md.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import math
 import os
 from collections import Counter
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ablate.layout import CLASSIFIER, ExperimentDir
 from ablate.report import across, anchor, beside, failures, method, stacked
 from ablate.report.compare import INTERIM_MARK
 from ablate.report.columns import label, lower_is_better, parse_metric
@@ -262,6 +264,7 @@ def _protocol(d: _Doc, ctx) -> None:
     feats = sorted({parse_metric(m)[1] for m in ctx.metrics if parse_metric(m)[1]})
     acc = _feature_accuracy(prov)
     rows.append(("feature nets", ", ".join(f + (f" ({acc[f]})" if f in acc else "") for f in feats) or "none"))
+    rows += [("pinned classifier", line) for line in _pinned(ctx.results.results_dir)]
     if prov.get("mode_rule"):
         rows.append(("mode coverage", "a class counts as covered when its " + " / ".join(prov["mode_rule"])))
     rows.append(("checkpoints", "`best` = lowest validation FID (validation split, never test); `last` = end "
@@ -276,6 +279,23 @@ def _protocol(d: _Doc, ctx) -> None:
     if meta.aliasing:
         rows.append(("aliasing (design)", "; ".join(meta.aliasing)))
     d("## Protocol", "", to_markdown(pd.DataFrame(rows, columns=["item", "value"])))
+
+
+def _pinned(results_dir: Path) -> list[str]:
+    """A line per classifier pinned in the results directory (ablate.metrics.classifier.pin)."""
+    out = []
+    for info_file in sorted(ExperimentDir(results_dir).classifier.glob("*.json")):
+        if not info_file.with_suffix(".pt").exists():
+            continue  # a pin stopped before its weights were written is none
+        try:
+            info = json.loads(info_file.read_text())
+        except (OSError, ValueError):
+            info = None
+        info = info if isinstance(info, dict) else {}
+        out.append(f"`{CLASSIFIER}/{info_file.stem}.pt`: weights {info.get('weights', '?')}, test accuracy "
+                   f"{info.get('test_accuracy', '?')}; every new run of this experiment is scored with "
+                   "these weights, on any machine")
+    return out
 
 
 def _feature_accuracy(prov: dict) -> dict[str, str]:
