@@ -138,3 +138,16 @@ def test_no_pin_where_finished_runs_were_scored_by_other_weights(tmp_path):
     assert not clf.pinned_file(folder, "fake").exists()
     _, cached = clf.load_classifier("fake")
     assert set(_scored_by(results).values()) == {cached["weights"], "0123456789abcdef"}
+
+
+def test_a_damaged_pin_stops_the_grid_before_any_run_and_keeps_the_finished_ones(tmp_path):
+    results = tmp_path / "res"
+    _grid(_experiment(tmp_path, "[0]"), results)
+    before = {m: m.read_bytes() for m in (results / "runs").glob("*/*.json")}
+    pt = clf.pinned_file(ExperimentDir(results).classifier, "fake")
+    save_tensors(pt, {k: v + 1 if v.is_floating_point() else v for k, v in load_tensors(pt).items()})
+    clf._MEMO.clear()
+    with pytest.raises(ConfigError, match=f"pinned classifier {pt} holds weights"):
+        _grid(_experiment(tmp_path, "[0, 1]"), results)
+    assert {m: m.read_bytes() for m in (results / "runs").glob("*/*.json")} == before  # nothing trained or lost
+    clf._MEMO.clear()

@@ -177,6 +177,15 @@ def warm_up(experiment: Experiment, device: str, log: Log) -> None:
         log(f"prepared the feature nets in {time.perf_counter() - t0:.0f} s (cached from now on)")
 
 
+def check_pin(experiment: Experiment, results_dir: Path) -> None:
+    """A pinned classifier that cannot be read or is not what its info records stops the
+    grid before any run trains (a ConfigError naming the file and the fix), instead of
+    failing every run at its first validation or its scoring."""
+    base = base_dataset(experiment.dataset)
+    if classifier.pinned_file(ExperimentDir(results_dir).classifier, base).exists():
+        classifier.load_classifier(base, train_if_missing=False)
+
+
 def pin_classifier(experiment: Experiment, results_dir: Path, finished: list[RunSpec], log: Log) -> None:
     """Pin the classifier that scores the experiment's runs in its results directory, so
     that a later grid on any machine (another CPU kind trains other weights) scores new
@@ -393,6 +402,7 @@ def _run_look(store: Store, grid: Grid, specs: list[RunSpec], executor: Executor
         log(note)
     if todo and experiment.evaluates():
         with classifier.pinned_in(ExperimentDir(results_dir).classifier):
+            check_pin(experiment, results_dir)
             warm_up(experiment, todo[0].config.device, log)
         pin_classifier(experiment, results_dir, finished, log)
     max_k = fuse_limit(todo[0], fuse) if todo and executor.on_this_machine \
