@@ -89,7 +89,7 @@ def _scored_by(results: Path) -> dict[str, str]:
     out = {}
     for metrics in (results / "runs").glob("*/metrics.json"):
         prov = json.loads(metrics.read_text())["provenance"]["features"]["classifier"]
-        out[metrics.parent.name] = prov["classifier_weights"]
+        out[metrics.parent.name] = prov.get("classifier_weights")
     return out
 
 
@@ -150,4 +150,27 @@ def test_a_damaged_pin_stops_the_grid_before_any_run_and_keeps_the_finished_ones
     with pytest.raises(ConfigError, match=f"pinned classifier {pt} holds weights"):
         _grid(_experiment(tmp_path, "[0, 1]"), results)
     assert {m: m.read_bytes() for m in (results / "runs").glob("*/*.json")} == before  # nothing trained or lost
+    clf._MEMO.clear()
+
+
+def test_an_experiment_reusing_a_pinned_one_adopts_its_pin(tmp_path):
+    """As a plugin's re-benchmark beside results/default would: its copied runs recorded no
+    weights (scored before the fingerprint), but their source is pinned, so the new
+    experiment pins the same weights and scores its own runs with them."""
+    source = tmp_path / "source"
+    _grid(_experiment(tmp_path, "[0]"), source)
+    other = _other_training(ExperimentDir(source).classifier, "fake", 0.005)
+    for metrics in (source / "runs").glob("*/metrics.json"):
+        doc = json.loads(metrics.read_text())
+        del doc["provenance"]["features"]["classifier"]["classifier_weights"]
+        metrics.write_text(json.dumps(doc))
+    exp = _experiment(tmp_path, "[0, 1]")
+    exp.write_text(f'reuse = ["{source}"]\n' + exp.read_text())
+    results = tmp_path / "derived"
+    lines = _grid(exp, results)
+    assert any(line.startswith("pinned the classifier") and f"from {source}" in line for line in lines), lines
+    info = json.loads(clf.pinned_file(ExperimentDir(results).classifier, "fake").with_suffix(".json").read_text())
+    assert info["weights"] == other
+    scored = _scored_by(results)
+    assert len(scored) == 4 and sorted(map(str, scored.values())) == sorted(["None", "None", other, other])
     clf._MEMO.clear()

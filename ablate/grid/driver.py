@@ -191,37 +191,54 @@ def pin_classifier(experiment: Experiment, results_dir: Path, finished: list[Run
     that a later grid on any machine (another CPU kind trains other weights) scores new
     runs with the weights that scored the finished ones.
 
-    Not where a pin exists, nor where finished runs were scored by other weights or by
-    weights they did not record (runs from before the fingerprint): a pin would misstate
-    them; the report names each training instead."""
+    The weights pinned: those of a ``reuse`` source's pin, or else this machine's, where
+    every finished run agrees with them (it recorded them, or it was copied from that
+    source). Nothing where a pin exists, or where no candidate fits every finished run
+    (scored by other weights, or before the fingerprint was recorded): a pin would
+    misstate them; the report names each training instead."""
     folder = ExperimentDir(results_dir).classifier
     base = base_dataset(experiment.dataset)
     if classifier.pinned_file(folder, base).exists():
         return
-    try:
-        _, info = classifier.load_classifier(base, train_if_missing=False)
-    except ConfigError:
-        return  # warm_up could not prepare it (and said so); the runs report why
-    others = 0
-    for s in finished:
+    recorded = {s.key: _scored_by(results_dir, s.key) for s in finished}
+    recorded = {k: w for k, w in recorded.items() if w != ""}  # "": not scored
+    disagree = list(recorded)
+    for source in [*map(Path, experiment.reuse), None]:  # this machine's classifier last
+        pin_dir = None if source is None else ExperimentDir(source).classifier
+        if pin_dir is not None and not classifier.pinned_file(pin_dir, base).exists():
+            continue
         try:
-            doc = RunDir(rundirs.run_dir(results_dir, s.key)).read_metrics()
-        except (OSError, ValueError):
-            continue  # not scored (diverged before scoring, or no evaluation)
-        feats = ((doc if isinstance(doc, dict) else {}).get("provenance") or {}).get("features") or {}
-        others += (feats.get("classifier") or {}).get("classifier_weights") != info["weights"]
-    if others:
-        log(f"classifier not pinned: {others} finished run(s) were scored by other weights than "
-            f"this machine's ({info['weights']}) or did not record them; each report names the "
-            "trainings that scored its runs")
+            with classifier.pinned_in(pin_dir):
+                _, info = classifier.load_classifier(base, train_if_missing=False)
+        except ConfigError:
+            continue  # a damaged source pin; or no classifier here (warm_up said why)
+        disagree = [k for k, w in recorded.items() if w != info["weights"]
+                    and not (w is None and source is not None and rundirs.run_dir(source, k).is_dir())]
+        if disagree:
+            continue
+        try:
+            with classifier.pinned_in(pin_dir):
+                classifier.pin(base, folder)
+        except OSError as exc:  # a read-only results dir: the runs still score as before
+            log(f"warning: could not pin the classifier in {folder} ({exc})")
+            return
+        log(f"pinned the classifier (weights {info['weights']}, test accuracy {info.get('test_accuracy')}"
+            f"{'' if source is None else ', from ' + str(source)}) in {folder}: this experiment's "
+            "runs are scored with it on any machine")
         return
+    log(f"classifier not pinned: {len(disagree)} finished run(s) were scored by other weights than "
+        "this machine's or did not record them; each report names the trainings that scored its runs")
+
+
+def _scored_by(results_dir: Path, key: str) -> str | None:
+    """The classifier weights a finished run recorded; None if it did not record them; ""
+    if it was not scored (diverged before scoring, or no evaluation)."""
     try:
-        classifier.pin(base, folder)
-    except OSError as exc:  # a read-only results dir: the runs still score as before
-        log(f"warning: could not pin the classifier in {folder} ({exc})")
-        return
-    log(f"pinned the classifier (weights {info['weights']}, test accuracy {info.get('test_accuracy')}) "
-        f"in {folder}: this experiment's runs are scored with it on any machine")
+        doc = RunDir(rundirs.run_dir(results_dir, key)).read_metrics()
+    except (OSError, ValueError):
+        return ""
+    feats = ((doc if isinstance(doc, dict) else {}).get("provenance") or {}).get("features") or {}
+    return (feats.get("classifier") or {}).get("classifier_weights")
 
 
 def check_threads(results_dir: Path, specs: list[RunSpec], threads: int, device: str) -> None:
