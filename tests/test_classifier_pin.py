@@ -174,3 +174,17 @@ def test_an_experiment_reusing_a_pinned_one_adopts_its_pin(tmp_path):
     scored = _scored_by(results)
     assert len(scored) == 4 and sorted(map(str, scored.values())) == sorted(["None", "None", other, other])
     clf._MEMO.clear()
+
+
+def test_a_pin_is_never_replaced(tmp_path):
+    """Two grids pinning one results directory: the first pin stays, and the second
+    learns which weights it holds (so both grids' runs are scored alike)."""
+    folder = tmp_path / "classifier"
+    first = clf.pin("fake", folder)
+    other = _other_training(folder, "fake", 0.003)
+    assert other != first["weights"]
+    again = clf.pin("fake", folder)  # this machine's weights offered again
+    assert again["weights"] == other
+    with clf.pinned_in(folder):
+        assert clf.load_classifier("fake")[1]["weights"] == other
+    clf._MEMO.clear()

@@ -218,8 +218,8 @@ def pin_classifier(experiment: Experiment, results_dir: Path, finished: list[Run
             continue
         try:
             with classifier.pinned_in(pin_dir):
-                classifier.pin(base, folder)
-        except OSError as exc:  # a read-only results dir: the runs still score as before
+                info = classifier.pin(base, folder)  # another grid's, if it pinned first
+        except (OSError, ValueError) as exc:  # a read-only results dir: runs score as before
             log(f"warning: could not pin the classifier in {folder} ({exc})")
             return
         log(f"pinned the classifier (weights {info['weights']}, test accuracy {info.get('test_accuracy')}"

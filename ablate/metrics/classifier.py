@@ -286,12 +286,18 @@ def _load_pinned(folder: Path, dataset: str, key: str) -> tuple[ClassifierNet, d
 
 def pin(dataset: str, folder: Path | str) -> dict:
     """Pin the classifier that :func:`load_classifier` gives here (cache or pin) in
-    ``folder``: its weights and its info with their fingerprint. Returns the info."""
+    ``folder``: its weights and its info with their fingerprint. A pin is never replaced:
+    where ``folder`` already holds one (another grid pinned first), that one stays and its
+    info is returned; else the info of the weights pinned now."""
     net, info = load_classifier(dataset)
     weights = pinned_file(Path(folder), dataset)
-    # Each write is atomic, the info first: a pin is its .pt, so one stopped between is none.
-    write_json(weights.with_suffix(".json"), info)
-    save_tensors(weights, net.state_dict())
+    # The lock (in the cache: nothing extra in the results) serialises the drivers of one host.
+    with locked(cache_dir() / "locks" / f"pin-{key_hash(str(weights.resolve()))}"):
+        if weights.exists():
+            return json.loads(weights.with_suffix(".json").read_text())
+        # Each write is atomic, the info first: a pin is its .pt, so one stopped between is none.
+        write_json(weights.with_suffix(".json"), info)
+        save_tensors(weights, net.state_dict())
     return info
 
 
