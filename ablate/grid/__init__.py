@@ -9,6 +9,8 @@ Modules, each with one job (imports point down the list):
 * :mod:`ablate.grid.worker` — ``run_one``: claim, train and score, commit.
 * :mod:`ablate.grid.executors` — where ``run_one`` runs: inline, a local process pool,
   Ray, SLURM.
+* :mod:`ablate.grid.pinning` — the experiment's classifier pin: checked before runs
+  train, written where it is missing and true of the finished runs.
 * :mod:`ablate.grid.driver` — ``prepare`` and ``run_grid``: plan, sweep, schedule.
 * :mod:`ablate.grid.status` — what ``ablate grid --dry-run`` and ``ablate status`` print.
 

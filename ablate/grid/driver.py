@@ -23,14 +23,14 @@ from typing import Any
 from ablate.artefacts import read_json
 from ablate.hacks import registry
 from ablate.config import AnalysisSpec, SeedPolicy
-from ablate.data import base_dataset, check_batch_size
+from ablate.data import check_batch_size
 from ablate.experiment.design import Design, build_design
 from ablate.environment import resolve_device
 from ablate.errors import ConfigError
 from ablate.metrics import classifier
 from ablate.metrics.evaluate import feature_nets
 from ablate.experiment.spec import Experiment, load_experiment
-from ablate.grid import reuse, rundirs
+from ablate.grid import pinning, reuse, rundirs
 from ablate.grid.executors import Executor
 from ablate.grid.groups import fuse_limit
 from ablate.grid.keys import CODE_VERSION, RunSpec, plan_runs
@@ -46,7 +46,7 @@ from ablate.grid.store import (
     load_frame,
 )
 from ablate.training.resolve import resolve
-from ablate.layout import ExperimentDir, ExperimentRecord, RunDir
+from ablate.layout import ExperimentDir, ExperimentRecord
 
 # Without a ``log`` (the CLI passes its printer), the grid's messages go to logging.
 _quiet = logging.getLogger(__name__).info
@@ -175,70 +175,6 @@ def warm_up(experiment: Experiment, device: str, log: Log) -> None:
         return
     if time.perf_counter() - t0 > 10:
         log(f"prepared the feature nets in {time.perf_counter() - t0:.0f} s (cached from now on)")
-
-
-def check_pin(experiment: Experiment, results_dir: Path) -> None:
-    """A pinned classifier that cannot be read or is not what its info records stops the
-    grid before any run trains (a ConfigError naming the file and the fix), instead of
-    failing every run at its first validation or its scoring."""
-    base = base_dataset(experiment.dataset)
-    if classifier.pinned_file(ExperimentDir(results_dir).classifier, base).exists():
-        classifier.load_classifier(base, train_if_missing=False)
-
-
-def pin_classifier(experiment: Experiment, results_dir: Path, finished: list[RunSpec], log: Log) -> None:
-    """Pin the classifier that scores the experiment's runs in its results directory, so
-    that a later grid on any machine (another CPU kind trains other weights) scores new
-    runs with the weights that scored the finished ones.
-
-    The weights pinned: those of a ``reuse`` source's pin, or else this machine's, where
-    every finished run agrees with them (it recorded them, or it was copied from that
-    source). Nothing where a pin exists, or where no candidate fits every finished run
-    (scored by other weights, or before the fingerprint was recorded): a pin would
-    misstate them; the report names each training instead."""
-    folder = ExperimentDir(results_dir).classifier
-    base = base_dataset(experiment.dataset)
-    if classifier.pinned_file(folder, base).exists():
-        return
-    recorded = {s.key: _scored_by(results_dir, s.key) for s in finished}
-    recorded = {k: w for k, w in recorded.items() if w != ""}  # "": not scored
-    disagree = list(recorded)
-    for source in [*map(Path, experiment.reuse), None]:  # this machine's classifier last
-        pin_dir = None if source is None else ExperimentDir(source).classifier
-        if pin_dir is not None and not classifier.pinned_file(pin_dir, base).exists():
-            continue
-        try:
-            with classifier.pinned_in(pin_dir):
-                _, info = classifier.load_classifier(base, train_if_missing=False)
-        except ConfigError:
-            continue  # a damaged source pin; or no classifier here (warm_up said why)
-        disagree = [k for k, w in recorded.items() if w != info["weights"]
-                    and not (w is None and source is not None and rundirs.run_dir(source, k).is_dir())]
-        if disagree:
-            continue
-        try:
-            with classifier.pinned_in(pin_dir):
-                info = classifier.pin(base, folder)  # another grid's, if it pinned first
-        except (OSError, ValueError) as exc:  # a read-only results dir: runs score as before
-            log(f"warning: could not pin the classifier in {folder} ({exc})")
-            return
-        log(f"pinned the classifier (weights {info['weights']}, test accuracy {info.get('test_accuracy')}"
-            f"{'' if source is None else ', from ' + str(source)}) in {folder}: this experiment's "
-            "runs are scored with it on any machine")
-        return
-    log(f"classifier not pinned: {len(disagree)} finished run(s) were scored by other weights than "
-        "this machine's or did not record them; each report names the trainings that scored its runs")
-
-
-def _scored_by(results_dir: Path, key: str) -> str | None:
-    """The classifier weights a finished run recorded; None if it did not record them; ""
-    if it was not scored (diverged before scoring, or no evaluation)."""
-    try:
-        doc = RunDir(rundirs.run_dir(results_dir, key)).read_metrics()
-    except (OSError, ValueError):
-        return ""
-    feats = ((doc if isinstance(doc, dict) else {}).get("provenance") or {}).get("features") or {}
-    return (feats.get("classifier") or {}).get("classifier_weights")
 
 
 def check_threads(results_dir: Path, specs: list[RunSpec], threads: int, device: str) -> None:
@@ -419,9 +355,9 @@ def _run_look(store: Store, grid: Grid, specs: list[RunSpec], executor: Executor
         log(note)
     if todo and experiment.evaluates():
         with classifier.pinned_in(ExperimentDir(results_dir).classifier):
-            check_pin(experiment, results_dir)
+            pinning.check(experiment, results_dir)
             warm_up(experiment, todo[0].config.device, log)
-        pin_classifier(experiment, results_dir, finished, log)
+        pinning.pin(experiment, results_dir, finished, log)
     max_k = fuse_limit(todo[0], fuse) if todo and executor.on_this_machine \
         else (fuse or 1)  # a remote executor's device is not this machine's to measure
     if max_k > 1:
