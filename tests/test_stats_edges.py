@@ -585,3 +585,12 @@ def test_one_residual_df_can_decide_and_no_runs_decide_nothing():
                                     FID, log=True)
     assert none.fit is None and none.scale == "log" and math.isnan(none.margin)
     assert none.decisions[0].verdict == "undecided" and math.isnan(none.decisions[0].estimate)
+    assert (none.decisions[0].n_on, none.decisions[0].n_off) == (0, 0)
+
+
+def test_a_store_without_the_metric_has_no_verdicts():
+    """Runs not evaluated yet (no metric column): nothing to decide, no fit, no error."""
+    frame = _frame([10.0, 12.0, 11.0, 14.0]).drop(columns=FID)
+    comps = [Comparison("h", "v1", "v0")]
+    a = sequential.analyse(frame, _meta(comps, ["v0", "v1"]), SeedPolicy(seeds=(0, 1)), AnalysisSpec())
+    assert a.metric is None and a.decisions == () and a.fit is None and a.looks == () and a.scale == "log"
