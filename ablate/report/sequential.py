@@ -202,9 +202,10 @@ def decide_arrays(v_all: np.ndarray, s_all: np.ndarray, y_all: np.ndarray, meta:
         rejected_d: set[str] = set()
         rejected_e: set[str] = set()
         # Holm, group-sequential: test, share the level of what was rejected, test again.
+        # Each round rejects at least one active hypothesis or stops: m + 1 rounds at most.
         for family, active, rejected, levels, two_sided in (
                 ("d", active_d, rejected_d, level_d, True), ("e", active_e, rejected_e, level_e, False)):
-            while True:
+            for _ in range(len(active) + 1):
                 level = alpha / max(len(active), 1)
                 c_z = boundaries(level, fractions, two_sided)[i - 1]
                 new = []
