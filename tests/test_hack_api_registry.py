@@ -193,6 +193,16 @@ def test_a_plugin_that_fails_to_import_warns_and_errors_only_when_used(fresh, ca
         assert "oops at import" in capsys.readouterr().err
 
 
+def test_a_plugin_that_calls_sys_exit_at_import_is_a_failed_plugin_not_an_exit(fresh):
+    """sys.exit(3) at a plugin's import ended every command, `ablate hacks` too, with exit 3
+    and no word; now it is a plugin that failed to load, like any other."""
+    _install(fresh, "exit-dist", "0.1", "import sys\nsys.exit(3)\n", ep_name="exits")
+    with pytest.warns(registry.PluginWarning, match="exit-dist .*failed to load: SystemExit: 3"):
+        names = registry.hack_names()
+    assert names[:11] == registry.builtin_names()
+    assert main(["hacks"]) == 0
+
+
 def test_a_plugin_failing_halfway_leaves_no_half_registered_hack(fresh):
     _install(fresh, "half-dist", "1.0", _hack_module("half-hack", "\nraise ImportError('late')\n"))
     with pytest.warns(registry.PluginWarning, match="late"):

@@ -113,6 +113,17 @@ def prepare(path: Experiment | Path | str, results_dir: Path | str | None = None
                             f"in runs/, but experiment.json and REPORT.md become "
                             f"{experiment.name!r}'s. Use another --results-dir (with reuse = "
                             f"[\"{results}\"]) to keep the two apart")
+        here = ExperimentDir(results)
+        for path, fix in ((here.experiment_json, "the grid rewrites it"),
+                          (here.db, "`--rebuild-index` rebuilds the index from its runs/*/, nothing is retrained")):
+            if path.exists() and not path.is_file():  # sqlite and the atomic write would fail on it
+                raise ConfigError(f"{path} is not a file (a directory?): move it aside (`mv {path} "
+                                  f"{path}.bad`) and rerun; {fix}")
+        for entry in experiment.report.beside:  # else a typo fails the report after training
+            if not Path(entry).is_dir():
+                raise ConfigError(f"[report].beside entry {entry!r} is not a directory (paths are "
+                                  "relative to the folder ablate runs in, like results_dir); fix the "
+                                  "path or remove the entry")
         for source in experiment.reuse:  # a typo here would silently retrain every run
             if not source.is_dir():
                 raise ConfigError(f"reuse: {source} is not a directory (paths are relative to the "

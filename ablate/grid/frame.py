@@ -117,7 +117,31 @@ def load_experiment_meta(results_dir: Path | str) -> dict[str, Any]:
         raise NoStore(f"{path} not found: {Path(results_dir)} is not (yet) the results "
                       "directory of a grid; run `ablate grid` on the experiment first")
     try:
-        return json.loads(path.read_text())
+        meta = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path} is unreadable ({exc}); `ablate grid` on the experiment "
                           "rewrites it") from exc
+    damage = _damage(meta)
+    if damage:  # hand-edited or written by something else: its readers would fail on it
+        raise ConfigError(f"{path} is damaged ({damage}); `ablate grid` on the experiment "
+                          "rewrites it (finished runs are kept)")
+    return meta
+
+
+# The parts of experiment.json its readers (status, load_frame, the looks) index into.
+_SHAPE = {"hacks": list, "variants": list, "looks": list, "design": dict}
+
+
+def _damage(meta: Any) -> str:
+    """What is wrong with the shape of an ``experiment.json`` document, or ''."""
+    if not isinstance(meta, dict):
+        return f"a JSON {type(meta).__name__}, not an object"
+    exp = meta.get("experiment")
+    if not isinstance(exp, dict) or not isinstance(exp.get("name"), str):
+        return "no 'experiment' object with a 'name'"
+    for key, kind in _SHAPE.items():
+        if key in meta and not isinstance(meta[key], kind):
+            return f"'{key}' is a {type(meta[key]).__name__}, not a JSON {kind.__name__}"
+    if not all(isinstance(x, dict) for x in meta.get("variants", []) + meta.get("looks", [])):
+        return "'variants' and 'looks' must list JSON objects"
+    return ""

@@ -25,6 +25,7 @@ The hook names, :class:`HookError` and the ``call_*`` functions are importable f
 from __future__ import annotations
 
 import inspect
+import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -83,9 +84,30 @@ def call_hook(hack: Hack, hook: str, *args: Any, **kwargs: Any) -> Any:
         raise ConfigError(f"hack {hack.name!r}: {hook}(): {exc}") from exc
     except Exception as exc:
         raise _raised(hack.name, hook, exc) from exc
+    except SystemExit as exc:  # sys.exit() in a hook would end a pool worker without a word
+        if _from_signal_handler(exc):  # the process is told to exit (submitit's requeue)
+            raise
+        raise _raised(hack.name, hook, exc) from exc
 
 
-def _raised(name: str, hook: str, exc: Exception) -> HookError:
+def _from_signal_handler(exc: BaseException) -> bool:
+    """Whether ``exc`` passed through an installed Python signal handler (a scheduler ending
+    the process mid-hook) rather than coming from the hook's own code."""
+    codes = set()
+    for sig in signal.valid_signals():
+        handler = signal.getsignal(sig)
+        code = getattr(getattr(handler, "__func__", handler), "__code__", None)
+        if code is not None:
+            codes.add(code)
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code in codes:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _raised(name: str, hook: str, exc: BaseException) -> HookError:
     """The :class:`HookError` for ``exc`` raised in hack ``name``'s ``hook``."""
     first = str(exc).strip().splitlines()
     return HookError(f"hack {name!r}: {hook}() raised {type(exc).__name__}"
@@ -99,7 +121,7 @@ def construct(cls: type[Hack], params: Any) -> Hack:
         return cls(params)
     except ConfigError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise _raised(cls.name, "__init__", exc) from exc
 
 

@@ -226,7 +226,7 @@ def _discover() -> None:
                 obj = ep.load()
                 if isinstance(obj, type) and issubclass(obj, Hack):
                     register_hack(obj, provider=dist)
-            except Exception as exc:  # a broken plugin must not take the harness down
+            except (Exception, SystemExit) as exc:  # a broken plugin must not take the harness down
                 for name in set(_REGISTRY) - before:  # roll back its half-registered hacks
                     if _PROVIDERS.get(name) == dist:  # (not another plugin's it imported)
                         unregister_hack(name)

@@ -87,11 +87,17 @@ def load_experiment(path: Path | str) -> Experiment:
                           "once its grid is finished")
     try:
         effects = pd.read_csv(eff)
+        torn = not eff.read_bytes().endswith(b"\n")  # the report writes whole lines
     except (OSError, ValueError) as exc:  # UnicodeDecodeError and pandas' ParserError included
         raise ConfigError(f"{eff} is unreadable ({type(exc).__name__}): rerun `ablate report {path}`") from exc
     missing = [c for c in NEEDED if c not in effects.columns]
     if missing:
         raise ConfigError(f"{eff} lacks column(s) {missing}: rerun `ablate report {path}`")
+    blank = [c for c in ("metric", "hack", "on", "off", "scale", "verdict", "n_on", "n_off")
+             if effects[c].isna().any()]  # never empty in a whole row
+    if torn or blank:
+        raise ConfigError(f"{eff} is truncated ({'its last line is cut' if torn else f'empty {blank}'}): "
+                          f"rerun `ablate report {path}`")
     bad = [c for c in ("estimate", "se", "n_on", "n_off") if c in effects.columns
            and pd.to_numeric(effects[c], errors="coerce").isna().ne(effects[c].isna()).any()]
     if bad:

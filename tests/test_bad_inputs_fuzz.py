@@ -1,0 +1,124 @@
+"""Cases from a black-box malformed-input audit (about 600 commands on copies of committed
+results, plugins installed beside the tree, and experiment files): each was a traceback, a
+hang, a silent exit or a silently accepted damaged file, and is now a clear error or a
+failed run naming the cause."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gridutil import experiment, no_traceback, rows  # noqa: E402
+
+from ablate import Hack  # noqa: E402
+from ablate.cli import main  # noqa: E402
+from ablate.hacks.hooks import HookError, call_hook  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+GRID_FLAGS = ["--workers", "1", "--threads", "1", "--no-progress"]
+
+
+class _Exits(Hack):
+    name = "test-exits"
+    on, off = "on", "off"
+
+    def after_step(self, ctx):
+        sys.exit(5)
+
+
+def test_sys_exit_in_a_hook_is_a_hook_error_naming_the_hack():
+    """A hook calling sys.exit() ended a pool worker without a word (the grid hung with its
+    claims held; inline, the grid exited 5 silently): it is an error of that hack's run."""
+    with pytest.raises(HookError, match=r"hack 'test-exits': after_step\(\) raised SystemExit: 5"):
+        call_hook(_Exits(None), "after_step", None)
+
+
+def test_sys_exit_from_a_signal_handler_during_a_hook_still_exits():
+    """A scheduler that ends the process from a signal handler (submitit's requeue raises
+    SystemExit on SIGUSR2) is obeyed even when the signal lands inside a hook."""
+    def handler(signum, frame):
+        sys.exit(-1)
+
+    class Waits(Hack):
+        name = "test-waits"
+        on, off = "on", "off"
+
+        def after_step(self, ctx):
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(5)  # the handler runs here, between bytecodes of this frame
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    try:
+        with pytest.raises(SystemExit) as info:
+            call_hook(Waits(None), "after_step", None)
+        assert not isinstance(info.value, HookError) and info.value.code == -1
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+
+
+@pytest.mark.parametrize("name, fix", [("experiment.json", "the grid rewrites it"),
+                                       ("runs.sqlite", "--rebuild-index")])
+def test_a_directory_where_the_grid_keeps_a_file_exits_2_before_training(tmp_path, capsys, name, fix):
+    """experiment.json or runs.sqlite replaced by a directory was a traceback
+    (IsADirectoryError in the atomic write, sqlite3's 'unable to open database file')."""
+    exp = experiment(tmp_path, scope='["batch-norm"]')
+    res = tmp_path / "res"
+    (res / name).mkdir(parents=True)
+    for argv in (["grid", str(exp), "--results-dir", str(res), *GRID_FLAGS],
+                 ["grid", str(exp), "--results-dir", str(res), "--dry-run"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{res / name} is not a file" in err and fix in err and no_traceback(err), err
+    assert sorted(p.name for p in res.iterdir()) == [name] and not any((res / name).iterdir())
+
+
+def test_a_missing_beside_directory_exits_2_before_anything_trains(tmp_path, capsys):
+    """[report] beside naming no directory was found by the report, after every run had
+    trained (exit 1 with stack frames); the grid and its dry run now refuse it first."""
+    exp = experiment(tmp_path, scope='["batch-norm"]')
+    exp.write_text(exp.read_text() + f'\n[report]\nbeside = ["{tmp_path / "nope"}"]\n')
+    res = tmp_path / "res"
+    for extra in (["--dry-run"], GRID_FLAGS):
+        assert main(["grid", str(exp), "--results-dir", str(res), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "[report].beside entry" in err and "is not a directory" in err and no_traceback(err), err
+    assert not res.exists() or not rows(res)
+
+
+@pytest.mark.parametrize("doc, words", [
+    ("[]", "a JSON list, not an object"), ("{}", "no 'experiment' object with a 'name'"),
+    ('{"experiment": []}', "no 'experiment' object"),
+    ('{"experiment": {"name": "x"}, "variants": {}}', "'variants' is a dict, not a JSON list"),
+    ('{"experiment": {"name": "x"}, "looks": [1]}', "must list JSON objects")])
+def test_an_experiment_record_of_another_shape_exits_2(tmp_path, capsys, doc, words):
+    """Valid JSON of the wrong shape in experiment.json was an AttributeError / KeyError
+    traceback in `ablate status`; it is named as damaged, with the fix."""
+    res = tmp_path / "r"
+    shutil.copytree(REPO / "results" / "label-smoothing-sides", res)
+    before = sorted(p.relative_to(res) for p in (res / "runs").rglob("*"))
+    (res / "experiment.json").write_text(doc)
+    assert main(["status", str(res)]) == 2
+    err = capsys.readouterr().err
+    assert "experiment.json is damaged" in err and words in err and "ablate grid" in err, err
+    assert no_traceback(err)
+    assert sorted(p.relative_to(res) for p in (res / "runs").rglob("*")) == before
+
+
+def test_compare_refuses_a_torn_effects_table(tmp_path, capsys):
+    """An effects.csv cut mid-row (a torn copy) was read as a shorter table: the summary
+    dropped a contrast without a word. Now it names the file and the fix."""
+    src = tmp_path / "label-smoothing-sides"
+    shutil.copytree(REPO / "results" / "label-smoothing-sides", src)
+    eff = src / "tables" / "effects.csv"
+    eff.write_bytes(eff.read_bytes()[: len(eff.read_bytes()) // 2])
+    assert main(["compare", str(src), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "effects.csv is truncated" in err and f"rerun `ablate report {src}`" in err, err
+    assert no_traceback(err) and not (tmp_path / "out").exists()
