@@ -116,6 +116,9 @@ def calibrate(real_counts: np.ndarray | None, k: int, n_gen: int, n_real: int | 
     return CollapseRule(m, js2, noise, _at_least(probs, m), n_gen, k)
 
 
+STACKED_MODES = 1000  # Stacked MNIST's digit triples (report.stacked imports this module)
+
+
 def run_flags(frame: pd.DataFrame, hists: pd.DataFrame, checkpoint: str, stacked: bool,
               min_frac: float) -> pd.DataFrame:
     """Per finished run: key, variant, seed, missing, js, collapsed, rule (text).
@@ -134,7 +137,8 @@ def run_flags(frame: pd.DataFrame, hists: pd.DataFrame, checkpoint: str, stacked
             missing = missing_modes(counts, real, min_frac)
             js = js_divergence(counts, real)
         elif col("modes") in frame.columns and np.isfinite(run.get(col("modes"), np.nan)):
-            k = int(run.get(col("num_modes"), np.nan)) if np.isfinite(run.get(col("num_modes"), np.nan)) else 10
+            k = (int(run.get(col("num_modes"), np.nan)) if np.isfinite(run.get(col("num_modes"), np.nan))
+                 else STACKED_MODES if stacked else 10)  # an older record: the dataset's modes
             n = run.get(col("n_mode_samples"), np.nan)
             n = int(n) if np.isfinite(n) else 10_000
             rule = calibrate(None, k, n, None, None if stacked else min_frac, 1 if stacked else None)
