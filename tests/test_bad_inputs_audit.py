@@ -146,9 +146,10 @@ def test_a_file_where_the_grid_keeps_run_directories_exits_2(tmp_path, capsys, b
     res = tmp_path / "res"
     res.mkdir()
     (res / blocker).write_text("x")
-    assert main(["grid", str(exp), "--results-dir", str(res), *GRID_FLAGS]) == 2
-    err = capsys.readouterr().err
-    assert f"{res / blocker} is a file where the grid keeps run directories" in err, err
+    for extra in (GRID_FLAGS, ["--dry-run"]):  # the dry run refuses it too
+        assert main(["grid", str(exp), "--results-dir", str(res), *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"{res / blocker} is a file where the grid keeps run directories" in err, err
     assert no_traceback(err) and (res / blocker).read_text() == "x"
     assert not rows(res)
 

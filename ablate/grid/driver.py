@@ -113,12 +113,14 @@ def prepare(path: Experiment | Path | str, results_dir: Path | str | None = None
                             f"in runs/, but experiment.json and REPORT.md become "
                             f"{experiment.name!r}'s. Use another --results-dir (with reuse = "
                             f"[\"{results}\"]) to keep the two apart")
-        here = ExperimentDir(results)
-        for path, fix in ((here.experiment_json, "the grid rewrites it"),
-                          (here.db, "`--rebuild-index` rebuilds the index from its runs/*/, nothing is retrained")):
-            if path.exists() and not path.is_file():  # sqlite and the atomic write would fail on it
-                raise ConfigError(f"{path} is not a file (a directory?): move it aside (`mv {path} "
-                                  f"{path}.bad`) and rerun; {fix}")
+        here = ExperimentDir(results)  # each entry of the wrong kind: else every run fails alike
+        kinds = [(folder, True, "finished runs are kept") for folder in (here.runs, here.tmp, here.broken)]
+        kinds += [(here.experiment_json, False, "the grid rewrites it"),
+                  (here.db, False, "`--rebuild-index` rebuilds the index from its runs/*/, nothing is retrained")]
+        for path, folder, fix in kinds:
+            if path.exists() and not (path.is_dir() if folder else path.is_file()):
+                what = "a file where the grid keeps run directories" if folder else "not a file (a directory?)"
+                raise ConfigError(f"{path} is {what}: move it aside (`mv {path} {path}.bad`) and rerun; {fix}")
         for entry in experiment.report.beside:  # else a typo fails the report after training
             if not Path(entry).is_dir():
                 raise ConfigError(f"[report].beside entry {entry!r} is not a directory (paths are "
@@ -267,11 +269,6 @@ def run_grid(grid: Grid, executor: Executor, *, next_look: NextLook | None = Non
     if results_dir.exists() and not os.access(results_dir, os.W_OK):
         raise ConfigError(f"results directory {results_dir} is read-only; `ablate status` and "
                           "`ablate grid --dry-run` read it, a grid needs --results-dir elsewhere")
-    here = ExperimentDir(results_dir)
-    for folder in (here.runs, here.tmp, here.broken):  # else every run would fail alike
-        if folder.exists() and not folder.is_dir():
-            raise ConfigError(f"{folder} is a file where the grid keeps run directories; move it "
-                              "aside and rerun (finished runs are kept)")
     specs = [replace(s, retry_failed=retry_failed) for s in grid.specs]
     config0 = specs[0].config
     device = resolve_device(config0.device).type if executor.on_this_machine \

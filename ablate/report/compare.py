@@ -27,6 +27,7 @@ figures carry no dates, so regenerating from the same results gives the same byt
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -86,8 +87,9 @@ def load_experiment(path: Path | str) -> Experiment:
         raise ConfigError(f"{path} has no report yet ({EFFECTS_CSV} missing): run `ablate report {path}` "
                           "once its grid is finished")
     try:
-        effects = pd.read_csv(eff)
-        torn = not eff.read_bytes().endswith(b"\n")  # the report writes whole lines
+        raw = eff.read_bytes()
+        effects = pd.read_csv(io.BytesIO(raw))
+        torn = not raw.endswith(b"\n")  # the report writes whole lines
     except (OSError, ValueError) as exc:  # UnicodeDecodeError and pandas' ParserError included
         raise ConfigError(f"{eff} is unreadable ({type(exc).__name__}): rerun `ablate report {path}`") from exc
     missing = [c for c in NEEDED if c not in effects.columns]
