@@ -77,11 +77,12 @@ def read_jsonl(path: Path | str) -> list[dict]:
     return out
 
 
-def directory(text: str, flag: str = "results_dir") -> Path:
-    """A directory to write into (``results_dir``, ``--results-dir``, ``--out``). An empty
-    string would silently be the working directory, so it is refused ("." says that)."""
+def directory(text: str, flag: str = "results_dir", use: str = "write into") -> Path:
+    """A directory to write into (``results_dir``, ``--results-dir``, ``--out``) or to read
+    (``use="read"``: ``reuse``). An empty string would silently be the working directory, so
+    it is refused ("." says that)."""
     if not text.strip():
-        raise ConfigError(f"{flag} is blank, which would write into the working directory; "
+        raise ConfigError(f"{flag} is blank, which would {use} the working directory; "
                           "give a directory (\".\" if you mean that one)")
     if "\0" in text:
         raise ConfigError(f"{flag} {text!r} contains a NUL character, which no path can hold")

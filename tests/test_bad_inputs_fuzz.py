@@ -5,6 +5,7 @@ failed run naming the cause."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -122,3 +123,88 @@ def test_compare_refuses_a_torn_effects_table(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "effects.csv is truncated" in err and f"rerun `ablate report {src}`" in err, err
     assert no_traceback(err) and not (tmp_path / "out").exists()
+
+
+def test_compare_names_an_experiment_that_scores_nothing(tmp_path, capsys):
+    """An experiment with features = [] has no effects table, and "run `ablate report`"
+    could not make one: the message says why and what would."""
+    src = tmp_path / "label-smoothing-sides"
+    shutil.copytree(REPO / "results" / "label-smoothing-sides", src)
+    meta = json.loads((src / "experiment.json").read_text())
+    meta["experiment"]["evaluation"] = {"features": []}
+    (src / "experiment.json").write_text(json.dumps(meta))
+    (src / "tables" / "effects.csv").unlink()
+    assert main(["compare", str(src), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "scores nothing ([evaluation] features = []" in err and "leave it out" in err, err
+    assert "run `ablate report" not in err and no_traceback(err)
+
+
+class _Interrupts(Hack):
+    name = "test-interrupts"
+    on, off = "on", "off"
+
+    def after_step(self, ctx):
+        raise KeyboardInterrupt
+
+
+def _with_sigint(handler, call):
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        return call()
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def test_a_hooks_own_keyboard_interrupt_in_a_pool_worker_is_a_hook_error():
+    """A pool worker ignores SIGINT, so a KeyboardInterrupt there is the hook's own: it
+    stopped the grid with exit 1 blaming worker deaths; it is that run's error now."""
+    with pytest.raises(HookError, match=r"hack 'test-interrupts': after_step\(\) raised "
+                                        r"KeyboardInterrupt$"):
+        _with_sigint(signal.SIG_IGN, lambda: call_hook(_Interrupts(None), "after_step", None))
+
+
+def test_a_hooks_own_keyboard_interrupt_under_the_grids_handler_is_a_hook_error():
+    """The inline grid's Ctrl-C handler is Python code: a real Ctrl-C raises from its frame,
+    so one that does not is the hook's."""
+    def grid_handler(signum, frame):
+        pass  # the first press stops claiming and raises nothing
+
+    with pytest.raises(HookError, match="raised KeyboardInterrupt"):
+        _with_sigint(grid_handler, lambda: call_hook(_Interrupts(None), "after_step", None))
+
+
+def test_ctrl_c_during_a_hook_still_stops():
+    """A KeyboardInterrupt from a Python SIGINT handler (the inline grid's second press)
+    stops, and so does any under Python's default handler (`ablate train`), where a real
+    Ctrl-C cannot be told from the hook's own."""
+    def abandon(signum, frame):
+        raise KeyboardInterrupt
+
+    class Waits(Hack):
+        name = "test-waits-int"
+        on, off = "on", "off"
+
+        def after_step(self, ctx):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler runs here
+
+    for handler, hack in [(abandon, Waits(None)),
+                          (signal.default_int_handler, Waits(None)),
+                          (signal.default_int_handler, _Interrupts(None))]:
+        with pytest.raises(KeyboardInterrupt):
+            _with_sigint(handler, lambda hack=hack: call_hook(hack, "after_step", None))
+
+
+def test_status_of_an_experiment_on_another_experiments_folder(capsys):
+    """`ablate status EXP --results-dir DIR` printed DIR's own experiment without a word
+    (exit 0) where `ablate grid` refuses or warns: it now says whose progress it prints, and
+    refuses another dataset's folder as the grid does."""
+    exp = str(REPO / "experiments" / "default.toml")
+    assert main(["status", exp, "--results-dir", str(REPO / "results" / "label-smoothing-sides")]) == 0
+    out, err = capsys.readouterr()
+    assert "holds experiment 'label-smoothing-sides'" in err and "not 'default'" in err, err
+    assert out.startswith("label-smoothing-sides:"), out
+    assert main(["status", exp, "--results-dir", str(REPO / "results" / "mnist-5k-quick")]) == 2
+    err = capsys.readouterr().err
+    assert "on mnist-5k" in err and "share no run" in err and no_traceback(err), err

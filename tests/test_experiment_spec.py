@@ -83,6 +83,10 @@ BAD = [
     (GOOD + '[design]\nkind = "explicit"\n', "design.variants"),
     (GOOD.replace("steps = 5", "steps = 0"), "steps"),
     (GOOD.replace("steps = 5", 'steps = "many"'), "steps"),
+    # a protocol key under features = [] names why it cannot apply, not "unknown key"
+    (GOOD.replace("features = []", "features = []\nval_every = 3"),
+     "features = [] scores nothing, so 'val_every' would do nothing"),
+    ('reuse = [""]\n' + GOOD, "reuse is blank, which would read the working directory"),
 ]
 
 

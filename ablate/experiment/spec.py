@@ -295,7 +295,7 @@ def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experim
                           f"may be copied, e.g. reuse = [\"results/fashion-mnist-1k\"]; got {reuse!r}")
     if len(set(reuse)) != len(reuse):
         raise ConfigError(f"reuse lists a results directory twice: {reuse!r}")
-    reuse = tuple(directory(p, "reuse") for p in reuse)
+    reuse = tuple(directory(p, "reuse", use="read") for p in reuse)
     report = parse_report(doc["report"]) if "report" in doc else ReportSpec()
 
     return Experiment(name=name, dataset=dataset, seeds=tuple(seeds), hacks=scope, design=design,

@@ -104,8 +104,13 @@ def parse_evaluation(table: dict, where: str
             raise ConfigError(f"{where}.features lists a feature net twice: {feats!r}")
         table["features"] = tuple(feats)
     skipped = table.get("features", ("x",)) == ()
-    check_keys(table, {"features", "n"} if skipped else
-                {f.name for f in dataclasses.fields(EvalProtocol)}, where)
+    protocol_keys = {f.name for f in dataclasses.fields(EvalProtocol)}
+    idle = sorted(set(table) & protocol_keys - {"features", "n"}) if skipped else []
+    if idle:
+        raise ConfigError(f"{where}: features = [] scores nothing, so {', '.join(map(repr, idle))} "
+                          f"would do nothing; remove {'it' if len(idle) == 1 else 'them'} or name a "
+                          "feature net (features = [\"classifier\"])")
+    check_keys(table, {"features", "n"} if skipped else protocol_keys, where)
     try:  # skipped: n, if given, is still checked
         proto = EvalProtocol.from_dict({k: v for k, v in table.items() if not skipped or k == "n"})
     except (TypeError, ValueError) as exc:

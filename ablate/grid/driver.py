@@ -83,6 +83,23 @@ class GridSummary:
 MAX_RUNS = 100_000  # runs one grid may plan (variants x seeds): more is a typo
 
 
+def other_owner(results: Path, experiment: Experiment) -> str | None:
+    """The name of the other experiment whose results ``results`` holds (its
+    ``experiment.json``), if it is on the same data (their keys may be shared); None when
+    the folder is ``experiment``'s, or nobody's yet, or its record is damaged (the grid
+    rewrites it). Another experiment's on other data is a ConfigError: they share no run."""
+    try:
+        recorded = read_json(ExperimentDir(results).experiment_json)["experiment"]
+        name, dataset = recorded.get("name"), recorded["dataset"]
+    except (OSError, ValueError, LookupError, TypeError, AttributeError):
+        return None
+    if dataset != experiment.dataset:
+        raise ConfigError(f"results directory {results} holds experiment {name!r} on {dataset} "
+                          f"(its experiment.json), this one is on {experiment.dataset}: they "
+                          "share no run; choose another --results-dir")
+    return name if name != experiment.name else None
+
+
 def prepare(path: Experiment | Path | str, results_dir: Path | str | None = None, *,
             device: str = "auto", threads: int | None = None, check_device: bool = True) -> Grid:
     """Load (unless given an :class:`Experiment` already read), validate and expand an
@@ -95,20 +112,11 @@ def prepare(path: Experiment | Path | str, results_dir: Path | str | None = None
     results = Path(results_dir) if results_dir else experiment.results_dir
     if results.exists() and not results.is_dir():
         raise ConfigError(f"results directory {results} is a file; choose another --results-dir")
-    warnings = []
     try:
-        try:
-            recorded = read_json(ExperimentDir(results).experiment_json)["experiment"]
-            name, dataset = recorded.get("name"), recorded["dataset"]
-        except (OSError, ValueError, LookupError, TypeError, AttributeError):
-            # no grid there yet, or a damaged record it rewrites
-            name, dataset = experiment.name, experiment.dataset
-        if dataset != experiment.dataset:
-            raise ConfigError(f"results directory {results} holds experiment {name!r} on {dataset} "
-                              f"(its experiment.json), this one is on {experiment.dataset}: they "
-                              "share no run; choose another --results-dir")
-        if name != experiment.name:  # same data: keys may be shared, but the report changes hands
-            warnings.append(f"results directory {results} holds experiment {name!r} (its "
+        warnings = []
+        owner = other_owner(results, experiment)
+        if owner is not None:  # same data: keys may be shared, but the report changes hands
+            warnings.append(f"results directory {results} holds experiment {owner!r} (its "
                             f"experiment.json); this grid is {experiment.name!r}: its runs stay "
                             f"in runs/, but experiment.json and REPORT.md become "
                             f"{experiment.name!r}'s. Use another --results-dir (with reuse = "

@@ -84,8 +84,11 @@ def call_hook(hack: Hack, hook: str, *args: Any, **kwargs: Any) -> Any:
         raise ConfigError(f"hack {hack.name!r}: {hook}(): {exc}") from exc
     except Exception as exc:
         raise _raised(hack.name, hook, exc) from exc
-    except SystemExit as exc:  # sys.exit() in a hook would end a pool worker without a word
-        if _from_signal_handler(exc):  # the process is told to exit (submitit's requeue)
+    except (SystemExit, KeyboardInterrupt) as exc:
+        # The process is told to stop (submitit's requeue exits from its SIGUSR2 handler;
+        # Ctrl-C): obey. The hook's own sys.exit() or KeyboardInterrupt would end a pool
+        # worker without a word, or stop the grid blaming its workers: that run fails.
+        if _from_signal_handler(exc) or _may_be_ctrl_c(exc):
             raise
         raise _raised(hack.name, hook, exc) from exc
 
@@ -105,6 +108,16 @@ def _from_signal_handler(exc: BaseException) -> bool:
             return True
         tb = tb.tb_next
     return False
+
+
+def _may_be_ctrl_c(exc: BaseException) -> bool:
+    """Whether ``exc`` may be a real Ctrl-C: a KeyboardInterrupt while SIGINT has Python's
+    default handler, which raises it from C, leaving no frame to tell it from the hook's own
+    (``ablate train``). Pool workers ignore SIGINT and a grid's handler is Python code, so
+    there a KeyboardInterrupt that :func:`_from_signal_handler` does not claim is the
+    hook's."""
+    return (isinstance(exc, KeyboardInterrupt)
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
 
 
 def _raised(name: str, hook: str, exc: BaseException) -> HookError:

@@ -83,6 +83,10 @@ def load_experiment(path: Path | str) -> Experiment:
                           f"are provisional; finish its grid (rerun `ablate grid` on its experiment file, "
                           f"which rewrites the report) or leave {path} out")
     eff = ExperimentDir(path).effects_csv
+    if not eff.is_file() and meta.evaluation.get("features") == []:
+        raise ConfigError(f"{path} scores nothing ([evaluation] features = [] in its experiment), so "
+                          "it has no effects to compare; leave it out, or score its runs: set "
+                          "features = [\"classifier\"] and rerun `ablate grid` on its experiment file")
     if not eff.is_file():
         raise ConfigError(f"{path} has no report yet ({EFFECTS_CSV} missing): run `ablate report {path}` "
                           "once its grid is finished")

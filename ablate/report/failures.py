@@ -105,9 +105,9 @@ def calibrate(real_counts: np.ndarray | None, k: int, n_gen: int, n_real: int | 
     q = np.full(k, 1.0 / k) if real_counts is None else np.asarray(real_counts, float)
     q = q / q.sum()
     probs = _miss_probabilities(q, n_gen, min_frac, min_count)
-    m = COLLAPSE_MODES
-    while m < k and _at_least(probs, m) > NULL_FLAG_PROB:
-        m += 1
+    # the fewest missed modes (from COLLAPSE_MODES, at most k) that chance rarely reaches
+    m = next((m for m in range(COLLAPSE_MODES, k) if not _at_least(probs, m) > NULL_FLAG_PROB),
+             max(k, COLLAPSE_MODES))
     two = q.copy()
     two[np.argsort(q, kind="stable")[:2]] = 0.0
     js2 = js_divergence(two, q)
