@@ -208,3 +208,27 @@ def test_status_of_an_experiment_on_another_experiments_folder(capsys):
     assert main(["status", exp, "--results-dir", str(REPO / "results" / "mnist-5k-quick")]) == 2
     err = capsys.readouterr().err
     assert "on mnist-5k" in err and "share no run" in err and no_traceback(err), err
+
+
+def test_a_dry_run_says_that_repair_and_rebuild_index_did_nothing(tmp_path, capsys):
+    """`--dry-run --rebuild-index` was accepted without a word: the dry run says these act
+    in a real run only, and leaves the index's bytes as they were."""
+    res = tmp_path / "label-smoothing-sides"
+    shutil.copytree(REPO / "results" / "label-smoothing-sides", res)
+    before = (res / "runs.sqlite").read_bytes()
+    assert main(["grid", str(REPO / "experiments" / "label-smoothing-sides.toml"), "--results-dir",
+                 str(res), "--dry-run", "--repair", "--rebuild-index"]) == 0
+    out = capsys.readouterr().out
+    assert "--repair: acts in a real run only" in out and "--rebuild-index: acts in a real run only" in out
+    assert (res / "runs.sqlite").read_bytes() == before
+
+
+@pytest.mark.parametrize("value", ["", " , "])
+def test_hacks_naming_no_hack_exits_2(value, tmp_path, capsys):
+    """`ablate train --hacks ""` (an unset shell variable) trained with no hacks; `none` says
+    that, so an empty selection is refused before anything is written."""
+    assert main(["train", "--hacks", value, "--dataset", "fake", "--steps", "2",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "names no hack" in err and "none (no hacks)" in err and no_traceback(err), err
+    assert not (tmp_path / "out").exists()

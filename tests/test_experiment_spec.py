@@ -87,6 +87,8 @@ BAD = [
     (GOOD.replace("features = []", "features = []\nval_every = 3"),
      "features = [] scores nothing, so 'val_every' would do nothing"),
     ('reuse = [""]\n' + GOOD, "reuse is blank, which would read the working directory"),
+    (GOOD + '[design]\nkind = "explicit"\n[design.variants]\nv = ["batch-norm", "batch-norm"]\n',
+     "[design.variants].v lists 'batch-norm' twice"),
 ]
 
 

@@ -169,6 +169,14 @@ def test_failed_runs_are_retried_only_when_asked(tmp_path, explodes):
     assert s.counts == {"done": 2, "failed": 2}  # +test-explodes and all-on fail
     frame = load_frame(res).set_index("variant")
     assert "boom (test)" in frame.loc["+test-explodes", "error"]
+    # The dry run plans as the grid runs: failed keys skipped unless asked (it counted
+    # them "to run" while the grid trained none).
+    from ablate.grid.status import dry_run_lines
+
+    plan = [line for line in dry_run_lines(prepare(exp, res, threads=1)) if line.startswith("runs:")]
+    assert plan[0].endswith("2 already finished, 0 to run (2 failed, skipped without --retry-failed)")
+    plan = dry_run_lines(prepare(exp, res, threads=1), retry_failed=True)
+    assert any(line.startswith("runs:") and line.endswith("2 already finished, 2 to run") for line in plan)
     _FAIL["on"] = False
     try:
         assert _grid(exp, res).trained == 0  # failed keys are left alone...

@@ -91,8 +91,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"ablate: note: {note}", file=sys.stderr)
     grid.experiment.check_decidable()  # the statistics below decide adaptive looks on a metric
     if args.dry_run:
-        for line in dry_run_lines(grid, fuse):
+        for line in dry_run_lines(grid, fuse, retry_failed=args.retry_failed):
             print(line)
+        for flag in ("repair", "rebuild_index"):
+            if getattr(args, flag):
+                print(f"--{flag.replace('_', '-')}: acts in a real run only; this dry run "
+                      "moved and rebuilt nothing")
         return 0
     check_creatable(grid.results_dir, "--results-dir" if results_dir else "results_dir")
     executor = make_executor(executor_name, workers=workers, threads=threads, device=device,

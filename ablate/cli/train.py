@@ -21,6 +21,9 @@ HELP = "train one variant"
 
 def parse_hack_selection(hacks: str, off: str | None) -> tuple[str, ...]:
     """``--hacks all|builtin|none|a,b`` minus ``--off a,b`` -> enabled hack names."""
+    if not _items(hacks):  # an unset shell variable, most likely: "none" says it
+        raise ConfigError(f"--hacks {hacks!r} names no hack; give all, builtin, none (no hacks) "
+                          "or a comma-separated list")
     return registry.expand(_items(hacks), _items(off or ""))
 
 

@@ -193,6 +193,10 @@ def parse_design(table: dict) -> DesignSpec:
                                   "e.g. \"all-on\" = [...]")
             if not isinstance(hacks, list) or not all(isinstance(h, str) for h in hacks):
                 raise ConfigError(f"[design.variants].{vname} must be a list of hack names")
+            twice = sorted({h for h in hacks if hacks.count(h) > 1})
+            if twice:
+                raise ConfigError(f"[design.variants].{vname} lists {', '.join(map(repr, twice))} "
+                                  "twice; list each hack once")
             out.append((vname, tuple(hacks)))
         kw["variants"] = tuple(out)
     if kind == "explicit" and not kw.get("variants"):

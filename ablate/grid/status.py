@@ -51,8 +51,9 @@ def _open(results_dir: Path) -> Store | None:
         return None
 
 
-def dry_run_lines(grid: Grid, fuse: int | None = None) -> list[str]:
-    """What ``ablate grid`` would do (plan, state, fused groups); writes nothing."""
+def dry_run_lines(grid: Grid, fuse: int | None = None, retry_failed: bool = False) -> list[str]:
+    """What ``ablate grid`` would do (plan, state, fused groups); writes nothing. Failed runs
+    are skipped, as the grid skips them, unless ``retry_failed``."""
     experiment, design, results_dir, specs = grid.experiment, grid.design, grid.results_dir, grid.specs
     policy, looks = experiment.policy, _recorded_looks(results_dir)
     if policy.adaptive and looks:  # where the grid stands: the plan of its next look
@@ -63,18 +64,23 @@ def dry_run_lines(grid: Grid, fuse: int | None = None) -> list[str]:
     train = experiment.train_kwargs()
     keys = {s.key for s in specs}
     done: set[str] = set()
+    failed: set[str] = set()  # skipped, as the grid skips them, without --retry-failed
     found = rundirs.Reconciled()
     store = _open(results_dir) if results_dir.is_dir() else None
     if store is not None:
         with store:
-            done = {k for k in keys if (store.get(k) or {}).get("status") in TERMINAL}
+            status = {k: (store.get(k) or {}).get("status") for k in keys}
+            done = {k for k, st in status.items() if st in TERMINAL}
+            if not retry_failed:
+                failed = {k for k, st in status.items() if st == Status.FAILED}
             found = rundirs.check(store, specs)
     elif ExperimentDir(results_dir).runs.is_dir():  # no index: what `ablate grid` would adopt
         found.adopted = [s.key for s in {s.key: s for s in specs}.values()
                          if rundirs.index_fields(rundirs.run_dir(results_dir, s.key), s.key,
                                                  s.evaluates)]
     done |= set(found.adopted)
-    reused = set(reuse.reusable(None, [s for s in specs if s.key not in done], experiment.reuse))
+    reused = set(reuse.reusable(None, [s for s in specs if s.key not in done | failed],
+                                experiment.reuse))
     out = []
     out.append(f"experiment: {experiment.name}  ({experiment.source})")
     if experiment.description:
@@ -100,7 +106,8 @@ def dry_run_lines(grid: Grid, fuse: int | None = None) -> list[str]:
     for v in design.variants:
         ks = [s.key for s in specs if s.variant == v.name]
         state = f"{sum(k in done for k in ks)}/{len(ks)} done" + (
-            f", {sum(k in reused for k in ks)} to copy" if reused else "")
+            f", {sum(k in reused for k in ks)} to copy" if reused else "") + (
+            f", {sum(k in failed for k in ks)} failed" if failed & set(ks) else "")
         out.append(f"  {v.name:<{w}}  [{state}]  on: {_short(v.hacks, design.hacks)}")
     if design.comparisons:
         out.append("effect of each hack = (variant with it) vs (reference without it):")
@@ -121,17 +128,19 @@ def dry_run_lines(grid: Grid, fuse: int | None = None) -> list[str]:
               f"{', '.join(map(str, experiment.reuse))}), " if experiment.reuse else "")
     out.append(f"runs: {len(specs)} ({shape}), "
           f"{len(keys)} distinct keys, {len(done)} already finished, {copied}"
-          f"{len(keys - done - reused)} to run")
-    out += _level_lines(design, specs, done, reused)
+          f"{len(keys - done - reused - failed)} to run"
+          + (f" ({len(failed)} failed, skipped without --retry-failed)" if failed else ""))
+    out += _level_lines(design, specs, done, reused, failed)
     out += _look_lines({"looks": looks, "max_looks": len(policy.looks())})
     out += reconciled_lines(found, results_dir, done=False)
     out += _fuse_lines([s for s in {s.key: s for s in specs}.values()
-                       if s.key not in done | reused], fuse)
+                       if s.key not in done | reused | failed], fuse)
     out.append(f"results: {results_dir}")
     return out
 
 
-def _level_lines(design, specs, done: set[str], reused: set[str]) -> list[str]:
+def _level_lines(design, specs, done: set[str], reused: set[str],
+                 failed: frozenset[str] | set[str] = frozenset()) -> list[str]:
     """Per level of ``[axes]``: its runs, finished, to copy, to run (runs shared by several
     levels, whose variants do not use the axis, count in each)."""
     by_level: dict[str, set[str]] = {}
@@ -140,7 +149,7 @@ def _level_lines(design, specs, done: set[str], reused: set[str]) -> list[str]:
         if s.variant in level_of:
             by_level.setdefault(level_of[s.variant], set()).add(s.key)
     out = [f"  level {name}: {len(ks)} distinct keys, {len(ks & done)} finished, "
-           + (f"{len(ks & reused)} to copy, " if reused else "") + f"{len(ks - done - reused)} to run"
+           + (f"{len(ks & reused)} to copy, " if reused else "") + f"{len(ks - done - reused - failed)} to run"
            for name, ks in by_level.items()]
     return (["levels:"] + out) if out else []
 
