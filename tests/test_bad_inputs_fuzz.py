@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -172,6 +173,42 @@ def test_a_hooks_own_keyboard_interrupt_under_the_grids_handler_is_a_hook_error(
 
     with pytest.raises(HookError, match="raised KeyboardInterrupt"):
         _with_sigint(grid_handler, lambda: call_hook(_Interrupts(None), "after_step", None))
+
+
+TRAIN = ["train", "--dataset", "fake", "--steps", "3", "--batch-size", "8", "--ngf", "8",
+         "--ndf", "8", "--threads", "1", "--no-eval"]
+
+
+def test_ablate_train_fails_a_hook_that_raises_keyboard_interrupt(register, tmp_path, capsys):
+    """The CLI handles Ctrl-C in Python, so `ablate train` too tells a hook's own
+    KeyboardInterrupt (exit 2, naming the hack) from a real Ctrl-C (exit 130, below)."""
+    register(_Interrupts)
+    assert main([*TRAIN, "--hacks", "test-interrupts", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "hack 'test-interrupts': after_step() raised KeyboardInterrupt" in err, err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
+
+
+def test_ctrl_c_that_lands_inside_a_hook_interrupts_ablate_train(tmp_path):
+    """A real Ctrl-C while a hook runs is still Ctrl-C: exit 130, no traceback."""
+    script = (
+        "import sys, time\n"
+        "from ablate import Hack, registry\n"
+        "from ablate.cli import main\n"
+        "class Slow(Hack):\n"
+        "    name = 'test-slow-hook'\n"
+        "    on, off = 'on', 'off'\n"
+        "    def after_step(self, ctx):\n"
+        "        print('in the hook', flush=True)\n"
+        "        time.sleep(120)\n"
+        "registry.register_hack(Slow)\n"
+        f"sys.exit(main({[*TRAIN, '--hacks', 'test-slow-hook', '--out', str(tmp_path / 'out')]!r}))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    assert proc.stdout.readline().strip() == "in the hook"
+    os.killpg(proc.pid, signal.SIGINT)
+    text = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130 and "interrupted" in text and no_traceback(text), text
 
 
 def test_ctrl_c_during_a_hook_still_stops():

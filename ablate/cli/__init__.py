@@ -13,7 +13,11 @@ about 9 s on the 2-core dev machine (torchmetrics alone 5.6 s), paid by `ablate 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 
 from ablate.cli import anchor, compare, data, doctor, evaluate, grid, hacks, report, status, train
@@ -43,10 +47,31 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     show_on_stderr()  # the layers below: notes and plugin warnings as `ablate: ...` lines
     try:
-        return args.run(args)
+        with _ctrl_c_from_python():
+            return args.run(args)
     except ConfigError as exc:
         print(f"ablate: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C outside a grid (which handles it itself): no traceback
         print("ablate: interrupted", file=sys.stderr)
         return 130
+
+
+def _ctrl_c(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _ctrl_c_from_python() -> Iterator[None]:
+    """Ctrl-C raised from a Python handler rather than Python's default one (from C): a hook
+    that raises KeyboardInterrupt itself is then told from a real Ctrl-C, and fails its run
+    (:func:`ablate.hacks.hooks.call_hook`). Only where the default handler is installed."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    signal.signal(signal.SIGINT, _ctrl_c)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -113,9 +113,9 @@ def _from_signal_handler(exc: BaseException) -> bool:
 def _may_be_ctrl_c(exc: BaseException) -> bool:
     """Whether ``exc`` may be a real Ctrl-C: a KeyboardInterrupt while SIGINT has Python's
     default handler, which raises it from C, leaving no frame to tell it from the hook's own
-    (``ablate train``). Pool workers ignore SIGINT and a grid's handler is Python code, so
-    there a KeyboardInterrupt that :func:`_from_signal_handler` does not claim is the
-    hook's."""
+    (a library call). The CLI's and the grid's handlers are Python code and pool workers
+    ignore SIGINT, so there a KeyboardInterrupt that :func:`_from_signal_handler` does not
+    claim is the hook's."""
     return (isinstance(exc, KeyboardInterrupt)
             and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
 
