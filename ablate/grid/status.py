@@ -139,10 +139,10 @@ def dry_run_lines(grid: Grid, fuse: int | None = None, retry_failed: bool = Fals
     return out
 
 
-def _level_lines(design, specs, done: set[str], reused: set[str],
-                 failed: frozenset[str] | set[str] = frozenset()) -> list[str]:
+def _level_lines(design, specs, done: set[str], reused: set[str], failed: set[str]) -> list[str]:
     """Per level of ``[axes]``: its runs, finished, to copy, to run (runs shared by several
-    levels, whose variants do not use the axis, count in each)."""
+    levels, whose variants do not use the axis, count in each; failed ones skipped, as in
+    ``failed``, do not run)."""
     by_level: dict[str, set[str]] = {}
     level_of = {v.name: label(v.level) for v in design.variants if v.level}
     for s in specs:
