@@ -20,6 +20,7 @@ evaluation as measured. ``--deadline-s`` stops starting groups after that many s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing as mp
 import sys
@@ -30,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ablate.config import EvalProtocol, TrainConfig  # noqa: E402
+from ablate.config import EvalProtocol, TrainConfig, with_validation  # noqa: E402
 from ablate.experiment.design import build_design  # noqa: E402
 from ablate.experiment.spec import load_experiment  # noqa: E402
 
@@ -44,12 +45,12 @@ def expand(args) -> tuple[list[tuple[str, TrainConfig]], EvalProtocol | None]:
         train["steps"] = max(1, round(train["steps"] * args.steps_scale))
         if train.get("val_every"):
             train["val_every"] = max(1, round(train["val_every"] * args.steps_scale))
-    evaluation = exp.evaluation_dict()
-    if args.features:
-        evaluation["features"] = tuple(args.features)
-    if args.n:
-        evaluation["n"] = args.n
-    protocol = EvalProtocol.from_dict(evaluation) if exp.evaluates() else None
+    protocol = exp.protocol  # None: the experiment scores nothing
+    if protocol is not None:
+        changes = {"features": tuple(args.features)} if args.features else {}
+        changes.update({"n": args.n} if args.n else {})
+        # the validation settings as the (scaled) training runs them
+        protocol = with_validation(dataclasses.replace(protocol, **changes), train)
     runs = []
     for seed in exp.seeds:
         for v in design.variants:
