@@ -176,7 +176,8 @@ def score_many(scorings: list[Scoring], dataset: str, protocol: EvalProtocol,
     t = tick("setup (nets, real stats)", t)
     for start in range(0, n_total, protocol.batch_size):
         count = min(protocol.batch_size, n_total - start)
-        scored = start < protocol.n  # FID/KID/PRDC use the first n samples
+        scored = start < protocol.n  # FID/KID/PRDC use the first n samples...
+        keep = min(count, protocol.n - start)  # ...of a batch that crosses n, its first ones
         batch, owners = [], []
         for s in scorings:
             if s.error:
@@ -185,9 +186,7 @@ def score_many(scorings: list[Scoring], dataset: str, protocol: EvalProtocol,
             if not torch.isfinite(x).all():
                 s.error = NON_FINITE
                 continue
-            if scored and start + count > protocol.n:
-                x = x[:protocol.n - start]  # (n not a multiple of the batch) keep exactly n
-            batch.append(x)
+            batch.append(x)  # whole: the mode count (n_stacked > n) takes every sample
             owners.append(s)
         t = tick("generate", t)
         per = batch[0].shape[0] if batch else 0
@@ -205,7 +204,7 @@ def score_many(scorings: list[Scoring], dataset: str, protocol: EvalProtocol,
                 if name not in protocol.features or not scored:
                     continue
                 for j, s in enumerate(group):
-                    fj = f[j * per:(j + 1) * per]
+                    fj = f[j * per:j * per + keep]
                     s.feats[name].append(fj.float().cpu())
                     s.fid[name].update(fj, real=False)
                     t = tick("fid", t)
@@ -230,7 +229,7 @@ def score_many(scorings: list[Scoring], dataset: str, protocol: EvalProtocol,
             m["kid_mean"], m["kid_std"] = fidm.compute_kid(s.kid[name], protocol.seed)
             t = tick("kid", t)
             m.update(prdc(real[name]["features"], torch.cat(s.feats[name]), protocol.pr_k,
-                          protocol.dc_k, real[name]["radii"]))
+                          protocol.dc_k, real[name]["sq_radii"]))
             t = tick("prdc", t)
             m.update(n_gen=protocol.n, n_real=int(real[name]["n"]),
                      kid_subset_size=s.kid[name].subset_size)

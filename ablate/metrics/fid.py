@@ -26,9 +26,9 @@ from ablate.errors import ConfigError
 from ablate.metrics.cache import cache_dir, key_hash, load_tensors, locked, save_tensors
 from ablate.metrics.features import FeatureNet, Passthrough
 from ablate.metrics.modes import histogram, predictions
-from ablate.metrics.prdc import knn_radii
+from ablate.metrics.prdc import knn_sq_radii
 
-STATS_VERSION = 2  # bump when the content of cached real statistics changes
+STATS_VERSION = 3  # bump when the content of cached real statistics changes (3: squared radii)
 
 
 def make_fid(net: FeatureNet) -> FrechetInceptionDistance:
@@ -117,7 +117,7 @@ def real_stats(dataset: str, split: str, net: FeatureNet, n: int, ks: tuple[int,
     """Real statistics of up to ``n`` images of ``dataset``/``split`` under ``net`` (cached).
 
     Keys: ``feature_sum``, ``cov_sum`` (float64), ``n``, ``features`` (float32),
-    ``radii`` {k: k-NN radii}, ``class_counts`` (classifier only: predicted classes,
+    ``sq_radii`` {k: squared k-NN radii}, ``class_counts`` (classifier only: predicted classes,
     base-coded for stacked images), ``meta`` (provenance).
     """
 
@@ -142,7 +142,7 @@ def real_stats(dataset: str, split: str, net: FeatureNet, n: int, ks: tuple[int,
         f = torch.cat(feats)
         f64 = f.double()
         stats = {"feature_sum": f64.sum(0), "cov_sum": f64.T @ f64, "n": f.shape[0],
-                 "features": f, "radii": {int(k): knn_radii(f, k) for k in ks},
+                 "features": f, "sq_radii": {int(k): knn_sq_radii(f, k) for k in ks},
                  "meta": {"dataset": dataset, "split": split, "n": f.shape[0],
                           "source": real.source, "features": net.identity()}}
         if logits:

@@ -8,7 +8,9 @@ Implementation: chunked squared distances by matrix product (``torch.addmm``) in
 calling ``prdc`` directly, because ``prdc`` materialises three dense N x N float64
 matrices through scikit-learn (2.4 GB at 10k vs 10k, and several times slower on
 2 cores), and because the real set's k-NN radii can then be cached with the real
-statistics. Comparisons are made on squared distances (monotone, no square roots).
+statistics. Radii are kept and compared as squared distances, never square-rooted: a
+square root squared again can round up (sqrt(6)² = 6.0000005 in float32), and a fake
+exactly on a ball's edge would count as inside.
 ``tests/test_metrics.py`` checks the result against ``prdc.compute_prdc``.
 """
 
@@ -25,30 +27,35 @@ def _sq_dist(a: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tens
     return d.add_((a * a).sum(1, keepdim=True)).clamp_min_(0.0)
 
 
-def knn_radii(x: torch.Tensor, k: int, chunk: int = CHUNK) -> torch.Tensor:
-    """Distance of each row of ``x`` to its k-th nearest neighbour (itself = 0-th)."""
+def knn_sq_radii(x: torch.Tensor, k: int, chunk: int = CHUNK) -> torch.Tensor:
+    """Squared distance of each row of ``x`` to its k-th nearest neighbour (itself = 0-th)."""
     x_sq = (x * x).sum(1)
     out = []
     for i in range(0, x.shape[0], chunk):
         d = _sq_dist(x[i:i + chunk], x, x_sq)
         d[torch.arange(d.shape[0]), torch.arange(i, i + d.shape[0])] = 0.0  # exact self-distance
         out.append(d.topk(k + 1, dim=1, largest=False).values[:, -1])
-    return torch.cat(out).sqrt_()
+    return torch.cat(out)
+
+
+def knn_radii(x: torch.Tensor, k: int, chunk: int = CHUNK) -> torch.Tensor:
+    """Distance of each row of ``x`` to its k-th nearest neighbour (itself = 0-th)."""
+    return knn_sq_radii(x, k, chunk).sqrt_()
 
 
 def prdc(real: torch.Tensor, fake: torch.Tensor, k_pr: int = 3, k_dc: int = 5,
-         real_radii: dict[int, torch.Tensor] | None = None, chunk: int = CHUNK) -> dict:
+         real_sq_radii: dict[int, torch.Tensor] | None = None, chunk: int = CHUNK) -> dict:
     """Precision, recall (k=k_pr) and density, coverage (k=k_dc) of ``fake`` vs ``real``.
 
-    ``real_radii`` maps k -> cached :func:`knn_radii` of ``real``.
+    ``real_sq_radii`` maps k -> cached :func:`knn_sq_radii` of ``real``.
     """
     real, fake = real.float(), fake.float()
-    radii = dict(real_radii or {})
+    radii = dict(real_sq_radii or {})
     for k in (k_pr, k_dc):
         if k not in radii:
-            radii[k] = knn_radii(real, k, chunk)
-    r_pr, r_dc = radii[k_pr].float().square(), radii[k_dc].float().square()
-    fake_r = knn_radii(fake, k_pr, chunk).square_()
+            radii[k] = knn_sq_radii(real, k, chunk)
+    r_pr, r_dc = radii[k_pr].float(), radii[k_dc].float()
+    fake_r = knn_sq_radii(fake, k_pr, chunk)
     fake_sq = (fake * fake).sum(1)
     n_real, n_fake = real.shape[0], fake.shape[0]
     in_real_manifold = torch.zeros(n_fake, dtype=torch.bool)  # precision
