@@ -529,6 +529,29 @@ def test_score_many_with_only_inception_features_still_counts_modes_with_the_cla
     assert m["classifier"]["real_class_counts"] == np.bincount(3 * lr[:, 0] + lr[:, 1], minlength=9).tolist()
 
 
+def test_score_many_gives_a_uint8_sampler_beside_a_float_one_the_same_numbers():
+    """Samplers that share one feature-net call are concatenated: a uint8 sampler (0-255)
+    beside a float one ([0, 1]) was promoted to floats 0-255, then clamped to [0, 1] by the
+    nets. The same images as uint8 and as floats now score alike, alone or together."""
+    from ablate.config import EvalProtocol
+    from ablate.metrics.evaluate import Scoring, score_many
+
+    images = data.load("mnist-5k", "train").images[:600]
+    as_float = images.float() / 255
+    protocol = EvalProtocol(n=600, batch_size=200, kid_subsets=1, kid_subset_size=600)
+
+    def score(*samplers):
+        out, _ = score_many([Scoring(f) for f in samplers], "mnist-5k", protocol,
+                            nets={"classifier": _ToyClassifier()}, max_batch=4096)
+        return [m["classifier"] for m in out]
+
+    together = score(lambda s, c: images[s:s + c], lambda s, c: as_float[s:s + c])
+    alone = score(lambda s, c: as_float[s:s + c])[0]
+    for m in together:
+        assert m["fid"] == pytest.approx(alone["fid"], rel=1e-9)
+        assert m["class_counts"] == alone["class_counts"] and m["precision"] == alone["precision"]
+
+
 class _DigitByMean(FeatureNet):
     """A toy stacked classifier: per channel, digit = round(mean pixel x 9); features are the
     three channel means and their squares."""

@@ -60,7 +60,7 @@ from ablate import layout
 from ablate.layout import RunDir
 from ablate.metrics import fid as fidm
 from ablate.metrics.classifier import classifier_features
-from ablate.metrics.features import Passthrough
+from ablate.metrics.features import Passthrough, to_unit
 from ablate.metrics.modes import histogram, mode_metrics, predictions
 from ablate.metrics.prdc import prdc
 from ablate.training.models import generate, sample_latent
@@ -193,6 +193,8 @@ def score_many(scorings: list[Scoring], dataset: str, protocol: EvalProtocol,
         step = max(1, max_batch // max(per, 1))  # samplers per feature-net call
         for lo in range(0, len(batch), step):
             chunk = batch[lo:lo + step]
+            if len({c.dtype for c in chunk}) > 1:  # cat would turn uint8 into floats 0-255
+                chunk = [to_unit(c) for c in chunk]
             x = chunk[0] if len(chunk) == 1 else torch.cat(chunk)
             group = owners[lo:lo + step]
             names = list(protocol.features) if scored else []
