@@ -116,7 +116,7 @@ def calibrate(real_counts: np.ndarray | None, k: int, n_gen: int, n_real: int | 
     return CollapseRule(m, js2, noise, _at_least(probs, m), n_gen, k)
 
 
-STACKED_MODES = 1000  # Stacked MNIST's digit triples (report.stacked imports this module)
+STACKED_MODES = 1000  # Stacked MNIST's digit triples (report.stacked reads it from here)
 
 
 def run_flags(frame: pd.DataFrame, hists: pd.DataFrame, checkpoint: str, stacked: bool,
