@@ -36,7 +36,7 @@ from ablate.metrics import modes
 from ablate.metrics import stacked as mstacked
 from ablate.metrics.evaluate import mode_summary
 from ablate.metrics.features import FeatureNet, Passthrough
-from ablate.metrics.prdc import knn_radii, prdc
+from ablate.metrics.prdc import knn_sq_radii, prdc
 
 
 # --------------------------------------------------------------------------------------
@@ -238,16 +238,16 @@ def test_real_stats_of_a_toy_feature_net_match_numpy():
 # prdc.py: k-NN radii, precision/recall/density/coverage
 # --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("chunk", [1, 4, 37, 1024])
-def test_knn_radii_match_brute_force_for_any_chunk(chunk):
-    """k-th neighbour distances (self = 0-th) of 37 points, one of them duplicated, for
-    k = 1, 2, 5, in row blocks of 1, 4, 37 and more than all rows."""
+def test_knn_sq_radii_match_brute_force_for_any_chunk(chunk):
+    """Squared k-th neighbour distances (self = 0-th) of 37 points, one of them duplicated,
+    for k = 1, 2, 5, in row blocks of 1, 4, 37 and more than all rows."""
     rng = np.random.default_rng(4)
     x = rng.normal(size=(37, 3)).astype(np.float32)
     x[9] = x[20]  # a duplicate: its 1st neighbour is at distance 0
     for k in (1, 2, 5):
-        got = knn_radii(torch.from_numpy(x), k, chunk).double().numpy()
-        np.testing.assert_allclose(got, _radii_ref(x, k), rtol=1e-5, atol=1e-5)
-    assert knn_radii(torch.from_numpy(x), 1, chunk)[9] == 0.0
+        got = knn_sq_radii(torch.from_numpy(x), k, chunk).double().numpy()
+        np.testing.assert_allclose(got, _radii_ref(x, k) ** 2, rtol=1e-5, atol=1e-5)
+    assert knn_sq_radii(torch.from_numpy(x), 1, chunk)[9] == 0.0
 
 
 @pytest.mark.parametrize("chunk", [7, 1024])

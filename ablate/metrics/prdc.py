@@ -38,11 +38,6 @@ def knn_sq_radii(x: torch.Tensor, k: int, chunk: int = CHUNK) -> torch.Tensor:
     return torch.cat(out)
 
 
-def knn_radii(x: torch.Tensor, k: int, chunk: int = CHUNK) -> torch.Tensor:
-    """Distance of each row of ``x`` to its k-th nearest neighbour (itself = 0-th)."""
-    return knn_sq_radii(x, k, chunk).sqrt_()
-
-
 def prdc(real: torch.Tensor, fake: torch.Tensor, k_pr: int = 3, k_dc: int = 5,
          real_sq_radii: dict[int, torch.Tensor] | None = None, chunk: int = CHUNK) -> dict:
     """Precision, recall (k=k_pr) and density, coverage (k=k_dc) of ``fake`` vs ``real``.
