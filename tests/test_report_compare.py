@@ -83,8 +83,11 @@ def test_compare_cli_on_committed_results_is_byte_identical(tmp_path, capsys):
     with_sb = [n for n in COMMITTED if any(
         c["hack"] == "separate-batches" and not c.get("level") for c in
         json.loads((ROOT / "results" / n / "experiment.json").read_text())["design"]["comparisons"])]
-    assert len(with_sb) >= 3  # pooled over every committed experiment that measured it
-    assert sb["k"] == len(with_sb) and sb["tau2"] > 0 and 0 < sb["i2"] < 1
+    assert len(with_sb) >= 3  # every committed experiment that measured it, once each
+    assert sb["experiments"].split(";") == with_sb
+    datasets = {json.loads((ROOT / "results" / n / "experiment.json").read_text())["experiment"]["dataset"]
+                for n in with_sb}  # the committed ones: seeds from 0, so one seed group per dataset
+    assert sb["k"] == len(datasets) >= 3 and sb["tau2"] > 0 and 0 < sb["i2"] < 1
     # a hack measured in one experiment is listed, not pooled; in two or more, pooled
     for hack, k in pooled.groupby("hack")["k"].first().items():
         est = pooled.loc[pooled["hack"] == hack, "estimate"]
@@ -107,14 +110,14 @@ def _copy_experiment(src: str, dst: Path, metric: str | None = None, name: str |
 
 def test_incomparable_metrics_are_kept_apart(tmp_path):
     a = _copy_experiment("default", tmp_path / "a")
-    b = _copy_experiment("fashion-mnist-1k", tmp_path / "b")
+    b = _copy_experiment("stacked-mnist-5k", tmp_path / "b")  # another dataset: not default's seed group
     c = _copy_experiment("mnist-5k-quick", tmp_path / "c", metric="best.inception.fid", name="mnist-inception")
     write_summary([a, b, c], tmp_path / "out")
     pooled = pd.read_csv(tmp_path / "out/summary/tables/pooled.csv")
     inc = pooled[pooled["metric"] == "best.inception.fid"]
     assert len(inc) == 11 and (inc["k"] == 1).all() and set(inc["experiments"]) == {"mnist-inception"}
     cls = pooled[pooled["metric"] == "best.classifier.fid"]
-    assert (cls["k"] == 2).all() and set(cls["experiments"]) == {"default;fashion-mnist-1k"}
+    assert (cls["k"] == 2).all() and set(cls["experiments"]) == {"default;stacked-mnist-5k"}
     text = (tmp_path / "out/SUMMARY.md").read_text()
     assert "2 different primary metrics" in text and "not comparable" in text
     assert (tmp_path / "out/summary/figures/forest_best-inception-fid.png").is_file()

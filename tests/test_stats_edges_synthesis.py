@@ -181,23 +181,63 @@ def test_pool_of_identical_estimates_has_q_zero_and_i2_zero():
     assert got["se"] == pytest.approx(1 / math.sqrt(1 / 0.01 + 1 / 0.04 + 1 / 0.09), rel=1e-12)
 
 
-def _copy_experiment(name, dst):
-    """experiment.json and tables/effects.csv of a committed experiment (what compare reads)."""
+def _copy_experiment(name, dst, dataset=None, seeds=None, as_name=None):
+    """experiment.json and tables/effects.csv of a committed experiment (what compare reads),
+    optionally under another dataset, seeds or name."""
+    import json
     import shutil
     from pathlib import Path
 
     src = Path(__file__).resolve().parents[1] / "results" / name
     (dst / "tables").mkdir(parents=True)
-    shutil.copy(src / "experiment.json", dst / "experiment.json")
+    doc = json.loads((src / "experiment.json").read_text())
+    if dataset is not None:
+        doc["experiment"]["dataset"] = dataset
+    if seeds is not None:
+        doc["seeds"] = doc["experiment"]["seeds"] = list(seeds)
+    if as_name is not None:
+        doc["experiment"]["name"] = as_name
+    (dst / "experiment.json").write_text(json.dumps(doc))
     shutil.copy(src / "tables" / "effects.csv", dst / "tables" / "effects.csv")
     return dst
 
 
+def _groups_by_hand(docs):
+    """Seed groups from (name, dataset, seeds): connected components of "same dataset and a
+    seed in common", by repeated merging of sets."""
+    comps = [({n}, d, set(s)) for n, d, s in docs]
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(comps)):
+            for j in range(i + 1, len(comps)):
+                if comps[i][1] == comps[j][1] and comps[i][2] & comps[j][2]:
+                    a, b = comps[i], comps.pop(j)
+                    comps[i] = (a[0] | b[0], a[1], a[2] | b[2])
+                    merged = True
+                    break
+            if merged:
+                break
+    return [c[0] for c in comps]
+
+
+def _composite_by_hand(est, se):
+    """The mean of correlated estimates and its SE from the full covariance matrix at
+    correlation 1 (Σ = se seᵀ, weights 1/m): Borenstein et al. 2009, eq. 24.3."""
+    est, se = np.asarray(est, float), np.asarray(se, float)
+    w = np.full(len(est), 1 / len(est))
+    return float(w @ est), math.sqrt(float(w @ np.outer(se, se) @ w))
+
+
 def test_by_experiment_and_pooled_frames_match_the_effects_tables_and_combine_effects(tmp_path):
     """The by-experiment rows are the experiments' effects rows with an unadjusted normal
-    interval est ± z·se; each hack measured in both is pooled as combine_effects pools it,
-    a hack in one is listed with k = 1 and no numbers."""
-    names = ("default", "fashion-mnist-1k", "bf16-check-1k", "label-smoothing-sides")
+    interval est ± z·se; per hack, the experiments that share seeds on one dataset are
+    averaged into one composite (correlation 1) and the composites of the seed groups are
+    pooled as combine_effects pools them; a hack in one group is listed with no numbers."""
+    import json
+
+    names = ("default", "fashion-mnist-1k", "bf16-check-1k", "label-smoothing-sides", "mnist-5k-quick",
+             "stacked-mnist-5k")
     exps = [compare.load_experiment(_copy_experiment(n, tmp_path / n)) for n in names]
     by = compare.by_experiment_frame(exps)
     for e in exps:
@@ -211,21 +251,80 @@ def test_by_experiment_and_pooled_frames_match_the_effects_tables_and_combine_ef
         assert list(mine["seeds"]) == [f"{int(a)}/{int(b)}" for a, b in zip(eff["n_on"], eff["n_off"])]
         assert list(mine["contrast"]) == [f"{a} vs {b}" for a, b in zip(eff["on"], eff["off"])]
         assert list(mine["verdict"]) == list(eff["verdict"]) and list(mine["scale"]) == list(eff["scale"])
+    docs = []
+    for n in names:
+        d = json.loads((tmp_path / n / "experiment.json").read_text())
+        docs.append((d["experiment"]["name"], d["experiment"]["dataset"], d["seeds"]))
+    groups = _groups_by_hand(docs)
+    assert sorted(map(len, groups)) == [1, 1, 4]  # the Fashion-MNIST four share seeds 0-2
+    group_of = {n: i for i, g in enumerate(groups) for n in g}
     pooled = compare.pooled_frame(by)
     # one row per (metric, hack), in the order of first appearance (the experiments' order)
     assert list(zip(pooled["metric"], pooled["hack"])) == list(dict.fromkeys(zip(by["metric"], by["hack"])))
     n_pooled = 0
     for _, p in pooled.iterrows():
         g = by[(by["metric"] == p["metric"]) & (by["hack"] == p["hack"])]
-        assert p["k"] == len(g) and p["experiments"] == ";".join(g["experiment"])
-        if len(g) < 2:
+        assert p["experiments"] == ";".join(g["experiment"])
+        parts = {}
+        for _, r in g.iterrows():
+            parts.setdefault(group_of[r["experiment"]], []).append(r)
+        assert p["k"] == len(parts)
+        assert sorted(p["groups"].split(";")) == sorted("+".join(r["experiment"] for r in rs) for rs in parts.values())
+        if len(parts) < 2:
             assert np.isnan(p["estimate"]) and p["method"] == "not pooled"
             continue
         n_pooled += 1
         assert p["method"] == compare.METHOD
-        for k, v in _dl(g["estimate"], g["se"]).items():
+        comp = [_composite_by_hand([r["estimate"] for r in rs], [r["se"] for r in rs]) for rs in parts.values()]
+        for k, v in _dl([c[0] for c in comp], [c[1] for c in comp]).items():
             assert float(p[k]) == pytest.approx(v, rel=1e-9, abs=1e-13), (p["hack"], k)
     assert n_pooled >= 3 and (pooled["k"] == 1).any() and (pooled["k"] == 3).any()
+
+
+def test_seed_groups_join_shared_seeds_on_one_dataset_and_nothing_else(tmp_path):
+    """Same dataset and a seed in common: one group, transitively (a~b, b~c, a and c disjoint);
+    disjoint seeds on one dataset, or the same seeds on another dataset: separate groups."""
+    spec = {"a": ("fashion-mnist", [0, 1, 2]), "b": ("fashion-mnist", [2, 3]), "c": ("fashion-mnist", [3, 4, 5]),
+            "d": ("fashion-mnist", [10, 11, 12]), "e": ("mnist", [0, 1, 2]), "f": ("mnist", [5])}
+    exps = [compare.load_experiment(_copy_experiment("default", tmp_path / n, dataset=ds, seeds=sd, as_name=n))
+            for n, (ds, sd) in spec.items()]
+    labels = compare.seed_groups(exps)
+    got = {}
+    for n, lab in labels.items():
+        got.setdefault(lab, set()).add(n)
+    want = _groups_by_hand([(n, ds, sd) for n, (ds, sd) in spec.items()])
+    assert sorted(map(sorted, got.values())) == sorted(map(sorted, want)) == [["a", "b", "c"], ["d"], ["e"], ["f"]]
+    # the label: dataset and the group's seeds, and its first experiment where a dataset has two groups
+    assert [labels[n] for n in "adef"] == ["fashion-mnist, seeds 0–5 (a…)", "fashion-mnist, seeds 10–12 (d…)",
+                                           "mnist, seeds 0–2 (e…)", "mnist, seed 5 (f…)"]
+
+
+def test_experiments_sharing_seeds_are_pooled_as_one_composite(tmp_path):
+    """Two copies of one experiment (as `reuse` or a rerun in another precision would give) and a
+    third on another dataset: the copies count once, as their composite; with disjoint seeds
+    the same three are three groups. The composite's SE is the correlation-1 bound: never below
+    any single SE of the group's, and equal to the shared SE when all are equal."""
+    a = _copy_experiment("default", tmp_path / "a", as_name="a")
+    b = _copy_experiment("default", tmp_path / "b", as_name="b")
+    c = _copy_experiment("mnist-5k-quick", tmp_path / "c", as_name="c")
+    exps = [compare.load_experiment(x) for x in (a, b, c)]
+    pooled = compare.pooled_frame(compare.by_experiment_frame(exps)).set_index("hack")
+    only_c = compare.pooled_frame(compare.by_experiment_frame([exps[0], exps[2]])).set_index("hack")
+    for hack in ("separate-batches", "batch-norm"):
+        assert pooled.loc[hack, "k"] == 2 and pooled.loc[hack, "groups"] == "a+b;c"
+        for k in ("estimate", "se", "tau2", "i2", "q"):  # a copy adds no evidence
+            assert float(pooled.loc[hack, k]) == pytest.approx(float(only_c.loc[hack, k]), rel=1e-12, abs=1e-15)
+    alone = compare.pooled_frame(compare.by_experiment_frame(exps[:2]))  # one group: listed, not pooled
+    assert (alone["k"] == 1).all() and (alone["groups"] == "a+b").all() and alone["estimate"].isna().all()
+    cells = compare.main_table(compare.by_experiment_frame(exps[:2]), alone, FID, ["a", "b"])
+    assert set(cells["pooled (random effects)"]) == {"one seed group: not pooled"}
+    d = _copy_experiment("default", tmp_path / "d", seeds=[20, 21, 22], as_name="d")
+    three = compare.pooled_frame(compare.by_experiment_frame(exps[:1] + [compare.load_experiment(d), exps[2]]))
+    assert (three.set_index("hack").loc[["separate-batches", "batch-norm"], "k"] == 3).all()
+    est, se = compare.composite([0.1, 0.3, -0.2], [0.05, 0.2, 0.1])
+    want = _composite_by_hand([0.1, 0.3, -0.2], [0.05, 0.2, 0.1])
+    assert (est, se) == (pytest.approx(want[0], rel=1e-12), pytest.approx(want[1], rel=1e-12))
+    assert se > math.sqrt(1 / sum(1 / x ** 2 for x in (0.05, 0.2, 0.1)))  # wider than treating them as independent
 
 
 def test_main_table_cells_carry_each_experiments_numbers_and_the_pooled_ones():

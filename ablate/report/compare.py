@@ -21,6 +21,15 @@ normal interval (estimate ± 1.96·SE): not Holm-adjusted across hacks and not a
 confidence interval. Experiments with different primary metrics (another metric or feature
 network) are never pooled together; a hack in one experiment is listed, not pooled.
 
+Independence: a seed fixes a run's initial weights, data order and latent draws whatever the
+experiment, so experiments on the same dataset with seeds in common observe the same
+trajectories (at another budget, precision or design, or as the very same runs through
+``reuse``) and their errors are correlated. :func:`seed_groups` joins such experiments into one
+group; per hack, a group's experiments are first averaged into one composite (mean log ratio,
+mean SE: the variance of a mean of correlated estimates at correlation 1, the conservative
+bound of Borenstein et al. 2009, *Introduction to Meta-Analysis*, ch. 24), and the pooling is
+over the groups' composites. A hack measured in one group is listed, not pooled.
+
 The numbers pass through :mod:`ablate.report.precision` before any file is written, and the
 figures carry no dates, so regenerating from the same results gives the same bytes.
 """
@@ -46,13 +55,14 @@ from ablate.report import latex, precision, tables
 from ablate.report.columns import label, lower_is_better
 from ablate.report.results import ExperimentMeta, parse_meta
 
-__all__ = ["Experiment", "load_experiment", "pool", "write_summary"]
+__all__ = ["Experiment", "composite", "load_experiment", "pool", "seed_groups", "write_summary"]
 
 SUMMARY_MD = layout.SUMMARY_MD
 SUMMARY_DIR = layout.SUMMARY_DIR
 EFFECTS_CSV = Path(layout.TABLES) / layout.EFFECTS_CSV  # relative to a results directory
 Z = 1.959963984540054  # the 97.5% normal quantile
-METHOD = "DerSimonian-Laird (statsmodels combine_effects, method_re='dl', tau2 truncated at 0)"
+METHOD = ("DerSimonian-Laird (statsmodels combine_effects, method_re='dl', tau2 truncated at 0) over "
+          "independent seed groups, each a composite of its experiments at correlation 1")
 NEEDED = ("metric", "hack", "on", "off", "scale", "verdict", "n_on", "n_off", "estimate", "se",
           "ci_low", "ci_high")
 
@@ -148,6 +158,44 @@ def pool(estimates, ses) -> dict:
             "tau2": tau2, "i2": i2, "q": q, "q_df": df, "q_p": float(sps.chi2.sf(q, df)) if df else np.nan}
 
 
+def seed_groups(exps: list[Experiment]) -> dict[str, str]:
+    """Each experiment's seed group: experiments on the same dataset that share a seed are
+    joined (transitively). The label names the dataset and the group's seeds."""
+    parent = {e.name: e.name for e in exps}
+
+    def root(n: str) -> str:
+        while parent[n] != n:
+            n = parent[n]
+        return n
+
+    for i, a in enumerate(exps):
+        for b in exps[i + 1:]:
+            if a.meta.dataset == b.meta.dataset and set(a.meta.seeds) & set(b.meta.seeds):
+                parent[root(b.name)] = root(a.name)
+    members: dict[str, list[Experiment]] = {}
+    for e in exps:
+        members.setdefault(root(e.name), []).append(e)
+    labels = {}
+    for group in members.values():
+        seeds = sorted({s for e in group for s in e.meta.seeds})
+        text = (f"{seeds[0]}–{seeds[-1]}" if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1))
+                else ",".join(map(str, seeds)))
+        label_ = f"{group[0].meta.dataset}, seed{'s' if len(seeds) > 1 else ''} {text}"
+        if sum(1 for g in members.values() if g[0].meta.dataset == group[0].meta.dataset) > 1:
+            label_ += f" ({group[0].name}…)"  # two groups of one dataset: disjoint seeds
+        for e in group:
+            labels[e.name] = label_
+    return labels
+
+
+def composite(estimates, ses) -> tuple[float, float]:
+    """One estimate from several of the same effect whose errors are correlated (experiments
+    sharing seeds): their mean, with the mean standard error — the standard error of a mean
+    at correlation 1, an upper bound whatever the real correlation (Borenstein et al. 2009,
+    ch. 24)."""
+    return float(np.mean(np.asarray(estimates, float))), float(np.mean(np.asarray(ses, float)))
+
+
 # --------------------------------------------------------------------------------------
 # Frames
 # --------------------------------------------------------------------------------------
@@ -166,6 +214,7 @@ def _level(meta: ExperimentMeta, hack: str, doc_params: dict, axes_level: str = 
 
 def experiments_frame(exps: list[Experiment]) -> pd.DataFrame:
     rows = []
+    groups = seed_groups(exps)
     for e in exps:
         m = e.meta
         metrics = sorted(set(e.effects["metric"]))
@@ -175,12 +224,13 @@ def experiments_frame(exps: list[Experiment]) -> pd.DataFrame:
             "seeds": f"{m.seed_policy.min}..{m.seed_policy.max} (adaptive)" if m.seed_policy.adaptive
             else str(len(m.seeds)),
             "primary_metric": ", ".join(metrics), "sesoi": m.analysis.sesoi, "alpha": m.analysis.alpha,
-            "hacks": len(e.effects)})
+            "hacks": len(e.effects), "seed_group": groups[e.name]})
     return pd.DataFrame(rows)
 
 
 def by_experiment_frame(exps: list[Experiment]) -> pd.DataFrame:
     rows = []
+    groups = seed_groups(exps)
     for e in exps:
         params = json.loads(ExperimentDir(e.path).experiment_json.read_text()).get("experiment", {}).get("params") or {}
         for r in e.effects.itertuples(index=False):
@@ -193,23 +243,36 @@ def by_experiment_frame(exps: list[Experiment]) -> pd.DataFrame:
                 "level": _level(e.meta, e.meta.hack_of(r.hack), params, e.meta.level_of(r.hack)),
                 "scale": r.scale, "verdict": r.verdict, "estimate": est, "se": se,
                 "ci_low": float(r.ci_low), "ci_high": float(r.ci_high),
-                "z_low": est - Z * se, "z_high": est + Z * se})
+                "z_low": est - Z * se, "z_high": est + Z * se, "seed_group": groups[e.name]})
     return pd.DataFrame(rows)
 
 
 def pooled_frame(by: pd.DataFrame) -> pd.DataFrame:
+    """Per (metric, hack): the experiments with a finite estimate and a positive SE, their seed
+    groups (``groups``: ``;`` between groups, ``+`` within one), and the DerSimonian–Laird pool
+    of the groups' composites where there are two or more (``k``: the groups pooled). Without a
+    ``seed_group`` column each experiment is its own group."""
     rows = []
     for (metric, hack), g in by.groupby(["metric", "hack"], sort=False):
         g = g[np.isfinite(g["estimate"]) & np.isfinite(g["se"]) & (g["se"] > 0)]
+        key = g["seed_group"] if "seed_group" in g.columns else g["experiment"]
+        parts = [(list(m["experiment"]), *composite(m["estimate"], m["se"]))
+                 for _, m in g.groupby(key, sort=False)]
         row = {"metric": metric, "hack": hack, "scale": by.loc[by["metric"] == metric, "scale"].iloc[0],
-               "experiments": ";".join(g["experiment"]), "method": METHOD if len(g) > 1 else "not pooled"}
-        stats = pool(g["estimate"], g["se"]) if len(g) > 1 else {"k": len(g)}
+               "experiments": ";".join(g["experiment"]), "groups": ";".join("+".join(n) for n, *_ in parts),
+               "method": METHOD if len(parts) > 1 else "not pooled"}
+        stats = pool([e for _, e, _ in parts], [s for *_, s in parts]) if len(parts) > 1 else {"k": len(parts)}
         for k in ("k", "estimate", "se", "ci_low", "ci_high", "tau2", "i2", "q", "q_df", "q_p"):
             row[k] = stats.get(k, np.nan)
         rows.append(row)
     out = pd.DataFrame(rows)
     out["k"] = out["k"].astype(int)
     return out
+
+
+def _not_pooled(p) -> str:
+    """Why a hack's row has no pooled ratio: one experiment, or one group of them sharing seeds."""
+    return "one experiment: not pooled" if ";" not in p.experiments else "one seed group: not pooled"
 
 
 # --------------------------------------------------------------------------------------
@@ -245,7 +308,7 @@ def main_table(by: pd.DataFrame, pooled: pd.DataFrame, metric: str, names: list[
             row["pooled (random effects)"] = f"{_ratio(p.scale, p.estimate)} {_ci(p.scale, p.ci_low, p.ci_high)}"
             row["τ²"], row["I²"] = tables.num(p.tau2), f"{100 * p.i2:.0f}%"
         else:
-            row["pooled (random effects)"], row["τ²"], row["I²"] = "one experiment: not pooled", "–", "–"
+            row["pooled (random effects)"], row["τ²"], row["I²"] = _not_pooled(p), "–", "–"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -265,7 +328,8 @@ def by_experiment_display(by: pd.DataFrame) -> pd.DataFrame:
                      "contrast": r["contrast"], "seeds ON/OFF": r["seeds"], "level": r["level"] or "–",
                      "verdict": r["verdict"], "ratio ON/OFF": _ratio(r["scale"], r["estimate"]),
                      "adjusted 95% CI": _ci(r["scale"], r["ci_low"], r["ci_high"]),
-                     "unadjusted 95% CI (pooled)": _ci(r["scale"], r["z_low"], r["z_high"])})
+                     "unadjusted 95% CI (pooled)": _ci(r["scale"], r["z_low"], r["z_high"]),
+                     "seed group": r["seed_group"]})
     return pd.DataFrame(rows)
 
 
@@ -273,7 +337,9 @@ def pooled_display(p: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in p.iterrows():
         one = r["k"] < 2
-        rows.append({"metric": label(r["metric"]), "hack": r["hack"], "experiments": r["k"],
+        rows.append({"metric": label(r["metric"]), "hack": r["hack"],
+                     "experiments": len(str(r["experiments"]).split(";")) if r["experiments"] else 0,
+                     "seed groups pooled": r["k"] if not one else "–",
                      "pooled ratio": "–" if one else _ratio(r["scale"], r["estimate"]),
                      "95% CI": "–" if one else _ci(r["scale"], r["ci_low"], r["ci_high"]),
                      "τ²": "–" if one else tables.num(r["tau2"]),
@@ -338,7 +404,7 @@ def forest_panels(by: pd.DataFrame, pooled: pd.DataFrame, metric: str, names: li
             ax.xaxis.set_minor_formatter(NullFormatter())
     better = "lower" if lower_is_better(metric) else "higher"
     fig.supxlabel(f"{'ratio ON/OFF of ' if log else 'Δ '}{label(metric)} ({better} is better); each experiment "
-                  "with its unadjusted 95% interval (colour: its verdict), pooled random effects (DL) as a diamond",
+                  "with its unadjusted 95% interval (colour: its verdict), pooled random effects (DL, over seed groups) as a diamond",
                   fontsize=8)
     return figures.save(fig, figures_dir, name)
 
@@ -360,7 +426,13 @@ def render(exps: list[Experiment], xs: pd.DataFrame, by: pd.DataFrame, pooled: p
                 "a random-effects pooled ratio (DerSimonian–Laird on the log ratios, each weighted by the "
                 "unadjusted standard error of its pooled-model contrast) with an ordinary 95% interval — "
                 "not Holm-adjusted across hacks, not a repeated confidence interval — and the heterogeneity "
-                "τ² (between-experiment variance of the log ratio) and I².")
+                "τ² (between-group variance of the log ratio) and I². What is pooled are independent "
+                "**seed groups**, not experiments: a seed fixes a run's initial weights, data order and latent "
+                "draws in every experiment, so experiments on the same dataset with seeds in common observe "
+                "the same training trajectories (at another budget, precision or design, or as the same runs "
+                "copied by `reuse`) and their errors are correlated. A group's experiments are first averaged "
+                "into one composite (mean log ratio, mean standard error: the correlation-1 bound of Borenstein "
+                "et al. 2009, ch. 24, conservative whatever the real correlation).")
     lines += ["", "## Experiments", ""]
     xd = experiments_display(xs)
     xd["experiment"] = [f"[{n}]({_link(ExperimentDir(e.path).report, out_dir)})" for n, e in zip(xd["experiment"], exps)]
@@ -374,9 +446,15 @@ def render(exps: list[Experiment], xs: pd.DataFrame, by: pd.DataFrame, pooled: p
         used = [n for n in names if ((by["metric"] == metric) & (by["experiment"] == n)).any()]
         p = pooled[pooled["metric"] == metric]
         n_pooled = int((p["k"] > 1).sum())
+        b = by[by["metric"] == metric]
+        groups = {}
+        for n, grp in zip(b["experiment"], b["seed_group"]):
+            groups.setdefault(grp, []).append(n)
         lines += [f"## {label(metric)}", "",
-                  f"Experiments: {', '.join(used)}. {n_pooled} of {len(p)} hacks are in two or more of them "
-                  "and pooled; the others are listed, not pooled. Cells: verdict ×ratio [adjusted 95% CI].", "",
+                  f"Experiments: {', '.join(used)}. Seed groups: "
+                  + "; ".join(f"{grp} ({', '.join(dict.fromkeys(ns))})" for grp, ns in groups.items())
+                  + f". {n_pooled} of {len(p)} hacks are measured in two or more seed groups and pooled; the "
+                  "others are listed, not pooled. Cells: verdict ×ratio [adjusted 95% CI].", "",
                   tables.to_markdown(main_table(by, pooled, metric, used)), ""]
         if metric in figs:
             lines += [f"![forest plot]({_link(figs[metric], out_dir)})", ""]
@@ -388,7 +466,10 @@ def render(exps: list[Experiment], xs: pd.DataFrame, by: pd.DataFrame, pooled: p
               "* The experiments differ in dataset, budget, design and reference (leave-one-out contrasts are "
               "all-on vs all-on minus the hack; add-one-in ones are the hack alone vs all-off): a pooled ratio "
               "averages over those settings, and a large I² says the effect depends on them.",
-              "* With two to four experiments per hack τ² is poorly estimated; the DerSimonian–Laird interval "
+              "* Within a seed group the composite averages the group's settings (budgets, precisions) at the "
+              "largest possible correlation: how the effect differs between them shows in the experiments' "
+              "columns, not in τ² or I², which measure only the differences between groups.",
+              "* With two or three seed groups per hack τ² is poorly estimated; the DerSimonian–Laird interval "
               "ignores that uncertainty and is optimistic.",
               "* An adaptive experiment's standard error is its final look's, treated as fixed-sample.",
               "", "Tables: " + ", ".join(f"[`{n}`]({SUMMARY_DIR}/tables/{n}.md)" for n in ("experiments", "by_experiment", "pooled"))
@@ -418,8 +499,9 @@ def write_summary(results_dirs: list[Path | str], out_dir: Path | str) -> Path:
                        "Each hack in each experiment: verdict, ratio ON/OFF, adjusted 95% CI (as in its report) "
                        "and the unadjusted 95% CI (estimate ± 1.96 SE) that the pooling uses")
     tables.write_table(pooled, pooled_display(pooled), tdir, "pooled",
-                       "Random-effects pooled ratio per hack (DerSimonian–Laird on log ratios; ordinary 95% CI, "
-                       "not Holm-adjusted), τ², I² and Cochran's Q")
+                       "Random-effects pooled ratio per hack over independent seed groups (each the composite of "
+                       "its experiments at correlation 1; DerSimonian–Laird on log ratios; ordinary 95% CI, "
+                       "not Holm-adjusted), τ², I² and Cochran's Q between the groups")
     figs, compact = {}, {}
     for metric in dict.fromkeys(by["metric"]):
         used = [n for n in seen if ((by["metric"] == metric) & (by["experiment"] == n)).any()]
