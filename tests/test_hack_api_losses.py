@@ -53,12 +53,24 @@ class _TopK(Hack):
         return 2 * loss
 
 
+class _Weighted(Hack):
+    """Three times the G loss of the hack it overrides (top-k), which wraps the hinge loss:
+    a chain of three where only neighbours declare ``overrides``."""
+
+    name = "test-weighted"
+    on = off = "test"
+    overrides = ("test-topk",)
+
+    def g_loss(self, ctx):
+        return 3 * ctx.previous(ctx)
+
+
 @pytest.fixture
 def registered():
-    for cls in (_Hinge, _TopK):
+    for cls in (_Hinge, _TopK, _Weighted):
         registry.register_hack(cls)
     yield
-    for cls in (_Hinge, _TopK):
+    for cls in (_Hinge, _TopK, _Weighted):
         registry.unregister_hack(cls.name)
 
 
@@ -96,3 +108,15 @@ def test_topk_alone_wraps_the_default_losses(registered, tmp_path):
             torch.cat([out_real, out_fake]), torch.cat([torch.ones(8), torch.zeros(8)]))
         torch.testing.assert_close(loss, want)
     assert log
+
+
+def test_a_chain_of_three_needs_only_each_neighbours_override(registered, tmp_path):
+    """weighted overrides top-k, which overrides hinge: weighted need not name hinge (the docs'
+    "which in turn sees the one *it* overrides"); the G loss is 3 x hinge over the top half."""
+    log = _run(tmp_path, "test-hinge", "test-topk", "test-weighted")
+    g = [s for s in SEEN if s[0] == "g"]
+    assert len(g) == 3
+    for (_, out_fake, loss), rec in zip(g, log):
+        want = -out_fake.topk(4).values.mean()
+        torch.testing.assert_close(loss, want)  # what top-k computed over the hinge
+        assert rec["loss_g"] == pytest.approx(3 * want.item(), rel=1e-5, abs=1e-6)

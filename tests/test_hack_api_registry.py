@@ -156,6 +156,67 @@ def test_a_plugin_claiming_a_builtin_name_is_an_error_naming_both(fresh, capsys)
     assert "includes" not in capsys.readouterr().err  # a name typed as is: the message as before
 
 
+def test_a_qualified_builtin_keeps_its_canonical_place_beside_a_clashing_plugin(fresh):
+    """With a plugin also claiming 'batch-norm', 'ablate:batch-norm' is still the built-in in
+    the README's order (before adam-dcgan), the plugin's copy among the plugins."""
+    _install(fresh, "evil-dist", "1.0", _hack_module("batch-norm"))
+    with pytest.warns(registry.PluginWarning):
+        names = registry.hack_names()
+    builtin = registry.builtin_names()
+    assert names.index("ablate:batch-norm") == builtin.index("batch-norm") < len(builtin)
+    assert names.index("evil-dist:batch-norm") >= len(builtin)
+    assert registry.canonical(["adam-dcgan", "ablate:batch-norm"]) == ("ablate:batch-norm", "adam-dcgan")
+    assert registry.call_order(["adam-dcgan", "ablate:batch-norm"]) == ("ablate:batch-norm", "adam-dcgan")
+
+
+def test_a_misspelt_hook_is_a_warning_naming_the_hook_meant():
+    """A method one letter off a hook is never called: registering warns, naming the hook;
+    other helper methods (and every built-in and example plugin) pass silently."""
+    class Typo(Hack):
+        name = "test-typo-hooks"
+
+        def after_d_updates(self, ctx):
+            pass
+
+        def augument(self, x, ctx):
+            return x
+
+        def augmenter(self, x):  # a helper, not a typo
+            return x
+
+        def scale(self):
+            return 1
+
+    with pytest.warns(registry.PluginWarning) as rec:
+        registry.register_hack(Typo)
+    try:
+        text = [str(w.message) for w in rec]
+        assert len(text) == 2
+        assert "after_d_updates(), which is not a hook" in text[0] and "did you mean after_d_update()" in text[0]
+        assert "augument()" in text[1] and "did you mean augment()" in text[1]
+    finally:
+        registry.unregister_hack(Typo.name)
+    assert not [c.name for c in registry.list_hacks() if registry.misspelt_hooks(c)]
+
+
+def test_ablate_hacks_lists_conflicts_and_order_declarations_as_json_does(capsys):
+    class Declares(Hack):
+        name = "test-declares"
+        conflicts = ("batch-norm",)
+        before = ("adam-dcgan",)
+        after = ("leaky-relu",)
+
+    registry.register_hack(Declares)
+    try:
+        assert main(["hacks"]) == 0
+        text = capsys.readouterr().out
+    finally:
+        registry.unregister_hack(Declares.name)
+    block = text[text.index("test-declares"):].splitlines()[:6]
+    for line in ("conflicts: batch-norm", "before: adam-dcgan", "after: leaky-relu"):
+        assert any(x.strip() == line for x in block), (line, block)
+
+
 def test_direct_duplicate_registration_fails_at_once_naming_both():
     class Dup(Hack):
         name = "batch-norm"

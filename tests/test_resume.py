@@ -349,6 +349,33 @@ def test_ablate_train_checkpoint_every_and_resume(tmp_path, monkeypatch, capsys)
     assert main([*args, "--out", str(cut), "--resume"]) == 2  # finished: nothing to resume
 
 
+def test_a_hack_crashing_mid_run_says_where_its_checkpoint_is(tmp_path, capsys):
+    """A hook raising after the first checkpoint: exit 2 naming the hack and the hook, and
+    the directory kept with the checkpoint, which the message names with --resume."""
+    from ablate import Hack, registry
+
+    class Crash(Hack):
+        name = "test-crash-at-5"
+        on = off = "test"
+
+        def after_step(self, ctx):
+            if ctx.step == 5:
+                raise RuntimeError("boom at step 5")
+
+    registry.register_hack(Crash)
+    try:
+        out = tmp_path / "run"
+        assert main(["train", "--dataset", "fake", "--steps", "8", "--batch-size", "8", "--ngf", "8",
+                     "--ndf", "8", "--hacks", "test-crash-at-5", "--device", "cpu", "--threads", "1",
+                     "--log-every", "2", "--checkpoint-every", "2", "--no-eval", "--out", str(out)]) == 2
+    finally:
+        registry.unregister_hack(Crash.name)
+    err = capsys.readouterr().err
+    assert "test-crash-at-5" in err and "after_step" in err and "boom at step 5" in err
+    assert f"checkpoint is in {out}" in err and "--resume" in err
+    assert checkpoint.step_of(out / checkpoint.STATE_FILE) in (2, 4)
+
+
 def test_pipeline_keeps_an_interrupted_run_with_a_checkpoint_only(tmp_path, monkeypatch):
     """train_and_score removes an unfinished directory unless it holds a checkpoint."""
     monkeypatch.setattr("ablate.experiment.pipeline.validator", lambda plan: _interrupting(plan, 1))

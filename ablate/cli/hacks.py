@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{pad}OFF: {r['off']}")
         if params:
             print(f"{pad}params: {params}")
-        if r["overrides"]:
-            print(f"{pad}overrides: {', '.join(r['overrides'])}")
+        for key in ("overrides", "conflicts", "before", "after"):  # what --json says too
+            if r.get(key):
+                print(f"{pad}{key}: {', '.join(r[key])}")
     return 0

@@ -178,7 +178,13 @@ def run(args: argparse.Namespace) -> int:
                                  resume=[state] if args.resume and state.exists() else [],
                                  fingerprint=run_key(identity(plan, {})))
     except BaseException as exc:  # interrupted or crashed mid-run: say how to go on
-        if state.exists() and not isinstance(exc, ConfigError):
+        from ablate.hacks.hooks import HookError
+
+        if state.exists() and isinstance(exc, HookError):  # a hack crashed mid-run
+            print(f"ablate: the run's checkpoint is in {out}; once the hack is fixed, the same command "
+                  f"with --resume continues it (--out {out}), unless the fix changed the hack's version",
+                  file=sys.stderr)
+        elif state.exists() and not isinstance(exc, ConfigError):  # not a refused checkpoint
             print(f"ablate: the run's checkpoint is in {out}; continue it with the same "
                   f"command and --resume (--out {out})", file=sys.stderr)
         raise

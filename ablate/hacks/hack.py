@@ -142,8 +142,8 @@ class StepContext:
     the first step; in :meth:`Hack.after_step` it already includes the step just done).
     ``g`` and ``d`` are the trained modules (after the wrappers), ``g_sample`` the
     generator that is sampled and saved (``g`` unless a hack's
-    :meth:`Hack.sampling_generator` returned another), ``opt_g``/``opt_d`` the Adam
-    optimizers, ``rng`` a generator on the run's device for hooks' random draws.
+    :meth:`Hack.sampling_generator` returned another), ``opt_g``/``opt_d`` the
+    optimizers (Adam, or RMSprop where the Recipe's optimizer says so), ``rng`` a generator on the run's device for hooks' random draws.
     ``loss_d``/``loss_g`` hold the last losses (detached) in :meth:`Hack.after_step`.
 
     ``side`` (in :meth:`Hack.augment`) says which batch it receives: ``"real"`` or
@@ -291,7 +291,9 @@ class Hack:
 
     # ----- set-up hooks ---------------------------------------------------------------
     def apply(self, recipe: Recipe) -> Recipe:
-        """Return the Recipe with this hack's choices folded in."""
+        """Return the Recipe with this hack's choices folded in. A pure function of
+        ``recipe`` and the parameters: it is called many times per run (the fold, and on
+        other Recipes to find the fields it sets)."""
         return recipe
 
     def wrap_generator(self, generator: nn.Module, recipe: Recipe | None = None) -> nn.Module:

@@ -8,7 +8,8 @@ which hack's hook the loop calls.
   what each changes folded into all-off or into what the other makes of all-off, so a
   field set back to its all-off value counts), or that both replace an exclusive hook
   (``d_loss``, ``g_loss``, ``sampling_generator``), are an error naming both, unless one
-  lists the other in ``overrides`` — or one is a plugin and the other a built-in whose
+  overrides the other (lists it in ``overrides``, or lists a hack that overrides it, and so
+  on down a chain) — or one is a plugin and the other a built-in whose
   fields it sets: the plugin overrides it implicitly (plugins fold after built-ins, as
   first-API plugins did). :func:`overrides_in_effect` says which overrides applied
   (implicit ones with a note; :func:`notes`).
@@ -114,6 +115,22 @@ def _overrides(a: Hack, b: Hack) -> bool:
     return b.name.rpartition(":")[2] in type(a).overrides  # "provider:name" as "name"
 
 
+def _overrides_via(a: Hack, b: Hack, hacks: Sequence[Hack]) -> bool:
+    """Whether ``a`` overrides ``b`` directly or through a chain of enabled hacks (``a``
+    overrides ``c``, which overrides ``b``): the chain folds and calls in that order, each
+    loss reaching the next through ``ctx.previous``."""
+    seen, todo = {id(a)}, [a]
+    while todo:
+        h = todo.pop()
+        for o in hacks:
+            if id(o) not in seen and _overrides(h, o):
+                if o is b:
+                    return True
+                seen.add(id(o))
+                todo.append(o)
+    return False
+
+
 def fold_order(hacks: Sequence[Hack]) -> list[Hack]:
     """``hacks`` (call order) with every hack moved after the hacks it overrides."""
     remaining, out = list(hacks), []
@@ -138,7 +155,7 @@ def check(hacks: Sequence[Hack]) -> None:
     :func:`overrides_in_effect` records it with a note."""
     for i, a in enumerate(hacks):
         for b in hacks[i + 1:]:
-            if _overrides(a, b) or _overrides(b, a):
+            if _overrides_via(a, b, hacks) or _overrides_via(b, a, hacks):
                 continue
             fields = shared_fields(a, b)
             hooks = sorted(set(EXCLUSIVE_HOOKS) & type(a).hooks() & type(b).hooks())

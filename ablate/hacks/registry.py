@@ -114,6 +114,26 @@ def validate_class(cls: Any) -> None:
     cls.make_params()  # every default has its declared type and passes __post_init__
 
 
+def misspelt_hooks(cls: type[Hack]) -> list[tuple[str, str]]:
+    """``(method, hook)`` for each method ``cls`` defines (not inherited from :class:`Hack`)
+    whose name is a near miss of one of Hack's overridable methods (``after_d_updates``,
+    ``augument``): such a method is never called, and nothing else would say so."""
+    import difflib
+
+    known = [n for n in vars(Hack) if not n.startswith("_") and callable(getattr(Hack, n))]
+    out = []
+    for klass in cls.__mro__:
+        if klass is Hack or not issubclass(klass, Hack):
+            continue
+        for attr, value in vars(klass).items():
+            if attr.startswith("_") or attr in known or not callable(value):
+                continue
+            close = difflib.get_close_matches(attr, known, n=1, cutoff=0.9)  # augmenter: 0.875
+            if close:
+                out.append((attr, close[0]))
+    return out
+
+
 def register_hack(cls: type[Hack] | None = None, *, provider: str | None = None):
     """Class decorator that registers a :class:`Hack` subclass under ``cls.name``.
 
@@ -123,6 +143,10 @@ def register_hack(cls: type[Hack] | None = None, *, provider: str | None = None)
 
     def _register(hack_cls: type[Hack]) -> type[Hack]:
         validate_class(hack_cls)
+        for attr, hook in misspelt_hooks(hack_cls):
+            warnings.warn(f"hack {hack_cls.name!r} ({hack_cls.__module__}.{hack_cls.__qualname__}) defines "
+                          f"{attr}(), which is not a hook and is never called; did you mean {hook}()?",
+                          PluginWarning, stacklevel=2)
         if _loading is None and not _discovered:
             _discover()  # so that a direct registration sees every plugin's names
         prov = provider or _owner(hack_cls)
@@ -254,9 +278,15 @@ def list_hacks() -> list[type[Hack]]:
     name (never by discovery order). A name claimed twice is listed once per provider, as
     ``provider:name`` (see problems())."""
     _discover()
-    builtin = [cls for cls in BUILTIN if _REGISTRY.get(cls.name) is cls and cls.name not in _DUPLICATES]
+    builtin: list[type[Hack]] = []
+    for cls in BUILTIN:  # a built-in whose name a plugin also claims keeps its place, qualified
+        if cls.name in _DUPLICATES:
+            builtin += [_qualified(f"{p}:{cls.name}") for p, c in _CLAIMS.get(cls.name, {}).items() if c is cls]
+        elif _REGISTRY.get(cls.name) is cls:
+            builtin.append(cls)
     plugins = [c for n, c in _REGISTRY.items() if c not in builtin and n not in _DUPLICATES]
-    plugins += [_qualified(f"{p}:{n}") for n in _DUPLICATES for p in _CLAIMS.get(n, {})]
+    plugins += [_qualified(f"{p}:{n}") for n in _DUPLICATES for p, c in _CLAIMS.get(n, {}).items()
+                if c not in BUILTIN]
     return builtin + sorted(plugins, key=lambda c: (base_name(c.name), c.name))
 
 
