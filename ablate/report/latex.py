@@ -211,5 +211,6 @@ def write_summary(by: pd.DataFrame, pooled: pd.DataFrame, metric: str, exps, tab
     axes = sorted({split_level(e.meta.level_of(h))[0] for e in exps for h in e.effects["hack"]} - {""})
     caption = (f"{what}: per experiment{' (and level: ' + '; '.join(axes) + ')' if axes else ''} "
                f"ratio ON/OFF [multiplicity-adjusted 95% CI] and verdict ({LEGEND}); pooled (RE): random-effects "
-               "(DerSimonian-Laird) ratio [ordinary 95% CI], – where the hack is in one experiment")
+               "(DerSimonian-Laird) ratio [ordinary 95% CI] over independent seed groups (experiments sharing "
+               "seeds on one dataset averaged first), – where the hack is in one seed group")
     return write(numeric, display, tables_dir, name, caption, "l" + "r" * (len(display.columns) - 1), header)
