@@ -86,6 +86,11 @@ def directory(text: str, flag: str = "results_dir", use: str = "write into") -> 
                           "give a directory (\".\" if you mean that one)")
     if "\0" in text:
         raise ConfigError(f"{flag} {text!r} contains a NUL character, which no path can hold")
+    try:
+        Path(text).resolve()
+    except (RuntimeError, OSError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
+        raise ConfigError(f"{flag} {text!r} cannot be resolved ({exc}); remove the symlink loop "
+                          f"or choose another {flag}") from None
     return Path(text)
 
 

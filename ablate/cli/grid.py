@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from ablate.grid.driver import prepare, run_grid
     from ablate.grid.executors import make_executor
     from ablate.grid.status import dry_run_lines
-    from ablate.grid.worker import disk_full
+    from ablate.grid.worker import disk_full, write_problem
 
     show_on_stderr()  # the workers' notes (ablate.messages), as `ablate: ...` lines
 
@@ -122,12 +122,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"ablate: the grid stopped: {exc}.\nFinished runs are kept; give this user write "
               f"permission there and rerun `{resume}` to resume", file=sys.stderr)
         return 2
-    except (OSError, sqlite3.Error) as exc:  # the driver's own writes: a full disk
+    except (OSError, sqlite3.Error, RuntimeError) as exc:  # the driver's own writes: a full disk
+        # (RuntimeError: torch.save reports ENOSPC as one, e.g. while pinning the classifier)
         if not disk_full(grid.results_dir, exc):
             raise
-        print(f"ablate: the grid stopped: cannot write to {grid.results_dir} ({exc}).\n"
-              f"Finished runs are kept; free disk space and rerun `{resume}` to resume",
-              file=sys.stderr)
+        print(f"ablate: the grid stopped: {write_problem(grid.results_dir, exc)}.\n"
+              f"Finished runs are kept; rerun `{resume}` to resume", file=sys.stderr)
         return 1
     finally:
         executor.close()
@@ -142,13 +142,12 @@ def run(args: argparse.Namespace) -> int:
     elif grid.experiment.policy.adaptive:  # stopped inside a look: nothing was decided
         print(f"adaptive seeds: look {max(summary.look, 1)} not finished; rerun to continue it")
     if summary.interrupted:
-        print(f"ablate: stopped by Ctrl-C; finished runs are kept. Resume with `{resume}`",
+        print(f"ablate: stopped (Ctrl-C or SIGTERM); finished runs are kept. Resume with `{resume}`",
               file=sys.stderr)
         return 130
     if summary.halted:
-        print(f"ablate: the grid stopped: {summary.halted}\nFinished runs are kept; fix the "
-              f"cause (e.g. free disk space) and rerun `{resume}` to resume",
-              file=sys.stderr)
+        print(f"ablate: the grid stopped: {summary.halted}\nFinished runs are kept; fix that "
+              f"and rerun `{resume}` to resume", file=sys.stderr)
         return 1
     ok = not summary.counts.get("failed") and not summary.counts.get("pending")
     if not args.no_report:

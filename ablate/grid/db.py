@@ -95,6 +95,34 @@ ADDED_COLUMNS = {"runs": ("threads INTEGER", "device TEXT"), "events": ("detail 
                   "plan": ("look INTEGER",)}
 
 
+def _schema_columns() -> dict[str, set[str]]:
+    """``{table: columns}`` as :data:`SCHEMA` declares them."""
+    out: dict[str, set[str]] = {}
+    for stmt in SCHEMA.split(";"):
+        if "CREATE TABLE" not in stmt:
+            continue
+        head, body = stmt.split("(", 1)
+        cols = {line.split()[0] for line in body.splitlines()
+                if line.strip() and not line.strip().startswith(("--", "PRIMARY", ")"))}
+        out[head.split()[-1]] = cols
+    return out
+
+
+def schema_problem(db: sqlite3.Connection, *, added: bool) -> str | None:
+    """What makes ``db`` not a run index though SQLite reads it: a table of ours lacking
+    columns (another program's database, or a hand-made one). ``added``: also require the
+    :data:`ADDED_COLUMNS` (a writer has added them in place; older stores lack them)."""
+    for table, cols in _schema_columns().items():
+        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        if not have:
+            continue  # absent: a writer creates it, a reader treats the index as empty
+        need = cols if added else cols - {c.split()[0] for c in ADDED_COLUMNS.get(table, ())}
+        missing = sorted(need - have)
+        if missing:
+            return f"its table {table!r} lacks the column(s) {', '.join(missing)}"
+    return None
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -129,6 +157,10 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
     writer left one, SQLite can only open the file as immutable (no writer can be
     active there anyway).
     """
+    if path.exists() and not path.is_file():  # as `ablate grid` says it (driver.prepare)
+        raise ConfigError(f"{path} is not a file (a directory?): move it aside (`mv {path} {path}.bad`) "
+                          "and run `ablate grid` on the experiment with --rebuild-index, which rebuilds the "
+                          f"index from {path.parent}/runs/*/ (nothing is retrained)")
     if not path.is_file() or path.stat().st_size == 0:
         raise NoStore(f"no run index at {path}" + (" (empty file)" if path.is_file() else "")
                       + ": run `ablate grid` on the experiment (it indexes any run directories)")

@@ -230,6 +230,17 @@ def check_threads(results_dir: Path, specs: list[RunSpec], threads: int, device:
             "<= cores), or give another --results-dir")
 
 
+def _probe_writable(here: ExperimentDir) -> None:
+    """Make and remove a directory in ``tmp/`` and ``runs/``, where every run trains and is
+    published: an unwritable one (permissions, an immutable flag, which ``os.access`` does
+    not see for root) raises PermissionError here, before hours of training."""
+    import tempfile
+
+    for folder in (here.tmp, here.runs):
+        folder.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=".ablate-probe-", dir=folder))
+
+
 def _open_store(results_dir: Path, rebuild_index: bool, log: Log) -> Store:
     """The writer's store; ``rebuild_index`` moves a corrupt database aside first."""
     path = ExperimentDir(results_dir).db
@@ -369,6 +380,8 @@ def _run_look(store: Store, grid: Grid, specs: list[RunSpec], executor: Executor
         + f"; executor: {executor.describe()}")
     for note in reconciled_lines(found, results_dir, done=True):
         log(note)
+    if todo:  # before any training: else each run would train in full, then fail to publish
+        _probe_writable(ExperimentDir(results_dir))
     if todo and experiment.evaluates():
         with classifier.pinned_in(ExperimentDir(results_dir).classifier):
             pinning.check(experiment, results_dir)

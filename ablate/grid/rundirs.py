@@ -55,7 +55,13 @@ def missing_files(path: Path, evaluates: bool) -> list[str]:
     docs = {f: _read(path, f) for f in RUN_FILES}
     status = (docs[layout.RESULT] or {}).get("status")
     if evaluates and status == Status.DONE:
-        docs[METRICS] = _read(path, METRICS)
+        m = _read(path, METRICS)
+        # Parsing is not enough: '{}' or '"best": null' would be indexed as scored and
+        # silently drop out of the report's metrics (the "last" section is always written,
+        # "best" where there is a best checkpoint).
+        whole = isinstance(m, dict) and isinstance(m.get("last"), dict) and bool(m["last"]) \
+            and isinstance(m.get("best", {}), dict)
+        docs[METRICS] = m if whole else None
     lost = [f for f, doc in docs.items() if doc is None]
     if layout.RESULT not in lost and status not in TERMINAL:  # parses, but says no finish
         lost.append(layout.RESULT)
@@ -87,11 +93,28 @@ def execution_of(path: Path) -> tuple[int | None, str | None]:
     """
     run = _read(path, layout.RUN_INFO) or {}
     if "threads" in run:
-        return run.get("threads"), run.get("device")
-    cfg = _read(path, layout.CONFIG) or {}
-    threads = (cfg.get("train") or {}).get("threads")
-    device = cfg.get("device")
-    return threads, (str(device).split(":")[0] if device else None)
+        threads, device = run.get("threads"), run.get("device")
+    else:
+        cfg = _read(path, layout.CONFIG) or {}
+        threads = (cfg.get("train") or {}).get("threads") if isinstance(cfg.get("train"), dict) else None
+        device = cfg.get("device")
+        device = str(device).split(":")[0] if device else None
+    # A hand-edited or damaged record reads as unknown, not as a crash of the grid.
+    return (threads if isinstance(threads, int) and not isinstance(threads, bool) else None,
+            device if isinstance(device, str) else None)
+
+
+def committed_wall(run: dict[str, Any], result: dict[str, Any]) -> Any:
+    """The wall time the commit stored for a run (``worker.commit``): this attempt's, as
+    ``run.json`` keeps it, plus the earlier attempts' up to the checkpoint it resumed; so an
+    index rebuilt from the run directories says what the original one said. Runs from
+    before ``attempt_wall_s`` was recorded have ``result.json``'s."""
+    attempt = run.get("attempt_wall_s")
+    extra = result.get("extra") if isinstance(result.get("extra"), dict) else {}
+    resumed = extra.get("resumed_wall_s", 0.0)
+    if isinstance(attempt, (int, float)) and isinstance(resumed, (int, float)):
+        return float(attempt) + float(resumed)
+    return result.get("wall_time_s")
 
 
 def index_fields(path: Path, key: str, evaluates: bool) -> dict[str, Any] | None:
@@ -105,7 +128,7 @@ def index_fields(path: Path, key: str, evaluates: bool) -> dict[str, Any] | None
     threads, device = execution_of(path)
     return {"status": result["status"], "variant": run.get("variant"), "seed": run.get("seed"),
             "steps": result.get("steps"), "diverged_step": result.get("diverged_step"),
-            "wall_time_s": result.get("wall_time_s"), "train_time_s": result.get("train_time_s"),
+            "wall_time_s": committed_wall(run, result), "train_time_s": result.get("train_time_s"),
             "eval_time_s": run.get("eval_time_s"), "images_per_s": result.get("images_per_s"),
             "metrics": json.dumps(metrics) if metrics else None, "threads": threads,
             "device": device, "finished": path.stat().st_mtime,

@@ -47,6 +47,7 @@ from ablate.grid.db import (
     connect_readonly,
     corrupt,
     damaged,
+    schema_problem,
     heartbeat_interval,
     pid_alive,
     planned_rows,
@@ -119,6 +120,7 @@ class Store:
         try:
             if readonly:
                 self.db = connect_readonly(self.path)
+                self._check_schema(added=False)  # first: a foreign table is no empty index
                 tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master")}
                 if not {"runs", "plan"} <= tables:
                     self.db.close()
@@ -130,6 +132,7 @@ class Store:
                 self.db.execute("PRAGMA journal_mode = WAL")
                 self.db.execute("PRAGMA synchronous = FULL")
                 self._create()
+                self._check_schema(added=True)
         except sqlite3.DatabaseError as exc:
             if not damaged(exc):
                 raise
@@ -146,6 +149,14 @@ class Store:
                 for col in columns:
                     if col.split()[0] not in have:
                         db.execute(f"ALTER TABLE {table} ADD COLUMN {col}")
+
+    def _check_schema(self, *, added: bool) -> None:
+        """A database SQLite reads but that is not a run index is as corrupt as a torn one:
+        :class:`StoreCorrupt`, whose message names ``--rebuild-index``."""
+        problem = schema_problem(self.db, added=added)
+        if problem:
+            self.db.close()
+            raise corrupt(self.path, sqlite3.DatabaseError(f"not a run index: {problem}"))
 
     def close(self) -> None:
         self.db.close()

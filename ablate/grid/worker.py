@@ -162,11 +162,23 @@ class Heartbeat(threading.Thread):
             return  # a full disk: the claims go stale; the runs' own writes report it
 
 
+def _under(path: Any, results_dir: Path) -> bool:
+    try:
+        return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(results_dir))
+    except (TypeError, ValueError):
+        return False
+
+
 def disk_full(results_dir: Path, exc: BaseException) -> bool:
-    """Whether ``exc`` (anywhere in its chain) means the disk is full or unwritable."""
+    """Whether ``exc`` (anywhere in its chain) means the disk is full or unwritable: then
+    every other run would fail the same way, so the grid stops instead of failing them one
+    by one (a permission refused inside the results folder counts: an immutable ``runs/``)."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            return True
+        if (isinstance(seen, OSError) and seen.errno in (errno.EACCES, errno.EPERM)
+                and _under(seen.filename, results_dir)):
             return True
         if isinstance(seen, sqlite3.OperationalError) and any(
                 s in str(seen) for s in ("disk is full", "readonly database", "disk I/O error")):
@@ -176,6 +188,34 @@ def disk_full(results_dir: Path, exc: BaseException) -> bool:
         return shutil.disk_usage(results_dir).free < _FREE_BYTES
     except OSError:
         return False
+
+
+def write_problem(results_dir: Path, exc: BaseException) -> str:
+    """What stopped a write, for the user: the full disk, read-only file system or refused
+    permission, naming the path it concerns (which may lie outside the results folder: the
+    feature cache), else the exception itself."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            where = seen.filename or results_dir
+            if seen.errno in (errno.ENOSPC, errno.EDQUOT):
+                return f"the disk holding {where} is full ({seen.strerror}); free disk space"
+            if seen.errno == errno.EROFS:
+                return f"{where} is on a read-only file system; make it writable or point ablate elsewhere"
+            if seen.errno in (errno.EACCES, errno.EPERM):
+                return (f"{where} cannot be written ({seen.strerror}); give this user write permission "
+                        "there (an immutable flag shows in `lsattr`)")
+        if isinstance(seen, sqlite3.OperationalError) and "readonly database" in str(seen):
+            return (f"the index {ExperimentDir(results_dir).db} (or its -wal/-shm files) cannot be "
+                    "written; give this user write permission there (an immutable flag shows in `lsattr`)")
+        seen = seen.__cause__ or seen.__context__
+    try:
+        free = shutil.disk_usage(results_dir).free
+    except OSError:
+        free = None
+    if free is not None and free < _FREE_BYTES:  # torch.save's RuntimeError on ENOSPC
+        return f"the disk holding {results_dir} is full ({free} bytes free; {type(exc).__name__}: {exc}); free disk space"
+    return f"cannot write results under {results_dir}: {type(exc).__name__}: {exc}"
 
 
 def _publish(tmp: Path, final: Path, results_dir: Path) -> None:
@@ -194,9 +234,7 @@ def halt(spec: RunSpec, store: Store | None, token: str | None, exc: BaseExcepti
             store.release(spec.key, token, "disk full")
         except (sqlite3.Error, OSError):
             pass  # the claim goes stale when this process ends; the next grid retakes it
-    return Outcome.of(spec, Status.ABANDONED, halt=True,
-                      error=f"cannot write results under {spec.results_dir}: "
-                            f"{type(exc).__name__}: {exc}")
+    return Outcome.of(spec, Status.ABANDONED, halt=True, error=write_problem(Path(spec.results_dir), exc))
 
 
 def check_driver() -> None:
@@ -297,14 +335,17 @@ def commit(spec: RunSpec, store: Store, token: str, tmp: Path, scored: Scored, w
     result = scored.result
     # A resumed run's wall time counts its earlier attempts up to the checkpoint it resumed
     # (what a user waits for, and what the ETA divides by); run.json keeps this attempt's.
-    attempt, wall = wall, wall + float(result.extra.get("resumed_wall_s", 0.0))
+    # Rounded as run.json keeps it, so an index rebuilt from run directories (rundirs.
+    # committed_wall) stores the same number.
+    attempt = round(wall, 3)
+    wall = attempt + float(result.extra.get("resumed_wall_s", 0.0))
     threads = torch.get_num_threads()  # what the run trained with (results depend on it)
     device = resolve_device(spec.config.device).type
     RunDir(tmp).write_run_info({
         "key": spec.key, "variant": spec.variant, "seed": spec.seed,
         "code_version": CODE_VERSION, "token": token, "host": store.host, "pid": os.getpid(),
         "threads": threads, "device": device, "eval_time_s": scored.eval_time_s,
-        "resumed_from": result.extra.get("resumed_from", []), "attempt_wall_s": round(attempt, 3),
+        "resumed_from": result.extra.get("resumed_from", []), "attempt_wall_s": attempt,
         **run_info})
     final = run_dir(results_dir, spec.key)
     status = Status(result.status)

@@ -19,12 +19,18 @@ from typing import Any
 import torch
 
 from ablate.artefacts import write_atomic
+from ablate.errors import ConfigError
 
 
 def cache_dir() -> Path:
     """``$ABLATE_CACHE`` or ``~/.cache/ablate/cache`` (created on demand)."""
     path = Path(os.environ.get("ABLATE_CACHE") or Path.home() / ".cache" / "ablate" / "cache")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:  # a file where the folder goes
+        raise ConfigError(f"the feature cache {path} ({'$ABLATE_CACHE' if os.environ.get('ABLATE_CACHE') else 'its default'}) "
+                          f"cannot be a folder: {exc.strerror} at {exc.filename}; set ABLATE_CACHE to a "
+                          "folder, or move the file aside") from None
     return path
 
 

@@ -97,6 +97,10 @@ def _load(path: Path, mmap: bool) -> dict[str, Any] | None:
         return None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         return None
+    step = state.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        say(f"ignoring the checkpoint {path}: its step {step!r} is not a step count")
+        return None
     return state
 
 
@@ -121,13 +125,19 @@ def load(path: Path) -> dict[str, Any] | None:
     return _load(Path(path), mmap=False)
 
 
-def pick(paths: Iterable[Path], digest: str, about: dict[str, Any]) -> tuple[Path, dict] | None:
+def pick(paths: Iterable[Path], digest: str, about: dict[str, Any],
+         max_step: int | None = None) -> tuple[Path, dict] | None:
     """The newest (highest step) checkpoint among ``paths`` made by this run, loaded.
 
     None when ``paths`` holds no readable checkpoint; :class:`CheckpointMismatch` when
-    some exist but none has ``digest`` (the message names what differs).
+    some exist but none has ``digest`` (the message names what differs). A checkpoint past
+    ``max_step`` (the run's budget) cannot be this run's: it is ignored, saying so.
     """
     found = readable(paths)
+    if max_step is not None:
+        for step, p, _ in [f for f in found if f[0] > max_step]:
+            say(f"ignoring the checkpoint {p}: its step {step} is past the run's {max_step} steps")
+        found = [f for f in found if f[0] <= max_step]
     if not found:
         return None
     mine = [f for f in found if f[2]["fingerprint"] == digest or same_run(f[2].get("about", {}), about)]
@@ -138,7 +148,7 @@ def pick(paths: Iterable[Path], digest: str, about: dict[str, Any]) -> tuple[Pat
     step, p, _ = max(mine, key=lambda f: f[0])
     state = _load(p, mmap=False)
     if state is None:  # removed between the look and the load: take the next one
-        return pick([q for _, q, _ in mine if q != p], digest, about)
+        return pick([q for _, q, _ in mine if q != p], digest, about, max_step)
     return p, state
 
 

@@ -258,7 +258,7 @@ def train(plan: TrainPlan, out_dir: Path | str, validate: Validator | None = Non
     digest, about = checkpoint.fingerprint(config, plan.hack_records, plan.recipe.to_dict(),
                                            device, fingerprint)
     resume = [Path(p) for p in resume]
-    found = checkpoint.pick(resume, digest, about) if resume else None
+    found = checkpoint.pick(resume, digest, about, max_step=config.steps) if resume else None
     prepare_out_dir(out_dir, found and found[0], bool(resume))  # only now, after every check, is it touched
     run_config = resolved_config(plan, data, device)
     wrapped = {h.name: w for h in plan.hacks if (w := describe_wrap(h)) is not None}

@@ -1,0 +1,166 @@
+"""Findings of a black-box fault-injection audit, each checked here: a foreign SQLite schema
+is a damaged index (named fix, --rebuild-index recovers), an unwritable runs/ stops the grid
+before training, a rebuilt index keeps the committed wall times, an empty metrics.json is
+not a finished run, a checkpoint past the budget is never resumed, and the write-failure
+messages name what failed. In-process, inline executor, tiny fake-data runs."""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+import sqlite3
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from gridutil import experiment, rows  # noqa: E402
+
+from ablate.cli import main  # noqa: E402
+from ablate.grid import rundirs  # noqa: E402
+from ablate.grid.driver import prepare, run_grid  # noqa: E402
+from ablate.grid.executors import InlineExecutor  # noqa: E402
+from ablate.grid.worker import write_problem  # noqa: E402
+
+
+def _grid(exp: Path, results: Path, **kw):
+    return run_grid(prepare(exp, results, threads=1), InlineExecutor(threads=1),
+                    progress=False, log=lambda m: None, **kw)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("finished")
+    exp = experiment(root)
+    assert _grid(exp, root / "res").counts == {"done": 5}
+    return exp, root / "res"
+
+
+def _copy(finished, tmp_path) -> Path:
+    dst = tmp_path / "res"
+    shutil.copytree(finished[1], dst)
+    return dst
+
+
+@pytest.mark.parametrize("schema", [
+    "create table runs(key text primary key, status text); create table plan(x)",
+    "create table runs(key text primary key, status text)",
+    "create table plan(x)",
+])
+def test_a_foreign_sqlite_schema_is_a_damaged_index_that_rebuild_index_recovers(finished, tmp_path, capsys, schema):
+    res = _copy(finished, tmp_path)
+    for f in res.glob("runs.sqlite*"):
+        f.unlink()
+    sqlite3.connect(res / "runs.sqlite").executescript(schema)
+    exp = str(finished[0])
+    assert main(["status", exp, "--results-dir", str(res)]) == 2
+    assert "--rebuild-index" in capsys.readouterr().err
+    assert main(["grid", exp, "--results-dir", str(res), "--no-progress", "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert "not a run index" in err and "--rebuild-index" in err and "Traceback" not in err
+    assert main(["grid", exp, "--results-dir", str(res), "--no-progress", "--no-report", "--rebuild-index"]) == 0
+    assert "trained 0 now" in capsys.readouterr().out
+    assert len(list(res.glob("runs.sqlite.corrupt-*"))) == 1
+
+
+def test_an_unwritable_runs_folder_stops_the_grid_before_any_training(finished, tmp_path, capsys, monkeypatch):
+    res = _copy(finished, tmp_path)
+    exp = experiment(tmp_path, seeds="[0, 1]")  # 5 more runs to train
+    real = tempfile.mkdtemp
+
+    def refuse(*a, dir=None, **k):  # as an immutable runs/ (chattr +i) does, even for root
+        if dir is not None and Path(dir).name == "runs":
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(Path(dir) / ".ablate-probe-x"))
+        return real(*a, dir=dir, **k)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    assert main(["grid", str(exp), "--results-dir", str(res), "--no-progress", "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert "Operation not permitted" in err and "write permission" in err
+    status = [r["status"] for r in rows(res).values()]
+    assert status.count("done") == 5 and set(status) <= {"done", "pending"}  # none claimed
+    assert not list((res / "tmp").iterdir())  # nothing trained
+
+
+def test_a_rebuilt_index_keeps_the_committed_wall_times(finished, tmp_path):
+    res = _copy(finished, tmp_path)
+    before = {k: r["wall_time_s"] for k, r in rows(res).items()}
+    for f in res.glob("runs.sqlite*"):
+        f.unlink()
+    assert _grid(finished[0], res).trained == 0
+    after = {k: r["wall_time_s"] for k, r in rows(res).items()}
+    assert after.keys() == before.keys()
+    for k in before:
+        assert after[k] == pytest.approx(before[k], abs=1e-9), k
+        run = json.loads((res / "runs" / k / "run.json").read_text())
+        assert after[k] == pytest.approx(run["attempt_wall_s"], abs=1e-9)  # none was resumed
+
+
+def test_committed_wall_adds_the_resumed_attempts_and_falls_back_for_old_runs():
+    assert rundirs.committed_wall({"attempt_wall_s": 2.5}, {"extra": {"resumed_wall_s": 7.25}}) == 9.75
+    assert rundirs.committed_wall({}, {"wall_time_s": 4.0, "extra": {}}) == 4.0
+    assert rundirs.committed_wall({"attempt_wall_s": "x"}, {"wall_time_s": 4.0}) == 4.0
+
+
+@pytest.mark.parametrize("doc, lost", [
+    ({"last": {"classifier": {"fid": 1.0}}}, False),
+    ({"last": {"classifier": {"fid": 1.0}}, "best": {"step": 3}}, False),
+    ({}, True), ({"last": {}}, True), ({"last": {"x": 1}, "best": None}, True), ([], True),
+])
+def test_a_metrics_file_that_parses_but_holds_no_scores_is_lost(tmp_path, doc, lost):
+    d = tmp_path / "run"
+    d.mkdir()
+    for name, body in (("run.json", {"key": "k"}), ("result.json", {"status": "done"}),
+                       ("config.json", {}), ("log.jsonl", None), ("metrics.json", doc)):
+        (d / name).write_text("" if body is None else json.dumps(body))
+    missing = rundirs.missing_files(d, evaluates=True)
+    assert ("metrics.json" in missing) == lost, missing
+
+
+def test_a_checkpoint_past_the_budget_or_with_a_bad_step_is_never_resumed(tmp_path, capsys):
+    from ablate.training import checkpoint
+
+    args = ["train", "--dataset", "fake", "--steps", "6", "--batch-size", "8", "--ngf", "8", "--ndf", "8",
+            "--hacks", "none", "--device", "cpu", "--threads", "1", "--log-every", "2", "--checkpoint-every", "2",
+            "--no-eval"]
+    cut = tmp_path / "cut"
+    real, calls = checkpoint.save, []
+
+    def save(path, state):
+        calls.append(1)
+        real(path, state)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    checkpoint.save = save
+    try:
+        assert main([*args, "--out", str(cut)]) == 130
+    finally:
+        checkpoint.save = real
+    state = checkpoint.load(cut / checkpoint.STATE_FILE)
+    for step in (1_000_000, -1, "2"):
+        checkpoint.save(cut / checkpoint.STATE_FILE, {**state, "step": step})
+        assert not checkpoint.pick([cut / checkpoint.STATE_FILE], state["fingerprint"], state["about"], max_step=6)
+    capsys.readouterr()
+    checkpoint.save(cut / checkpoint.STATE_FILE, {**state, "step": 1_000_000})
+    # --resume finds no checkpoint of this run: it says why and leaves the directory as it is
+    assert main([*args, "--out", str(cut), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "past the run's 6 steps" in err and "remove it to train from step 0" in err
+    assert checkpoint.step_of(cut / checkpoint.STATE_FILE) == 1_000_000 and not (cut / "generator.pt").exists()
+
+
+@pytest.mark.parametrize("exc, words", [
+    (OSError(errno.ENOSPC, "No space left on device", "/r/runs/x"), ["disk holding /r/runs/x is full"]),
+    (OSError(errno.EROFS, "Read-only file system", "/cache/f"), ["/cache/f is on a read-only file system"]),
+    (PermissionError(errno.EPERM, "Operation not permitted", "/r/runs"), ["/r/runs cannot be written", "lsattr"]),
+    (sqlite3.OperationalError("attempt to write a readonly database"), ["runs.sqlite", "-wal/-shm", "permission"]),
+])
+def test_write_problems_name_what_failed_and_the_fix(tmp_path, exc, words):
+    text = write_problem(tmp_path, exc)
+    assert all(w in text for w in words), text
+    full = getattr(exc, "errno", None) == errno.ENOSPC
+    assert ("free disk space" in text) == full
