@@ -419,3 +419,20 @@ def test_half_fraction_of_four_hacks_aliases_every_interaction_and_fits_the_main
     assert list(t.index) == ["a", "b", "c", "d"] and fit.df_resid == int(ref.df_resid)
     for h in "abcd":
         assert t.loc[h, "effect"] == pytest.approx(2 * ref.params[h], abs=1e-10)
+
+
+def test_a_pooled_ratio_over_opposite_verdicts_within_a_seed_group_is_marked():
+    """Two experiments of one seed group, one 'helps' and one 'hurts' (another budget), and a
+    third group: the pooled cell carries the mark; without the opposition it does not."""
+    rows = [("h", "a", -0.30, 0.05, "helps", "g1"), ("h", "b", 0.25, 0.06, "hurts", "g1"),
+            ("h", "c", 0.02, 0.09, "undecided", "g2"),
+            ("k", "a", -0.30, 0.05, "helps", "g1"), ("k", "b", -0.10, 0.06, "undecided", "g1"),
+            ("k", "c", 0.02, 0.09, "undecided", "g2")]
+    by = pd.DataFrame([{"metric": FID, "hack": h, "experiment": e, "scale": "log", "verdict": v,
+                        "estimate": est, "se": se, "ci_low": est - 2.5 * se, "ci_high": est + 2.5 * se,
+                        "seed_group": g} for h, e, est, se, v, g in rows])
+    pooled = compare.pooled_frame(by)
+    assert list(pooled["groups"]) == ["a+b;c", "a+b;c"] and (pooled["k"] == 2).all()
+    table = compare.main_table(by, pooled, FID, ["a", "b", "c"]).set_index("hack")
+    assert table.loc["h", "pooled (random effects)"].endswith(compare.OPPOSED)
+    assert not table.loc["k", "pooled (random effects)"].endswith(compare.OPPOSED)

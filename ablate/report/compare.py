@@ -290,6 +290,22 @@ def _slug(metric: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", metric).strip("-")
 
 
+OPPOSED = "†"  # marks a pooled ratio whose seed group holds both a "helps" and a "hurts"
+OPPOSED_NOTE = (f"{OPPOSED} In one seed group the hack helps in one experiment and hurts in another (another "
+                "budget or setting): the group's composite averages opposite effects, and τ² and I² do not "
+                "see it. Cite the experiment that matches your question, not the pooled ratio.")
+
+
+def opposed(b: pd.DataFrame, p) -> bool:
+    """Whether a seed group of pooled row ``p`` (``groups``: ``;`` between groups, ``+``
+    within) has verdicts ``helps`` and ``hurts`` for the hack among its experiments."""
+    for group in str(p.groups).split(";"):
+        verdicts = set(b.loc[(b["hack"] == p.hack) & b["experiment"].isin(group.split("+")), "verdict"])
+        if {"helps", "hurts"} <= verdicts:
+            return True
+    return False
+
+
 def main_table(by: pd.DataFrame, pooled: pd.DataFrame, metric: str, names: list[str]) -> pd.DataFrame:
     """One row per hack: each experiment's verdict, ratio and adjusted interval, then the pooled
     ratio, its 95% interval and the heterogeneity."""
@@ -305,7 +321,8 @@ def main_table(by: pd.DataFrame, pooled: pd.DataFrame, metric: str, names: list[
                 r = r.iloc[0]
                 row[n] = f"{r['verdict']} {_ratio(r['scale'], r['estimate'])} {_ci(r['scale'], r['ci_low'], r['ci_high'])}"
         if p.k > 1:
-            row["pooled (random effects)"] = f"{_ratio(p.scale, p.estimate)} {_ci(p.scale, p.ci_low, p.ci_high)}"
+            mark = f" {OPPOSED}" if "groups" in pooled.columns and opposed(b, p) else ""
+            row["pooled (random effects)"] = f"{_ratio(p.scale, p.estimate)} {_ci(p.scale, p.ci_low, p.ci_high)}{mark}"
             row["τ²"], row["I²"] = tables.num(p.tau2), f"{100 * p.i2:.0f}%"
         else:
             row["pooled (random effects)"], row["τ²"], row["I²"] = _not_pooled(p), "–", "–"
@@ -454,8 +471,11 @@ def render(exps: list[Experiment], xs: pd.DataFrame, by: pd.DataFrame, pooled: p
                   f"Experiments: {', '.join(used)}. Seed groups: "
                   + "; ".join(f"{grp} ({', '.join(dict.fromkeys(ns))})" for grp, ns in groups.items())
                   + f". {n_pooled} of {len(p)} hacks are measured in two or more seed groups and pooled; the "
-                  "others are listed, not pooled. Cells: verdict ×ratio [adjusted 95% CI].", "",
-                  tables.to_markdown(main_table(by, pooled, metric, used)), ""]
+                  "others are listed, not pooled. Cells: verdict ×ratio [adjusted 95% CI].", ""]
+        table = main_table(by, pooled, metric, used)
+        lines += [tables.to_markdown(table), ""]
+        if table["pooled (random effects)"].str.endswith(OPPOSED).any():
+            lines += [OPPOSED_NOTE, ""]
         if metric in figs:
             lines += [f"![forest plot]({_link(figs[metric], out_dir)})", ""]
         if metric in (compact or {}):
