@@ -23,6 +23,7 @@ from ablate.cli import main  # noqa: E402
 from ablate.grid import rundirs  # noqa: E402
 from ablate.grid.driver import prepare, run_grid  # noqa: E402
 from ablate.grid.executors import InlineExecutor  # noqa: E402
+from ablate.grid.store import Store  # noqa: E402
 from ablate.grid.worker import write_problem  # noqa: E402
 
 
@@ -164,3 +165,15 @@ def test_write_problems_name_what_failed_and_the_fix(tmp_path, exc, words):
     assert all(w in text for w in words), text
     full = getattr(exc, "errno", None) == errno.ENOSPC
     assert ("free disk space" in text) == full
+
+
+def test_a_fifo_or_stray_file_in_tmp_neither_hangs_nor_is_touched(finished, tmp_path):
+    import os
+
+    res = _copy(finished, tmp_path)
+    (res / "tmp").mkdir(exist_ok=True)
+    os.mkfifo(res / "tmp" / "junk-fifo")
+    (res / "tmp" / "stray.txt").write_text("x")
+    with Store(res) as store:
+        rundirs.sweep_tmp(store)  # used to block in open() on the FIFO
+    assert (res / "tmp" / "junk-fifo").exists() and (res / "tmp" / "stray.txt").read_text() == "x"

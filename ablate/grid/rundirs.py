@@ -188,7 +188,10 @@ def sweep_tmp(store: Store) -> int:
         return 0
     by_key: dict[str, list[Path]] = {}
     for d in tmp.iterdir():
-        by_key.setdefault(d.name.rpartition("-")[0], []).append(d)
+        # Only real directories are attempts; anything else stays (rmtree would open a FIFO
+        # and block the grid forever).
+        if d.is_dir() and not d.is_symlink():
+            by_key.setdefault(d.name.rpartition("-")[0], []).append(d)
     for key, dirs in by_key.items():
         live = store.live_token(key)
         row = store.get(key) or {}
