@@ -177,3 +177,31 @@ def test_a_fifo_or_stray_file_in_tmp_neither_hangs_nor_is_touched(finished, tmp_
     with Store(res) as store:
         rundirs.sweep_tmp(store)  # used to block in open() on the FIFO
     assert (res / "tmp" / "junk-fifo").exists() and (res / "tmp" / "stray.txt").read_text() == "x"
+
+
+def test_a_task_submitted_to_a_pool_a_worker_just_broke_starts_in_the_next_pool(monkeypatch):
+    """A worker dies; before poll() sees it, the scheduler submits the next task. The broken
+    pool refuses it (BrokenProcessPool, which used to end the grid with a traceback): it is
+    held, the dead task is reported as died, and the held one then runs in a fresh pool."""
+    import time
+    from concurrent.futures import wait
+
+    import executor_tasks
+    from ablate.grid.executors import local
+
+    monkeypatch.setattr(local, "_died", lambda t, error: [("died", t)])
+    ex = local.LocalExecutor(workers=1, threads=1, device="cpu")
+    try:
+        ex.submit(executor_tasks.die, ["a"])
+        wait(list(ex.futures), timeout=120)
+        deadline = time.monotonic() + 60
+        while not ex.pool._broken and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ex.submit(executor_tasks.echo, ["b"])  # raised BrokenProcessPool here before
+        assert ex.in_flight == 2
+        out = []
+        while ex.in_flight and time.monotonic() < deadline + 120:
+            out += ex.poll(timeout=1)
+        assert out == [("died", "a"), ("ran", "b")]
+    finally:
+        ex.close()

@@ -122,6 +122,9 @@ class LocalExecutor(Executor):
         self.threads = threads or max(1, cores // self.slots)
         self.pool: ProcessPoolExecutor | None = None
         self.futures: dict[Future, Task] = {}
+        # Tasks submitted after a worker died but before poll() saw it (the pool refuses
+        # them): they start in the next pool, once poll() has reported the broken one's runs.
+        self.deferred: list[tuple[Any, Task]] = []
 
     def _pool(self) -> ProcessPoolExecutor:
         if self.pool is None:
@@ -137,13 +140,30 @@ class LocalExecutor(Executor):
     def submit(self, fn, tasks):
         with _children_ignore_sigint():
             for t in tasks:
-                self.futures[self._pool().submit(fn, t)] = t
+                if self.deferred:  # keep the order: after the ones already waiting
+                    self.deferred.append((fn, t))
+                    continue
+                try:
+                    self.futures[self._pool().submit(fn, t)] = t
+                except BrokenProcessPool:  # a worker died since the last poll
+                    self.deferred.append((fn, t))
 
     @property
     def in_flight(self):
-        return len(self.futures)
+        return len(self.futures) + len(self.deferred)
+
+    def _restart_deferred(self) -> None:
+        """Start the deferred tasks in a fresh pool (the broken one's runs are reported)."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+        deferred, self.deferred = self.deferred, []
+        for fn, t in deferred:
+            self.submit(fn, [t])
 
     def poll(self, timeout):
+        if self.deferred and not self.futures:
+            self._restart_deferred()
         if not self.futures:
             return []
         done, _ = wait(self.futures, timeout=timeout, return_when=FIRST_COMPLETED)
@@ -163,6 +183,8 @@ class LocalExecutor(Executor):
                 out.extend(f.result())
             else:  # the process died (BrokenProcessPool) or run_task itself could not run
                 out.extend(_died(t, f"{type(exc).__name__}: {exc}"))
+        if self.deferred and not self.futures:
+            self._restart_deferred()
         return out
 
     def abandon(self):
