@@ -180,13 +180,11 @@ def run(args: argparse.Namespace) -> int:
     except BaseException as exc:  # interrupted or crashed mid-run: say how to go on
         from ablate.hacks.hooks import HookError
 
-        if state.exists() and isinstance(exc, HookError):  # a hack crashed mid-run
-            print(f"ablate: the run's checkpoint is in {out}; once the hack is fixed, the same command "
-                  f"with --resume continues it (--out {out}), unless the fix changed the hack's version",
-                  file=sys.stderr)
-        elif state.exists() and not isinstance(exc, ConfigError):  # not a refused checkpoint
-            print(f"ablate: the run's checkpoint is in {out}; continue it with the same "
-                  f"command and --resume (--out {out})", file=sys.stderr)
+        hook = isinstance(exc, HookError)  # a hack crashed mid-run (other ConfigErrors: a refused checkpoint)
+        if state.exists() and (hook or not isinstance(exc, ConfigError)):
+            print(f"ablate: the run's checkpoint is in {out}; {'once the hack is fixed, ' if hook else ''}"
+                  f"continue it with the same command and --resume (--out {out})"
+                  + (", unless the fix changed the hack's version" if hook else ""), file=sys.stderr)
         raise
     print(json.dumps(dataclasses.asdict(scored.result), indent=2))
     if scored.metrics is not None:

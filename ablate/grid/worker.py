@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from ablate.artefacts import fsync_dir
+from ablate.artefacts import fsync_dir, write_fix
 from ablate.layout import ExperimentDir, RunDir
 from ablate.training.checkpoint import STATE_FILES, CheckpointMismatch
 from ablate.environment import resolve_device
@@ -196,15 +196,15 @@ def write_problem(results_dir: Path, exc: BaseException) -> str:
     feature cache), else the exception itself."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, OSError) and seen.errno is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:  # the fix: artefacts.write_fix
             where = seen.filename or results_dir
             if seen.errno in (errno.ENOSPC, errno.EDQUOT):
-                return f"the disk holding {where} is full ({seen.strerror}); free disk space"
+                return f"the disk holding {where} is full ({seen.strerror}); {write_fix(seen)}"
             if seen.errno == errno.EROFS:
-                return f"{where} is on a read-only file system; make it writable or point ablate elsewhere"
+                return f"{where} is on a read-only file system; {write_fix(seen)} or point ablate elsewhere"
             if seen.errno in (errno.EACCES, errno.EPERM):
-                return (f"{where} cannot be written ({seen.strerror}); give this user write permission "
-                        "there (an immutable flag shows in `lsattr`)")
+                return (f"{where} cannot be written ({seen.strerror}); {write_fix(seen)} "
+                        "(an immutable flag shows in `lsattr`)")
         if isinstance(seen, sqlite3.OperationalError) and "readonly database" in str(seen):
             return (f"the index {ExperimentDir(results_dir).db} (or its -wal/-shm files) cannot be "
                     "written; give this user write permission there (an immutable flag shows in `lsattr`)")
