@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 
 from ablate.artefacts import write_fix
 from ablate.errors import ConfigError
-from ablate.layout import ExperimentDir
+from ablate.layout import FIGURES, REPORT_MD, TABLES, ExperimentDir
+from ablate.report import publish
 
 if TYPE_CHECKING:  # pandas, numpy and matplotlib load only when a report is built,
     from ablate.report.results import Results  # so importing ablate.report stays fast
@@ -32,9 +33,6 @@ __all__ = ["build_report", "write_report"]
 
 def build_report(results: Results, out_dir: Path | str) -> Path:
     """Compute the statistics and write REPORT.md, tables/ and figures/ under ``out_dir``."""
-    from ablate.report import context, figures, markdown, tables
-    from ablate.report.columns import base_metric, label, parse_metric
-
     out_dir = Path(out_dir)
     frame = results.frame
     if frame is None or len(frame) == 0:
@@ -43,10 +41,21 @@ def build_report(results: Results, out_dir: Path | str) -> Path:
     from ablate.report import beside
 
     others = beside.references(results)  # a bad [report] beside fails before any work is done
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # Built in a staging folder and swapped in whole (ablate.report.publish): a kill or a
+    # second report racing this one never leaves REPORT.md beside another build's tables.
+    with publish.staged(out_dir, (REPORT_MD, TABLES, FIGURES)) as stage:
+        _build(results, others, stage)
+    return ExperimentDir(out_dir).report
+
+
+def _build(results: Results, others: list, stage: publish.Stage) -> None:
+    from ablate.report import beside, context, figures, markdown, tables
+    from ablate.report.columns import base_metric, label, parse_metric
+
+    frame = results.frame
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        ctx = context.compute(results, out_dir).rounded()  # the writers see rounded numbers only
+        ctx = context.compute(results, stage).rounded()  # the writers see rounded numbers only
     meta = results.meta
     primary = ctx.primary
     head = [m for m in ctx.metrics if parse_metric(m)[0] == ctx.checkpoint and base_metric(m) != "kid_std"]
@@ -55,7 +64,7 @@ def build_report(results: Results, out_dir: Path | str) -> Path:
     head = ([primary] if primary else []) + head + [m for m in ("val_fid_auc", "wall_time_s") if m in ctx.metrics]
 
     # ---- tables -----------------------------------------------------------------------
-    tdir = ExperimentDir(out_dir).tables
+    tdir = ExperimentDir(stage.path).tables
     n_txt = "N = " + "/".join(map(str, sorted(set(ctx.counts["n"].astype(int))))) + " seeds per variant"
     ctx.tables["variants"] = tables.write_table(
         tables.variant_numeric(ctx.counts, ctx.summary), tables.variant_display(ctx.counts, ctx.summary, head),
@@ -100,7 +109,7 @@ def build_report(results: Results, out_dir: Path | str) -> Path:
             f"({'log scale, ' if ctx.factorial.scale == 'log' else ''}seed-blocked, ±1 coding)")
 
     # ---- figures ----------------------------------------------------------------------
-    fdir = ExperimentDir(out_dir).figures
+    fdir = ExperimentDir(stage.path).figures
     from ablate.report.summary import variant_order
 
     variants = context.plotted_variants(variant_order(frame, meta), meta)
@@ -134,9 +143,7 @@ def build_report(results: Results, out_dir: Path | str) -> Path:
 
     across.write(ctx, tdir, fdir, lambda name, draw, when: _figure(ctx, name, draw, when))
     beside.write(ctx, others, tdir)
-    path = ExperimentDir(out_dir).report
-    tables.write_text(path, markdown.render(ctx))
-    return path
+    tables.write_text(ExperimentDir(stage.path).report, markdown.render(ctx))
 
 
 def _frame(rows: list[dict]):

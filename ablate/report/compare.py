@@ -39,7 +39,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from ablate import layout
 from ablate.layout import EXPERIMENT_JSON, ExperimentDir
 from ablate.report import latex, precision, tables
 from ablate.report.columns import label, lower_is_better
+from ablate.report.publish import Stage, staged
 from ablate.report.results import ExperimentMeta, parse_meta
 
 __all__ = ["Experiment", "composite", "load_experiment", "pool", "seed_groups", "write_summary"]
@@ -429,12 +429,11 @@ def forest_panels(by: pd.DataFrame, pooled: pd.DataFrame, metric: str, names: li
 # --------------------------------------------------------------------------------------
 # SUMMARY.md
 # --------------------------------------------------------------------------------------
-def _link(path: Path, out_dir: Path) -> str:
-    return Path(os.path.relpath(path, out_dir)).as_posix()
-
-
 def render(exps: list[Experiment], xs: pd.DataFrame, by: pd.DataFrame, pooled: pd.DataFrame,
-           figs: dict[str, Path], out_dir: Path, compact: dict[str, dict[str, Path]] | None = None) -> str:
+           figs: dict[str, Path], out_dir: Path | Stage, compact: dict[str, dict[str, Path]] | None = None) -> str:
+    """SUMMARY.md's text; links are relative to ``out_dir`` (or where a :class:`Stage` publishes)."""
+    stage = out_dir if isinstance(out_dir, Stage) else Stage(Path(out_dir), Path(out_dir))
+    _link = stage.link
     names = [e.name for e in exps]
     lines = ["# Summary across experiments", ""]
     lines.append("Written by `ablate compare` from each experiment's committed report (`experiment.json` and "
@@ -452,7 +451,7 @@ def render(exps: list[Experiment], xs: pd.DataFrame, by: pd.DataFrame, pooled: p
                 "et al. 2009, ch. 24, conservative whatever the real correlation).")
     lines += ["", "## Experiments", ""]
     xd = experiments_display(xs)
-    xd["experiment"] = [f"[{n}]({_link(ExperimentDir(e.path).report, out_dir)})" for n, e in zip(xd["experiment"], exps)]
+    xd["experiment"] = [f"[{n}]({_link(ExperimentDir(e.path).report)})" for n, e in zip(xd["experiment"], exps)]
     lines += [tables.to_markdown(xd), ""]
     metrics = list(dict.fromkeys(by["metric"]))
     if len(metrics) > 1:
@@ -477,10 +476,10 @@ def render(exps: list[Experiment], xs: pd.DataFrame, by: pd.DataFrame, pooled: p
         if table["pooled (random effects)"].str.endswith(OPPOSED).any():
             lines += [OPPOSED_NOTE, ""]
         if metric in figs:
-            lines += [f"![forest plot]({_link(figs[metric], out_dir)})", ""]
+            lines += [f"![forest plot]({_link(figs[metric])})", ""]
         if metric in (compact or {}):
             lines += ["Compact table for a paper (fixed decimals; cells ratio [interval] and the verdict as "
-                      f"{latex.LEGEND}): " + ", ".join(f"[{k.upper()}]({_link(v, out_dir)})"
+                      f"{latex.LEGEND}): " + ", ".join(f"[{k.upper()}]({_link(v)})"
                                                        for k, v in compact[metric].items()) + ".", ""]
     lines += ["## Caveats", "",
               "* The experiments differ in dataset, budget, design and reference (leave-one-out contrasts are "
@@ -512,7 +511,15 @@ def write_summary(results_dirs: list[Path | str], out_dir: Path | str) -> Path:
     if by.empty:
         raise ConfigError("the effects tables of " + ", ".join(seen) + " are empty: nothing to compare")
     pooled = precision.round_frame(pooled_frame(by))
-    sdir = out_dir / SUMMARY_DIR
+    # Built in a staging folder and swapped in whole, as a report is (ablate.report.publish).
+    with staged(out_dir, (SUMMARY_MD, SUMMARY_DIR)) as stage:
+        _write(exps, xs, by, pooled, stage)
+    return out_dir / SUMMARY_MD
+
+
+def _write(exps: list[Experiment], xs: pd.DataFrame, by: pd.DataFrame, pooled: pd.DataFrame, stage: Stage) -> None:
+    seen = [e.name for e in exps]
+    sdir = stage.path / SUMMARY_DIR
     tdir, fdir = sdir / layout.TABLES, sdir / layout.FIGURES
     tables.write_table(xs, experiments_display(xs), tdir, "experiments", "The experiments compared")
     tables.write_table(by, by_experiment_display(by), tdir, "by_experiment",
@@ -528,6 +535,4 @@ def write_summary(results_dirs: list[Path | str], out_dir: Path | str) -> Path:
         figs[metric] = forest_panels(by, pooled, metric, used, fdir, f"forest_{_slug(metric)}")
         compact[metric] = latex.write_summary(by, pooled, metric, [e for e in exps if e.name in used], tdir,
                                               f"compact_{_slug(metric)}", label(metric))
-    path = out_dir / SUMMARY_MD
-    tables.write_text(path, render(exps, xs, by, pooled, figs, out_dir, compact))
-    return path
+    tables.write_text(stage.path / SUMMARY_MD, render(exps, xs, by, pooled, figs, stage, compact))

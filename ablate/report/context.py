@@ -36,6 +36,7 @@ from ablate.report.effects import (
     paired_test,
 )
 from ablate.report.factorial import FactorialFit, factorial_effects
+from ablate.report.publish import Stage
 from ablate.report.results import Comparison, ExperimentMeta, Results
 from ablate.report.runs import RunArtefacts
 
@@ -50,7 +51,7 @@ class ReportContext:
     """The computed report (also handy for tests and notebooks)."""
 
     results: Results
-    out_dir: Path
+    stage: Stage  # where the build writes (stage.path) and where the report will live (stage.final)
     frame: pd.DataFrame  # the store's frame plus the report's own columns (JS, AUC)
     metrics: list[str]
     primary: str | None
@@ -79,6 +80,11 @@ class ReportContext:
     @property
     def meta(self) -> ExperimentMeta:
         return self.results.meta
+
+    @property
+    def out_dir(self) -> Path:
+        """The folder this build writes into (the staging folder while it is staged)."""
+        return self.stage.path
 
     def rounded(self) -> ReportContext:
         """The context as the writers see it: every statistic to 10 significant digits
@@ -184,7 +190,10 @@ def _noisiest(frame: pd.DataFrame, meta: ExperimentMeta, result: sequential.Anal
     return out
 
 
-def compute(results: Results, out_dir: Path) -> ReportContext:
+def compute(results: Results, out_dir: Path | Stage) -> ReportContext:
+    """The report's statistics. ``out_dir``: where its files go, or the :class:`Stage` of a
+    staged build (:mod:`ablate.report.publish`)."""
+    stage = out_dir if isinstance(out_dir, Stage) else Stage(Path(out_dir), Path(out_dir))
     meta, frame = results.meta, results.frame.copy()
     runs = RunArtefacts(frame)
     checkpoint = headline_checkpoint(frame)
@@ -230,7 +239,7 @@ def compute(results: Results, out_dir: Path) -> ReportContext:
             het = levels.robust(per_level, levels.heterogeneity(frame, meta, primary), meta.analysis.alpha)
         fact = (factorial_effects(frame, meta, primary, meta.analysis.alpha)
                 if primary and meta.is_factorial else None)
-    ctx = ReportContext(results=results, out_dir=out_dir, frame=frame, metrics=metrics, primary=primary,
+    ctx = ReportContext(results=results, stage=stage, frame=frame, metrics=metrics, primary=primary,
                         checkpoint=checkpoint, counts=counts, summary=summ, analysis=result,
                         effects=effects, secondary=secondary, power=pw, flags=flags, failure_tests=tests,
                         curves=curves, by_step=by_step, factorial=fact, provenance=runs.provenance(), runs=runs,

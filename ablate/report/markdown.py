@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import math
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pandas as pd
 from ablate.layout import CLASSIFIER, ExperimentDir
 from ablate.report import across, anchor, beside, failures, method, stacked
 from ablate.report.compare import INTERIM_MARK
+from ablate.report.publish import Stage
 from ablate.report.columns import label, lower_is_better, parse_metric
 from ablate.report.tables import interval, num, p_is, pct, to_markdown
 
@@ -37,8 +37,8 @@ GROUPS = (("helps", "Helps"), ("hurts", "Hurts"), ("equivalent", "Equivalent wit
 
 
 class _Doc:
-    def __init__(self, out_dir: Path):
-        self.out_dir = out_dir
+    def __init__(self, out_dir: Path | Stage):
+        self.stage = out_dir if isinstance(out_dir, Stage) else Stage(Path(out_dir), Path(out_dir))
         self.lines: list[str] = []
 
     def __call__(self, *lines: str) -> None:
@@ -47,8 +47,7 @@ class _Doc:
     def link(self, text: str, path: Path | None, image: bool = False) -> str:
         if path is None or not Path(path).is_file():
             return ""
-        rel = os.path.relpath(Path(path), self.out_dir).replace(os.sep, "/")
-        return f"{'!' if image else ''}[{text}]({rel})"
+        return f"{'!' if image else ''}[{text}]({self.stage.link(path)})"
 
     def table_links(self, paths: dict[str, Path] | None) -> str:
         links = [self.link(ext.upper(), p) for ext, p in (paths or {}).items()]
@@ -76,7 +75,7 @@ class _Doc:
 
 
 def render(ctx) -> str:
-    d = _Doc(ctx.out_dir)
+    d = _Doc(ctx.stage)
     d(f"# ablate report: {ctx.meta.name}", "")
     _summary(d, ctx)
     _question(d, ctx)
