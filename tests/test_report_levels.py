@@ -273,3 +273,20 @@ def test_latex_escapes_less_and_greater_than():
     from ablate.report.tables import to_latex
     text = to_latex(pd.DataFrame({"p": ["<0.001"]}), "p < alpha", "x")  # pandas' Styler path
     assert "<" not in text and r"\textless{}0.001" in text and r"p \textless{} alpha" in text
+
+
+def test_provenance_counts_a_run_shared_by_several_levels_once(axes_report):
+    """A reference run is planned under one variant name per level; the provenance rows and
+    the wall-time sum count it once (counted per name, the fixture's 71 finished runs read as 107)."""
+    res, truth, ctx, out = axes_report
+    n_names = len(res.frame)
+    runs = truth["runs"]
+    done = sum(1 for _c, _s, y in runs.values() if y is not None)
+    assert n_names > len(runs)  # the fixture does share runs
+    assert ctx.provenance["hardware"] == [({"cpu": "Synthetic CPU", "cpu_count": 2}, done)]
+    assert ctx.provenance["git_commit"] == [("abc1234", done)]
+    assert ctx.provenance["runs_with_config"] == done
+    wall = 100.0 * done + 50.0 * (len(runs) - done)  # the helper's committed wall times
+    text = (out / "REPORT.md").read_text()
+    assert f"| wall time | {wall / 3600:.2f} h summed over {len(runs)} runs |" in text
+    assert f"| hardware | cpu=Synthetic CPU, cpu_count=2 ({done} runs) |" in text

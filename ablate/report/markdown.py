@@ -475,7 +475,8 @@ def _provenance(d: _Doc, ctx) -> None:
     rows.append(("library versions (report)", _kv(rep)))
     rows += [("hardware", _kv(h) + f" ({n} runs)") for h, n in prov.get("hardware") or []]
     rows += [("device", f"{dev} ({n} runs)") for dev, n in prov.get("device") or []]
-    wall = pd.to_numeric(ctx.frame["wall_time_s"], errors="coerce")
+    runs = ctx.frame.drop_duplicates("key") if "key" in ctx.frame else ctx.frame  # [axes]: a shared run once
+    wall = pd.to_numeric(runs["wall_time_s"], errors="coerce")
     rows.append(("wall time", f"{wall.sum() / 3600:.2f} h summed over {int(wall.notna().sum())} runs"))
     d("## Provenance", "", to_markdown(pd.DataFrame(rows, columns=["item", "value"])))
 

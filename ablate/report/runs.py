@@ -54,12 +54,16 @@ class RunArtefacts:
                 self._json_cache[path] = None
         return self._json_cache[path]
 
-    def _each_json(self, name: str):
+    def _each_json(self, name: str, per_run: bool = False):
+        """(row, parsed ``name``) of each finished run's directory; ``per_run``: once per run
+        key ([axes] plans a shared run under several variant names), else once per row."""
         found = total = 0
+        seen: set = set()
         for _, row in self.rows():
             d = self.run_dir(row)
-            if d is None:
+            if d is None or (per_run and d in seen):
                 continue
+            seen.add(d)
             total += 1
             obj = self._json(d / name)
             if obj is not None:
@@ -70,8 +74,9 @@ class RunArtefacts:
 
     # -- provenance -------------------------------------------------------------------
     def provenance(self) -> dict:
-        """What the runs recorded: data, hardware, versions, git commits, device, protocol."""
-        configs = [c for _, c in self._each_json(layout.CONFIG)]
+        """What the runs recorded: data, hardware, versions, git commits, device, protocol;
+        each run counted once, however many variant names share it."""
+        configs = [c for _, c in self._each_json(layout.CONFIG, per_run=True)]
         out: dict = {"runs_with_config": len(configs)}
 
         def count(docs, key, shaped=lambda v: True):
@@ -84,7 +89,7 @@ class RunArtefacts:
         trains = [c.get("train") or {} for c in configs]
         out["train"] = trains[0] if trains else {}
         out["latent_dim"] = sorted({t["latent_dim"] for t in trains if t.get("latent_dim")})
-        metrics = [m for _, m in self._each_json(layout.METRICS)]
+        metrics = [m for _, m in self._each_json(layout.METRICS, per_run=True)]
         out["protocol"] = count(metrics, "protocol", lambda v: isinstance(v, dict))
         # A hand-edited record of another shape is left out rather than read as one.
         out["metrics_provenance"] = count(metrics, "provenance", _shaped_provenance)
