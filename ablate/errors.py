@@ -7,3 +7,8 @@ class ConfigError(ValueError):
 
 class DataUnavailable(ConfigError):
     """A dataset is not on this machine and could not be provisioned."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised by the CLI where Ctrl-C raises KeyboardInterrupt: the same clean stop
+    (cleanup runs, a message instead of a silent death), exit code 143 instead of 130."""

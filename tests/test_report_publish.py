@@ -143,3 +143,42 @@ def test_two_reports_racing_on_one_folder_leave_one_of_them_whole(two_reports):
     procs = [_ablate(str(r), "--out", str(out)) for r in (a, b)]
     assert [p.wait(180) for p in procs] == [0, 0], [p.stderr.read() for p in procs]
     assert _snapshot(out) in (refs["a"], refs["b"]) and not _stages(out)
+
+
+def test_sigterm_mid_report_cleans_up_says_so_and_exits_143(two_reports):
+    a, b, out, refs = two_reports
+    q = _ablate(str(a), "--out", str(out))  # the folder as the fixture left it: a's report
+    assert q.wait(120) == 0
+    p = _ablate(str(b), "--out", str(out))
+    _wait_for_stage(p, out)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(60) == 128 + signal.SIGTERM
+    assert "stopped by SIGTERM" in p.stderr.read()
+    assert _snapshot(out) == refs["a"] and not _stages(out)  # the handler ran the clean-up
+
+
+def test_sigterm_during_the_grids_final_report_says_where_things_stand(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from gridutil import ABLATE, experiment, grid_cmd
+
+    exp = experiment(tmp_path, steps=4, seeds="[0]", scope='["batch-norm"]')
+    res = tmp_path / "results"
+    first = subprocess.run(grid_cmd(exp, res, "--threads", "1"), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    p = subprocess.Popen([*ABLATE, "grid", str(exp), "--results-dir", str(res), "--no-progress", "--threads", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_stage(p, res)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(60) == 128 + signal.SIGTERM
+    err = p.stderr.read()
+    assert "stopped while writing the report" in err and f"ablate report {res}" in err, err
+    assert not (res / "REPORT.md").exists() and not _stages(res)
+    assert subprocess.run([*ABLATE, "report", str(res)], capture_output=True, timeout=120).returncode == 0
+    assert (res / "REPORT.md").is_file() and not _stages(res)
+
+
+def _wait_for_stage(p: subprocess.Popen, out: Path) -> None:
+    deadline = time.monotonic() + 120
+    while not _stages(out) and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert p.poll() is None and _stages(out), "the report ended before the signal"

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from types import ModuleType
 
 from ablate.cli import anchor, compare, data, doctor, evaluate, grid, hacks, report, status, train
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, Terminated
 from ablate.messages import show_on_stderr
 
 # Subcommand name -> module, in the order `ablate --help` lists them.
@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ablate: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("ablate: stopped by SIGTERM", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:  # Ctrl-C outside a grid (which handles it itself): no traceback
         print("ablate: interrupted", file=sys.stderr)
         return 130
@@ -61,17 +64,26 @@ def _ctrl_c(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 @contextmanager
 def _ctrl_c_from_python() -> Iterator[None]:
     """Ctrl-C raised from a Python handler rather than Python's default one (from C): a hook
     that raises KeyboardInterrupt itself is then told from a real Ctrl-C, and fails its run
-    (:func:`ablate.hacks.hooks.call_hook`). Only where the default handler is installed."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    (:func:`ablate.hacks.hooks.call_hook`). SIGTERM raises :class:`Terminated` the same way,
+    so a command stopped by it cleans up and says so instead of dying silently (the grid
+    installs its own handlers while it runs; pool workers theirs). Only where the default
+    handlers are installed."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signal.signal(signal.SIGINT, _ctrl_c)
+    mine = {s: h for s, h in ((signal.SIGINT, _ctrl_c), (signal.SIGTERM, _sigterm))
+            if signal.getsignal(s) is (signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)}
+    old = {s: signal.signal(s, h) for s, h in mine.items()}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for s, h in old.items():
+            signal.signal(s, h)

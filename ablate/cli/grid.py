@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
+import signal
 import sqlite3
 import sys
 import traceback
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from ablate.experiment import execution
 from ablate.artefacts import check_creatable, directory
-from ablate.errors import ConfigError
+from ablate.errors import ConfigError, Terminated
 from ablate.experiment.execution import EXECUTORS
 from ablate.messages import show_on_stderr
 from ablate.report import write_report
@@ -151,7 +152,13 @@ def run(args: argparse.Namespace) -> int:
         return 1
     ok = not summary.counts.get("failed") and not summary.counts.get("pending")
     if not args.no_report:
-        ok = write_report_safely(results) and ok
+        try:
+            ok = write_report_safely(results) and ok
+        except KeyboardInterrupt as exc:  # the report is published whole (ablate.report.publish)
+            print(f"ablate: stopped while writing the report (Ctrl-C or SIGTERM); every run is stored, and "
+                  f"the previous report, if any, is unchanged. `ablate report {shlex.quote(str(results))}` "
+                  "writes it", file=sys.stderr)
+            return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130
     return 0 if ok else 1
 
 

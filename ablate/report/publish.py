@@ -11,9 +11,10 @@ ones move in, the Markdown file last, and the old ones are deleted.
 What a kill leaves, at any point:
 
 * during the build: the old report, whole, and a staging folder the next build sweeps;
-* during the swap (a few renames): no Markdown file, which every reader treats as "no
-  report yet" (``ablate compare`` refuses the folder, ``make ablation`` leaves it out),
-  never a Markdown file beside another build's tables. Rerunning the command restores it.
+* during the swap (a few renames, which Ctrl-C and SIGTERM wait for: only a SIGKILL or a
+  crash lands here): no Markdown file, which every reader treats as "no report yet"
+  (``ablate compare`` refuses the folder, ``make ablation`` leaves it out), never a
+  Markdown file beside another build's tables. Rerunning the command restores it.
 
 Files a build no longer writes go with the old folder: ``tables/`` and ``figures/`` (and
 ``summary/``) hold the report's outputs only.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -81,12 +83,18 @@ def staged(out_dir: Path | str, outputs: tuple[str, ...]) -> Iterator[Stage]:
 def _swap(stage: Path, out: Path, outputs: tuple[str, ...]) -> None:
     old = stage / ".old"
     old.mkdir()
-    for name in outputs:  # the Markdown file first: a kill from here on leaves none
-        if os.path.lexists(out / name):
-            os.replace(out / name, old / name)
-    for name in reversed(outputs):  # ... until it arrives, last
-        if os.path.lexists(stage / name):
-            os.replace(stage / name, out / name)
+    # Ctrl-C and SIGTERM wait for these few renames (as a run's commit does), so only a
+    # SIGKILL or a crash can stop the swap half way.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        for name in outputs:  # the Markdown file first: a kill from here on leaves none
+            if os.path.lexists(out / name):
+                os.replace(out / name, old / name)
+        for name in reversed(outputs):  # ... until it arrives, last
+            if os.path.lexists(stage / name):
+                os.replace(stage / name, out / name)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     fsync_dir(out)
 
 
