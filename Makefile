@@ -49,7 +49,7 @@ ablation: install
 # loadfile: a module's fixtures are built once): on the 2-core AMD EPYC 7 min 48 s instead
 # of about 13 min in one process. At most 4 workers (each loads torch; the process-level
 # tests start grids of their own). PYTEST_WORKERS=0 runs everything in one process.
-PYTEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0))))")
+PYTEST_WORKERS ?= $(shell $(PYTHON) -c "import os; n = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(); print(min(4, n or 1))")
 
 test: install lint
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile

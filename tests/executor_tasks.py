@@ -11,3 +11,13 @@ def die(task):
 
 def echo(task):
     return [("ran", task)]
+
+
+def deaf_sleeper(task):
+    """A worker stuck where SIGTERM does not reach it (as one in a long C call would be)."""
+    import signal
+    import time
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(120)
+    return [("ran", task)]

@@ -205,3 +205,40 @@ def test_a_task_submitted_to_a_pool_a_worker_just_broke_starts_in_the_next_pool(
         assert out == [("died", "a"), ("ran", "b")]
     finally:
         ex.close()
+
+
+def test_one_more_ctrl_c_while_the_pool_winds_down_stops_the_wait_and_kills_the_workers():
+    """After the grid stops, closing the pool waits up to ABANDON_GRACE_S for its workers.
+    A Ctrl-C in that wait used to escape from the grid's `finally` (only "interrupted" was
+    printed, no resume command); now it ends the wait: the workers are killed at once."""
+    import multiprocessing
+    import signal
+    import time
+
+    import executor_tasks
+    from ablate.grid.executors import local
+
+    ex = local.LocalExecutor(workers=1, threads=1, device="cpu")
+    ex.submit(executor_tasks.deaf_sleeper, ["a"])
+    deadline = time.monotonic() + 60
+    while not multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(2)  # the worker is in the task
+
+    def ctrl_c(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, ctrl_c)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        t0 = time.monotonic()
+        ex.close()  # raised KeyboardInterrupt here before
+        took = time.monotonic() - t0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert took < local.ABANDON_GRACE_S / 2
+    deadline = time.monotonic() + 10  # killed: gone as soon as the kernel reaps it
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not multiprocessing.active_children()

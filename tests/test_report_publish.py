@@ -1,11 +1,13 @@
-"""A report is published whole (ablate.report.publish): a build that fails or is killed,
-at any point, leaves either the old report or none, never REPORT.md beside another
-build's tables; two builds on one folder take turns. Checked by failing every rename of
-the swap in turn, by SIGKILLing a real `ablate report`, and by racing two of them."""
+"""A report is published whole (ablate.report.publish): a build that fails or is stopped
+leaves the old report, whole, never REPORT.md beside another build's tables; two builds
+on one folder take turns; files the build did not write are kept. Checked by failing
+every rename of the swap in turn, a real SIGTERM mid-swap, SIGKILL and SIGTERM to a real
+`ablate report` mid-build, two racing, and the grid's final report stopped."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,33 +44,93 @@ def _state(out: Path) -> str | None:
     return tags.pop()
 
 
+def _snapshot_all(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != publish.LOCK}
+
+
 def _stages(out: Path) -> list[Path]:
     return sorted(out.glob(publish.STAGE_PREFIX + "*"))
 
 
 @pytest.mark.parametrize("fail_at", range(6))
-def test_a_swap_stopped_at_any_rename_leaves_the_old_report_or_none_and_a_rerun_restores_it(
-        tmp_path, monkeypatch, fail_at):
+def test_a_swap_that_fails_at_any_rename_puts_the_old_report_back_whole(tmp_path, monkeypatch, fail_at):
     out = tmp_path / "out"
     _build(out, "old")
-    (out / "tables" / "stale.txt").write_text("a file the new build no longer writes")
+    before = _snapshot_all(out)
     real, calls = os.replace, []
 
     def replace(a, b):
-        if len(calls) == fail_at:
-            raise KeyboardInterrupt  # as a kill between two renames would stop it
         calls.append((a, b))
+        if len(calls) == fail_at + 1:  # this rename only (the roll-back's go through)
+            raise OSError(16, "Device or resource busy")  # EBUSY: a mount point, say
         real(a, b)
 
     monkeypatch.setattr(publish.os, "replace", replace)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(OSError):
         _build(out, "new")
     monkeypatch.setattr(publish.os, "replace", real)
-    assert _state(out) in ("old", None)
-    assert _state(out) == "old" or fail_at >= 1  # the old report goes only once the swap began
-    assert not _stages(out)  # an exception removes the staging folder
+    assert _state(out) == "old" and _snapshot_all(out) == before and not _stages(out)
     _build(out, "new")
-    assert _state(out) == "new" and not (out / "tables" / "stale.txt").exists() and not _stages(out)
+    assert _state(out) == "new" and not _stages(out)
+
+
+def test_a_real_sigterm_mid_swap_waits_for_the_swap_with_other_threads_running(tmp_path, monkeypatch):
+    """The kernel may give SIGTERM to any thread (numpy's, torch's); Python runs the handler
+    in the main thread at its next bytecode. It must not land between two renames."""
+    import threading
+
+    out = tmp_path / "out"
+    _build(out, "old")
+    stop = threading.Event()
+    busy = threading.Thread(target=lambda: stop.wait(30))  # another thread alive, as in a report
+    busy.start()
+    real, calls = os.replace, []
+
+    def replace(a, b):
+        calls.append((a, b))
+        if len(calls) == 2:  # REPORT.md is out, tables/ about to go
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)  # the handler would run here, mid-swap
+        real(a, b)
+
+    class Terminated(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Terminated
+
+    monkeypatch.setattr(publish.os, "replace", replace)
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        with pytest.raises(Terminated):  # delivered, once the swap is done
+            _build(out, "new")
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        stop.set()
+        busy.join()
+    assert len(calls) == 6 and _state(out) == "new" and not _stages(out)
+
+
+def test_files_the_build_did_not_write_are_carried_over_and_links_or_files_in_the_way_refused(tmp_path):
+    from ablate.errors import ConfigError
+
+    out = tmp_path / "paper"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "my-figure.pdf").write_text("a user's own figure")
+    (out / "figures" / "a.txt").write_text("an output the new build rewrites")
+    _build(out, "new")
+    assert (out / "figures" / "my-figure.pdf").read_text() == "a user's own figure" and _state(out) == "new"
+    (tmp_path / "elsewhere").mkdir()
+    shutil.rmtree(out / "tables")
+    (out / "tables").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match="is a link"):
+        _build(out, "newer")
+    (out / "tables").unlink()
+    (out / "tables").write_text("a file")
+    with pytest.raises(ConfigError, match="is a file"):
+        _build(out, "newer")
+    assert (out / "REPORT.md").read_text() == "new"
 
 
 def test_a_build_that_raises_leaves_the_old_report_untouched(tmp_path):
@@ -171,7 +233,7 @@ def test_sigterm_during_the_grids_final_report_says_where_things_stand(tmp_path)
     p.send_signal(signal.SIGTERM)
     assert p.wait(60) == 128 + signal.SIGTERM
     err = p.stderr.read()
-    assert "stopped while writing the report" in err and f"ablate report {res}" in err, err
+    assert "stopped while writing the report" in err and f"`ablate report {res}`" in err, err
     assert not (res / "REPORT.md").exists() and not _stages(res)
     assert subprocess.run([*ABLATE, "report", str(res)], capture_output=True, timeout=120).returncode == 0
     assert (res / "REPORT.md").is_file() and not _stages(res)

@@ -156,8 +156,8 @@ def run(args: argparse.Namespace) -> int:
             ok = write_report_safely(results) and ok
         except KeyboardInterrupt as exc:  # the report is published whole (ablate.report.publish)
             print(f"ablate: stopped while writing the report (Ctrl-C or SIGTERM); every run is stored, and "
-                  f"the previous report, if any, is unchanged. `ablate report {shlex.quote(str(results))}` "
-                  "writes it", file=sys.stderr)
+                  f"the report there is whole, the previous one or the new one. `ablate report "
+                  f"{shlex.quote(str(results))}` writes it again", file=sys.stderr)
             return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130
     return 0 if ok else 1
 

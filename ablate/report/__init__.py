@@ -16,6 +16,7 @@ statistics live in one module per job: ``effects`` (the pooled model), ``sequent
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -197,10 +198,15 @@ def write_report(results_dir: Path | str, out_dir: Path | str | None = None) -> 
     """Load ``results_dir`` and write its report (default: into it)."""
     from ablate.report.results import Results
 
-    results = Results.load(results_dir)
-    out = Path(out_dir or results.results_dir)
+    out = Path(out_dir or results_dir)
+    if not ExperimentDir(results_dir).experiment_json.is_file():
+        Results.load(results_dir)  # not a results folder: its error, before any lock or folder is made
     try:
-        return build_report(results, out)
+        # The lock is held from the load to the swap, so the report published last is the
+        # one that read the latest runs (a report started mid-grid cannot overwrite the
+        # grid's final one). A new --out folder is made only once the inputs are checked.
+        with publish.lock(out) if out.is_dir() else contextlib.nullcontext():
+            return build_report(Results.load(results_dir), out)
     except OSError as exc:  # disk full, read-only folder: every file is written atomically,
         raise ConfigError(f"cannot write the report to {out}: {exc.strerror or exc}; "  # so none is torn
                           f"the runs are untouched: {write_fix(exc)}, or pass --out DIR") from exc

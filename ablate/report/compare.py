@@ -52,7 +52,7 @@ from ablate import layout
 from ablate.layout import EXPERIMENT_JSON, ExperimentDir
 from ablate.report import latex, precision, tables
 from ablate.report.columns import label, lower_is_better
-from ablate.report.publish import Stage, staged
+from ablate.report.publish import Stage, reading, staged
 from ablate.report.results import ExperimentMeta, parse_meta
 
 __all__ = ["Experiment", "composite", "load_experiment", "pool", "seed_groups", "write_summary"]
@@ -78,8 +78,13 @@ class Experiment:
 
 
 def load_experiment(path: Path | str) -> Experiment:
-    """``experiment.json`` and ``tables/effects.csv`` of one results directory."""
-    path = Path(path)
+    """``experiment.json`` and ``tables/effects.csv`` of one results directory, read under
+    its report lock (a report being published there is not read half swapped)."""
+    with reading(path):
+        return _load_experiment(Path(path))
+
+
+def _load_experiment(path: Path) -> Experiment:
     ej = ExperimentDir(path).experiment_json
     if not ej.is_file():
         raise ConfigError(f"{path} is not an experiment's results directory (no {EXPERIMENT_JSON}); "

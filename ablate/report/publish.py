@@ -3,21 +3,25 @@
 ``ablate report`` writes REPORT.md, ``tables/`` and ``figures/``; ``ablate compare`` writes
 SUMMARY.md and ``summary/``. Written file by file into place, a build killed half way, or
 two builds racing (the grid's final report and a user's ``ablate report``), could leave a
-REPORT.md beside another build's tables. So :func:`staged` gives the build an empty
-folder inside the output folder (same filesystem, so a rename moves it) and holds a file
-lock for the whole build; when the build returns, the old outputs move out and the new
-ones move in, the Markdown file last, and the old ones are deleted.
+REPORT.md beside another build's tables. So a build holds the output folder's lock
+(:func:`lock`) from before it reads its inputs until it has published, and :func:`staged`
+gives it an empty folder inside the output folder (same filesystem, so a rename moves it);
+when the build returns, the old outputs move out and the new ones move in, the Markdown
+file last, and the old ones are deleted. Readers of another folder's report (``ablate
+compare``) take that folder's lock while they read it (:func:`reading`).
 
-What a kill leaves, at any point:
+Nothing a build did not write is lost: a file in the old ``tables/`` or ``figures/`` that
+the new build did not write (a user's own, or an output an earlier version wrote) is
+carried into the new folder, as when reports were written in place.
 
-* during the build: the old report, whole, and a staging folder the next build sweeps;
-* during the swap (a few renames, which Ctrl-C and SIGTERM wait for: only a SIGKILL or a
-  crash lands here): no Markdown file, which every reader treats as "no report yet"
-  (``ablate compare`` refuses the folder, ``make ablation`` leaves it out), never a
-  Markdown file beside another build's tables. Rerunning the command restores it.
+What a stop leaves, at any point:
 
-Files a build no longer writes go with the old folder: ``tables/`` and ``figures/`` (and
-``summary/``) hold the report's outputs only.
+* during the build: the old report, whole (the staging folder goes; a SIGKILL leaves it
+  for the next build to sweep);
+* during the swap (a few renames): Ctrl-C and SIGTERM wait until it is done (they are
+  recorded and delivered after it); an error part way moves everything back. Only a
+  SIGKILL or a crash there can leave a folder without its Markdown file, which ``make
+  ablation`` treats as "no report yet"; rerunning the command restores it.
 """
 
 from __future__ import annotations
@@ -27,16 +31,20 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ablate.artefacts import fsync_dir
+from ablate.errors import ConfigError
 
-__all__ = ["Stage", "staged", "LOCK", "STAGE_PREFIX"]
+__all__ = ["Stage", "staged", "lock", "reading", "LOCK", "STAGE_PREFIX"]
 
 LOCK = ".ablate-report.lock"  # in the output folder; ignored by git, kept (unlinking a lock file races)
 STAGE_PREFIX = ".ablate-stage-"  # a staging folder in the output folder
+
+_HELD: dict[Path, object] = {}  # this process's locks by folder: re-entrant (a build's lock, then staged's)
 
 
 @dataclass(frozen=True)
@@ -58,44 +66,117 @@ class Stage:
 
 
 @contextlib.contextmanager
-def staged(out_dir: Path | str, outputs: tuple[str, ...]) -> Iterator[Stage]:
-    """Yield a :class:`Stage` in ``out_dir``; when the block returns, swap ``outputs`` in.
-
-    ``outputs`` are the names the build writes directly under the staging folder, the
-    Markdown file first: it leaves first and arrives last. One build at a time per folder
-    (a file lock, held for the whole build); an exception leaves the old outputs as they
-    were and removes the staging folder.
-    """
+def lock(out_dir: Path | str) -> Iterator[None]:
+    """Hold ``out_dir``'s report lock (one build at a time per folder; re-entrant in a process)."""
     from filelock import FileLock
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out / LOCK)):
+    key = out.resolve()
+    held = _HELD.setdefault(key, FileLock(str(out / LOCK)))
+    with held:  # FileLock counts re-entries of one object
+        yield
+
+
+@contextlib.contextmanager
+def reading(folder: Path | str) -> Iterator[None]:
+    """Hold ``folder``'s report lock while its report is read, where the lock can be taken
+    (a read-only folder of someone else's results is read without it)."""
+    with contextlib.ExitStack() as stack:
+        if Path(folder).is_dir():
+            with contextlib.suppress(OSError):
+                stack.enter_context(lock(folder))
+        yield
+
+
+@contextlib.contextmanager
+def staged(out_dir: Path | str, outputs: tuple[str, ...]) -> Iterator[Stage]:
+    """Yield a :class:`Stage` in ``out_dir``; when the block returns, swap ``outputs`` in.
+
+    ``outputs`` are the names the build writes directly under the staging folder, the
+    Markdown file first: it leaves first and arrives last; the others are folders. An
+    exception in the block leaves the old outputs as they were and removes the staging
+    folder. Takes :func:`lock` (the caller may hold it already).
+    """
+    out = Path(out_dir)
+    for name in outputs[1:]:  # a folder output where a file or a link is: refuse, do not replace it
+        p = out / name
+        if p.is_symlink() or (p.exists() and not p.is_dir()):
+            raise ConfigError(f"{p} is {'a link' if p.is_symlink() else 'a file'}, where the report writes "
+                              f"its {name}/ folder (replaced whole at each report): move it aside, or "
+                              "write the report elsewhere with --out DIR")
+    with lock(out):
         _sweep(out)  # what a killed build left: none is running while the lock is held
         stage = Stage(Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out)), out)
         try:
             yield stage
+            for name in outputs[1:]:
+                _carry(out / name, stage.path / name)
             _swap(stage.path, out, outputs)
         finally:
             shutil.rmtree(stage.path, ignore_errors=True)
 
 
+def _carry(old: Path, new: Path) -> None:
+    """Files under ``old`` that the build did not write go into ``new`` (linked, not copied)."""
+    if not old.is_dir():
+        return
+    for src in sorted(old.rglob("*")):
+        dst = new / src.relative_to(old)
+        if src.is_dir() and not src.is_symlink():
+            dst.mkdir(parents=True, exist_ok=True)
+        elif not os.path.lexists(dst):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(src, dst, follow_symlinks=False)
+            except OSError:  # a filesystem without hard links
+                shutil.copy2(src, dst, follow_symlinks=False)
+
+
 def _swap(stage: Path, out: Path, outputs: tuple[str, ...]) -> None:
     old = stage / ".old"
     old.mkdir()
-    # Ctrl-C and SIGTERM wait for these few renames (as a run's commit does), so only a
-    # SIGKILL or a crash can stop the swap half way.
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        for name in outputs:  # the Markdown file first: a kill from here on leaves none
-            if os.path.lexists(out / name):
-                os.replace(out / name, old / name)
-        for name in reversed(outputs):  # ... until it arrives, last
-            if os.path.lexists(stage / name):
-                os.replace(stage / name, out / name)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    moved: list[str] = []
+    arrived: list[str] = []
+    with _signals_deferred():
+        try:
+            for name in outputs:  # the Markdown file first ...
+                if os.path.lexists(out / name):
+                    os.replace(out / name, old / name)
+                    moved.append(name)
+            for name in reversed(outputs):  # ... and back last
+                if os.path.lexists(stage / name):
+                    os.replace(stage / name, out / name)
+                    arrived.append(name)
+        except BaseException:  # put the old report back as it was
+            for name in arrived:
+                os.replace(out / name, stage / name)
+            for name in moved:
+                os.replace(old / name, out / name)
+            raise
     fsync_dir(out)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM during the block are recorded and delivered after it.
+
+    Python runs signal handlers in the main thread, whichever thread the kernel gave the
+    signal to (numpy's and torch's threads get them too, so blocking it in this thread is
+    not enough); replacing the handlers for the block is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.signal(s, lambda n, _f: got.append(n)) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+        if got:
+            signal.raise_signal(got[0])  # to the handler the caller had
 
 
 def _sweep(out: Path) -> None:

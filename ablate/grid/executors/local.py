@@ -199,8 +199,11 @@ class LocalExecutor(Executor):
             return
         self.pool.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + ABANDON_GRACE_S
-        while multiprocessing.active_children() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        try:
+            while multiprocessing.active_children() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        except KeyboardInterrupt:  # one more Ctrl-C while the workers wind down: stop waiting
+            pass  # (the grid already stopped; its resume message still gets printed)
         for p in multiprocessing.active_children():  # stuck in a C call: no more waiting
             p.kill()
         self.pool.shutdown(wait=True)
