@@ -1,16 +1,20 @@
 """Atomic artefact writes: a temp file in the same folder, fsync, then rename.
 
 A reader therefore sees either the old file or the complete new one, never a torn
-write, even if the process is killed mid-write.
+write, even if the process is killed mid-write. :func:`signals_deferred` keeps a few
+such steps together (a run's commit, a report's swap) against Ctrl-C and SIGTERM.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import signal
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,34 @@ def fsync_dir(path: Path | str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def signals_deferred(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """``signals`` arriving during the block are recorded and delivered after it, to the
+    handlers installed before it.
+
+    Python runs signal handlers in the main thread whichever thread the kernel gave the
+    signal to (numpy's, torch's and a heartbeat thread get them too), so blocking them in
+    this thread alone (``pthread_sigmask``) lets a handler run mid-block; replacing the
+    handlers for the block does not. Outside the main thread, where handlers cannot be
+    set, the signals are blocked in this thread (the best there is)."""
+    if threading.current_thread() is not threading.main_thread():
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, set(signals))
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        return
+    got: list[int] = []
+    old = {s: signal.signal(s, lambda n, _f: got.append(n)) for s in signals}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+        for n in dict.fromkeys(got):
+            signal.raise_signal(n)  # to the handler the caller had
 
 
 def write_atomic(path: Path | str, write: Callable[[Any], None], mode: str = "wb") -> None:

@@ -242,3 +242,33 @@ def test_one_more_ctrl_c_while_the_pool_winds_down_stops_the_wait_and_kills_the_
     while multiprocessing.active_children() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not multiprocessing.active_children()
+
+
+def test_a_signal_during_a_commit_waits_for_it_whichever_thread_the_kernel_gave_it_to():
+    """The run's commit and the report's swap hold Ctrl-C/SIGTERM/SIGUSR2 back
+    (artefacts.signals_deferred). A blocked mask in the main thread did not: with another
+    thread alive (a heartbeat, numpy's) the kernel may give the signal to it, and Python
+    then runs the handler in the main thread at once, mid-commit."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from ablate.artefacts import signals_deferred
+
+    order: list[str] = []
+    stop = threading.Event()
+    other = threading.Thread(target=lambda: stop.wait(30))
+    other.start()
+    old = signal.signal(signal.SIGUSR2, lambda n, f: order.append("handler"))
+    try:
+        with signals_deferred((signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)):
+            os.kill(os.getpid(), signal.SIGUSR2)
+            time.sleep(0.3)  # a handler let through would run here
+            order.append("end of the block")
+        assert order == ["end of the block", "handler"]
+        assert signal.getsignal(signal.SIGUSR2) is not None and len(order) == 2
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+        stop.set()
+        other.join()

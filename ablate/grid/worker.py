@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from ablate.artefacts import fsync_dir, write_fix
+from ablate.artefacts import fsync_dir, signals_deferred, write_fix
 from ablate.layout import ExperimentDir, RunDir
 from ablate.training.checkpoint import STATE_FILES, CheckpointMismatch
 from ablate.environment import resolve_device
@@ -59,7 +59,7 @@ _DRIVER_PID: int | None = None
 IN_RUN = threading.Event()  # a pool worker is inside run_one (SIGTERM then abandons it)
 # Signals held back during a commit (SIGUSR2: SLURM's preemption warning, which makes
 # submitit call executors.Requeueable.checkpoint -> release_for_requeue).
-_HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGUSR2}
+_HELD = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 # The claims this process is training now (results dir, key, token, tmp dir): what
 # release_for_requeue() gives back when the job is preempted.
 _TRAINING: list[tuple[str, str, str, Path]] = []
@@ -349,16 +349,13 @@ def commit(spec: RunSpec, store: Store, token: str, tmp: Path, scored: Scored, w
         **run_info})
     final = run_dir(results_dir, spec.key)
     status = Status(result.status)
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)  # no Ctrl-C mid-commit
-    try:
+    with signals_deferred(_HELD):  # no Ctrl-C, SIGTERM or requeue mid-commit
         committed = store.commit(
             spec.key, token, status, lambda: _publish(tmp, final, results_dir),
             steps=result.steps, diverged_step=result.diverged_step, wall_time_s=wall,
             train_time_s=result.train_time_s, eval_time_s=scored.eval_time_s,
             images_per_s=result.images_per_s, metrics=scored.metrics,
             run_dir=str(final.relative_to(results_dir)), threads=threads, device=device)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
     if not committed:  # taken over while stalled: the new owner commits; tmp is swept
         return lost(spec, wall)
     return Outcome.of(spec, status, diverged_step=result.diverged_step, wall_time_s=wall)

@@ -29,14 +29,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ablate.artefacts import fsync_dir
+from ablate.artefacts import fsync_dir, signals_deferred
 from ablate.errors import ConfigError
 
 __all__ = ["Stage", "staged", "lock", "reading", "LOCK", "STAGE_PREFIX"]
@@ -138,7 +136,7 @@ def _swap(stage: Path, out: Path, outputs: tuple[str, ...]) -> None:
     old.mkdir()
     moved: list[str] = []
     arrived: list[str] = []
-    with _signals_deferred():
+    with signals_deferred():  # Ctrl-C and SIGTERM wait for these few renames
         try:
             for name in outputs:  # the Markdown file first ...
                 if os.path.lexists(out / name):
@@ -155,28 +153,6 @@ def _swap(stage: Path, out: Path, outputs: tuple[str, ...]) -> None:
                 os.replace(old / name, out / name)
             raise
     fsync_dir(out)
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Ctrl-C and SIGTERM during the block are recorded and delivered after it.
-
-    Python runs signal handlers in the main thread, whichever thread the kernel gave the
-    signal to (numpy's and torch's threads get them too, so blocking it in this thread is
-    not enough); replacing the handlers for the block is."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    got: list[int] = []
-    sigs = (signal.SIGINT, signal.SIGTERM)
-    old = {s: signal.signal(s, lambda n, _f: got.append(n)) for s in sigs}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
-        if got:
-            signal.raise_signal(got[0])  # to the handler the caller had
 
 
 def _sweep(out: Path) -> None:
