@@ -101,7 +101,7 @@ def staged(out_dir: Path | str, outputs: tuple[str, ...]) -> Iterator[Stage]:
         p = out / name
         if p.is_symlink() or (p.exists() and not p.is_dir()):
             raise ConfigError(f"{p} is {'a link' if p.is_symlink() else 'a file'}, where the report writes "
-                              f"its {name}/ folder (replaced whole at each report): move it aside, or "
+                              f"its {name}/ folder (each report builds a new one and renames it into place): move it aside, or "
                               "write the report elsewhere with --out DIR")
     with lock(out):
         _sweep(out)  # what a killed build left: none is running while the lock is held
