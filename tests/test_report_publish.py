@@ -130,7 +130,13 @@ def test_files_the_build_did_not_write_are_carried_over_and_links_or_files_in_th
     (out / "tables").write_text("a file")
     with pytest.raises(ConfigError, match="is a file"):
         _build(out, "newer")
-    assert (out / "REPORT.md").read_text() == "new"
+    (out / "tables").unlink()
+    (out / "REPORT.md").unlink()
+    (out / "REPORT.md").mkdir()
+    (out / "REPORT.md" / "notes.txt").write_text("a user's folder")
+    with pytest.raises(ConfigError, match="is a folder"):
+        _build(out, "newer")
+    assert (out / "REPORT.md" / "notes.txt").read_text() == "a user's folder"
 
 
 def test_a_build_that_raises_leaves_the_old_report_untouched(tmp_path):

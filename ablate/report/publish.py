@@ -97,12 +97,16 @@ def staged(out_dir: Path | str, outputs: tuple[str, ...]) -> Iterator[Stage]:
     folder. Takes :func:`lock` (the caller may hold it already).
     """
     out = Path(out_dir)
+    md = out / outputs[0]
+    if md.is_dir() and not md.is_symlink():  # a folder where the Markdown file goes: not ours to replace
+        raise ConfigError(f"{md} is a folder, where the report writes its Markdown file: move it aside, or "
+                          "write the report elsewhere with --out DIR")
     for name in outputs[1:]:  # a folder output where a file or a link is: refuse, do not replace it
         p = out / name
         if p.is_symlink() or (p.exists() and not p.is_dir()):
             raise ConfigError(f"{p} is {'a link' if p.is_symlink() else 'a file'}, where the report writes "
-                              f"its {name}/ folder (each report builds a new one and renames it into place): move it aside, or "
-                              "write the report elsewhere with --out DIR")
+                              f"its {name}/ folder (each report builds a new one and renames it into place): "
+                              "move it aside, or write the report elsewhere with --out DIR")
     with lock(out):
         _sweep(out)  # what a killed build left: none is running while the lock is held
         stage = Stage(Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out)), out)
