@@ -1,4 +1,5 @@
-"""Errors that the CLI turns into exit code 2 with their message."""
+"""Errors that the CLI turns into exit code 2 with their message, and :class:`Terminated`
+(SIGTERM), which it turns into exit code 143."""
 
 
 class ConfigError(ValueError):
