@@ -14,11 +14,14 @@ from ablate.hacks import registry
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 # A shell that starts a job in the background (`make test &`, nohup, some CI runners) leaves
-# SIGINT ignored, and an ignored signal stays ignored in every child process: the tests that
-# send Ctrl-C to an `ablate` child would then see no Ctrl-C at all. Python's own handler here
-# means each child starts with SIGINT at its default, as under an interactive shell.
+# SIGINT ignored, some CI runners SIGTERM too, and an ignored signal stays ignored in every
+# child process: the tests that send Ctrl-C or SIGTERM to an `ablate` child would then see it
+# do nothing (`ablate` keeps an ignored signal ignored, as a command should). Resetting them
+# here means each child starts with both at their defaults, as under an interactive shell.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session", autouse=True)
