@@ -437,7 +437,7 @@ def forest_panels(by: pd.DataFrame, pooled: pd.DataFrame, metric: str, names: li
 def render(exps: list[Experiment], xs: pd.DataFrame, by: pd.DataFrame, pooled: pd.DataFrame,
            figs: dict[str, Path], out_dir: Path | Stage, compact: dict[str, dict[str, Path]] | None = None) -> str:
     """SUMMARY.md's text; links are relative to ``out_dir`` (or where a :class:`Stage` publishes)."""
-    stage = out_dir if isinstance(out_dir, Stage) else Stage(Path(out_dir), Path(out_dir))
+    stage = Stage.at(out_dir)
     _link = stage.link
     names = [e.name for e in exps]
     lines = ["# Summary across experiments", ""]

@@ -193,7 +193,7 @@ def _noisiest(frame: pd.DataFrame, meta: ExperimentMeta, result: sequential.Anal
 def compute(results: Results, out_dir: Path | Stage) -> ReportContext:
     """The report's statistics. ``out_dir``: where its files go, or the :class:`Stage` of a
     staged build (:mod:`ablate.report.publish`)."""
-    stage = out_dir if isinstance(out_dir, Stage) else Stage(Path(out_dir), Path(out_dir))
+    stage = Stage.at(out_dir)
     meta, frame = results.meta, results.frame.copy()
     runs = RunArtefacts(frame)
     checkpoint = headline_checkpoint(frame)

@@ -38,7 +38,7 @@ GROUPS = (("helps", "Helps"), ("hurts", "Hurts"), ("equivalent", "Equivalent wit
 
 class _Doc:
     def __init__(self, out_dir: Path | Stage):
-        self.stage = out_dir if isinstance(out_dir, Stage) else Stage(Path(out_dir), Path(out_dir))
+        self.stage = Stage.at(out_dir)
         self.lines: list[str] = []
 
     def __call__(self, *lines: str) -> None:

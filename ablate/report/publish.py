@@ -42,7 +42,7 @@ __all__ = ["Stage", "staged", "lock", "reading", "LOCK", "STAGE_PREFIX"]
 LOCK = ".ablate-report.lock"  # in the output folder; ignored by git, kept (unlinking a lock file races)
 STAGE_PREFIX = ".ablate-stage-"  # a staging folder in the output folder
 
-_HELD: dict[Path, object] = {}  # this process's locks by folder: re-entrant (a build's lock, then staged's)
+_LOCKS: dict[Path, object] = {}  # this process's locks by folder: re-entrant (a build's lock, then staged's)
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,11 @@ class Stage:
 
     path: Path
     final: Path
+
+    @classmethod
+    def at(cls, out_dir: Stage | Path | str) -> Stage:
+        """``out_dir`` as a Stage: a Stage as it is, a folder as one written in place."""
+        return out_dir if isinstance(out_dir, Stage) else cls(Path(out_dir), Path(out_dir))
 
     def link(self, target: Path | str) -> str:
         """``target`` relative to the published report, as a Markdown link wants it: a file
@@ -71,7 +76,7 @@ def lock(out_dir: Path | str) -> Iterator[None]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     key = out.resolve()
-    held = _HELD.setdefault(key, FileLock(str(out / LOCK)))
+    held = _LOCKS.setdefault(key, FileLock(str(out / LOCK)))
     with held:  # FileLock counts re-entries of one object
         yield
 
