@@ -4,18 +4,28 @@ VENV := .venv
 PY := $(VENV)/bin/python
 EXPERIMENT ?= experiments/default.toml
 STAMP := $(VENV)/.installed
+# The library versions that wrote results/ (a fresh clone's reports come out byte for byte
+# as committed); `make install CONSTRAINTS=` installs the newest that pyproject.toml allows.
+CONSTRAINTS ?= constraints.txt
+PIP_C := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
-.PHONY: install data ablation test lint test-executors bench clean
+.PHONY: install data ablation test lint test-executors bench clean constraints
 
-$(STAMP): pyproject.toml examples/ablate-spectral-norm/pyproject.toml examples/ablate-paper-tricks/pyproject.toml
+$(STAMP): pyproject.toml examples/ablate-spectral-norm/pyproject.toml examples/ablate-paper-tricks/pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch/torchvision pinned: pip takes local wheels where they exist (see README).
-	$(PY) -m pip install --quiet -e ".[test,inception]"
+	$(PY) -m pip install --quiet $(PIP_C) -e ".[test,inception]"
 	# The example third-party hack package, registered through its entry point.
-	$(PY) -m pip install --quiet --no-build-isolation -e examples/ablate-spectral-norm
-	$(PY) -m pip install --quiet --no-build-isolation -e examples/ablate-paper-tricks
+	$(PY) -m pip install --quiet $(PIP_C) --no-build-isolation -e examples/ablate-spectral-norm
+	$(PY) -m pip install --quiet $(PIP_C) --no-build-isolation -e examples/ablate-paper-tricks
 	touch $(STAMP)
+
+# After upgrading the venv's libraries: pin what it now has (then regenerate the reports).
+constraints:
+	{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --exclude-editable \
+	  | grep -vE '^(#|torch==|torchvision==|triton==|nvidia-|cuda-)'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 install: $(STAMP) data
 
@@ -64,7 +74,7 @@ lint: install
 # executor (smoke.toml on a local Ray instance) and SLURM executor (submitit's local mode,
 # which `make test` runs too: submitit is in the test extra) tests.
 test-executors: install
-	$(PY) -m pip install --quiet -e ".[ray,slurm]"
+	$(PY) -m pip install --quiet $(PIP_C) -e ".[ray,slurm]"
 	$(PY) -m pytest -q tests/test_grid_reliability.py -k "ray or slurm"
 
 bench: install

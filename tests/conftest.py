@@ -20,8 +20,13 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 # here means each child starts with both at their defaults, as under an interactive shell.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
-if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+for _sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
+    if signal.getsignal(_sig) is signal.SIG_IGN:  # SIGCHLD ignored: children's exit codes read as 0
+        signal.signal(_sig, signal.SIG_DFL)
+signal.pthread_sigmask(signal.SIG_SETMASK, set())  # a blocked mask is inherited too
+# No network here or in CI: data that is not on disk comes from the offline fallbacks at
+# once rather than after a download's timeouts (tests of the download path set their own).
+os.environ.setdefault("ABLATE_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # What `make ablation` summarises: every committed experiment with a report (the same rule
 # as the Makefile's), so a newly committed experiment is covered without editing this list.
 COMMITTED = sorted(d.name for d in (ROOT / "results").iterdir()
-                   if all((d / f).is_file() for f in ("experiment.json", "REPORT.md", "tables/effects.csv")))
+                   if all((d / f).is_file() for f in ("experiment.json", "REPORT.md", "tables/effects.csv"))
+                   and "**Interim report:" not in (d / "REPORT.md").read_text())
 
 
 def dersimonian_laird(y, se):

@@ -32,3 +32,33 @@ def test_nothing_under_ablate_or_experiments_cites_a_missing_file():
 
 def test_the_check_finds_a_missing_file():
     assert CITED.findall("see DESIGN.md §1 and docs/nope.md") == ["DESIGN.md", "docs/nope.md"]
+
+
+def test_make_install_pins_every_library_that_shapes_the_results():
+    """constraints.txt pins each dependency pyproject.toml names (torch and torchvision are
+    pinned there), and every `pip install` in the Makefile applies it: a fresh clone's
+    reports then come out byte for byte as committed, whatever has been released since."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version and re.fullmatch(r"[\w.]+", version), f"not an exact pin: {line!r}"
+            pins[name.lower().replace("_", "-")] = version
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["test"],
+              *project["optional-dependencies"]["inception"]]
+    for req in map(Requirement, wanted):
+        name = req.name.lower().replace("_", "-")
+        if name in ("torch", "torchvision"):
+            assert str(req.specifier).startswith("=="), req
+            continue
+        assert name in pins, f"{req.name} is not pinned in constraints.txt (`make constraints`)"
+        assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} breaks {req}"
+    makefile = (REPO / "Makefile").read_text()
+    installs = [ln for ln in makefile.splitlines() if "pip install" in ln and "--upgrade pip" not in ln]
+    assert installs and all("$(PIP_C)" in ln for ln in installs), installs
+    assert "CONSTRAINTS ?= constraints.txt" in makefile
