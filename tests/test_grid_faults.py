@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -226,7 +227,11 @@ def test_workers_do_not_outlive_a_driver_killed_while_the_pool_starts(tmp_path):
 def _unshare_works() -> bool:
     if shutil.which("unshare") is None or os.geteuid() != 0:
         return False
-    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True)
+    # A real mount, not just the namespace: a container may grant unshare and deny mount
+    # (AppArmor, seccomp), and the tests below would then fail rather than skip.
+    with tempfile.TemporaryDirectory() as d:
+        probe = subprocess.run(["unshare", "--mount", "sh", "-c", 'mount -t tmpfs -o size=1m tmpfs "$1"', "sh", d],
+                               capture_output=True)
     return probe.returncode == 0
 
 
@@ -281,13 +286,13 @@ def test_a_full_disk_stops_the_grid_with_a_message_and_resume_works(tmp_path):
     res.mkdir()
     cmd = shlex.join(grid_cmd(exp, res, *POOL))
     script = textwrap.dedent(f"""
-        mount -t tmpfs -o size=600k tmpfs {res}
+        mount -t tmpfs -o size=600k tmpfs {res} || exit 97
         {cmd} > {tmp_path}/full.log 2>&1; echo "first=$?" >> {tmp_path}/codes
         mount -o remount,size=64m {res}
         {cmd} > {tmp_path}/resume.log 2>&1; echo "second=$?" >> {tmp_path}/codes
         cp -a {res} {tmp_path}/copy
     """)
-    subprocess.run(["unshare", "--mount", "sh", "-c", script], timeout=900)
+    assert subprocess.run(["unshare", "--mount", "sh", "-c", script], timeout=900).returncode != 97, "mount failed"
     codes = (tmp_path / "codes").read_text()
     full = (tmp_path / "full.log").read_text()
     assert "first=1" in codes, full
