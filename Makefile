@@ -22,9 +22,10 @@ $(STAMP): pyproject.toml examples/ablate-spectral-norm/pyproject.toml examples/a
 	touch $(STAMP)
 
 # After upgrading the venv's libraries: pin what it now has (then regenerate the reports).
+# `pip list --format=freeze`: name==version even for a package installed from a file.
 constraints:
-	{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --exclude-editable \
-	  | grep -vE '^(#|torch==|torchvision==|triton==|nvidia-|cuda-)'; } > constraints.txt.new
+	{ sed -n '/^#/p' constraints.txt; $(PY) -m pip list --format=freeze --exclude-editable \
+	  | grep -vE '^(#|pip==|setuptools==|wheel==|torch==|torchvision==|triton==|nvidia-|cuda-)'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
 install: $(STAMP) data
