@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 EXPERIMENT ?= experiments/default.toml
 STAMP := $(VENV)/.installed
 # The library versions that wrote results/ (a fresh clone's reports come out byte for byte
-# as committed); `make install CONSTRAINTS=` installs the newest that pyproject.toml allows.
+# as committed); `make clean install CONSTRAINTS=` installs the newest pyproject.toml allows.
 CONSTRAINTS ?= constraints.txt
 PIP_C := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
