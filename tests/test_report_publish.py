@@ -162,14 +162,7 @@ def test_links_point_where_the_report_will_live(tmp_path):
 # --------------------------------------------------------------------------------------
 def _ablate(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "ablate", "report", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONHASHSEED": "0"},
-                            preexec_fn=_default_signals)
-
-
-def _default_signals() -> None:
-    """The child starts with Ctrl-C and SIGTERM at their defaults, whatever the runner ignores."""
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, signal.SIG_DFL)
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
 
 
 def _snapshot(out: Path) -> dict[str, bytes]:

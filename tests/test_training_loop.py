@@ -95,12 +95,10 @@ def test_batch_larger_than_dataset_leaves_no_run_dir(tmp_path):
 
 def test_artefacts_are_readable_by_others(tmp_path, monkeypatch):
     """mkstemp creates 0600 files; atomic writes must leave the usual 0666 & ~umask."""
-    from ablate.artefacts import write_json
-
     from ablate import artefacts
 
-    write_json(tmp_path / "a.json", {"x": 1})  # the umask this process started with (022 usually; CI may differ)
+    artefacts.write_json(tmp_path / "a.json", {"x": 1})  # the umask this process started with (022 usually; CI may differ)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~artefacts._UMASK
     monkeypatch.setattr(artefacts, "_UMASK", 0o022)  # and under the usual one, readable by others
-    write_json(tmp_path / "b.json", {"x": 1})
+    artefacts.write_json(tmp_path / "b.json", {"x": 1})
     assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o644
