@@ -3,12 +3,18 @@
 Equivalence: a group of one *is* the lone trainer (bit for bit). For K >= 2 the fused
 model sums in another order inside some kernels (the grouped transposed convolution
 with one output channel per member differs in the last bit), and a GAN's training
-amplifies last-bit differences: after 50 steps a member's logged losses agree with its
-lone run to ~1e-3 and its weights to ~1e-2 relative (BatchNorm shifts, which start at
-0, move most). The lone trainer itself differs by as much between 1 and 2 CPU threads
-(measured while writing this test: up to 8e-3 on a BatchNorm shift). The tolerances
-below are a few times the differences observed, and every comparison also checks the
-member against a *different* lone run, which is orders of magnitude further away.
+amplifies last-bit differences (Adam, for one, scales a near-zero gradient's rounding up
+to a full step), so how far a member ends from its lone run is luck of the seed; the
+lone trainer itself differs by as much between 1 and 2 CPU threads. Measured on the AMD
+EPYC over 16 seed offsets of the three scenarios below (112 member/lone pairs, 50
+steps): the first logged window (steps 1-10) within 4.7e-4 relative, later windows
+within 1.3e-2, the generator within 0.053 as a whole and 0.10 per tensor (at the test's
+own seeds: windows within 1.2e-3, the generator 7.5e-3 and 0.047). A member trained
+with one hack wrong (lone runs at the same seed with label smoothing, flips, the
+Gaussian prior or the DCGAN Adam settings removed) differs by >= 8.7e-3 in the first
+window. So the first window is held tight and the rest loosely, a few times the largest
+chaos seen, which another CPU's kernels may reach at these seeds; every comparison also
+checks the member against a *different* lone run, which is ~1.07 away as a whole.
 """
 
 from __future__ import annotations
@@ -34,9 +40,10 @@ from ablate.training.resolve import resolve
 from ablate.training.loop import _targets, train
 
 ALL_ON = tuple(registry.builtin_names())
-LOSS_RTOL = 5e-3  # logged window means (observed <= 1.1e-3 after 50 steps)
-TENSOR_RTOL = 0.1  # per tensor, relative L2 (observed <= 3.7e-2: BatchNorm shifts)
-MODEL_RTOL = 2e-2  # the whole generator as one vector (observed <= 1.2e-2)
+FIRST_RTOL = 2e-3  # the first logged window's means (chaos <= 4.7e-4; one hack wrong >= 8.7e-3)
+LOSS_RTOL = 5e-2  # later windows' means (chaos <= 1.3e-2)
+TENSOR_RTOL = 0.3  # per tensor, relative L2 (chaos <= 0.10: BatchNorm shifts)
+MODEL_RTOL = 0.1  # the whole generator as one vector (chaos <= 0.053; another seed ~1.07)
 
 
 @pytest.fixture(autouse=True)
@@ -79,13 +86,14 @@ def _distance(a: Path, b: Path) -> tuple[float, float]:
 def _assert_matches(fused: Path, lone: Path, other: Path) -> None:
     la, lb = _log(fused), _log(lone)
     assert [r["step"] for r in la] == [r["step"] for r in lb]
-    for ra, rb in zip(la, lb):
+    for n, (ra, rb) in enumerate(zip(la, lb)):
         for col in ("loss_d", "loss_g", "d_real", "d_fake"):
-            assert ra[col] == pytest.approx(rb[col], rel=LOSS_RTOL), (fused.name, ra["step"], col)
+            rel = FIRST_RTOL if n == 0 else LOSS_RTOL
+            assert ra[col] == pytest.approx(rb[col], rel=rel), (fused.name, ra["step"], col)
     per, whole = _distance(fused, lone)
     assert per < TENSOR_RTOL and whole < MODEL_RTOL, (fused.name, per, whole)
     # Negative control: another member's lone run is far away.
-    assert _distance(fused, other)[1] > 20 * whole + 0.05
+    assert _distance(fused, other)[1] > max(0.5, 5 * whole)
 
 
 SCENARIOS = {
