@@ -176,3 +176,36 @@ def test_ablate_report_adds_the_section_without_flags(tmp_path, monkeypatch, cap
     capsys.readouterr()
     assert main(["report", "results/syn-3000", "--out", str(tmp_path / "out")]) == 2
     assert "results/nowhere" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_undecided_at_the_designs_last_look_is_no_verdict_not_yet(tmp_path, monkeypatch):
+    """A hack undecided with every seed its design gives (adaptive 3..10 here: 10/10) will never
+    be decided, so it is "no verdict", not "not yet"; the same on the other side. One seed short
+    of the cap it is still "not yet"."""
+    other = _other(tmp_path / "repo" / "results" / "fashion-mnist-1k")
+    cap = parse_meta(json.loads((other / "experiment.json").read_text())).seed_policy.max
+    eff = pd.read_csv(other / "tables" / "effects.csv")
+    eff.loc[eff["hack"] == "leaky-relu", ["verdict", "n_on", "n_off"]] = ["undecided", cap, cap]
+    eff.to_csv(other / "tables" / "effects.csv", index=False)
+    res = _current(tmp_path / "repo", ["results/fashion-mnist-1k"])
+    monkeypatch.chdir(tmp_path)
+    others = beside.references(_results(res))
+    words = {}
+    for n_on, n_off in ((cap, cap), (cap, cap - 1)):
+        eff = pd.read_csv(ONE_K / "tables" / "effects.csv")
+        eff.loc[eff["hack"] == "adam-dcgan", ["verdict", "n_on", "n_off"]] = ["undecided", n_on, n_off]
+        ctx = SimpleNamespace(results=_results(res), meta=_results(res).meta, effects=eff, primary=PRIMARY,
+                              out_dir=res, tables={}, figures={}, beside=[])
+        f = beside.frame(ctx, others[0])
+        changed = dict(zip(f["hack"], f["changed"]))
+        words[(n_on, n_off)] = (changed, beside._words(f, beside._names(ctx, others[0])))
+    changed, text = words[(cap, cap)]
+    assert changed["adam-dcgan"] == "no verdict" and changed["leaky-relu"] == "no verdict"
+    assert ("Undecided at 20,000 steps at the design's last look, so there is no verdict to compare: "
+            "`adam-dcgan` (helps at 1,000 steps).") in text
+    assert ("Undecided at 1,000 steps at the design's last look, so there is no verdict to compare: "
+            "`leaky-relu` (equivalent at 20,000 steps).") in text
+    assert "not yet comparable" not in text
+    changed, text = words[(cap, cap - 1)]
+    assert changed["adam-dcgan"] == "not yet" and changed["leaky-relu"] == "no verdict"
+    assert "Still undecided at 20,000 steps, so not yet comparable: `adam-dcgan` (helps at 1,000 steps)." in text

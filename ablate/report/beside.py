@@ -106,18 +106,34 @@ def _names(ctx, other: compare.Experiment) -> tuple[str, str]:
     return other.name, ctx.meta.name
 
 
-def _change(a: str | None, b: str | None) -> str:
+def _seed_cap(meta) -> int:
+    """Seeds per variant at the design's last look: no later look adds any."""
+    p = meta.seed_policy
+    return p.max if p.adaptive else len(p.seeds)
+
+
+def _closed(seeds, cap: int) -> bool:
+    """A contrast (``"n_on/n_off"``) whose both variants have every seed the design gives."""
+    try:
+        return min(int(n) for n in str(seeds).split("/")) >= cap
+    except ValueError:
+        return False
+
+
+def _change(a: str | None, b: str | None, closed: bool = False) -> str:
+    """``closed``: the undecided side is at its design's last look, so it stays undecided."""
     if a is None or b is None:
         return "–"
     if UNDECIDED in (a, b):
-        return "no" if a == b else "not yet"
+        return "no" if a == b else ("no verdict" if closed else "not yet")
     return "yes" if a != b else "no"
 
 
 def frame(ctx, other: compare.Experiment) -> pd.DataFrame:
     """One row per hack (this experiment's order, then the other's): each side's verdict,
     log ratio and adjusted interval, and whether the verdict changed (``yes``, ``no``,
-    ``not yet``: undecided on one side, ``–``: measured on one side only)."""
+    ``not yet``: undecided on one side whose design may add seeds, ``no verdict``: undecided on
+    one side at its design's last look, so never comparable, ``–``: measured on one side only)."""
     sides = [compare.Experiment(side, e.path, e.meta, e.effects) for side, e in (  # names may be equal
         ("other", other), ("this", compare.Experiment(ctx.meta.name, Path(ctx.results.results_dir), ctx.meta,
                                                       ctx.effects)))]
@@ -131,7 +147,10 @@ def frame(ctx, other: compare.Experiment) -> pd.DataFrame:
             r = t.loc[hack] if hack in t.index else None
             for c in cols:
                 row[f"{side}_{c}"] = None if r is None else r[c]
-        row["changed"] = _change(row["other_verdict"], row["this_verdict"])
+        caps = {"other": _seed_cap(other.meta), "this": _seed_cap(ctx.meta)}
+        closed = any(row[f"{side}_verdict"] == UNDECIDED and _closed(row[f"{side}_seeds"], caps[side])
+                     for side in caps)
+        row["changed"] = _change(row["other_verdict"], row["this_verdict"], closed)
         rows.append(row)
     return precision.round_frame(pd.DataFrame(rows))
 
@@ -203,10 +222,13 @@ def _words(f: pd.DataFrame, names: tuple[str, str]) -> str:
     if same:
         text += f" The same at both: {', '.join(same)}."
     for side, there, other_side, elsewhere in (("this", b, "other", a), ("other", a, "this", b)):
-        open_ = f[(f["changed"] == "not yet") & (f[f"{side}_verdict"] == UNDECIDED)]
-        if len(open_):
-            text += (f" Still undecided at {there}, so not yet comparable: " + ", ".join(
-                f"`{r['hack']}` ({r[f'{other_side}_verdict']} at {elsewhere})" for _, r in open_.iterrows()) + ".")
+        for changed, words in (("not yet", f"Still undecided at {there}, so not yet comparable"),
+                               ("no verdict", f"Undecided at {there} at the design's last look, so there "
+                                             "is no verdict to compare")):
+            open_ = f[(f["changed"] == changed) & (f[f"{side}_verdict"] == UNDECIDED)]
+            if len(open_):
+                text += f" {words}: " + ", ".join(
+                    f"`{r['hack']}` ({r[f'{other_side}_verdict']} at {elsewhere})" for _, r in open_.iterrows()) + "."
     return text
 
 

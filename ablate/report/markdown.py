@@ -125,6 +125,15 @@ def _hack_line(r: pd.Series, sesoi: float, interim: bool = False) -> str:
     return f"- `{r['hack']}`: {eff}, adjusted 95% CI {ci} ({seeds}{when})"
 
 
+def _power_seeds(e: pd.DataFrame, p: dict) -> str:
+    """The seeds behind the power figures: the median contrast's, with the range where an
+    adaptive design gave the hacks different numbers of seeds."""
+    n = (e[["n_on", "n_off"]].min(axis=1)[np.isfinite(e["se"])] if len(e) and "se" in e else pd.Series(dtype=float))
+    if len(n) and n.min() != n.max():
+        return f"{num(p['seeds'])} seeds per variant at the median contrast, {int(n.min())}–{int(n.max())} across the hacks"
+    return f"{num(p['seeds'])} seeds per variant"
+
+
 def _summary(d: _Doc, ctx) -> None:
     meta, a = ctx.meta, ctx.analysis
     sesoi = meta.analysis.sesoi
@@ -160,7 +169,7 @@ def _summary(d: _Doc, ctx) -> None:
             continue
         size = (f"a decrease of {abs(p['decrease_pct']):.0f}% or an increase of {p['increase_pct']:.0f}%"
                 if p["scale"] == "log" else f"a change of ±{num(p['mde'], 2)}")
-        d(f"**Power** (pooled model, {num(p['seeds'])} seeds per variant, residual df {p['df']}): a hack "
+        d(f"**Power** (pooled model, {_power_seeds(e, p)}, residual df {p['df']}): a hack "
           f"that changes {label(ctx.primary)} by {size} or more is detected with 80% power at α/m = "
           f"{num(p['alpha_first_step'], 2)}. A hack with no effect at all is declared equivalent within "
           f"±{sesoi:.0%} with probability {p['equivalence_power']:.0%}"

@@ -79,7 +79,9 @@ def section(d, ctx) -> None:
       "with exact Clopper-Pearson intervals (statsmodels); per hack, exact McNemar tests on the seed-paired "
       "outcomes (statsmodels), Holm across hacks.",
       "- **Power**: the smallest contrast detected with 80% power at α/m (the first Holm step) is "
-      "se·(t_{1−α/2m} + t_{0.8}) on the model's residual df, stated as a decrease and as an increase; the "
-      "paired test's from the noncentral t distribution.",
+      "se·(t_{1−α/2m} + t_{0.8}) on the model's residual df, stated as a decrease and as an increase, with se "
+      "and the seeds per variant of the median contrast (an adaptive design gives the hacks different "
+      "numbers of seeds); the paired test's from the noncentral t distribution at the median number of "
+      "pairs and the pooled sd of the paired differences.",
       "- **Factorial designs**: OLS on ±1-coded hacks with seed blocks; an interaction is estimated only if "
       "it is not aliased.", *across.method_lines(ctx), "", "References:", "", *[f"- {r}" for r in REFERENCES], "")
