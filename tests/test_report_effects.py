@@ -305,3 +305,62 @@ def test_an_interval_bound_near_one_is_never_shown_as_one():
     assert tables.interval(-1.0002, -0.5) == "[-1.0002, -0.5]"
     assert tables.interval(0.99999999, 1.2) == "[1, 1.2]"  # at most 6 digits
     assert tables.interval(1.3, 1.56) == "[1.3, 1.56]"
+
+
+def test_mixed_model_is_the_reml_optimum_where_statsmodels_default_fit_fails():
+    """fashion-mnist-1k-lr's look 2 (committed runs): statsmodels' default MixedLM.fit stops
+    at τ² = 0 with an infinite log-likelihood there. The profiled fit agrees with a MixedLM
+    fit that converges (derivative-free Powell) on the contrast's estimate and standard
+    error, and its REML profile with statsmodels' MixedLM.loglike up to a constant."""
+    import statsmodels.api as sm
+    from statsmodels.regression.mixed_linear_model import MixedLMParams
+
+    root = Path(__file__).resolve().parents[1] / "results" / "fashion-mnist-1k-lr"
+    r = Results.load(root)
+    result = sequential.analyse(r.frame, r.meta)
+    d = next(x for x in result.decisions if x.hack == "strided-upsample @ lr_scale=1")
+    sub = sequential.runs_at(r.frame, result, d.look)
+    data, _, _ = effects.model_data(sub, result.metric)
+    X = pd.get_dummies(data["variant"]).astype(float)
+    y, seeds = data["y"].to_numpy(float), data["seed"].to_numpy()
+    model = sm.MixedLM(y, X, groups=seeds)
+    ml = model.fit(reml=True, method="powell")
+    assert np.isfinite(ml.llf) and ml.cov_re.iloc[0, 0] > 0
+    L = (X.columns == d.on).astype(float) - (X.columns == d.off).astype(float)
+    want_est = float(L @ ml.fe_params.to_numpy())
+    want_se = float(np.sqrt(L @ ml.cov_params().loc[X.columns, X.columns].to_numpy() @ L))
+    est, se = effects.fit_mixed(sub, r.meta.comparisons, result.metric)[d.hack]
+    assert est == pytest.approx(want_est, rel=1e-8) and se == pytest.approx(want_se, rel=1e-6)
+    # The profile: deviance differences between values of λ = τ²/σ² are -2 × statsmodels'
+    # REML log-likelihood differences (model.fit above set up model.loglike).
+    same = (seeds[:, None] == seeds[None, :]).astype(float)
+    lams = [1e-3, 0.02, 0.5, 4.0]
+    ours = [effects._reml(lam, y, X.to_numpy(), same)[0] for lam in lams]
+    theirs = [-2 * model.loglike(MixedLMParams.from_components(cov_re=np.array([[lam]])), profile_fe=True)
+              for lam in lams]
+    assert np.diff(ours) == pytest.approx(np.diff(theirs), rel=1e-9, abs=1e-9)
+
+
+def test_a_metric_constant_in_every_run_fits_exactly_and_the_same_on_every_machine():
+    """Every run found all 10 modes: the contrasts are 0 and their p is 1, not the ratio of
+    two rounding errors. Rounding noise of either sign (what another CPU's kernels leave)
+    gives the same numbers; a variant that differs in every seed is a clear difference."""
+    v = np.array(["all-on", "-a", "-b"] * 5)
+    s = np.repeat(np.arange(5), 3)
+    comps = [Comparison("a", "all-on", "-a"), Comparison("b", "all-on", "-b")]
+    fits = []
+    for noise in (0.0, 3e-15, -2e-15):
+        y = np.full(len(v), 10.0) + noise * np.sin(np.arange(len(v)))
+        y[v == "-b"] -= 1.0  # -b loses one mode in every seed
+        fits.append(effects.fit_arrays("best.classifier.modes", False, v, s, y, comps))
+    for f in fits:
+        a, b = f.contrast("a"), f.contrast("b")
+        assert a.estimate == 0.0 and a.p == 1.0 and a.se > 0
+        assert b.estimate == pytest.approx(1.0, abs=1e-9) and b.p < 1e-30
+        assert (a.estimate, b.estimate) == (fits[0].contrast("a").estimate, fits[0].contrast("b").estimate)
+        assert (a.se, b.se) == pytest.approx((fits[0].contrast("a").se, fits[0].contrast("b").se), rel=1e-12)
+        assert not np.any(f.residuals)
+    # A real metric keeps its own residuals (the resolution is 1e-10 of the largest value).
+    y = np.full(len(v), 10.0) + 1e-6 * np.sin(np.arange(len(v)))
+    f = effects.fit_arrays("best.classifier.modes", False, v, s, y, comps)
+    assert np.any(f.residuals) and 0 < f.sigma < 1e-5

@@ -9,7 +9,8 @@ degrees of freedom of the whole grid (24 in a 13-variant x 3-seed leave-one-out)
 instead of the n - 1 = 2 of its own pairs. Fixed seed blocks keep the t distribution of
 each contrast exact for any pattern of seeds (adaptive grids give the undecided variants
 more seeds); where seeds are unbalanced a mixed model with a random seed intercept
-(statsmodels MixedLM, REML) is fitted beside it as a sensitivity check.
+(REML, its one variance ratio profiled: :func:`fit_mixed`) is fitted beside it as a
+sensitivity check.
 
 Besides it, per hack: the paired t-test on that hack's own pairs (the earlier
 analysis, kept as a sensitivity column) and a bootstrap interval only from 10 pairs up.
@@ -31,6 +32,7 @@ from ablate.report.results import Comparison
 BOOTSTRAP_MIN_PAIRS = 10  # below this the percentile bootstrap is ~[min, max] (coverage ≈ 74% at n=3)
 BOOTSTRAP_RESAMPLES = 9999
 BOOTSTRAP_SEED = 0  # the report is deterministic
+RESOLUTION = 1e-10  # relative: a residual sd below it is rounding noise of an exact fit
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,16 @@ def fit_coded(metric: str, log: bool, vnames: np.ndarray, vidx: np.ndarray, snam
     resid = y - fitted
     df = n - rank
     sigma2 = float(resid @ resid / df) if df > 0 else math.nan
+    # A metric constant within every variant (every run found all 10 modes) fits exactly:
+    # its residuals and contrasts are rounding noise whose size and sign depend on the
+    # CPU's kernels, and t = noise/noise would be a random p. Below the data's resolution
+    # the residual sd is read as that resolution and the fit as exact, so such a contrast
+    # has t = 0 (p = 1) or a clear difference, the same on every machine.
+    # (a power of two, so estimates rounded to it are exact multiples on every machine)
+    resolution = 2.0 ** math.ceil(math.log2(RESOLUTION * max(float(np.abs(y).max()) if n else 0.0, 1.0)))
+    exact = df > 0 and sigma2 < resolution ** 2
+    if exact:
+        sigma2, fitted, resid = resolution ** 2, y.astype(float), np.zeros(n)
     half = vt.T / sv  # (X'X)^+ = half @ half.T
     pos = {v: i for i, v in enumerate(vnames.tolist())}
     runs = np.bincount(vidx, minlength=nv)
@@ -235,6 +247,8 @@ def fit_coded(metric: str, log: bool, vnames: np.ndarray, vidx: np.ndarray, snam
             # Estimable iff L lies in the row space of X (the variants are linked by seeds).
             if np.abs(vt.T @ (vt @ L) - L).max() < 1e-8:
                 est = float(L @ beta)
+                if exact:
+                    est = round(est / resolution) * resolution + 0.0  # + 0.0: never -0
                 se = math.sqrt(sigma2 * float(np.sum((L @ half) ** 2))) if df > 0 else math.nan
         contrasts.append(ContrastFit(c.hack, c.on, c.off, est, se, df, n_on, n_off, common))
     present = np.zeros((nv, ns), bool)
@@ -255,28 +269,76 @@ def fit_pooled(frame: pd.DataFrame, comparisons: tuple[Comparison, ...] | list[C
                       data["y"].to_numpy(float), cell_comparisons(comparisons, cells(frame)), imputed)
 
 
+MIXED_GRID = np.concatenate([[-math.inf], np.linspace(math.log(1e-8), math.log(1e6), 57)])  # log λ
+
+
+def _reml(lam: float, y: np.ndarray, X: np.ndarray, same: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """REML deviance (up to a constant), GLS fixed effects and their covariance of
+    y ~ X with V = σ²(I + λ·same), ``same`` the indicator of two runs sharing a seed."""
+    from scipy.linalg import cho_factor, cho_solve
+
+    n, p = X.shape
+    cho = cho_factor(np.eye(n) + lam * same)
+    vx, vy = cho_solve(cho, X), cho_solve(cho, y)
+    xvx = X.T @ vx
+    beta = np.linalg.solve(xvx, X.T @ vy)
+    r = y - X @ beta
+    q = float(r @ cho_solve(cho, r))
+    _, logdet_xvx = np.linalg.slogdet(xvx)
+    dev = (n - p) * math.log(q) + 2 * float(np.log(np.diag(cho[0])).sum()) + logdet_xvx
+    return dev, beta, q / (n - p) * np.linalg.inv(xvx)
+
+
 def fit_mixed(frame: pd.DataFrame, comparisons, metric: str, log: bool | None = None) -> dict[str, tuple]:
     """Sensitivity model where seeds are unbalanced: y ~ variant with a random seed
-    intercept (statsmodels MixedLM, REML). hack -> (estimate, se); empty if it fails."""
-    import statsmodels.api as sm
-    from statsmodels.tools.sm_exceptions import ConvergenceWarning
+    intercept, REML. hack -> (estimate, se); empty if it cannot be fitted.
+
+    The model has one free ratio, λ = τ²/σ² (seed intercept over residual variance), and
+    is fitted here by profiling it: the REML deviance over a grid of log λ (and λ = 0),
+    then scipy's bounded Brent search between the best point's neighbours; the fixed
+    effects and their covariance are the GLS ones at that λ, σ²(X'V⁻¹X)⁻¹ with σ² the REML
+    scale, as lme4 reports them. Hand-written on purpose: statsmodels' ``MixedLM.fit``
+    fails on these grids without saying so (on fashion-mnist-1k-lr's look 2 BFGS stops,
+    the lbfgs retry lands on τ² = 0 with an infinite log-likelihood, and the interval it
+    returns differs between machines by a tenth of its width). The tests check the
+    profile against statsmodels' ``MixedLM.loglike`` and the result against MixedLM fits
+    that converge.
+    """
+    from scipy.optimize import minimize_scalar
 
     data, _, _ = model_data(frame, metric, log)
     if data.empty or data["seed"].nunique() < 3:
         return {}
     X = pd.get_dummies(data["variant"]).astype(float)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", (ConvergenceWarning, RuntimeWarning, UserWarning))
+    y, seeds, x = data["y"].to_numpy(float), data["seed"].to_numpy(), X.to_numpy()
+    if len(y) <= x.shape[1] or not np.ptp(y) > 0:
+        return {}
+    same = (seeds[:, None] == seeds[None, :]).astype(float)
+
+    def deviance(t: float) -> float:
         try:
-            fit = sm.MixedLM(data["y"].to_numpy(float), X, groups=data["seed"].to_numpy()).fit(reml=True)
+            return _reml(math.exp(t), y, x, same)[0]
         except (ValueError, np.linalg.LinAlgError):
-            return {}
+            return math.inf
+
+    dev = np.array([deviance(t) for t in MIXED_GRID])
+    if not np.isfinite(dev).any():
+        return {}
+    i = int(np.argmin(dev))
+    t = MIXED_GRID[i]
+    if i > 0:  # refine between the best grid point's neighbours (λ = 0 stays 0)
+        lo, hi = MIXED_GRID[max(i - 1, 1)], MIXED_GRID[min(i + 1, len(MIXED_GRID) - 1)]
+        best = minimize_scalar(deviance, bounds=(lo, hi), method="bounded", options={"xatol": 1e-10})
+        t = best.x if best.fun <= dev[i] else t
+    try:
+        _, beta, cov = _reml(math.exp(t), y, x, same)
+    except (ValueError, np.linalg.LinAlgError):
+        return {}
     out = {}
-    cov = fit.cov_params().loc[X.columns, X.columns]
     for c in cell_comparisons(comparisons, cells(frame)):
         if c.on in X.columns and c.off in X.columns:
             L = (X.columns == c.on).astype(float) - (X.columns == c.off).astype(float)
-            out[c.hack] = (float(L @ fit.fe_params[X.columns].to_numpy()), float(np.sqrt(L @ cov.to_numpy() @ L)))
+            out[c.hack] = (float(L @ beta), float(np.sqrt(max(L @ cov @ L, 0.0))))
     return out
 
 

@@ -39,7 +39,7 @@ def section(d, ctx) -> None:
       "reported as the ratio ON/OFF; its standard error uses the residual variance of every run "
       "(residual df "
       + (f"{a.fit.df_resid}" if a.fit is not None else "–") + "). Where seeds are unbalanced (adaptive "
-      "grids) a mixed model with a random seed intercept (statsmodels MixedLM, REML) is shown beside it. "
+      "grids) a mixed model with a random seed intercept (REML, its variance ratio profiled; checked against statsmodels MixedLM) is shown beside it. "
       "Assumptions: Brown-Forsythe test of equal residual variance across variants, Shapiro-Wilk test of "
       "normal residuals, and the residual plot.",
       f"- **Verdicts**: with a smallest effect of interest (SESOI) of ±{sesoi:.0%} (`[analysis] sesoi`; "
