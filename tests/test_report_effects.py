@@ -333,12 +333,17 @@ def test_mixed_model_is_the_reml_optimum_where_statsmodels_default_fit_fails():
     assert est == pytest.approx(want_est, rel=1e-8) and se == pytest.approx(want_se, rel=1e-6)
     # The profile: deviance differences between values of λ = τ²/σ² are -2 × statsmodels'
     # REML log-likelihood differences (model.fit above set up model.loglike).
-    same = (seeds[:, None] == seeds[None, :]).astype(float)
+    Z = pd.get_dummies(seeds).to_numpy(float)
     lams = [1e-3, 0.02, 0.5, 4.0]
-    ours = [effects._reml(lam, y, X.to_numpy(), same)[0] for lam in lams]
+    ours = [effects._reml(lam, y, X.to_numpy(), Z)[0] for lam in lams]
     theirs = [-2 * model.loglike(MixedLMParams.from_components(cov_re=np.array([[lam]])), profile_fe=True)
               for lam in lams]
     assert np.diff(ours) == pytest.approx(np.diff(theirs), rel=1e-9, abs=1e-9)
+    # Its derivative, against a central difference of the deviance.
+    for lam in lams:
+        h = 1e-6 * lam
+        numeric = (effects._reml(lam + h, y, X.to_numpy(), Z)[0] - effects._reml(lam - h, y, X.to_numpy(), Z)[0]) / (2 * h)
+        assert effects._reml(lam, y, X.to_numpy(), Z)[1] == pytest.approx(numeric, rel=1e-5, abs=1e-6)
 
 
 def test_a_metric_constant_in_every_run_fits_exactly_and_the_same_on_every_machine():

@@ -272,21 +272,26 @@ def fit_pooled(frame: pd.DataFrame, comparisons: tuple[Comparison, ...] | list[C
 MIXED_GRID = np.concatenate([[-math.inf], np.linspace(math.log(1e-8), math.log(1e6), 57)])  # log λ
 
 
-def _reml(lam: float, y: np.ndarray, X: np.ndarray, same: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """REML deviance (up to a constant), GLS fixed effects and their covariance of
-    y ~ X with V = σ²(I + λ·same), ``same`` the indicator of two runs sharing a seed."""
+def _reml(lam: float, y: np.ndarray, X: np.ndarray, Z: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """For y ~ X with V = σ²(I + λZZ') (Z: the seed indicators): the REML deviance up to a
+    constant, its derivative in λ, and the GLS fixed effects and their covariance."""
     from scipy.linalg import cho_factor, cho_solve
 
     n, p = X.shape
-    cho = cho_factor(np.eye(n) + lam * same)
-    vx, vy = cho_solve(cho, X), cho_solve(cho, y)
+    cho = cho_factor(np.eye(n) + lam * (Z @ Z.T))
+    vx, vy, vz = cho_solve(cho, X), cho_solve(cho, y), cho_solve(cho, Z)
     xvx = X.T @ vx
     beta = np.linalg.solve(xvx, X.T @ vy)
     r = y - X @ beta
-    q = float(r @ cho_solve(cho, r))
+    vr = cho_solve(cho, r)
+    q = float(r @ vr)
     _, logdet_xvx = np.linalg.slogdet(xvx)
     dev = (n - p) * math.log(q) + 2 * float(np.log(np.diag(cho[0])).sum()) + logdet_xvx
-    return dev, beta, q / (n - p) * np.linalg.inv(xvx)
+    # d/dλ of log|V| + log|X'V⁻¹X| + (n-p)·log(r'V⁻¹r), β profiled (V' = ZZ').
+    a = Z.T @ vx
+    grad = (float(np.sum(Z * vz)) - float(np.trace(np.linalg.solve(xvx, a.T @ a)))
+            - (n - p) * float(np.sum((Z.T @ vr) ** 2)) / q)
+    return dev, grad, beta, q / (n - p) * np.linalg.inv(xvx)
 
 
 def fit_mixed(frame: pd.DataFrame, comparisons, metric: str, log: bool | None = None) -> dict[str, tuple]:
@@ -295,44 +300,45 @@ def fit_mixed(frame: pd.DataFrame, comparisons, metric: str, log: bool | None = 
 
     The model has one free ratio, λ = τ²/σ² (seed intercept over residual variance), and
     is fitted here by profiling it: the REML deviance over a grid of log λ (and λ = 0),
-    then scipy's bounded Brent search between the best point's neighbours; the fixed
-    effects and their covariance are the GLS ones at that λ, σ²(X'V⁻¹X)⁻¹ with σ² the REML
-    scale, as lme4 reports them. Hand-written on purpose: statsmodels' ``MixedLM.fit``
-    fails on these grids without saying so (on fashion-mnist-1k-lr's look 2 BFGS stops,
-    the lbfgs retry lands on τ² = 0 with an infinite log-likelihood, and the interval it
-    returns differs between machines by a tenth of its width). The tests check the
-    profile against statsmodels' ``MixedLM.loglike`` and the result against MixedLM fits
-    that converge.
+    then the root of its derivative between the best point's neighbours (scipy's brentq;
+    a root is stable to rounding, where the minimum of a flat deviance moves by the square
+    root of it); the fixed effects and their covariance are the GLS ones at that λ,
+    σ²(X'V⁻¹X)⁻¹ with σ² the REML scale, as lme4 reports them. Hand-written on purpose:
+    statsmodels' ``MixedLM.fit`` fails on these grids without saying so (on
+    fashion-mnist-1k-lr's look 2 BFGS stops, the lbfgs retry lands on τ² = 0 with an
+    infinite log-likelihood, and the interval it returns differs between machines by a
+    tenth of its width). The tests check the profile against statsmodels'
+    ``MixedLM.loglike`` and the result against MixedLM fits that converge.
     """
-    from scipy.optimize import minimize_scalar
+    from scipy.optimize import brentq
 
     data, _, _ = model_data(frame, metric, log)
     if data.empty or data["seed"].nunique() < 3:
         return {}
     X = pd.get_dummies(data["variant"]).astype(float)
-    y, seeds, x = data["y"].to_numpy(float), data["seed"].to_numpy(), X.to_numpy()
+    y, x = data["y"].to_numpy(float), X.to_numpy()
+    Z = pd.get_dummies(data["seed"]).to_numpy(float)
     if len(y) <= x.shape[1] or not np.ptp(y) > 0:
         return {}
-    same = (seeds[:, None] == seeds[None, :]).astype(float)
 
-    def deviance(t: float) -> float:
+    def fit(t: float) -> tuple:
         try:
-            return _reml(math.exp(t), y, x, same)[0]
+            return _reml(math.exp(t), y, x, Z)
         except (ValueError, np.linalg.LinAlgError):
-            return math.inf
+            return (math.inf, math.nan, None, None)
 
-    dev = np.array([deviance(t) for t in MIXED_GRID])
+    dev = np.array([fit(t)[0] for t in MIXED_GRID])
     if not np.isfinite(dev).any():
         return {}
     i = int(np.argmin(dev))
     t = MIXED_GRID[i]
-    if i > 0:  # refine between the best grid point's neighbours (λ = 0 stays 0)
+    if i > 0:  # the deviance's minimum lies between the neighbours of its best grid point
         lo, hi = MIXED_GRID[max(i - 1, 1)], MIXED_GRID[min(i + 1, len(MIXED_GRID) - 1)]
-        best = minimize_scalar(deviance, bounds=(lo, hi), method="bounded", options={"xatol": 1e-10})
-        t = best.x if best.fun <= dev[i] else t
-    try:
-        _, beta, cov = _reml(math.exp(t), y, x, same)
-    except (ValueError, np.linalg.LinAlgError):
+        slope = lambda u: fit(u)[1]  # noqa: E731  (d dev / dλ has the sign of d dev / d log λ)
+        if slope(lo) < 0 < slope(hi):
+            t = brentq(slope, lo, hi, xtol=1e-14, rtol=4 * np.finfo(float).eps)
+    _, _, beta, cov = fit(t)
+    if beta is None:
         return {}
     out = {}
     for c in cell_comparisons(comparisons, cells(frame)):

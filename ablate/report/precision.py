@@ -21,7 +21,10 @@ REPORT.md is written), so the files are the same bytes on every machine:
 
 Ten digits are far more than any table prints or a figure can show, and far above
 the ~1e-15 relative scatter between kernels, so a value lands on a rounding boundary
-(and is still written differently) with odds of about 1e-5 per number.
+(and is still written differently) with odds of about 1e-5 per number. A value computed
+with cancellation (a contrast small beside the values it is taken from, a p-value far in a
+tail) carries more scatter, so its odds are higher (docs/statistics.md gives the count
+measured over the committed reports).
 """
 
 from __future__ import annotations
