@@ -238,7 +238,8 @@ def decide_arrays(v_all: np.ndarray, s_all: np.ndarray, y_all: np.ndarray, meta:
             alloc = _next_seeds(alloc, meta, decided, planned[i])
         seeds = dict(alloc) if n_max is not None else dict(counts)
         looks.append(Look(i, done, seeds,
-                          tuple(_reason(latest[c.hack], i, decided, fit) for c in comparisons)))
+                          tuple(_reason(latest[c.hack], i, decided, fit, i == len(planned))
+                                for c in comparisons)))
         if done:
             break
     decisions = tuple(decided.get(c.hack) or latest.get(c.hack) or _empty(c) for c in comparisons)
@@ -295,12 +296,15 @@ def _next_seeds(alloc: dict[str, int], meta: ExperimentMeta, decided: dict, n_ne
     return out
 
 
-def _reason(d: Decision, i: int, decided: dict, fit) -> str:
+def _reason(d: Decision, i: int, decided: dict, fit, last: bool = False) -> str:
+    """One contrast's line at look ``i``; ``last``: the design's last planned look, after
+    which an undecided contrast does not continue but stays undecided."""
     pct = lambda x: f"{100 * (math.exp(x) - 1):+.1f}%"  # noqa: E731
     log = fit is not None and fit.scale == "log"
     show = pct if log else (lambda x: f"{x:+.3g}")
     if not np.isfinite(d.estimate) or not np.isfinite(d.ci_low):
-        return f"{d.hack}: continues (not estimable at look {i}: too few finished runs)"
+        return (f"{d.hack}: undecided (not estimable at the last look, {i}: too few finished runs)" if last
+                else f"{d.hack}: continues (not estimable at look {i}: too few finished runs)")
     # Text for the report and `ablate status`: written from the numbers rounded as the
     # report rounds them (report/precision.py), so it is the same on every CPU.
     est, lo, hi, eq_lo, eq_hi = round_array([d.estimate, d.ci_low, d.ci_high, d.eq_low, d.eq_high])
@@ -308,6 +312,9 @@ def _reason(d: Decision, i: int, decided: dict, fit) -> str:
     if d.hack in decided and decided[d.hack].look != i:
         return f"{d.hack}: {d.verdict} since look {decided[d.hack].look}"
     if d.verdict == "undecided":
+        if last:
+            return (f"{d.hack}: undecided at the last look ({i}): effect {show(est)}, anywhere in {ci} "
+                    "(includes no effect and effects beyond the SESOI)")
         return (f"{d.hack}: continues at look {i}: effect {show(est)}, could still be "
                 f"anywhere in {ci} (includes no effect and effects beyond the SESOI)")
     if d.verdict == "equivalent":
