@@ -407,3 +407,20 @@ def test_power_line_states_the_median_contrasts_seeds_and_their_range():
     assert _power_seeds(e, {"seeds": 4.0}) == "4 seeds per variant at the median contrast, 3–8 across the hacks"
     same = pd.DataFrame({"n_on": [3, 3], "n_off": [3, 3], "se": [0.05, 0.05]})
     assert _power_seeds(same, {"seeds": 3.0}) == "3 seeds per variant"
+
+
+def test_undecided_line_says_when_the_design_gives_no_more_seeds():
+    """An undecided hack with every seed of the design's last look "could" not "still" move:
+    its line says the design is spent; one seed short (or an interim report) it could still."""
+    import math
+
+    from ablate.report.markdown import _hack_line
+
+    r = pd.Series({"hack": "lsgan", "scale": "log", "verdict": "undecided", "estimate": math.log(1.064),
+                   "ci_low": math.log(0.991), "ci_high": math.log(1.142), "n_on": 8, "n_off": 8, "look": math.nan})
+    spent = _hack_line(r, 0.1, cap=8)
+    assert "anywhere from -0.9% to +14.2% with every seed the design gives (8/8 seeds ON/OFF)" in spent
+    assert "could still" not in spent
+    assert "could still be anywhere" in _hack_line(r, 0.1, cap=9)
+    assert "could still be anywhere" in _hack_line(r, 0.1, interim=True, cap=8)
+    assert "could still be anywhere" in _hack_line(r, 0.1)

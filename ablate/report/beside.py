@@ -106,12 +106,6 @@ def _names(ctx, other: compare.Experiment) -> tuple[str, str]:
     return other.name, ctx.meta.name
 
 
-def _seed_cap(meta) -> int:
-    """Seeds per variant at the design's last look: no later look adds any."""
-    p = meta.seed_policy
-    return p.max if p.adaptive else len(p.seeds)
-
-
 def _closed(seeds, cap: int) -> bool:
     """A contrast (``"n_on/n_off"``) whose both variants have every seed the design gives."""
     try:
@@ -147,7 +141,7 @@ def frame(ctx, other: compare.Experiment) -> pd.DataFrame:
             r = t.loc[hack] if hack in t.index else None
             for c in cols:
                 row[f"{side}_{c}"] = None if r is None else r[c]
-        caps = {"other": _seed_cap(other.meta), "this": _seed_cap(ctx.meta)}
+        caps = {"other": other.meta.seed_policy.looks()[-1], "this": ctx.meta.seed_policy.looks()[-1]}
         closed = any(row[f"{side}_verdict"] == UNDECIDED and _closed(row[f"{side}_seeds"], caps[side])
                      for side in caps)
         row["changed"] = _change(row["other_verdict"], row["this_verdict"], closed)

@@ -104,7 +104,9 @@ def seeds_text(ctx) -> str:
     return f"N = {'/'.join(map(str, ns))} finished seeds per variant (seeds {', '.join(map(str, seeds)) or 'none'})"
 
 
-def _hack_line(r: pd.Series, sesoi: float, interim: bool = False) -> str:
+def _hack_line(r: pd.Series, sesoi: float, interim: bool = False, cap: int | None = None) -> str:
+    """One hack's summary line; ``cap``: the seeds per variant of the design's last look (an
+    undecided hack that has them stays undecided, more seeds would take a new design)."""
     log = r["scale"] == "log"
     eff = (f"×{num(math.exp(r['estimate']))} ({pct(r['estimate'])})" if log else f"Δ {num(r['estimate'])}")
     ci = (interval(math.exp(r["ci_low"]), math.exp(r["ci_high"])) if log and np.isfinite(r["ci_low"])
@@ -121,6 +123,8 @@ def _hack_line(r: pd.Series, sesoi: float, interim: bool = False) -> str:
             return f"- `{r['hack']}`: not estimable ({seeds}: too few finished runs)"
         span = (f"anywhere from {pct(r['ci_low'])} to {pct(r['ci_high'])}" if log
                 else f"anywhere in {ci}")
+        if cap is not None and min(int(r["n_on"]), int(r["n_off"])) >= cap and not interim:
+            return f"- `{r['hack']}`: {eff}; {span} with every seed the design gives ({seeds})"
         return f"- `{r['hack']}`: {eff}; could still be {span} ({seeds})"
     return f"- `{r['hack']}`: {eff}, adjusted 95% CI {ci} ({seeds}{when})"
 
@@ -162,7 +166,7 @@ def _summary(d: _Doc, ctx) -> None:
         for key, title in GROUPS:
             g = e[e["verdict"] == key]
             d(f"**{title.format(sesoi=f'{sesoi:.0%}')}** ({len(g)} of {len(e)})" + (":" if len(g) else ": none."))
-            d(*[_hack_line(r, sesoi, a.interim) for _, r in g.iterrows()])
+            d(*[_hack_line(r, sesoi, a.interim, meta.seed_policy.looks()[-1]) for _, r in g.iterrows()])
             d("")
     for p in ctx.power:
         if p["analysis"] != "pooled model":
