@@ -68,16 +68,22 @@ def write_atomic(path: Path | str, write: Callable[[Any], None], mode: str = "wb
     The file gets the usual permissions (0666 less the umask), not mkstemp's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = f = None
     try:
-        with os.fdopen(fd, mode) as f:
+        with signals_deferred():  # a Ctrl-C or SIGTERM right after mkstemp still finds tmp
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            f = os.fdopen(fd, mode)
+        with f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if f is not None:
+            f.close()
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
 
@@ -140,7 +146,8 @@ def check_creatable(path: Path | str, flag: str) -> None:
     while not parent.exists():
         parent = parent.parent
     try:
-        os.rmdir(tempfile.mkdtemp(prefix=".ablate-probe-", dir=parent))
+        with signals_deferred():  # not left behind by a signal between its mkdir and rmdir
+            os.rmdir(tempfile.mkdtemp(prefix=".ablate-probe-", dir=parent))
     except OSError as exc:
         raise ConfigError(f"{flag} {path} cannot be created: {parent} is not a writable "
                           f"directory ({exc.strerror}); choose another {flag}") from None

@@ -249,3 +249,64 @@ def _wait_for_stage(p: subprocess.Popen, out: Path) -> None:
     while not _stages(out) and p.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     assert p.poll() is None and _stages(out), "the report ended before the signal"
+
+
+def test_a_signal_right_after_the_staging_folder_is_made_still_removes_it(tmp_path, monkeypatch):
+    """The SIGTERM of the test above can land between mkdtemp's mkdir and the line that
+    keeps its name (it did once, on a loaded machine): here it lands there every time, and
+    the handler's exception still finds the folder and removes it."""
+    real = publish.tempfile.mkdtemp
+
+    def mkdtemp_then_signal(*args, **kwargs):
+        path = real(*args, **kwargs)
+        if Path(kwargs.get("dir", "")) == tmp_path:  # ours only, not pytest's own temp folders
+            signal.raise_signal(signal.SIGTERM)  # delivered before mkdtemp returns, unless deferred
+        return path
+
+    class Stop(Exception):
+        pass
+
+    def stop(_n, _f):
+        raise Stop
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        monkeypatch.setattr(publish.tempfile, "mkdtemp", mkdtemp_then_signal)
+        with pytest.raises(Stop):
+            with publish.staged(tmp_path, ("REPORT.md", "tables")) as stage:
+                (stage.path / "REPORT.md").write_text("never published\n")
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert not list(tmp_path.glob(publish.STAGE_PREFIX + "*")) and not (tmp_path / "REPORT.md").exists()
+
+
+def test_a_signal_right_after_an_atomic_writes_temp_file_is_made_still_removes_it(tmp_path, monkeypatch):
+    """write_atomic's temp file, like the staging folder: a SIGTERM landing between mkstemp
+    and the line that keeps its name leaves neither the temp file nor a half-written target."""
+    from ablate import artefacts
+
+    real = artefacts.tempfile.mkstemp
+
+    def mkstemp_then_signal(*args, **kwargs):
+        out = real(*args, **kwargs)
+        if Path(kwargs.get("dir", "")) == tmp_path:  # ours only, not pytest's capture files
+            signal.raise_signal(signal.SIGTERM)
+        return out
+
+    class Stop(Exception):
+        pass
+
+    def stop(_n, _f):
+        raise Stop
+
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        monkeypatch.setattr(artefacts.tempfile, "mkstemp", mkstemp_then_signal)
+        with pytest.raises(Stop):
+            artefacts.write_json(tmp_path / "metrics.json", {"fid": 1.0})
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    artefacts.write_json(tmp_path / "metrics.json", {"fid": 1.0})  # and it still writes
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ablate.artefacts import read_json
+from ablate.artefacts import read_json, signals_deferred
 from ablate.hacks import registry
 from ablate.config import AnalysisSpec, SeedPolicy
 from ablate.data import check_batch_size
@@ -238,7 +238,8 @@ def _probe_writable(here: ExperimentDir) -> None:
 
     for folder in (here.tmp, here.runs):
         folder.mkdir(parents=True, exist_ok=True)
-        os.rmdir(tempfile.mkdtemp(prefix=".ablate-probe-", dir=folder))
+        with signals_deferred():  # not left behind by a signal between its mkdir and rmdir
+            os.rmdir(tempfile.mkdtemp(prefix=".ablate-probe-", dir=folder))
 
 
 def _open_store(results_dir: Path, rebuild_index: bool, log: Log) -> Store:

@@ -114,14 +114,19 @@ def staged(out_dir: Path | str, outputs: tuple[str, ...]) -> Iterator[Stage]:
                               "move it aside, or write the report elsewhere with --out DIR")
     with lock(out):
         _sweep(out)  # what a killed build left: none is running while the lock is held
-        stage = Stage(Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out)), out)
+        stage = None
         try:
+            # A SIGTERM between mkdtemp's mkdir and the assignment would leave the folder
+            # behind (a fault-injection test hit it once on a loaded machine): it waits here.
+            with signals_deferred():
+                stage = Stage(Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out)), out)
             yield stage
             for name in outputs[1:]:
                 _carry(out / name, stage.path / name)
             _swap(stage.path, out, outputs)
         finally:
-            shutil.rmtree(stage.path, ignore_errors=True)
+            if stage is not None:
+                shutil.rmtree(stage.path, ignore_errors=True)
 
 
 def _carry(old: Path, new: Path) -> None:
