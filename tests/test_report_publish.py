@@ -6,11 +6,13 @@ every rename of the swap in turn, a real SIGTERM mid-swap, SIGKILL and SIGTERM t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -251,62 +253,52 @@ def _wait_for_stage(p: subprocess.Popen, out: Path) -> None:
     assert p.poll() is None and _stages(out), "the report ended before the signal"
 
 
-def test_a_signal_right_after_the_staging_folder_is_made_still_removes_it(tmp_path, monkeypatch):
-    """The SIGTERM of the test above can land between mkdtemp's mkdir and the line that
-    keeps its name (it did once, on a loaded machine): here it lands there every time, and
-    the handler's exception still finds the folder and removes it."""
-    real = publish.tempfile.mkdtemp
+class _Stop(Exception):
+    """What the SIGTERM handler of the two tests below raises (the CLI's raises Terminated)."""
 
-    def mkdtemp_then_signal(*args, **kwargs):
-        path = real(*args, **kwargs)
-        if Path(kwargs.get("dir", "")) == tmp_path:  # ours only, not pytest's own temp folders
-            signal.raise_signal(signal.SIGTERM)  # delivered before mkdtemp returns, unless deferred
-        return path
 
-    class Stop(Exception):
-        pass
+@contextlib.contextmanager
+def _sigterm_inside(factory: str, folder: Path):
+    """``tempfile.<factory>`` (mkdtemp, mkstemp) raises SIGTERM once it has created its entry
+    in ``folder`` (not pytest's own temp files), before it returns; the handler raises
+    _Stop. The patch is undone before the handler, so no later call meets the default one."""
+    real = getattr(tempfile, factory)
+
+    def then_signal(*args, **kwargs):
+        out = real(*args, **kwargs)
+        if Path(kwargs.get("dir", "")) == folder:
+            signal.raise_signal(signal.SIGTERM)  # delivered before it returns, unless deferred
+        return out
 
     def stop(_n, _f):
-        raise Stop
+        raise _Stop
 
     old = signal.signal(signal.SIGTERM, stop)
     try:
-        monkeypatch.setattr(publish.tempfile, "mkdtemp", mkdtemp_then_signal)
-        with pytest.raises(Stop):
-            with publish.staged(tmp_path, ("REPORT.md", "tables")) as stage:
-                (stage.path / "REPORT.md").write_text("never published\n")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(tempfile, factory, then_signal)
+            yield
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def test_a_signal_right_after_the_staging_folder_is_made_still_removes_it(tmp_path):
+    """The SIGTERM of the test above can land between mkdtemp's mkdir and the line that
+    keeps its name (it did once, on a loaded machine): here it lands there every time, and
+    the handler's exception still finds the folder and removes it."""
+    with _sigterm_inside("mkdtemp", tmp_path), pytest.raises(_Stop):
+        with publish.staged(tmp_path, ("REPORT.md", "tables")) as stage:
+            (stage.path / "REPORT.md").write_text("never published\n")
     assert not list(tmp_path.glob(publish.STAGE_PREFIX + "*")) and not (tmp_path / "REPORT.md").exists()
 
 
-def test_a_signal_right_after_an_atomic_writes_temp_file_is_made_still_removes_it(tmp_path, monkeypatch):
+def test_a_signal_right_after_an_atomic_writes_temp_file_is_made_still_removes_it(tmp_path):
     """write_atomic's temp file, like the staging folder: a SIGTERM landing between mkstemp
     and the line that keeps its name leaves neither the temp file nor a half-written target."""
     from ablate import artefacts
 
-    real = artefacts.tempfile.mkstemp
-
-    def mkstemp_then_signal(*args, **kwargs):
-        out = real(*args, **kwargs)
-        if Path(kwargs.get("dir", "")) == tmp_path:  # ours only, not pytest's capture files
-            signal.raise_signal(signal.SIGTERM)
-        return out
-
-    class Stop(Exception):
-        pass
-
-    def stop(_n, _f):
-        raise Stop
-
-    old = signal.signal(signal.SIGTERM, stop)
-    try:
-        monkeypatch.setattr(artefacts.tempfile, "mkstemp", mkstemp_then_signal)
-        with pytest.raises(Stop):
-            artefacts.write_json(tmp_path / "metrics.json", {"fid": 1.0})
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    with _sigterm_inside("mkstemp", tmp_path), pytest.raises(_Stop):
+        artefacts.write_json(tmp_path / "metrics.json", {"fid": 1.0})
     assert list(tmp_path.iterdir()) == []
-    monkeypatch.undo()
     artefacts.write_json(tmp_path / "metrics.json", {"fid": 1.0})  # and it still writes
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
