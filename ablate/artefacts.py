@@ -2,7 +2,8 @@
 
 A reader therefore sees either the old file or the complete new one, never a torn
 write, even if the process is killed mid-write. :func:`signals_deferred` keeps a few
-such steps together (a run's commit, a report's swap) against Ctrl-C and SIGTERM.
+such steps together (a run's commit, a report's swap) against Ctrl-C and SIGTERM, and
+:func:`raise_dropped` keeps their exceptions from being lost in a finalizer.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import errno
 import json
 import os
 import signal
+import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -60,6 +63,56 @@ def signals_deferred(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM))
             signal.signal(s, h if h is not None else signal.SIG_DFL)
         for n in dict.fromkeys(got):
             signal.raise_signal(n)  # to the handler the caller had
+
+
+_RESEND_AFTER_S = 0.02  # by then the finalizer and the hook below have long returned
+
+
+def raise_dropped(kinds: dict[type[BaseException], int]) -> Callable[[], None]:
+    """Until the returned function is called, a signal whose handler's exception (one of
+    ``kinds``, each with its signal) Python had to drop is sent to the main thread again.
+
+    Python runs a signal handler in whatever the main thread is running, finalizers
+    included (a ``__del__`` or weakref callback that the garbage collector calls). An
+    exception raised there cannot propagate: Python prints "Exception ignored in ..." and
+    goes on, and the Ctrl-C or SIGTERM is lost (`ablate report` once finished with exit
+    code 0 after a SIGTERM that way, in a fault-injection test on a loaded machine).
+    ``sys.unraisablehook`` sees such an exception; a helper thread then sends its signal
+    again, a moment later, so that the handler runs once the finalizer has returned (and
+    :func:`signals_deferred` still holds it back where it must wait; dropped again, it
+    comes round again). Only the main thread runs signal handlers, so other threads'
+    dropped exceptions are left to the previous hook. The first kind an exception is an
+    instance of gives its signal (a subclass before its base)."""
+    previous, main, active = sys.unraisablehook, threading.main_thread(), threading.Event()
+    active.set()
+
+    def signal_of(exc: BaseException) -> int | None:
+        return next((s for kind, s in kinds.items() if isinstance(exc, kind)), None)
+
+    def resend(signum: int) -> None:
+        time.sleep(_RESEND_AFTER_S)
+        if active.is_set():
+            signal.pthread_kill(main.ident, signum)
+
+    def hook(unraisable: Any) -> None:
+        signum = signal_of(unraisable.exc_value) if active.is_set() else None
+        if signum is None or threading.current_thread() is not main:
+            previous(unraisable)
+            return
+        try:
+            threading.Thread(target=resend, args=(signum,), daemon=True).start()
+        except tuple(kinds) as exc:  # another signal's exception, landed in this hook
+            threading.Thread(target=resend, args=(signal_of(exc),), daemon=True).start()
+        except RuntimeError:  # no new thread at interpreter shutdown: as Python would
+            previous(unraisable)
+
+    def undo() -> None:
+        active.clear()
+        if sys.unraisablehook is hook:
+            sys.unraisablehook = previous
+
+    sys.unraisablehook = hook
+    return undo
 
 
 def write_atomic(path: Path | str, write: Callable[[Any], None], mode: str = "wb") -> None:

@@ -272,3 +272,128 @@ def test_a_signal_during_a_commit_waits_for_it_whichever_thread_the_kernel_gave_
         signal.signal(signal.SIGUSR2, old)
         stop.set()
         other.join()
+
+
+class _SlowFinalizer:
+    """An object whose ``__del__`` runs until ``handled`` is set: a signal sent meanwhile
+    has its handler run inside the finalizer, where Python drops what the handler raises."""
+
+    def __init__(self, handled):
+        self.handled = handled
+
+    def __del__(self):
+        import time
+
+        deadline = time.monotonic() + 30
+        while not self.handled.is_set() and time.monotonic() < deadline:
+            pass  # bytecodes: the handler runs here, in the finalizer
+
+
+def _raised_within(seconds: float) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pass  # the re-raised exception lands here
+
+
+def test_a_sigterm_landing_in_a_finalizer_still_stops_the_command_with_143(monkeypatch, capsys):
+    """A fault-injection run saw `ablate report` exit 0 after a SIGTERM: its handler had run
+    inside a finalizer (garbage collection), where Python prints "Exception ignored" and
+    drops the exception. artefacts.raise_dropped raises it again after the finalizer."""
+    import os
+    import signal
+    import threading
+
+    from ablate.cli import hacks
+
+    def command(args):
+        handled = threading.Event()
+        real = signal.getsignal(signal.SIGTERM)
+
+        def handler(n, f):
+            handled.set()
+            real(n, f)
+
+        signal.signal(signal.SIGTERM, handler)
+        x = _SlowFinalizer(handled)
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        del x  # the handler runs in __del__ and raises Terminated there
+        assert handled.is_set()
+        _raised_within(10)
+        return 0  # reached only if the SIGTERM was lost
+
+    monkeypatch.setattr(hacks, "run", command)
+    hook = sys.unraisablehook
+    assert main(["hacks"]) == 128 + signal.SIGTERM
+    assert "stopped by SIGTERM" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and sys.unraisablehook is hook
+
+
+def test_only_the_kinds_given_and_only_until_undo_are_sent_again(monkeypatch):
+    """Inside the window a dropped KeyboardInterrupt comes back as SIGINT; another kind, or
+    one dropped after undo(), goes to the previous hook as before."""
+    import signal
+
+    from ablate.artefacts import raise_dropped
+
+    class Other(BaseException):
+        pass
+
+    class Raises:
+        def __init__(self, exc):
+            self.exc = exc
+
+        def __del__(self):
+            raise self.exc
+
+    seen, sent = [], []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(type(u.exc_value).__name__))
+    old = signal.signal(signal.SIGINT, lambda n, f: sent.append(n))
+    try:
+        undo = raise_dropped({KeyboardInterrupt: signal.SIGINT})
+        try:
+            Raises(KeyboardInterrupt())
+            _raised_within(0.5)
+            Raises(Other())
+            _raised_within(0.5)
+        finally:
+            undo()
+        Raises(KeyboardInterrupt())
+        _raised_within(0.5)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert sent == [signal.SIGINT] and seen == ["Other", "KeyboardInterrupt"]
+
+
+def test_a_pool_workers_sigterm_landing_in_a_finalizer_still_abandons_its_run(tmp_path):
+    """The same in a pool worker: its SIGTERM raises Abandoned, which must reach the run."""
+    import subprocess
+
+    code = f"""
+import os, signal, sys, threading
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_grid_fault_audit import _SlowFinalizer, _raised_within
+from ablate.grid import worker
+
+worker.install_worker_signals(os.getpid())
+worker.in_run()
+handled = threading.Event()
+real = signal.getsignal(signal.SIGTERM)
+def handler(n, f):
+    handled.set()
+    real(n, f)
+signal.signal(signal.SIGTERM, handler)
+try:
+    x = _SlowFinalizer(handled)
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    del x
+    assert handled.is_set()
+    _raised_within(10)
+    print("lost")
+except worker.Abandoned:
+    print("abandoned")
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == "abandoned", (p.stdout, p.stderr)
+    assert "Exception ignored" not in p.stderr

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 
+from ablate.artefacts import raise_dropped
 from ablate.cli import anchor, compare, data, doctor, evaluate, grid, hacks, report, status, train
 from ablate.errors import ConfigError, Terminated
 from ablate.messages import show_on_stderr
@@ -75,15 +76,18 @@ def _ctrl_c_from_python() -> Iterator[None]:
     (:func:`ablate.hacks.hooks.call_hook`). SIGTERM raises :class:`Terminated` the same way,
     so a command stopped by it cleans up and says so instead of dying silently (the grid
     installs its own handlers while it runs; pool workers theirs). Only where the default
-    handlers are installed."""
+    handlers are installed. Either exception raised while a finalizer runs is raised again
+    after it (:func:`ablate.artefacts.raise_dropped`), not lost."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     mine = {s: h for s, h in ((signal.SIGINT, _ctrl_c), (signal.SIGTERM, _sigterm))
             if signal.getsignal(s) is (signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL)}
     old = {s: signal.signal(s, h) for s, h in mine.items()}
+    undo = raise_dropped({Terminated: signal.SIGTERM, KeyboardInterrupt: signal.SIGINT})
     try:
         yield
     finally:
+        undo()
         for s, h in old.items():
             signal.signal(s, h)

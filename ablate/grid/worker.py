@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from ablate.artefacts import fsync_dir, signals_deferred, write_fix
+from ablate.artefacts import fsync_dir, raise_dropped, signals_deferred, write_fix
 from ablate.layout import ExperimentDir, RunDir
 from ablate.training.checkpoint import STATE_FILES, CheckpointMismatch
 from ablate.environment import resolve_device
@@ -76,6 +76,7 @@ def install_worker_signals(driver_pid: int) -> None:
     _DRIVER_PID = driver_pid
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    raise_dropped({Abandoned: signal.SIGTERM})  # for the worker's life: not lost in a finalizer
 
 
 # Claims this process holds but is not yet training (results dir, key, token): a SIGTERM
