@@ -115,6 +115,34 @@ def raise_dropped(kinds: dict[type[BaseException], int]) -> Callable[[], None]:
     return undo
 
 
+@contextlib.contextmanager
+def folder_lock(path: Path | str, flag: str) -> Iterator[None]:
+    """Hold the folder ``path`` (created if missing) for one writer during the block.
+
+    ``flock`` on the folder itself: nothing is left in it, and the kernel releases the
+    lock however the process ends. A second process gets a :class:`ConfigError` at
+    once, before it touches anything (two ``ablate train --out DIR --resume`` would both
+    continue one checkpoint and overwrite each other's run). Where the filesystem has no
+    locks, the block runs unlocked. ``flag`` names the setting, for the message."""
+    import fcntl
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"{flag} {path} is in use by another ablate process (a run training "
+                              f"there); wait for it to end, or choose another {flag}") from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+                raise
+        yield
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path: Path | str, write: Callable[[Any], None], mode: str = "wb") -> None:
     """Call ``write(fileobj)`` on a temp file next to ``path``, fsync, rename over it.
 

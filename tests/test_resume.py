@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -347,6 +348,35 @@ def test_ablate_train_checkpoint_every_and_resume(tmp_path, monkeypatch, capsys)
     assert json.loads((cut / "result.json").read_text())["extra"]["resumed_from"] == [6]
     assert_same_run(tmp_path / "whole", cut, metrics=True)
     assert main([*args, "--out", str(cut), "--resume"]) == 2  # finished: nothing to resume
+
+
+def test_a_second_ablate_train_on_a_run_being_trained_stops_before_touching_it(tmp_path):
+    """Two ``ablate train --out DIR`` processes (the second with --resume, once the first's
+    checkpoint exists) both continued one run and overwrote each other's files; now the
+    second exits 2 at once, naming the folder in use, and the first ends as if alone."""
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "ablate", "train", "--dataset", "fake", "--steps", "3000",
+            "--batch-size", "8", "--ngf", "8", "--ndf", "8", "--device", "cpu", "--threads", "1",
+            "--no-eval", "--log-every", "50", "--checkpoint-every", "50", "--out", str(out)]
+    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / checkpoint.STATE_FILE).exists() and first.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.poll() is None, "the first run ended before the second could start"
+        before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+        second = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert f"--out {out} is in use by another ablate process" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert set(before) <= {p.name for p in out.iterdir()}  # nothing removed by the second
+    finally:
+        if first.poll() is None:
+            first.send_signal(signal.SIGTERM)
+        first.wait(120)
+    assert first.returncode == 128 + signal.SIGTERM, first.stderr.read()
+    assert (out / checkpoint.STATE_FILE).exists()  # the first one's, resumable as it says
 
 
 def test_a_hack_crashing_mid_run_says_where_its_checkpoint_is(tmp_path, capsys):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ablate.training.checkpoint import STATE_FILE
 
+from ablate.artefacts import folder_lock
 from ablate.config import EvalProtocol, TrainConfig
 from ablate.environment import apply_threads, resolve_device
 from ablate.errors import ConfigError
@@ -60,15 +61,18 @@ def train_and_score(config: TrainConfig, protocol: EvalProtocol | None, out_dir:
     apply_threads(config.threads)  # before anything builds a net (the classifier may train here)
     plan = resolve(config)  # validates hack names, parameters and conflicts first
     created = not out_dir.exists()
-    try:
-        result = train(plan, out_dir, validator(plan), resume=resume, fingerprint=fingerprint,
-                       stop=stop)
-    except BaseException:  # incl. Ctrl-C: an unfinished run is worth only its checkpoint
-        if created and not RunDir(out_dir).result.exists() \
-                and not (out_dir / STATE_FILE).exists():
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise
-    metrics, t0 = None, time.perf_counter()
-    if protocol is not None and result.status == "done":
-        metrics = evaluate_run(out_dir, protocol, config.device)
+    # One process per run directory, from the checks to the scores; a second one stops
+    # here, before the clean-up below could remove what the first is writing.
+    with folder_lock(out_dir, "--out"):
+        try:
+            result = train(plan, out_dir, validator(plan), resume=resume, fingerprint=fingerprint,
+                           stop=stop)
+        except BaseException:  # incl. Ctrl-C: an unfinished run is worth only its checkpoint
+            if created and not RunDir(out_dir).result.exists() \
+                    and not (out_dir / STATE_FILE).exists():
+                shutil.rmtree(out_dir, ignore_errors=True)
+            raise
+        metrics, t0 = None, time.perf_counter()
+        if protocol is not None and result.status == "done":
+            metrics = evaluate_run(out_dir, protocol, config.device)
     return Scored(result, metrics, time.perf_counter() - t0)
