@@ -20,6 +20,7 @@ from ablate import Bounds, Hack, registry
 from ablate.cli import main
 from ablate.config import TrainConfig
 from ablate.errors import ConfigError
+from ablate.errors import ConfigError
 from ablate.training.resolve import resolve
 
 REPO = Path(__file__).resolve().parent.parent
@@ -281,6 +282,89 @@ def test_entry_point_naming_a_hack_class(fresh):
     info = next(fresh.glob("cls_dist-*.dist-info"))
     (info / "entry_points.txt").write_text(f"[ablate.hacks]\ndirect-hack = {module}:Direct\n")
     assert registry.provider("direct-hack") == "cls-dist" and registry.version("direct-hack") == "4.2"
+
+
+def test_one_package_registering_two_classes_under_one_name_is_a_failed_plugin(fresh, capsys):
+    """A copy-pasted class kept its name: the warning named the package twice as two
+    'providers', and 'pkg:name' silently trained the second class."""
+    _install(fresh, "twice-dist", "1.0", _hack_module("twice-hack") + textwrap.dedent("""
+        @register_hack
+        class B(Hack):
+            name = "twice-hack"
+            on, off = "on", "off"
+    """))
+    with pytest.warns(registry.PluginWarning, match=r"'twice-hack' is registered twice by twice-dist: "
+                      r"plug_twice_dist_\w+\.H and plug_twice_dist_\w+\.B; give each class its own name"):
+        assert "twice-hack" not in registry.hack_names()
+    for selection in ("twice-hack", "twice-dist:twice-hack"):
+        assert main(["train", "--hacks", selection, "--dry-run"]) == 2
+        assert "registered twice by twice-dist" in capsys.readouterr().err
+
+
+def test_an_entry_point_that_registers_nothing_says_so(fresh, capsys):
+    _install(fresh, "forgot-dist", "1.0", """
+        from ablate import Hack
+
+        class Undecorated(Hack):
+            name = "undecorated"
+            on, off = "on", "off"
+    """)
+    module = _install(fresh, "list-dist", "1.0", _hack_module("listed-hack").replace("@register_hack\n", "")
+                      + "\nHACKS = [H]\n")
+    info = next(fresh.glob("list_dist-*.dist-info"))
+    (info / "entry_points.txt").write_text(f"[ablate.hacks]\nhacks = {module}:HACKS\n")
+    with pytest.warns(registry.PluginWarning) as seen:
+        names = registry.hack_names()
+    said = " | ".join(str(w.message) for w in seen)
+    assert "forgot-dist (hacks = plug_forgot_dist_" in said and "registered no hack: decorate each" in said
+    assert "list-dist" in said and "names a list, not a module or a Hack subclass" in said
+    assert "undecorated" not in names and "listed-hack" not in names
+
+
+@pytest.mark.parametrize("method,message", [
+    ("def augment(self, x):\n        return x", r"augment\(self, x\) cannot be called as ablate calls it, "
+     r"augment\(self, x, ctx\)"),
+    ("def __init__(self):\n        super().__init__()", r"__init__\(self\) cannot be called as ablate "
+     r"calls it, __init__\(self, params\)"),
+    ("def wrap_generator(self):\n        return None", r"wrap_generator\(self\) cannot be called as "
+     r"ablate calls it, wrap_generator\(self, module\)"),
+    ("def g_loss(self, ctx, extra):\n        return 0", r"g_loss\(self, ctx, extra\) cannot"),
+])
+def test_a_hook_with_a_wrong_signature_is_refused_when_registered(method, message):
+    ns = {}
+    exec("from ablate import Hack\n\nclass Bad(Hack):\n    name = 'bad-signature'\n"
+         "    on, off = 'on', 'off'\n\n    " + method + "\n", ns)
+    with pytest.raises(ConfigError, match=message):
+        registry.register_hack(ns["Bad"])
+    assert "bad-signature" not in registry.hack_names()
+
+
+def test_signatures_ablate_can_call_are_accepted():
+    class Fine(Hack):
+        name = "fine-signatures"
+        on, off = "on", "off"
+
+        def __init__(self, params=None, **kw):
+            super().__init__(params)
+
+        def wrap_generator(self, g):  # the first API: the module only
+            return g
+
+        def wrap_discriminator(self, d, recipe, info=None):
+            return d
+
+        def augment(self, *args):
+            return args[0]
+
+        @staticmethod
+        def d_penalty(ctx):
+            return None
+
+    registry.register_hack(Fine)
+    try:
+        assert "fine-signatures" in registry.hack_names()
+    finally:
+        registry.unregister_hack("fine-signatures")
 
 
 # ----- parameter types -------------------------------------------------------------------

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -112,6 +113,46 @@ def validate_class(cls: Any) -> None:
             raise ConfigError(f"hack {name!r}: parameter {key!r} needs a default "
                               f"(`{key}: {typed.type_name(typ)} = ...`)")
     cls.make_params()  # every default has its declared type and passes __post_init__
+    check_signatures(cls)
+
+
+# How ablate calls each overridable method: its positional arguments after ``self``
+# (wrappers: the module, and the Recipe where the override takes it; ``info=`` by name).
+CALLS = {"__init__": ("params",), "apply": ("recipe",), "describe_wrap": (),
+         "augment": ("x", "ctx"), "d_loss": ("ctx",), "d_penalty": ("ctx",),
+         "after_d_update": ("ctx",), "g_loss": ("ctx",), "g_penalty": ("ctx",),
+         "after_step": ("ctx",), "state_dict": (), "load_state_dict": ("state",)}
+WRAPPERS = ("wrap_generator", "wrap_discriminator", "sampling_generator")
+
+
+def check_signatures(cls: type[Hack]) -> None:
+    """Every method ``cls`` overrides accepts the arguments ablate passes it, so that a
+    wrong signature is an error when the plugin loads, not a failed run later."""
+    import inspect
+
+    for hook in (*CALLS, *WRAPPERS):
+        if getattr(cls, hook) is getattr(Hack, hook):
+            continue
+        raw = inspect.getattr_static(cls, hook)
+        if isinstance(raw, (staticmethod, classmethod)):
+            method, self_ = getattr(cls, hook), ()
+        elif inspect.isfunction(raw):
+            method, self_ = raw, (None,)
+        else:  # a callable object or a C method: nothing to read reliably
+            continue
+        if hook in WRAPPERS:
+            args = ("module", "recipe") if cls.takes_recipe(hook) else ("module",)
+            kwargs = {"info": None} if cls.takes_info(hook) else {}
+        else:
+            args, kwargs = CALLS[hook], {}
+        try:
+            inspect.signature(method).bind(*self_, *args, **kwargs)
+        except (TypeError, ValueError) as exc:
+            call = f"{hook}(self{''.join(', ' + a for a in args)})"
+            raise ConfigError(f"hack {cls.__dict__.get('name', cls.__name__)!r}: "
+                              f"{hook}{inspect.signature(method)} cannot be called as ablate "
+                              f"calls it, {call} ({exc}); see docs/hacks.md for each hook's "
+                              "arguments") from None
 
 
 def misspelt_hooks(cls: type[Hack]) -> list[tuple[str, str]]:
@@ -154,6 +195,16 @@ def register_hack(cls: type[Hack] | None = None, *, provider: str | None = None)
         existing = _REGISTRY.get(name)
         if existing is hack_cls:  # the same class again (a module two entry points name)
             return hack_cls
+        mine = existing if existing is not None and _PROVIDERS[name] == prov \
+            else _CLAIMS.get(name, {}).get(prov)
+        if mine is not None and mine is not hack_cls:  # one package, two classes, one name
+            if describe_cls(mine, prov) == describe_cls(hack_cls, prov):
+                _REGISTRY[name] = hack_cls  # the same class defined again (a reloaded module)
+                return hack_cls
+            raise ConfigError(f"hack name {name!r} is registered twice by {prov}: "
+                              f"{mine.__module__}.{mine.__qualname__} and "
+                              f"{hack_cls.__module__}.{hack_cls.__qualname__}; give each class "
+                              "its own name")
         if existing is not None or name in _DUPLICATES:
             claim = describe_cls(hack_cls, prov)
             if _loading is None:  # a direct call: the caller's own code, fail at once
@@ -250,6 +301,15 @@ def _discover() -> None:
                 obj = ep.load()
                 if isinstance(obj, type) and issubclass(obj, Hack):
                     register_hack(obj, provider=dist)
+                elif not isinstance(obj, types.ModuleType):
+                    raise ConfigError(f"the entry point names a {type(obj).__name__}, not a module "
+                                      "or a Hack subclass; point it at the module that registers "
+                                      "the hacks, or at one Hack subclass per entry point")
+                elif not _registers(obj):
+                    warnings.warn(f"plugin {dist} ({ep.name} = {ep.value}) registered no hack: "
+                                  "decorate each Hack subclass in that module with @register_hack, "
+                                  "or point the entry point at the class", PluginWarning,
+                                  stacklevel=2)
             except (Exception, SystemExit) as exc:  # a broken plugin must not take the harness down
                 for name in set(_REGISTRY) - before:  # roll back its half-registered hacks
                     if _PROVIDERS.get(name) == dist:  # (not another plugin's it imported)
@@ -260,6 +320,17 @@ def _discover() -> None:
                               stacklevel=2)
     finally:
         _loading = None
+
+
+def _registers(module: types.ModuleType) -> bool:
+    """Whether a hack class defined in ``module`` (or its submodules) is registered, or the
+    module is still being imported (user code imported it first, and its first
+    ``@register_hack`` started the discovery: its hacks register after this)."""
+    if getattr(getattr(module, "__spec__", None), "_initializing", False):
+        return True
+    inside = (module.__name__, module.__name__ + ".")
+    classes = [*_REGISTRY.values(), *(c for claims in _CLAIMS.values() for c in claims.values())]
+    return any(c.__module__ == inside[0] or c.__module__.startswith(inside[1]) for c in classes)
 
 
 def failures() -> list[str]:

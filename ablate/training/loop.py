@@ -21,6 +21,7 @@ for bit as the run would have ended uninterrupted.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -193,6 +194,13 @@ def describe_wrap(hack: Hack) -> dict[str, Any] | None:
     if out is not None and not isinstance(out, dict):
         raise ConfigError(f"hack {hack.name!r}: describe_wrap() must return a dict or None, "
                           f"got {type(out).__name__}")
+    if out is not None:
+        try:  # config.json would otherwise record repr() strings (json's default=str)
+            json.dumps(out, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"hack {hack.name!r}: describe_wrap() must return a JSON-ready dict "
+                              f"(str keys; str, int, float, bool, None, lists and dicts of them): "
+                              f"{exc}; convert the value, e.g. float(t) for a tensor") from None
     return out
 
 
