@@ -20,7 +20,6 @@ from ablate import Bounds, Hack, registry
 from ablate.cli import main
 from ablate.config import TrainConfig
 from ablate.errors import ConfigError
-from ablate.errors import ConfigError
 from ablate.training.resolve import resolve
 
 REPO = Path(__file__).resolve().parent.parent

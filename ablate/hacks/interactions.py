@@ -32,13 +32,17 @@ from ablate.hacks.recipe import Recipe
 
 
 def flatten(recipe: Recipe) -> dict[str, Any]:
-    """Every leaf of a Recipe by dotted path (``{"g_optimizer.lr": 0.001, ...}``)."""
+    """Every leaf of a Recipe by dotted path (``{"g_optimizer.lr": 0.001, ...}``); each
+    ``extra`` setting is a leaf of its own (``extra.<key>``), so that first-API plugins
+    that each add their own keys do not overlap."""
     out: dict[str, Any] = {}
 
     def walk(prefix: str, value: Any) -> None:
         if dataclasses.is_dataclass(value):
             for f in dataclasses.fields(value):
                 walk(f"{prefix}.{f.name}" if prefix else f.name, getattr(value, f.name))
+        elif prefix == "extra":
+            out.update((f"extra.{k}", v) for k, v in value)
         else:
             out[prefix] = value
 
@@ -47,9 +51,10 @@ def flatten(recipe: Recipe) -> dict[str, Any]:
 
 
 def diff(before: Recipe, after: Recipe) -> dict[str, tuple[Any, Any]]:
-    """``{path: (before, after)}`` for every leaf that differs."""
+    """``{path: (before, after)}`` for every leaf that differs (an ``extra`` setting one
+    side lacks reads as None there)."""
     a, b = flatten(before), flatten(after)
-    return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+    return {k: (a.get(k), b.get(k)) for k in {**a, **b} if a.get(k) != b.get(k)}
 
 
 def recipe_changes(plan_or_hacks: Any) -> dict[str, tuple[Any, Any]]:
@@ -71,7 +76,7 @@ def recipe_changes(plan_or_hacks: Any) -> dict[str, tuple[Any, Any]]:
     fields = set(diff(Recipe(), recipe))
     for h in hacks:
         fields |= touched(h, [call_apply(o, Recipe()) for o in hacks if o is not h])
-    return {k: (off[k], final[k]) for k in off if k in fields}
+    return {k: (off.get(k), final.get(k)) for k in {**off, **final} if k in fields}
 
 
 def touched(hack: Hack, others: Sequence[Recipe] = ()) -> set[str]:

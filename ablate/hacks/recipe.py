@@ -7,9 +7,11 @@ eleven hacks"; each enabled hack returns a modified copy through
 :meth:`ablate.hacks.hack.Hack.apply`. The training loop and the model builder read every field
 and never a hack name.
 
-Every field is read by the loop or the model builder, and every value is checked on
-construction (``Literal`` choices, ranges): a Recipe cannot hold a value nothing reads
-or a choice nothing implements. A plugin's own settings live in its ``Params``, not here.
+Every field but ``extra`` is read by the loop or the model builder, and every value is
+checked on construction (``Literal`` choices, ranges): a Recipe cannot hold a choice
+nothing implements. A plugin's own settings live in its ``Params``. ``extra`` is the
+first plugin API's free-form field, kept so that its plugins work unchanged: ``(key,
+value)`` pairs that a plugin's module wrappers read, part of the run's identity.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ DUpdate = Literal["separate", "mixed"]
 Probability = Annotated[float, Bounds(ge=0.0, le=1.0)]
 NonNegative = Annotated[float, Bounds(ge=0.0)]
 Beta = Annotated[float, Bounds(ge=0.0, lt=1.0)]
+Scalar = bool | int | float | str | None
+ExtraValue = Scalar | tuple[Scalar, ...]
 
 
 @dataclass(frozen=True)
@@ -100,9 +104,16 @@ class Recipe:
     fake_target: tuple[float, float] = (0.0, 0.0)
     label_flip_p: Probability = 0.0  # probability of swapping a D target real<->fake
     d_update: DUpdate = "mixed"  # one update on a real+fake batch
+    # --- the first plugin API's free-form settings -------------------------------------
+    # (key, value) pairs for third-party hacks whose behaviour lives in module wrappers
+    # (read by them, never by ablate); part of the run identity. New plugins use Params.
+    extra: tuple[tuple[str, ExtraValue], ...] = ()
 
     def __post_init__(self) -> None:
         check_fields(self, "Recipe")
+        # A key appended again (``r.extra + (("k", v),)``) is set again: one pair per key,
+        # in first-set order, so that two hacks setting one key overlap (interactions).
+        object.__setattr__(self, "extra", tuple(dict(self.extra).items()))
         for key in ("real_target", "fake_target"):
             lo, hi = getattr(self, key)
             if lo > hi:
@@ -118,13 +129,13 @@ class Recipe:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field (what config.json records and run keys hash).
+        """A JSON-ready dict of every field (what config.json records and run keys hash;
+        ``"extra"`` is ``[]`` unless a first-API plugin sets it, as in every committed run)."""
+        return {**dataclasses.asdict(self), "extra": [list(kv) for kv in self.extra]}
 
-        It also carries ``"extra": []``: until hack API v2 the Recipe had a free-form
-        ``extra`` field (read by nothing, always empty in every recorded run). Run keys
-        hash this dict, so the entry stays to keep the keys of committed results.
-        """
-        return {**dataclasses.asdict(self), "extra": []}
+    def extra_value(self, key: str, default: Any = None) -> Any:
+        """The value ``extra`` holds for ``key`` (``default`` when it holds none)."""
+        return dict(self.extra).get(key, default)
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Recipe))

@@ -262,7 +262,8 @@ def _qualified(name: str) -> type[Hack]:
     cls = _REGISTRY.get(plain)
     if cls is None:
         valid = ", ".join(hack_names())
-        raise ConfigError(f"unknown hack {name!r}; valid hacks: {valid}")
+        note = "".join(f"; note: {f}" for f in _FAILURES)
+        raise ConfigError(f"unknown hack {name!r}; valid hacks: {valid}{note}")
     if norm(_PROVIDERS[plain]) != norm(prov):
         raise ConfigError(f"unknown hack {name!r}: {plain!r} is provided by "
                           f"{_PROVIDERS[plain]!r}, not {prov!r}")
