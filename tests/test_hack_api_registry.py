@@ -338,6 +338,13 @@ def test_a_hook_with_a_wrong_signature_is_refused_when_registered(method, messag
     assert "bad-signature" not in registry.hack_names()
 
 
+@pytest.mark.parametrize("attr", ["on", "off", "source"])
+def test_metadata_must_be_strings(attr):
+    cls = type("Meta", (Hack,), {"name": "bad-metadata", "on": "x", "off": "y", attr: None})
+    with pytest.raises(ConfigError, match=f"hack 'bad-metadata': {attr} must be a string"):
+        registry.register_hack(cls)
+
+
 def test_signatures_ablate_can_call_are_accepted():
     class Fine(Hack):
         name = "fine-signatures"

@@ -424,3 +424,30 @@ def test_undecided_line_says_when_the_design_gives_no_more_seeds():
     assert "could still be anywhere" in _hack_line(r, 0.1, cap=9)
     assert "could still be anywhere" in _hack_line(r, 0.1, interim=True, cap=8)
     assert "could still be anywhere" in _hack_line(r, 0.1)
+
+
+def test_the_provenance_names_each_plugin_package_its_hacks_and_runs(tmp_path):
+    """Plugin versions are part of the run keys: the report says which packages (and
+    versions) a reader must install to rerun the runs, counting each run once."""
+    import pandas as pd
+
+    from ablate.report.runs import RunArtefacts
+
+    def record(name, provider, version):
+        return {"name": name, "params": {}, "provider": provider, "version": version}
+
+    docs = [[record("batch-norm", "ablate", "0.1.0"), record("ttur", "tricks", "0.1.0"),
+             record("r1-penalty", "tricks", "0.1.0")],
+            [record("ttur", "tricks", "0.2.0"), record("spectral-norm", "sn", "1.0")],
+            [record("ttur", "tricks", "0.1.0"), "not a record", {"provider": 3}],
+            [record("batch-norm", "ablate", "0.1.0")]]
+    rows = []
+    for i, hacks in enumerate(docs):
+        run = tmp_path / f"run{i}"
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"hacks": hacks}))
+        rows.append({"run_dir": str(run), "status": "done", "variant": f"v{i}", "seed": 0})
+    rows.append({**rows[0], "variant": "same-run-again"})  # [axes]: one run, two names
+    plugins = RunArtefacts(pd.DataFrame(rows)).provenance()["plugins"]
+    assert plugins == [("tricks", "0.1.0", ["r1-penalty", "ttur"], 2), ("sn", "1.0", ["spectral-norm"], 1),
+                       ("tricks", "0.2.0", ["ttur"], 1)]

@@ -66,8 +66,17 @@ def describe(cls: type[Hack]) -> dict[str, Any]:
         "overrides": list(cls.overrides),
         "before": list(cls.before),
         "after": list(cls.after),
-        "hooks": [h for h in HOOKS if h in cls.hooks()],
+        "hooks": [h for h in HOOKS if h in cls.hooks()] + _other_methods(cls),
     }
+
+
+def _other_methods(cls: type) -> list[str]:
+    """The per-run-state and description methods ``cls`` overrides (not hooks the loop
+    selects, but part of what the hack does: a reader of ``ablate hacks --json`` sees
+    that its state is checkpointed)."""
+    base = next((k for k in cls.__mro__ if k.__module__ == "ablate.hacks.hack" and k.__name__ == "Hack"), None)
+    return [m for m in ("describe_wrap", "state_dict", "load_state_dict")
+            if base is not None and getattr(cls, m, None) is not getattr(base, m, None)]
 
 
 def params_dict(hack: Hack) -> dict[str, Any]:

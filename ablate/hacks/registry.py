@@ -86,6 +86,10 @@ def validate_class(cls: Any) -> None:
     if not NAME_RE.match(name):
         raise ConfigError(f"{where}: hack name {name!r} must be lowercase words joined by "
                           "dashes, e.g. 'label-smoothing'")
+    for attr in ("source", "on", "off"):
+        if not isinstance(getattr(cls, attr), str):
+            raise ConfigError(f"hack {name!r}: {attr} must be a string (one line for the hack "
+                              f"tables), got {getattr(cls, attr)!r}")
     for attr in ("conflicts", "overrides", "before", "after"):
         value = getattr(cls, attr)
         if not (isinstance(value, tuple) and all(isinstance(v, str) for v in value)):

@@ -479,6 +479,8 @@ def _provenance(d: _Doc, ctx) -> None:
     rows = [("git commit (runs)", ", ".join(f"{c} ({n} runs)" for c, n in prov.get("git_commit") or [])
              or "not recorded"), ("code commit (report)", code_commit())]
     rows += [("library versions (runs)", _kv(v) + f" ({n} runs)") for v, n in prov.get("versions") or []]
+    rows += [("hack plugins (runs)", f"{p} {v}: {', '.join(names)} ({n} runs)")
+             for p, v, names, n in prov.get("plugins") or []]
     rep = versions()
     for pkg in ("pandas", "scipy", "statsmodels", "matplotlib"):
         try:

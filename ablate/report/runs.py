@@ -28,6 +28,29 @@ def _shaped_provenance(p) -> bool:
     f = p.get("features", {}) if isinstance(p, dict) else None
     return isinstance(f, dict) and all(isinstance(v, dict) for v in f.values())
 
+def _plugins(configs: list[dict]) -> list[tuple[str, str, list[str], int]]:
+    """(provider, version, its hacks, runs) for each plugin package the runs' hack records
+    name (every provider but ablate's built-ins), most runs first: the packages a reader
+    installs to rerun them (their versions are part of the run keys)."""
+    from ablate.hacks.providers import BUILTIN_PROVIDER
+
+    runs: Counter = Counter()
+    hacks: dict[tuple[str, str], set[str]] = {}
+    for c in configs:
+        records = c.get("hacks") if isinstance(c.get("hacks"), list) else []
+        seen = set()
+        for r in records:
+            if not isinstance(r, dict) or not isinstance(r.get("provider"), str) \
+                    or r["provider"] == BUILTIN_PROVIDER:
+                continue
+            pv = (r["provider"], str(r.get("version")))
+            hacks.setdefault(pv, set()).add(str(r.get("name")))
+            seen.add(pv)
+        runs.update(seen)
+    return [(p, v, sorted(hacks[(p, v)]), n) for (p, v), n in
+            sorted(runs.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
 class RunArtefacts:
     """Lazy, cached access to the run directories named in the frame's ``run_dir`` column."""
 
@@ -86,6 +109,7 @@ class RunArtefacts:
 
         for key in ("data", "hardware", "versions", "git_commit", "device"):
             out[key] = count(configs, key)
+        out["plugins"] = _plugins(configs)
         trains = [c.get("train") or {} for c in configs]
         out["train"] = trains[0] if trains else {}
         out["latent_dim"] = sorted({t["latent_dim"] for t in trains if t.get("latent_dim")})
