@@ -75,8 +75,8 @@ def raise_dropped(kinds: dict[type[BaseException], int]) -> Callable[[], None]:
     Python runs a signal handler in whatever the main thread is running, finalizers
     included (a ``__del__`` or weakref callback that the garbage collector calls). An
     exception raised there cannot propagate: Python prints "Exception ignored in ..." and
-    goes on, and the Ctrl-C or SIGTERM is lost (`ablate report` once finished with exit
-    code 0 after a SIGTERM that way, in a fault-injection test on a loaded machine).
+    goes on, and the Ctrl-C or SIGTERM is lost: the command finishes with exit code 0
+    (tests/test_grid_fault_audit.py makes it happen in a command and in a pool worker).
     ``sys.unraisablehook`` sees such an exception; a helper thread then sends its signal
     again, a moment later, so that the handler runs once the finalizer has returned (and
     :func:`signals_deferred` still holds it back where it must wait; dropped again, it
