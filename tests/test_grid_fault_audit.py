@@ -397,3 +397,59 @@ except worker.Abandoned:
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stdout.strip() == "abandoned", (p.stdout, p.stderr)
     assert "Exception ignored" not in p.stderr
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.name.startswith(("runs.sqlite", ".ablate-report.lock"))}
+
+
+def test_a_runs_index_damaged_inside_names_rebuild_index_which_then_recovers_it(finished, tmp_path, capsys):
+    """Opening the index reads its header only: a page damaged further in surfaced as a
+    sqlite3 traceback from `status` and from `grid --rebuild-index` itself (its thread
+    check read the store before the rebuild moved it aside)."""
+    res = _copy(finished, tmp_path)
+    db = res / "runs.sqlite"
+    size = db.stat().st_size
+    assert size >= 3 * 4096
+    with open(db, "r+b") as f:
+        f.seek(size - 2 * 4096)
+        f.write(b"\xff" * 4096)
+    for args in (["status", str(res)], ["grid", str(finished[0]), "--results-dir", str(res), "--dry-run"]):
+        code = main(args)
+        err = capsys.readouterr().err
+        assert code == 2 and "--rebuild-index" in err and "Traceback" not in err, (args, err)
+    before = _files(res / "runs")
+    assert main(["grid", str(finished[0]), "--results-dir", str(res), "--rebuild-index", "--threads", "1",
+                 "--no-report", "--no-progress"]) == 0
+    assert {k: r["status"] for k, r in rows(res).items()} == {k: "done" for k in rows(finished[1])}
+    assert _files(res / "runs") == before and list(res.glob("runs.sqlite.corrupt-*"))
+
+
+def test_a_report_refuses_an_index_of_another_experiment_and_another_results_dir_as_out(
+        finished, tmp_path, capsys):
+    """A runs.sqlite copied from another experiment (same dataset, 10 steps) was reported
+    under this one's name; `--out` pointing at another results directory replaced its
+    report. Both now stop before writing anything."""
+    exp10 = experiment(tmp_path, "ten.toml", steps=10)
+    assert _grid(exp10, tmp_path / "ten").counts == {"done": 5}
+    res = _copy(finished, tmp_path)
+    shutil.copy(tmp_path / "ten" / "runs.sqlite", res / "runs.sqlite")
+    before = _files(res)
+    assert main(["report", str(res)]) == 2
+    err = capsys.readouterr().err
+    assert "indexes runs of another experiment" in err and "steps 10 vs 20" in err and "--rebuild-index" in err
+    assert _files(res) == before
+    other = _copy(finished, tmp_path / "b")
+    before = _files(other)
+    assert main(["report", str(tmp_path / "ten"), "--out", str(other)]) == 2
+    assert "is another experiment's results directory" in capsys.readouterr().err
+    assert _files(other) == before
+
+
+@pytest.mark.parametrize("value", ["banana", "-5", "nan", "0"])
+def test_a_junk_stale_limit_in_the_environment_is_a_usage_error(finished, monkeypatch, capsys, value):
+    monkeypatch.setenv("ABLATE_STALE_AFTER_S", value)
+    assert main(["status", str(finished[1])]) == 2
+    err = capsys.readouterr().err
+    assert f"ABLATE_STALE_AFTER_S={value!r} must be a positive number of seconds" in err

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from types import ModuleType
 from ablate.artefacts import raise_dropped
 from ablate.cli import anchor, compare, data, doctor, evaluate, grid, hacks, report, status, train
 from ablate.errors import ConfigError, Terminated
+from ablate.grid.db import damaged
 from ablate.messages import show_on_stderr
 
 # Subcommand name -> module, in the order `ablate --help` lists them.
@@ -52,6 +54,17 @@ def main(argv: list[str] | None = None) -> int:
             return args.run(args)
     except ConfigError as exc:
         print(f"ablate: error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as exc:  # a run index damaged past what opening it checks
+        print(f"ablate: error: a run index (runs.sqlite) cannot be read: {exc}. "
+              + ("The run directories are intact: `ablate grid <experiment> --results-dir DIR "
+                 "--rebuild-index` moves it aside and rebuilds it from DIR/runs/*/ (nothing is retrained)"
+                 if damaged(exc) else "Check that the file and its folder are readable (and writable for "
+                 "`ablate grid`)"), file=sys.stderr)
+        return 2
+    except PermissionError as exc:  # an input or output this user may not read or write
+        print(f"ablate: error: permission denied: {exc.filename or exc}; give this user access to it, "
+              "or choose another path", file=sys.stderr)
         return 2
     except Terminated:
         print("ablate: stopped by SIGTERM", file=sys.stderr)

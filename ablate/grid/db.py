@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 from pathlib import Path
@@ -25,9 +26,22 @@ STALE_LOCAL_S = 900.0
 
 
 def stale_limits() -> tuple[float, float]:
-    """(other hosts, this host) stale-claim limits in seconds, with environment overrides."""
-    return (float(os.environ.get("ABLATE_STALE_AFTER_S", STALE_AFTER_S)),
-            float(os.environ.get("ABLATE_STALE_LOCAL_S", STALE_LOCAL_S)))
+    """(other hosts, this host) stale-claim limits in seconds, with environment overrides
+    (a positive number of seconds; anything else is a :class:`ConfigError` naming it)."""
+    def limit(name: str, default: float) -> float:
+        raw = os.environ.get(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = float("nan")
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"environment variable {name}={raw!r} must be a positive number of "
+                              f"seconds (default {default:g}); set it so, or unset it")
+        return value
+
+    return limit("ABLATE_STALE_AFTER_S", STALE_AFTER_S), limit("ABLATE_STALE_LOCAL_S", STALE_LOCAL_S)
 
 
 def heartbeat_interval() -> float:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -212,10 +213,13 @@ def check_threads(results_dir: Path, specs: list[RunSpec], threads: int, device:
     except (NoStore, StoreCorrupt):  # count the run directories instead
         store = None
     try:
-        if store is not None and all((store.get(s.key) or {}).get("status") in TERMINAL
-                                     for s in specs):
-            return  # nothing to train
-        have = rundirs.finished_threads(store, results_dir)
+        try:
+            if store is not None and all((store.get(s.key) or {}).get("status") in TERMINAL
+                                         for s in specs):
+                return  # nothing to train
+            have = rundirs.finished_threads(store, results_dir)
+        except sqlite3.DatabaseError:  # damaged past its header (the open reads only that):
+            have = rundirs.finished_threads(None, results_dir)  # the run directories say it
     finally:
         if store is not None:
             store.close()

@@ -42,6 +42,35 @@ BASE_COLUMNS = ["key", "variant", "seed", "status", "diverged_step", "wall_time_
                 "train_time_s", "images_per_s", "run_dir"]
 
 
+# What every run of one experiment shares (axes vary widths, learning rates and hack
+# parameters, never these): an index whose runs differ here belongs to another experiment.
+_SHARED = ("dataset", "steps", "batch_size")
+
+
+def _check_belongs(rows: list[dict], meta: dict, path: Path) -> None:
+    """Refuse an index (``runs.sqlite``) whose runs were planned by another experiment than
+    the ``experiment.json`` beside it (a copied or swapped file): its report would carry
+    the other runs' numbers under this experiment's name."""
+    exp = meta.get("experiment") if isinstance(meta.get("experiment"), dict) else {}
+    want = {"dataset": exp.get("dataset"), **{k: (exp.get("train") or {}).get(k) for k in _SHARED[1:]}}
+    variants = {v.get("name") for v in meta.get("variants") or [] if isinstance(v, dict)}
+    for r in rows:
+        try:
+            train = json.loads(r.get("config") or "null")["train"]
+        except (TypeError, ValueError, KeyError):
+            train = None  # a row without its identity (pending, or an old index): names only
+        differs = [f"{k} {train.get(k)!r} vs {want[k]!r}" for k in _SHARED
+                   if isinstance(train, dict) and want[k] is not None and train.get(k) != want[k]]
+        if variants and r["variant"] not in variants:
+            differs.append(f"variant {r['variant']!r} not in its design")
+        if differs:
+            raise ConfigError(
+                f"{path} indexes runs of another experiment than {path.parent / layout.EXPERIMENT_JSON} "
+                f"describes ({exp.get('name')!r}): {differs[0]}. Put back this experiment's own index, "
+                f"or run `ablate grid <its experiment file> --results-dir {path.parent} --rebuild-index`, "
+                "which rebuilds it from the run directories (nothing is retrained)")
+
+
 def load_frame(results_dir: Path | str):
     """One row per planned run (variant x seed) of an experiment, as a DataFrame.
 
@@ -64,6 +93,7 @@ def load_frame(results_dir: Path | str):
         rows = planned_rows(db)
     finally:
         db.close()
+    _check_belongs(rows, meta, path)
     records = []
     metric_cols: dict[str, None] = {}
     for r in rows:

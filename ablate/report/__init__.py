@@ -201,6 +201,12 @@ def write_report(results_dir: Path | str, out_dir: Path | str | None = None) -> 
     out = Path(out_dir or results_dir)
     if not ExperimentDir(results_dir).experiment_json.is_file():
         Results.load(results_dir)  # not a results folder: its error, before any lock or folder is made
+    other = ExperimentDir(out)
+    if out.resolve() != Path(results_dir).resolve() and (other.experiment_json.exists() or other.db.exists()):
+        raise ConfigError(f"--out {out} is another experiment's results directory (it holds "
+                          f"{(other.experiment_json if other.experiment_json.exists() else other.db).name}): "
+                          f"a report of {results_dir} there would replace its REPORT.md, tables/ and "
+                          "figures/; write it to its own results directory, or to a new folder with --out")
     try:
         # The lock is held from the load to the swap, so the report published last is the
         # one that read the latest runs (a report started mid-grid cannot overwrite the
@@ -208,5 +214,9 @@ def write_report(results_dir: Path | str, out_dir: Path | str | None = None) -> 
         with publish.lock(out) if out.is_dir() else contextlib.nullcontext():
             return build_report(Results.load(results_dir), out)
     except OSError as exc:  # disk full, read-only folder: every file is written atomically,
-        raise ConfigError(f"cannot write the report to {out}: {exc.strerror or exc}; "  # so none is torn
+        where = Path(exc.filename) if isinstance(exc.filename, str) else None  # so none is torn
+        if where is not None and not where.resolve().is_relative_to(out.resolve()):
+            raise ConfigError(f"cannot read {where}: {exc.strerror or exc}; the report needs every "
+                              "run's files readable (check their permissions)") from exc
+        raise ConfigError(f"cannot write the report to {out}: {exc.strerror or exc}; "
                           f"the runs are untouched: {write_fix(exc)}, or pass --out DIR") from exc
