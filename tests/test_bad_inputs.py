@@ -84,6 +84,19 @@ def test_non_utf8_experiment_and_results_dir_that_is_a_file(tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
 
 
+def test_an_experiment_file_with_a_utf8_byte_order_mark_reads_as_without(tmp_path, capsys):
+    """Windows editors save UTF-8 with a BOM; it gave 'TOML syntax error ... line 1, column 1'."""
+    plain = experiment(tmp_path)
+    bom = tmp_path / "bom" / plain.name
+    bom.parent.mkdir()
+    bom.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    outs = []
+    for path in (plain, bom):
+        assert main(["grid", str(path), "--dry-run", "--results-dir", str(tmp_path / "res")]) == 0
+        outs.append(capsys.readouterr().out.replace(str(path), "EXP"))
+    assert outs[0] == outs[1] and "to run" in outs[0]
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "r"

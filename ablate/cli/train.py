@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     # ablate commit then resumes too (ablate.training.checkpoint.same_run).
     from ablate.grid.keys import identity, run_key
 
-    if args.resume and not state.exists():
+    if args.resume and not state.exists() and not RunDir(out).result.exists():  # a finished run: refused below
         print(f"ablate: note: --resume: no checkpoint ({STATE_FILE}) in {out}; training from "
               "step 0", file=sys.stderr)
     try:

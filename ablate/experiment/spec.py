@@ -307,7 +307,7 @@ def parse_experiment(doc: dict, stem: str, source: str | None = None) -> Experim
 
 def _read_toml(path: Path) -> dict:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not TOML
     except OSError as exc:
         raise ConfigError(f"cannot read experiment file {path}: {exc.strerror}") from exc
     except UnicodeDecodeError as exc:
