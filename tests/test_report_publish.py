@@ -220,9 +220,10 @@ def test_sigterm_mid_report_cleans_up_says_so_and_exits_143(two_reports):
     assert q.wait(120) == 0
     p = _ablate(str(b), "--out", str(out))
     _wait_for_stage(p, out)
+    assert p.poll() is None, "the build ended before it could be stopped"  # else no signal is sent
     p.send_signal(signal.SIGTERM)
-    assert p.wait(60) == 128 + signal.SIGTERM
-    assert "stopped by SIGTERM" in p.stderr.read()
+    code, err = p.wait(60), p.stderr.read()
+    assert code == 128 + signal.SIGTERM and "stopped by SIGTERM" in err, (code, err)
     assert _snapshot(out) == refs["a"] and not _stages(out)  # the handler ran the clean-up
 
 
