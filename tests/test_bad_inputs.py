@@ -182,3 +182,18 @@ def test_report_and_status_on_something_that_is_not_a_results_dir(tmp_path, caps
     capsys.readouterr()
     assert main(["status", str(exp), "--results-dir", str(half)]) == 2
     assert "experiment.json not found" in capsys.readouterr().err
+
+
+def test_a_dry_run_fetches_and_copies_no_data(tmp_path, monkeypatch, capsys):
+    """`grid --dry-run` (and `train --dry-run`) counted the training images to check the
+    batch size, which fetched the dataset into an empty data root (a download attempt, or
+    Debian's copy installed there): a dry run writes nothing."""
+    root = tmp_path / "data"
+    root.mkdir()
+    monkeypatch.setenv("ABLATE_DATA", str(root))
+    exp = experiment(tmp_path, replace={'dataset = "fake"': 'dataset = "fashion-mnist"'})
+    assert main(["grid", str(exp), "--dry-run", "--results-dir", str(tmp_path / "res")]) == 0
+    assert "could not check batch_size against fashion-mnist without fetching it" in capsys.readouterr().err
+    assert main(["train", "--dataset", "fashion-mnist", "--dry-run"]) == 0
+    assert "without fetching it" in capsys.readouterr().err
+    assert not any(root.iterdir()) and not (tmp_path / "res").exists()

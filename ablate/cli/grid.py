@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     fuse = execution.positive(*setting("fuse"))
     results_dir = directory(args.results_dir, "--results-dir") if args.results_dir is not None else None
     grid = prepare(exp0, results_dir, device=device, threads=threads,  # the file is read once
-                   check_device=execution.here(executor_name, args.address))
+                   check_device=execution.here(executor_name, args.address),
+                   provision=not args.dry_run)  # a dry run writes nothing, data root included
     for warning in grid.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if note:

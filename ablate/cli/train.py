@@ -115,7 +115,8 @@ def _check_runnable(config: TrainConfig) -> None:
     from ablate.environment import resolve_device
 
     resolve_device(config.device)
-    note = check_batch_size(config.dataset, config.batch_size, f"--batch-size {config.batch_size}")
+    note = check_batch_size(config.dataset, config.batch_size, f"--batch-size {config.batch_size}",
+                            provision=False)  # a dry run writes nothing, data root included
     if note:
         print(f"ablate: note: {note}", file=sys.stderr)
 

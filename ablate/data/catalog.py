@@ -74,10 +74,14 @@ def _official_split(name: str, train: bool, root: Path) -> tuple[torch.Tensor, t
     return DATASETS[name].loader(train, root)
 
 
-def check_batch_size(name: str, batch_size: int, label: str) -> str | None:
+def check_batch_size(name: str, batch_size: int, label: str, provision: bool = True) -> str | None:
     """Refuse a batch larger than dataset ``name``'s training split (``label`` names the
     setting in the message, e.g. ``"--batch-size 128"``); a note (not an error) where the
-    data is not here to count."""
+    data is not here to count. ``provision=False`` (a dry run, which writes nothing)
+    counts only data already here: nothing is downloaded or installed."""
+    if not provision and not sources.installed(base_dataset(name), Path(data_root())):
+        return (f"could not check batch_size against {name} without fetching it ({availability(name)[1]}); "
+                "a real run provisions it first")
     try:
         n = len(load(name, "train"))
     except DataUnavailable as exc:

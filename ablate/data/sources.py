@@ -136,6 +136,13 @@ def _raise_missing(name: str, root: Path):
                           + TORCHVISION[name].how_to_get.format(root=root))
 
 
+def installed(name: str, root: Path) -> bool:
+    """Whether loading source dataset ``name`` needs nothing fetched or copied into ``root``."""
+    if name in TORCHVISION:
+        return _try_open(TORCHVISION[name], root, True, False) is not None
+    return availability(name, root)[0]
+
+
 def availability(name: str, root: Path) -> tuple[bool, str]:
     """(available here?, where from) of a source dataset, without downloading anything."""
     if name in TORCHVISION:

@@ -102,9 +102,11 @@ def other_owner(results: Path, experiment: Experiment) -> str | None:
 
 
 def prepare(path: Experiment | Path | str, results_dir: Path | str | None = None, *,
-            device: str = "auto", threads: int | None = None, check_device: bool = True) -> Grid:
+            device: str = "auto", threads: int | None = None, check_device: bool = True,
+            provision: bool = True) -> Grid:
     """Load (unless given an :class:`Experiment` already read), validate and expand an
-    experiment; writes nothing.
+    experiment; writes nothing in the results directory (``provision=False``: nor in the
+    data root, where counting the training images would fetch the dataset).
 
     Every variant's hacks, parameters and Recipe values are checked, the batch size
     against the dataset, and (``check_device``) that the device exists here.
@@ -157,7 +159,7 @@ def prepare(path: Experiment | Path | str, results_dir: Path | str | None = None
             except ConfigError as exc:
                 raise ConfigError(f"variant {s.variant!r}: {exc}") from exc
         bs = specs[0].config.batch_size
-        note = check_batch_size(experiment.dataset, bs, f"[budget].batch_size = {bs}")
+        note = check_batch_size(experiment.dataset, bs, f"[budget].batch_size = {bs}", provision=provision)
         if note:
             warnings.append(note)
     except ConfigError as exc:
