@@ -453,3 +453,23 @@ def test_a_junk_stale_limit_in_the_environment_is_a_usage_error(finished, monkey
     assert main(["status", str(finished[1])]) == 2
     err = capsys.readouterr().err
     assert f"ABLATE_STALE_AFTER_S={value!r} must be a positive number of seconds" in err
+
+
+@pytest.mark.parametrize("where,words", [("runs/k/config.json", "cannot read"),
+                                         (".ablate-stage-x/REPORT.md", "cannot write the report to")])
+def test_a_report_names_an_unreadable_run_file_as_input_and_a_failed_write_as_output(
+        finished, tmp_path, monkeypatch, capsys, where, words):
+    """Every OSError while reporting was called a write error in the output folder, also
+    for a run file this user may not read (then 'make the folder writable' misleads)."""
+    import errno
+
+    import ablate.report as report
+
+    res = _copy(finished, tmp_path)
+
+    def denied(results, out):
+        raise PermissionError(errno.EACCES, "Permission denied", str(res / where))
+
+    monkeypatch.setattr(report, "build_report", denied)
+    assert main(["report", str(res)]) == 2
+    assert words in capsys.readouterr().err

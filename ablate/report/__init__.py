@@ -214,8 +214,9 @@ def write_report(results_dir: Path | str, out_dir: Path | str | None = None) -> 
         with publish.lock(out) if out.is_dir() else contextlib.nullcontext():
             return build_report(Results.load(results_dir), out)
     except OSError as exc:  # disk full, read-only folder: every file is written atomically,
-        where = Path(exc.filename) if isinstance(exc.filename, str) else None  # so none is torn
-        if where is not None and not where.resolve().is_relative_to(out.resolve()):
+        where = Path(exc.filename).resolve() if isinstance(exc.filename, str) else None  # so none is torn
+        if where is not None and (where.is_relative_to(ExperimentDir(results_dir).runs.resolve())
+                                  or not where.is_relative_to(out.resolve())):  # an input, not the output
             raise ConfigError(f"cannot read {where}: {exc.strerror or exc}; the report needs every "
                               "run's files readable (check their permissions)") from exc
         raise ConfigError(f"cannot write the report to {out}: {exc.strerror or exc}; "
