@@ -297,30 +297,38 @@ def _raised_within(seconds: float) -> None:
         pass  # the re-raised exception lands here
 
 
-def test_a_sigterm_landing_in_a_finalizer_still_stops_the_command_with_143(monkeypatch, capsys):
-    """A fault-injection run saw `ablate report` exit 0 after a SIGTERM: its handler had run
-    inside a finalizer (garbage collection), where Python prints "Exception ignored" and
-    drops the exception. artefacts.raise_dropped raises it again after the finalizer."""
+def _sigterm_inside_a_finalizer() -> None:
+    """SIGTERM to this process while a finalizer runs; once its handler has run there (and
+    Python dropped what it raised), 10 s for the signal sent again to land."""
     import os
     import signal
     import threading
 
+    handled = threading.Event()
+    real = signal.getsignal(signal.SIGTERM)
+
+    def handler(n, f):
+        handled.set()
+        real(n, f)
+
+    signal.signal(signal.SIGTERM, handler)
+    x = _SlowFinalizer(handled)
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    del x  # the handler runs in __del__ and raises there
+    assert handled.is_set()
+    _raised_within(10)
+
+
+def test_a_sigterm_landing_in_a_finalizer_still_stops_the_command_with_143(monkeypatch, capsys):
+    """Python runs a signal handler in whatever the main thread runs, finalizers included,
+    and drops what it raises there ("Exception ignored"): the command went on and exited 0.
+    artefacts.raise_dropped sends the signal again once the finalizer has returned."""
+    import signal
+
     from ablate.cli import hacks
 
     def command(args):
-        handled = threading.Event()
-        real = signal.getsignal(signal.SIGTERM)
-
-        def handler(n, f):
-            handled.set()
-            real(n, f)
-
-        signal.signal(signal.SIGTERM, handler)
-        x = _SlowFinalizer(handled)
-        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
-        del x  # the handler runs in __del__ and raises Terminated there
-        assert handled.is_set()
-        _raised_within(10)
+        _sigterm_inside_a_finalizer()
         return 0  # reached only if the SIGTERM was lost
 
     monkeypatch.setattr(hacks, "run", command)
@@ -371,25 +379,15 @@ def test_a_pool_workers_sigterm_landing_in_a_finalizer_still_abandons_its_run(tm
     import subprocess
 
     code = f"""
-import os, signal, sys, threading
+import os, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
-from test_grid_fault_audit import _SlowFinalizer, _raised_within
+from test_grid_fault_audit import _sigterm_inside_a_finalizer
 from ablate.grid import worker
 
 worker.install_worker_signals(os.getpid())
 worker.in_run()
-handled = threading.Event()
-real = signal.getsignal(signal.SIGTERM)
-def handler(n, f):
-    handled.set()
-    real(n, f)
-signal.signal(signal.SIGTERM, handler)
 try:
-    x = _SlowFinalizer(handled)
-    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
-    del x
-    assert handled.is_set()
-    _raised_within(10)
+    _sigterm_inside_a_finalizer()
     print("lost")
 except worker.Abandoned:
     print("abandoned")
