@@ -83,7 +83,7 @@ def test_all_off_recipe_is_unchanged_and_bad_values_are_refused(tmp_path):
 
 @pytest.mark.parametrize("value,word", [(torch.tensor(1.0), "Tensor"), (object(), "object"),
                                         (float("nan"), "Out of range float")])
-def test_describe_wrap_must_be_json_ready_before_anything_is_written(tmp_path, value, word):
+def test_describe_wrap_must_be_json_ready_before_anything_is_written(register, tmp_path, value, word):
     """A tensor or an object in describe_wrap() was recorded in config.json as its repr."""
 
     class Unready(Hack):
@@ -93,13 +93,10 @@ def test_describe_wrap_must_be_json_ready_before_anything_is_written(tmp_path, v
         def describe_wrap(self):
             return {"d": value}
 
-    registry.register_hack(Unready)
-    try:
-        plan = resolve(TrainConfig(dataset="fake", steps=1, batch_size=4, seed=0, ngf=8, ndf=8,
-                                   latent_dim=16, device="cpu", threads=1, log_every=1,
-                                   hacks=("test-unready-describe",)))
-        with pytest.raises(ConfigError, match=f"describe_wrap\\(\\) must return a JSON-ready dict.*{word}"):
-            train(plan, tmp_path / "run")
-        assert not (tmp_path / "run" / "config.json").exists()
-    finally:
-        registry.unregister_hack("test-unready-describe")
+    register(Unready)
+    plan = resolve(TrainConfig(dataset="fake", steps=1, batch_size=4, seed=0, ngf=8, ndf=8,
+                               latent_dim=16, device="cpu", threads=1, log_every=1,
+                               hacks=("test-unready-describe",)))
+    with pytest.raises(ConfigError, match=f"describe_wrap\\(\\) must return a JSON-ready dict.*{word}"):
+        train(plan, tmp_path / "run")
+    assert not (tmp_path / "run" / "config.json").exists()

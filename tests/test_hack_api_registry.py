@@ -345,7 +345,7 @@ def test_metadata_must_be_strings(attr):
         registry.register_hack(cls)
 
 
-def test_signatures_ablate_can_call_are_accepted():
+def test_signatures_ablate_can_call_are_accepted(register):
     class Fine(Hack):
         name = "fine-signatures"
         on, off = "on", "off"
@@ -366,11 +366,8 @@ def test_signatures_ablate_can_call_are_accepted():
         def d_penalty(ctx):
             return None
 
-    registry.register_hack(Fine)
-    try:
-        assert "fine-signatures" in registry.hack_names()
-    finally:
-        registry.unregister_hack("fine-signatures")
+    register(Fine)
+    assert "fine-signatures" in registry.hack_names()
 
 
 # ----- parameter types -------------------------------------------------------------------

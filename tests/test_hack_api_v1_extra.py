@@ -10,7 +10,7 @@ import json
 import pytest
 from torch import nn
 
-from ablate import Hack, Recipe, registry
+from ablate import Hack, Recipe
 from ablate.config import TrainConfig
 from ablate.errors import ConfigError
 from ablate.fused.grouping import fuse_blocker
@@ -54,12 +54,8 @@ class _Clash(Hack):
 
 
 @pytest.fixture
-def v1():
-    for cls in (_Tagged, _Scaled, _Clash):
-        registry.register_hack(cls)
-    yield
-    for cls in (_Tagged, _Scaled, _Clash):
-        registry.unregister_hack(cls.name)
+def v1(register):
+    register(_Tagged, _Scaled, _Clash)
 
 
 def _cfg(*hacks):
